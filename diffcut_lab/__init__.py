@@ -1,0 +1,104 @@
+"""diffcut_lab: look inside diffusion UNets as vision encoders.
+
+DiffCut (Couairon et al., NeurIPS 2024) segments an image with no training and no labels: it reads the
+self-attention output of one encoder block of a diffusion UNet and partitions the patch graph with a
+recursive normalized cut whose threshold ``tau`` sets the granularity.
+
+The public names are imported lazily, so ``import diffcut_lab`` stays fast and a notebook only pays for
+torch and diffusers when it uses them::
+
+    import diffcut_lab as dl
+    bb = dl.load_backbone("pocket")
+    seg = dl.DiffCut(bb, tau=0.5).segment("photo.jpg")
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (one place to look up where anything lives)
+_EXPORTS: dict[str, str] = {
+    # errors
+    "DiffCutLabError": "errors",
+    "FeatureError": "errors",
+    "ImageInputError": "errors",
+    "ModelLoadError": "errors",
+    "ParameterError": "errors",
+    "UnknownLayerError": "errors",
+    "UnsupportedModelError": "errors",
+    # images
+    "load_image": "images",
+    "to_batch": "images",
+    # backbones and hooks
+    "Backbone": "backbones",
+    "load_backbone": "backbones",
+    "HookPoint": "hooks",
+    "FeatureCache": "hooks",
+    "capture": "hooks",
+    "list_hook_points": "hooks",
+    "hook_points_frame": "hooks",
+    "resolve_layers": "hooks",
+    "memory_estimate": "hooks",
+    # segmentation core
+    "affinity": "affinity",
+    "recursive_ncut": "ncut",
+    "CutTree": "ncut",
+    "CutStep": "ncut",
+    "concept_assignment": "refine",
+    "nearest_upsample": "refine",
+    "pamr": "refine",
+    "median_filter": "refine",
+    "DiffCut": "pipeline",
+    "DiffCutConfig": "pipeline",
+    "Segmentation": "pipeline",
+    "hungarian_miou": "metrics",
+    "MIoUAccumulator": "metrics",
+    "segment_features": "baselines",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'diffcut_lab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"diffcut_lab.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
+    from .affinity import affinity
+    from .backbones import Backbone, load_backbone
+    from .baselines import segment_features
+    from .errors import (
+        DiffCutLabError,
+        FeatureError,
+        ImageInputError,
+        ModelLoadError,
+        ParameterError,
+        UnknownLayerError,
+        UnsupportedModelError,
+    )
+    from .hooks import (
+        FeatureCache,
+        HookPoint,
+        capture,
+        hook_points_frame,
+        list_hook_points,
+        memory_estimate,
+        resolve_layers,
+    )
+    from .images import load_image, to_batch
+    from .metrics import MIoUAccumulator, hungarian_miou
+    from .ncut import CutStep, CutTree, recursive_ncut
+    from .pipeline import DiffCut, DiffCutConfig, Segmentation
+    from .refine import concept_assignment, median_filter, nearest_upsample, pamr

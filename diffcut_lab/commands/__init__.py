@@ -1,0 +1,1 @@
+"""One module per ``diffcut-lab`` command; each defines ``register(subparsers)`` and ``run(args)``."""
