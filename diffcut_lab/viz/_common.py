@@ -1,0 +1,219 @@
+"""Shared helpers of the views: colours, image conversion, PCA colouring, axis styling.
+
+Only presentation lives here (turning arrays into colours and plotly traces); every computation that
+produces results (features, affinities, cuts, scores) is called from the library.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import plotly.colors as pcolors
+import plotly.graph_objects as go
+
+__all__ = [
+    "as_labels",
+    "as_rgb",
+    "blend_labels",
+    "downscale",
+    "label_palette",
+    "layer_sort_key",
+    "pca_rgb",
+    "resize_labels",
+    "short_layer_name",
+    "style_image_axes",
+]
+
+#: colours of the accepted / rejected cuts and of the highlighted region, used by every view
+ACCEPTED = "#2e7d32"
+REJECTED = "#c62828"
+HIGHLIGHT = "#ffb300"
+
+
+def label_palette(n: int) -> list[str]:
+    """Return ``n`` distinct colours as ``"#rrggbb"`` strings, stable for a given ``n``.
+
+    The first 48 come from plotly's Dark24 and Light24 qualitative palettes; further colours are spread
+    on the hue circle with the golden ratio so that neighbouring ids stay distinguishable.
+    """
+    base = list(pcolors.qualitative.Dark24) + list(pcolors.qualitative.Light24)
+    out = base[: max(n, 0)]
+    golden = 0.618033988749895
+    for i in range(len(out), n):
+        r, g, b = colorsys.hsv_to_rgb((i * golden) % 1.0, 0.65, 0.9)
+        out.append(f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}")
+    return out
+
+
+def _hex_to_rgb(colors: Sequence[str]) -> np.ndarray:
+    return np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in colors], dtype=np.float32)
+
+
+def as_rgb(image: Any) -> np.ndarray:
+    """Convert anything :func:`diffcut_lab.load_image` accepts to an ``(H, W, 3)`` uint8 array."""
+    if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
+        return image
+    from ..images import load_image
+
+    return np.asarray(load_image(image).convert("RGB"), dtype=np.uint8)
+
+
+def as_labels(labels: Any, grid: tuple[int, int] | None = None) -> np.ndarray:
+    """Return ``labels`` as an int64 ``(h, w)`` array (a flat ``(N,)`` array needs ``grid``)."""
+    if hasattr(labels, "detach"):
+        labels = labels.detach().cpu().numpy()
+    arr = np.asarray(labels)
+    if arr.ndim == 1:
+        if grid is None:
+            raise ValueError("flat labels need grid=(h, w) to be shown as an image")
+        arr = arr.reshape(grid)
+    if arr.ndim != 2:
+        raise ValueError(f"labels must be (h, w), got shape {arr.shape}")
+    return arr.astype(np.int64, copy=False)
+
+
+def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an ``(h, w)`` label map to ``size = (H, W)`` (display only)."""
+    h, w = labels.shape
+    H, W = size
+    if (h, w) == (H, W):
+        return labels
+    rows = np.minimum((np.arange(H) * h) // H, h - 1)
+    cols = np.minimum((np.arange(W) * w) // W, w - 1)
+    return labels[rows[:, None], cols[None, :]]
+
+
+def downscale(image: np.ndarray, max_side: int) -> np.ndarray:
+    """Shrink an ``(H, W, 3)`` uint8 image so its longer side is at most ``max_side`` (for display)."""
+    H, W = image.shape[:2]
+    if max(H, W) <= max_side:
+        return image
+    from PIL import Image
+
+    s = max_side / max(H, W)
+    size = (max(1, round(W * s)), max(1, round(H * s)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+
+
+def blend_labels(
+    image: np.ndarray, labels: np.ndarray, *, opacity: float = 0.5, boundaries: bool = True
+) -> np.ndarray:
+    """Paint ``labels`` (any size, nearest-resized to the image) over ``image``; returns uint8 RGB."""
+    H, W = image.shape[:2]
+    lab = resize_labels(labels, (H, W))
+    n = int(lab.max()) + 1 if lab.size else 1
+    colors = _hex_to_rgb(label_palette(n))
+    painted = (1 - opacity) * image.astype(np.float32) + opacity * colors[np.clip(lab, 0, None)]
+    if boundaries:
+        edge = np.zeros((H, W), dtype=bool)
+        edge[:-1, :] |= lab[:-1, :] != lab[1:, :]
+        edge[:, :-1] |= lab[:, :-1] != lab[:, 1:]
+        painted[edge] = 255.0
+    return np.clip(painted, 0, 255).astype(np.uint8)
+
+
+def pca_rgb(features: Any, *, seed: int = 0) -> np.ndarray:
+    """Colour a ``(C, h, w)`` feature map by its first three principal components.
+
+    Returns an ``(h, w, 3)`` float array in [0, 1]. Each component is scaled by its 1st and 99th
+    percentiles and its sign is fixed (largest loading positive) so colours are reproducible.
+    """
+    from sklearn.utils.extmath import randomized_svd
+
+    if hasattr(features, "detach"):
+        features = features.detach().float().cpu().numpy()
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 3:
+        raise ValueError(f"features must be (C, h, w), got shape {x.shape}")
+    c, h, w = x.shape
+    flat = x.reshape(c, h * w).T
+    flat = flat - flat.mean(axis=0, keepdims=True)
+    k = min(3, *flat.shape)
+    u, s, vt = randomized_svd(flat, n_components=k, random_state=seed)
+    comps = u * s
+    signs = np.sign(vt[np.arange(k), np.abs(vt).argmax(axis=1)])
+    comps = comps * np.where(signs == 0, 1, signs)
+    if k < 3:
+        comps = np.concatenate([comps, np.zeros((comps.shape[0], 3 - k))], axis=1)
+    lo = np.percentile(comps, 1, axis=0)
+    hi = np.percentile(comps, 99, axis=0)
+    rgb = np.clip((comps - lo) / np.where(hi - lo > 1e-12, hi - lo, 1.0), 0, 1)
+    return rgb.reshape(h, w, 3)
+
+
+_STAGE_RANK = {"down": 0, "mid": 1, "up": 2}
+
+
+def layer_stage(name: str) -> str:
+    """``"down"``, ``"mid"``, ``"up"`` or ``"other"`` from a diffusers module path."""
+    if name.startswith("down_blocks"):
+        return "down"
+    if name.startswith("mid_block"):
+        return "mid"
+    if name.startswith("up_blocks"):
+        return "up"
+    return "other"
+
+
+def layer_sort_key(name: str) -> tuple:
+    """Sort key that orders module paths as the UNet runs them: down, mid, up, then by index."""
+    parts = tuple(int(p) if p.isdigit() else p for p in re.split(r"[.]", name))
+    return (_STAGE_RANK.get(layer_stage(name), 3), tuple((0, p) if isinstance(p, int) else (1, p) for p in parts))
+
+
+_ABBREV = [
+    ("down_blocks.", "down"),
+    ("up_blocks.", "up"),
+    ("mid_block", "mid"),
+    (".attentions.", ".att"),
+    (".transformer_blocks.", ".tb"),
+    (".resnets.", ".res"),
+]
+
+
+def short_layer_name(name: str) -> str:
+    """Compact label for a module path, e.g. ``down2.att1.tb3.attn1``."""
+    for long, short in _ABBREV:
+        name = name.replace(long, short)
+    return name
+
+
+def style_image_axes(fig: go.Figure, row: int | None = None, col: int | None = None) -> None:
+    """Hide ticks and keep square pixels on an image subplot (y pointing down).
+
+    Without ``row``/``col`` the figure's only axes are styled.
+    """
+    if row is None:
+        xaxis, yaxis = fig.layout.xaxis, fig.layout.yaxis
+        xname = "x"
+    else:
+        sub = fig.get_subplot(row, col)
+        xaxis, yaxis = sub.xaxis, sub.yaxis
+        xname = "x" + xaxis.plotly_name[len("xaxis") :]
+    xaxis.update(showticklabels=False, showgrid=False, zeroline=False, constrain="domain")
+    yaxis.update(
+        showticklabels=False,
+        showgrid=False,
+        zeroline=False,
+        autorange="reversed",
+        scaleanchor=xname,
+        scaleratio=1,
+        constrain="domain",
+    )
+
+
+def image_trace(image: np.ndarray, *, name: str = "image", hover: bool = False) -> go.Image:
+    """A ``go.Image`` whose pixel centres sit at integer coordinates ``0..W-1``, ``0..H-1``."""
+    return go.Image(z=image, name=name, hoverinfo="skip" if not hover else "x+y", colormodel="rgb")
+
+
+def grid_geometry(image_shape: tuple[int, int], grid: tuple[int, int]) -> dict[str, float]:
+    """``x0, dx, y0, dy`` that place an ``(h, w)`` heatmap exactly over an ``(H, W)`` image trace."""
+    H, W = image_shape
+    h, w = grid
+    sy, sx = H / h, W / w
+    return {"x0": sx / 2 - 0.5, "dx": sx, "y0": sy / 2 - 0.5, "dy": sy}

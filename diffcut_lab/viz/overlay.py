@@ -1,0 +1,206 @@
+"""Segments painted over their image, with a legend and hover details."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ._common import (
+    as_labels,
+    as_rgb,
+    blend_labels,
+    downscale,
+    grid_geometry,
+    image_trace,
+    label_palette,
+    resize_labels,
+    style_image_axes,
+)
+
+__all__ = ["compare_overlays", "overlay", "overlay_traces"]
+
+
+def overlay_traces(
+    image: Any,
+    labels: Any,
+    *,
+    opacity: float = 0.5,
+    max_side: int = 384,
+    legend: bool = True,
+    legendgroup: str | None = None,
+    names: Mapping[int, str] | Sequence[str] | None = None,
+) -> list[go.BaseTraceType]:
+    """Traces of one overlay: the blended picture, a transparent hover layer and legend entries.
+
+    Parameters
+    ----------
+    image
+        Anything :func:`diffcut_lab.load_image` accepts; ``(H, W, 3)`` uint8 is used as is.
+    labels
+        ``(h, w)`` integer segment ids (any resolution; nearest-resized onto the image).
+    opacity
+        Weight of the segment colours over the image.
+    max_side
+        The picture is shrunk to this longer side for display (figures stay small in reports).
+    legend
+        Add one legend entry per segment (colour, id, size in pixels and percent).
+    legendgroup
+        Legend group of the entries (to tell several overlays in one figure apart).
+    names
+        Optional segment names (id -> name), e.g. class names of a ground truth.
+    """
+    rgb = as_rgb(image)
+    lab = as_labels(labels)
+    H, W = rgb.shape[:2]
+    small = downscale(rgb, max_side)
+    h_img, w_img = small.shape[:2]
+    # hover at no more than the labels' own resolution or the display resolution
+    hover_shape = (min(lab.shape[0], h_img), min(lab.shape[1], w_img))
+    hover_lab = resize_labels(lab, hover_shape)
+    ids, counts = np.unique(lab, return_counts=True)
+    scale = (H * W) / lab.size  # size in input-image pixels
+    sizes = dict(zip(ids.tolist(), (counts * scale).round().astype(int).tolist()))
+    total = H * W
+
+    def name_of(k: int) -> str:
+        if names is None:
+            return f"segment {k}"
+        if isinstance(names, Mapping):
+            return str(names.get(k, f"segment {k}"))
+        return str(names[k]) if 0 <= k < len(names) else f"segment {k}"
+
+    painted = blend_labels(small, lab, opacity=opacity)
+    traces: list[go.BaseTraceType] = [image_trace(painted, name="overlay")]
+    size_grid = np.vectorize(lambda k: sizes.get(int(k), 0), otypes=[np.int64])(hover_lab)
+    name_grid = np.vectorize(name_of, otypes=[object])(hover_lab)
+    custom = np.dstack([size_grid, np.round(100 * size_grid / total, 1), name_grid])
+    traces.append(
+        go.Heatmap(
+            z=hover_lab,
+            customdata=custom,
+            hovertemplate="%{customdata[2]} (id %{z})<br>%{customdata[0]} px, %{customdata[1]}%"
+            "<extra></extra>",
+            showscale=False,
+            opacity=0.0,
+            colorscale=[[0, "rgba(0,0,0,0)"], [1, "rgba(0,0,0,0)"]],
+            name="segments",
+            **grid_geometry((h_img, w_img), hover_shape),
+        )
+    )
+    if legend:
+        palette = label_palette(int(lab.max()) + 1 if lab.size else 1)
+        for k in ids.tolist():
+            traces.append(
+                go.Scatter(
+                    x=[None],
+                    y=[None],
+                    mode="markers",
+                    marker={"symbol": "square", "size": 12, "color": palette[k]},
+                    name=f"{name_of(k)}: {sizes[k]:,} px ({100 * sizes[k] / total:.1f}%)",
+                    legendgroup=legendgroup,
+                    legendgrouptitle_text=legendgroup if legendgroup and k == ids[0] else None,
+                    showlegend=True,
+                    hoverinfo="skip",
+                )
+            )
+    return traces
+
+
+def overlay(
+    image: Any,
+    labels: Any,
+    *,
+    title: str | None = None,
+    opacity: float = 0.5,
+    max_side: int = 384,
+    names: Mapping[int, str] | Sequence[str] | None = None,
+    height: int = 420,
+) -> go.Figure:
+    """Segments over the image, one legend entry per segment; hover shows segment id and size.
+
+    Parameters
+    ----------
+    image
+        Anything :func:`diffcut_lab.load_image` accepts (path, PIL image, array, tensor).
+    labels
+        ``(h, w)`` integer segment ids, e.g. ``Segmentation.labels`` or ``CutTree.labels`` (a coarser
+        grid is nearest-resized onto the image).
+    title
+        Figure title; by default the number of segments.
+    opacity
+        Weight of the segment colours.
+    max_side
+        Longer side of the displayed picture in pixels.
+    names
+        Optional segment names (id -> name).
+    height
+        Figure height in pixels.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        A static figure (works in exported HTML without a kernel).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> img = np.zeros((64, 64, 3), np.uint8)
+    >>> lab = np.zeros((8, 8), np.int64); lab[:, 4:] = 1
+    >>> fig = overlay(img, lab)
+    >>> len(fig.data)  # picture, hover layer, two legend entries
+    4
+    """
+    lab = as_labels(labels)
+    traces = overlay_traces(image, lab, opacity=opacity, max_side=max_side, names=names)
+    fig = go.Figure(traces)
+    n = len(np.unique(lab))
+    fig.update_layout(
+        title=title if title is not None else f"{n} segment{'s' if n != 1 else ''}",
+        height=height,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        legend={"title": {"text": "segments"}, "itemclick": False, "itemdoubleclick": False},
+        plot_bgcolor="white",
+    )
+    style_image_axes(fig)
+    return fig
+
+
+def compare_overlays(
+    image: Any,
+    labelings: Mapping[str, Any],
+    *,
+    title: str | None = None,
+    opacity: float = 0.5,
+    max_side: int = 320,
+    height: int = 380,
+) -> go.Figure:
+    """Several segmentations of the same image side by side (e.g. ``{"paper": ..., "fixed": ...}``).
+
+    Parameters
+    ----------
+    image
+        The image all labelings belong to.
+    labelings
+        Panel title -> ``(h, w)`` label map.
+    title
+        Figure title.
+    opacity, max_side, height
+        As in :func:`overlay`.
+    """
+    if not labelings:
+        raise ValueError("compare_overlays needs at least one labeling")
+    titles = []
+    for name, lab in labelings.items():
+        n = len(np.unique(as_labels(lab)))
+        titles.append(f"{name}: {n} segment{'s' if n != 1 else ''}")
+    fig = make_subplots(rows=1, cols=len(labelings), subplot_titles=titles, horizontal_spacing=0.02)
+    for col, lab in enumerate(labelings.values(), start=1):
+        for tr in overlay_traces(image, lab, opacity=opacity, max_side=max_side, legend=False):
+            fig.add_trace(tr, row=1, col=col)
+        style_image_axes(fig, 1, col)
+    fig.update_layout(title=title, height=height, margin={"l": 10, "r": 10, "t": 60, "b": 10})
+    return fig
