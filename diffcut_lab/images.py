@@ -1,0 +1,286 @@
+"""Image loading and batching: every input kind in, one ``(B, 3, H, W)`` float batch in [0, 1] out.
+
+:func:`load_image` turns a path, a PIL image of any mode, a numpy array or a torch tensor into an RGB
+PIL image; :func:`to_batch` stacks one or many images into a tensor, resized (bilinear, antialiased) or
+centre-cropped then resized (the evaluation protocol of the DiffCut paper).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from .errors import ImageInputError, ParameterError
+
+__all__ = ["ImageLike", "load_image", "parse_size", "to_batch"]
+
+#: Anything :func:`load_image` accepts.
+ImageLike = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray | torch.Tensor
+
+_POLICIES = ("resize", "center_crop")
+
+
+def load_image(src: ImageLike) -> Image.Image:
+    """Load one image as an RGB PIL image.
+
+    Parameters
+    ----------
+    src : str, os.PathLike, PIL.Image.Image, numpy.ndarray or torch.Tensor
+        - a path to an image file (any format Pillow reads);
+        - a PIL image of any mode (``RGB``, ``RGBA``, ``LA``, ``L``, ``1``, ``P``, ``I;16``, ``I``,
+          ``F``, ``CMYK``, ...); alpha is composited over white, 16-bit and float grey images are
+          scaled by their type's range;
+        - a numpy array ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` of dtype uint8
+          (0..255), uint16 (0..65535), bool, or float with values in [0, 1];
+        - a torch tensor ``(3, H, W)``, ``(1, H, W)``, ``(H, W, 3)`` or ``(H, W)``, same dtype rules.
+
+    Returns
+    -------
+    PIL.Image.Image
+        An ``RGB`` image.
+
+    Raises
+    ------
+    ImageInputError
+        Missing or unreadable file, unsupported shape, dtype or value range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> load_image(np.zeros((4, 5), dtype=np.uint8)).size
+    (5, 4)
+    """
+    if isinstance(src, (str, os.PathLike)):
+        return _load_path(Path(src))
+    if isinstance(src, Image.Image):
+        return _pil_to_rgb(src)
+    if isinstance(src, torch.Tensor):
+        return _array_to_rgb(_tensor_to_hwc(src), origin="torch tensor")
+    if isinstance(src, np.ndarray):
+        return _array_to_rgb(src, origin="numpy array")
+    raise ImageInputError(
+        f"cannot read an image from an object of type {type(src).__name__}; expected a file path, a PIL "
+        "image, a numpy array (H,W[,3|4]) or a torch tensor (3,H,W) / (H,W,3)."
+    )
+
+
+def to_batch(
+    images: ImageLike | Sequence[ImageLike],
+    size: int | tuple[int, int] | None = None,
+    *,
+    policy: Literal["resize", "center_crop"] = "resize",
+) -> torch.Tensor:
+    """Stack one or many images into a float batch.
+
+    Parameters
+    ----------
+    images : image or sequence of images
+        Anything :func:`load_image` accepts, or a list/tuple of those. A 4-D tensor ``(B, 3, H, W)``
+        (float in [0, 1] or uint8) is taken as an already stacked batch.
+    size : int or (H, W), optional
+        Output size. ``None`` keeps each image's size; then every image must have the same size.
+    policy : {"resize", "center_crop"}
+        ``"resize"`` resizes to ``size`` (bilinear, antialiased; the aspect ratio is not kept);
+        ``"center_crop"`` first crops the largest centred square, then resizes (the paper's protocol).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, 3, H, W)`` float32 in [0, 1] on the CPU.
+
+    Raises
+    ------
+    ImageInputError
+        An image cannot be read, or sizes differ with ``size=None``.
+    ParameterError
+        Unknown ``policy`` or an invalid ``size``.
+    """
+    if policy not in _POLICIES:
+        raise ParameterError(f"unknown resize policy {policy!r}; expected one of {_POLICIES}.")
+    target = None if size is None else parse_size(size)
+    if isinstance(images, torch.Tensor) and images.ndim == 4:
+        items: list[torch.Tensor] = [_as_chw_float(img) for img in images]
+    else:
+        seq = list(images) if isinstance(images, (list, tuple)) else [images]
+        if not seq:
+            raise ImageInputError("no images given: expected one image or a non-empty list of images.")
+        items = [_pil_to_tensor(load_image(img)) for img in seq]
+    out = []
+    for img in items:
+        if policy == "center_crop":
+            img = _center_square(img)
+        if target is not None and tuple(img.shape[-2:]) != target:
+            img = _resize(img, target)
+        out.append(img)
+    shapes = {tuple(t.shape[-2:]) for t in out}
+    if len(shapes) > 1:
+        raise ImageInputError(
+            f"images have different sizes {sorted(shapes)}; pass size=... (e.g. size=512) so they can be "
+            "stacked into one batch."
+        )
+    return torch.stack(out).clamp_(0.0, 1.0)
+
+
+def parse_size(size: int | Sequence[int]) -> tuple[int, int]:
+    """Normalise an int or ``(H, W)`` to a ``(H, W)`` tuple of positive ints.
+
+    Raises
+    ------
+    ParameterError
+        Not an int or a pair of positive ints.
+    """
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        pair = (int(size), int(size))
+    elif isinstance(size, Sequence) and len(size) == 2 and all(isinstance(s, (int, np.integer)) for s in size):
+        pair = (int(size[0]), int(size[1]))
+    else:
+        raise ParameterError(f"invalid image size {size!r}; expected an int or a pair (H, W) of ints.")
+    if min(pair) < 1:
+        raise ParameterError(f"invalid image size {size!r}; sides must be positive.")
+    return pair
+
+
+# ----------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _load_path(path: Path) -> Image.Image:
+    if not path.exists():
+        raise ImageInputError(f"image file not found: {str(path)!r}; check the path.")
+    if path.is_dir():
+        raise ImageInputError(f"{str(path)!r} is a directory, not an image file.")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return _pil_to_rgb(img)
+    except (UnidentifiedImageError, OSError) as err:
+        raise ImageInputError(
+            f"cannot read image {str(path)!r}: {err}; expected a file Pillow can open (PNG, JPEG, ...)."
+        ) from err
+
+
+def _pil_to_rgb(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode == "RGB":
+        return img.copy()
+    if mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+        mode = img.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        arr = np.asarray(img)
+        if mode.startswith("I;16"):
+            arr = arr.astype(np.float32) / 65535.0
+        elif mode == "I":
+            arr = arr.astype(np.float64)
+            hi = 65535.0 if arr.max(initial=0) > 255 else 255.0
+            arr = arr / hi
+        return _array_to_rgb(np.asarray(arr, dtype=np.float32), origin=f"PIL image of mode {mode}")
+    try:
+        return img.convert("RGB")
+    except (ValueError, OSError) as err:
+        raise ImageInputError(f"cannot convert a PIL image of mode {mode!r} to RGB: {err}") from err
+
+
+def _tensor_to_hwc(t: torch.Tensor) -> np.ndarray:
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16 or t.dtype == torch.float16:
+        t = t.float()
+    if t.ndim == 3 and t.shape[0] in (1, 3, 4) and t.shape[-1] not in (1, 3, 4):
+        t = t.permute(1, 2, 0)
+    elif t.ndim == 3 and t.shape[0] in (1, 3, 4) and t.shape[-1] in (1, 3, 4):
+        t = t.permute(1, 2, 0)  # ambiguous tiny image: torch convention (C, H, W) wins
+    elif t.ndim == 4:
+        raise ImageInputError(
+            f"got a 4-D tensor of shape {tuple(t.shape)} where one image was expected; pass it to "
+            "to_batch(...) or index one image."
+        )
+    return t.numpy()
+
+
+def _array_to_rgb(arr: np.ndarray, *, origin: str) -> Image.Image:
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
+        raise ImageInputError(
+            f"{origin} of shape {arr.shape} is not an image; expected (H, W), (H, W, 3) or (H, W, 4)"
+            " (tensors: (3, H, W) or (H, W, 3))."
+        )
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ImageInputError(f"{origin} of shape {arr.shape} is empty.")
+    if arr.dtype == np.bool_:
+        f = arr.astype(np.float32)
+    elif arr.dtype == np.uint8:
+        f = arr.astype(np.float32) / 255.0
+    elif arr.dtype == np.uint16:
+        f = arr.astype(np.float32) / 65535.0
+    elif np.issubdtype(arr.dtype, np.floating):
+        f = arr.astype(np.float32)
+        if not np.isfinite(f).all():
+            raise ImageInputError(f"{origin} contains NaN or Inf values.")
+        lo, hi = float(f.min()), float(f.max())
+        if lo < -1e-3 or hi > 1.0 + 1e-3:
+            raise ImageInputError(
+                f"{origin} of dtype {arr.dtype} has values in [{lo:.3g}, {hi:.3g}]; float images must lie "
+                "in [0, 1] (divide uint8 data by 255, or pass it as uint8)."
+            )
+        f = np.clip(f, 0.0, 1.0)
+    elif np.issubdtype(arr.dtype, np.integer):
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi > 65535:
+            raise ImageInputError(f"{origin} of dtype {arr.dtype} has values in [{lo}, {hi}]; expected 0..255.")
+        f = arr.astype(np.float32) / (255.0 if hi <= 255 else 65535.0)
+    else:
+        raise ImageInputError(f"{origin} has unsupported dtype {arr.dtype}; expected uint8, uint16 or float.")
+    if f.ndim == 2:
+        f = np.repeat(f[..., None], 3, axis=-1)
+    elif f.shape[-1] == 4:
+        alpha = f[..., 3:4]
+        f = f[..., :3] * alpha + (1.0 - alpha)  # composite over white, like PIL RGBA input
+    u8 = np.round(f * 255.0).astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(u8), mode="RGB")
+
+
+def _pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    arr = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def _as_chw_float(t: torch.Tensor) -> torch.Tensor:
+    if t.shape[0] != 3:
+        raise ImageInputError(f"a batch tensor must be (B, 3, H, W); got an item of shape {tuple(t.shape)}.")
+    t = t.detach().cpu()
+    if t.dtype == torch.uint8:
+        return t.float() / 255.0
+    if not t.is_floating_point():
+        raise ImageInputError(f"a batch tensor must be float in [0, 1] or uint8; got {t.dtype}.")
+    t = t.float()
+    if not torch.isfinite(t).all():
+        raise ImageInputError("the batch tensor contains NaN or Inf values.")
+    if t.min() < -1e-3 or t.max() > 1.0 + 1e-3:
+        raise ImageInputError(
+            f"a float batch must lie in [0, 1]; got values in [{float(t.min()):.3g}, {float(t.max()):.3g}]."
+        )
+    return t
+
+
+def _center_square(img: torch.Tensor) -> torch.Tensor:
+    h, w = img.shape[-2:]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return img[:, top : top + side, left : left + side]
+
+
+def _resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    out = F.interpolate(img[None], size=size, mode="bilinear", align_corners=False, antialias=True)
+    return out[0]
