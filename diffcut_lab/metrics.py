@@ -108,9 +108,7 @@ class MIoUResult:
         return float(self.tp.sum() / self.n_pixels) if self.n_pixels else float("nan")
 
     @classmethod
-    def from_counts(
-        cls, tp: Any, fp: Any, fn: Any, *, n_pixels: int = 0, n_images: int = 0
-    ) -> MIoUResult:
+    def from_counts(cls, tp: Any, fp: Any, fn: Any, *, n_pixels: int = 0, n_images: int = 0) -> MIoUResult:
         """Build a result from accumulated ``tp``, ``fp``, ``fn`` count vectors."""
         tp, fp, fn = (np.asarray(a, dtype=np.int64).copy() for a in (tp, fp, fn))
         if not (tp.shape == fp.shape == fn.shape) or tp.ndim != 1:
@@ -163,7 +161,11 @@ def _as_int_array(x: Any, what: str) -> np.ndarray:
     if arr.dtype == bool:
         arr = arr.astype(np.int64)
     if not np.issubdtype(arr.dtype, np.integer):
-        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+        if (
+            np.issubdtype(arr.dtype, np.floating)
+            and np.all(np.isfinite(arr))
+            and np.all(arr == np.round(arr))
+        ):
             arr = arr.astype(np.int64)
         else:
             raise ParameterError(

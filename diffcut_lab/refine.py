@@ -81,7 +81,9 @@ def _features_tensor(features: Any) -> torch.Tensor:
         )
     f = f.float()
     if not torch.isfinite(f).all():
-        raise FeatureError("features contain NaN or Inf values; check the backbone's precision (try float32).")
+        raise FeatureError(
+            "features contain NaN or Inf values; check the backbone's precision (try float32)."
+        )
     return f
 
 
@@ -286,7 +288,9 @@ def pamr(
         raise ParameterError(f"num_iter must be a non-negative integer; got {num_iter!r}.")
     dil = tuple(dilations)
     if not dil or any(not isinstance(d, (int, np.integer)) or isinstance(d, bool) or d < 1 for d in dil):
-        raise ParameterError(f"dilations must be a non-empty sequence of positive integers; got {dilations!r}.")
+        raise ParameterError(
+            f"dilations must be a non-empty sequence of positive integers; got {dilations!r}."
+        )
     img = _image_batch(image)
     lab, as_numpy = _labels_tensor(labels)
     single = lab.ndim == 2

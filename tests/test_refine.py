@@ -26,9 +26,7 @@ def _disc(size: int, cy: float, cx: float, r: float) -> np.ndarray:
 
 
 @settings(max_examples=15, deadline=None)
-@given(
-    h=st.integers(1, 6), w=st.integers(1, 6), value=st.integers(-5, 50), big=st.integers(1, 40)
-)
+@given(h=st.integers(1, 6), w=st.integers(1, 6), value=st.integers(-5, 50), big=st.integers(1, 40))
 def test_constant_label_map_stays_constant(h, w, value, big):
     lab = np.full((h, w), value)
     feats = np.random.default_rng(0).normal(size=(4, h, w))
@@ -104,7 +102,9 @@ def _naive_pamr(img: np.ndarray, lab: np.ndarray, num_iter: int, dilations) -> n
     weights = np.zeros((h, w, 8 * len(dilations)))
     for y in range(h):
         for x in range(w):
-            window = [at(img, y + dy * d, x + dx * d) for d in dilations for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+            window = [
+                at(img, y + dy * d, x + dx * d) for d in dilations for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+            ]
             std = np.std(np.stack(window), axis=0, ddof=1)  # per colour channel
             logits = [
                 np.mean(-np.abs(img[:, y, x] - at(img, y + dy * d, x + dx * d)) / (1e-8 + 0.1 * std))
