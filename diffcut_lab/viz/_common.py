@@ -206,9 +206,21 @@ def style_image_axes(fig: go.Figure, row: int | None = None, col: int | None = N
     )
 
 
-def image_trace(image: np.ndarray, *, name: str = "image", hover: bool = False) -> go.Image:
-    """A ``go.Image`` whose pixel centres sit at integer coordinates ``0..W-1``, ``0..H-1``."""
-    return go.Image(z=image, name=name, hoverinfo="skip" if not hover else "x+y", colormodel="rgb")
+def png_data_uri(image: np.ndarray) -> str:
+    """Encode an ``(H, W, 3)`` uint8 image as a ``data:image/png;base64,...`` URI (compact in HTML)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def image_trace(image: np.ndarray, *, name: str = "image") -> go.Image:
+    """A ``go.Image`` (embedded as PNG) whose pixel centres sit at ``0..W-1``, ``0..H-1``."""
+    return go.Image(source=png_data_uri(image), name=name, hoverinfo="skip")
 
 
 def grid_geometry(image_shape: tuple[int, int], grid: tuple[int, int]) -> dict[str, float]:

@@ -1,0 +1,781 @@
+"""Step through every cut of a recursive normalized cut: a static plotly figure and an ipywidgets app.
+
+Each recorded :class:`~diffcut_lab.CutStep` is shown as five panels:
+
+* the sub-graph being cut, over the image (outside dimmed, the two proposed sides coloured),
+* its Fiedler vector as a heatmap on the feature grid,
+* NCut against the threshold of the sweep, with the chosen threshold and the ``tau`` line,
+* the partition after this step (``CutTree.labels_at``),
+* the tree of cuts as an icicle (x: pixels, y: depth); in the app, a click on a node jumps to its step.
+
+:func:`cut_steps_figure` renders all of this into one plotly figure with a slider (works in exported
+HTML, no kernel needed); :func:`cut_stepper` returns a :class:`CutStepper`, a live app in which ``tau``
+prunes the tree (no recomputation, :meth:`CutTree.prune`) and ``alpha`` recomputes the affinity and the
+cuts from the features.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ._common import (
+    ACCEPTED,
+    HIGHLIGHT,
+    REJECTED,
+    as_rgb,
+    downscale,
+    grid_geometry,
+    image_trace,
+    label_palette,
+    pca_rgb,
+    style_image_axes,
+)
+
+__all__ = ["CutStepper", "cut_stepper", "cut_steps_figure", "cut_tree_figure", "icicle_layout"]
+
+_PENDING = "#cfd8dc"  # a step not yet visited at the current position
+
+# trace order of the stepper figure (indices are relied on by updates and by the slider frames)
+T_IMAGE_A, T_SPLIT, T_FIEDLER, T_CURVE, T_CHOSEN, T_TAU, T_THRESH, T_IMAGE_D, T_PARTITION, T_ICICLE = range(10)
+_DYNAMIC = [T_SPLIT, T_FIEDLER, T_CURVE, T_CHOSEN, T_TAU, T_THRESH, T_PARTITION, T_ICICLE]
+
+_PANEL_TITLES = (
+    "sub-graph being cut",
+    "Fiedler vector",
+    "NCut vs threshold",
+    "partition after this step",
+    "tree of cuts (click a node)",
+)
+
+
+# ----------------------------------------------------------------------------------------------------
+# geometry of the tree of cuts
+# ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class IcicleLayout:
+    """Where each step's node sits in the icicle: ``parent`` step (-1 for the root), ``offset`` and
+    ``size`` along the pixel axis, ``depth`` along the other."""
+
+    parent: tuple[int, ...]
+    offset: tuple[int, ...]
+    size: tuple[int, ...]
+    depth: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, list[int]]:
+        return {k: list(getattr(self, k)) for k in ("parent", "offset", "size", "depth")}
+
+
+def icicle_layout(tree: Any) -> IcicleLayout:
+    """Place the steps of ``tree`` in an icicle.
+
+    Steps are recorded depth first, so a step's parent is the latest earlier step one level up; a child
+    starts where its earlier siblings end inside the parent's span.
+    """
+    parents: list[int] = []
+    offsets: list[int] = []
+    sizes: list[int] = []
+    depths: list[int] = []
+    used: dict[int, int] = {}
+    stack: list[int] = []  # stack[d] = latest step index at depth d
+    for i, step in enumerate(tree.steps):
+        d = int(step.depth)
+        size = len(step.members)
+        del stack[d:]
+        parent = stack[d - 1] if d > 0 and len(stack) >= d else -1
+        if parent < 0:
+            off = used.get(-1, 0)
+            used[-1] = off + size
+        else:
+            off = offsets[parent] + used.get(parent, 0)
+            used[parent] = used.get(parent, 0) + size
+        stack.append(i)
+        parents.append(parent)
+        offsets.append(off)
+        sizes.append(size)
+        depths.append(d)
+    return IcicleLayout(tuple(parents), tuple(offsets), tuple(sizes), tuple(depths))
+
+
+# ----------------------------------------------------------------------------------------------------
+# per-step data (shared by the static figure and the app)
+# ----------------------------------------------------------------------------------------------------
+def _grid_of(tree: Any) -> tuple[int, int]:
+    grid = getattr(tree, "grid", None)
+    if grid is None:
+        n = int(np.asarray(tree.labels).size)
+        side = math.isqrt(n)
+        if side * side != n:
+            raise ValueError("the tree has no grid and its size is not a square: pass a tree built with grid=")
+        return (side, side)
+    return (int(grid[0]), int(grid[1]))
+
+
+def _as_np(x: Any) -> np.ndarray:
+    if x is None:
+        return np.zeros(0)
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _round(a: np.ndarray, nd: int = 4) -> np.ndarray:
+    return np.round(a.astype(np.float64), nd)
+
+
+def _accepted(step: Any) -> bool:
+    return bool(step.accepted)
+
+
+def _partition_colorscale(k: int, alpha: float = 0.55) -> list[list[Any]]:
+    colors = label_palette(max(k, 1))
+    if k <= 1:
+        c = colors[0]
+        rgba = f"rgba({int(c[1:3], 16)},{int(c[3:5], 16)},{int(c[5:7], 16)},{alpha})"
+        return [[0.0, rgba], [1.0, rgba]]
+    scale = []
+    for i, c in enumerate(colors[:k]):
+        rgba = f"rgba({int(c[1:3], 16)},{int(c[3:5], 16)},{int(c[5:7], 16)},{alpha})"
+        scale.append([i / k, rgba])
+        scale.append([(i + 1) / k, rgba])
+    scale[-1][0] = 1.0
+    return scale
+
+
+_SPLIT_SCALE = [
+    [0.0, "rgba(15,15,25,0.72)"],
+    [0.33, "rgba(15,15,25,0.72)"],
+    [0.34, "rgba(255,143,0,0.50)"],
+    [0.66, "rgba(255,143,0,0.50)"],
+    [0.67, "rgba(30,136,229,0.50)"],
+    [1.0, "rgba(30,136,229,0.50)"],
+]
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:.3f}"
+
+
+def step_summary(tree: Any, i: int) -> str:
+    """One line describing step ``i`` (0-based) of ``tree``."""
+    steps = tree.steps
+    s = steps[i]
+    verdict = "accepted: split" if _accepted(s) else "rejected: leaf"
+    sign = "<" if _accepted(s) else "≥"
+    return (
+        f"step {i + 1} of {len(steps)} · depth {int(s.depth)} · {len(s.members)} px · "
+        f"NCut {_fmt(float(s.ncut) if s.ncut is not None else np.nan)} {sign} τ {tree.tau:.2f} → {verdict}"
+    )
+
+
+class _StepData:
+    """Computes the trace updates of every step of one tree (cached), for the figure builders."""
+
+    def __init__(self, tree: Any) -> None:
+        self.tree = tree
+        self.grid = _grid_of(tree)
+        self.n = self.grid[0] * self.grid[1]
+        self.layout = icicle_layout(tree)
+        labels = np.asarray(tree.labels)
+        self.k_final = int(labels.max()) + 1 if labels.size else 1
+        self._partition_cache: dict[int, np.ndarray] = {}
+
+    # -- icicle --------------------------------------------------------------------------------------
+    def icicle_props(self, current: int) -> dict[str, Any]:
+        steps = self.tree.steps
+        lay = self.layout
+        colors = [ACCEPTED if _accepted(s) else REJECTED for s in steps]
+        opac = [1.0 if j <= current else 0.3 for j in range(len(steps))]
+        line_w = [4 if j == current else 0.5 for j in range(len(steps))]
+        line_c = [HIGHLIGHT if j == current else "white" for j in range(len(steps))]
+        ncuts = [float(s.ncut) if s.ncut is not None else float("nan") for s in steps]
+        custom = np.array(
+            [[j + 1, lay.size[j], _fmt(ncuts[j]), "accepted" if _accepted(s) else "rejected"]
+             for j, s in enumerate(steps)],
+            dtype=object,
+        ).reshape(len(steps), 4)
+        return {
+            "x": list(lay.size),
+            "text": [str(j + 1) for j in range(len(steps))],
+            "base": list(lay.offset),
+            "y": list(lay.depth),
+            "customdata": custom,
+            "marker": {"color": colors, "opacity": opac, "line": {"width": line_w, "color": line_c}},
+        }
+
+    # -- one step -------------------------------------------------------------------------------------
+    def partition(self, k: int) -> np.ndarray:
+        if k not in self._partition_cache:
+            self._partition_cache[k] = np.asarray(self.tree.labels_at(k)).reshape(self.grid)
+        return self._partition_cache[k]
+
+    def step_props(self, i: int) -> dict[int, dict[str, Any]]:
+        """Trace index -> properties for step ``i`` (0-based)."""
+        s = self.tree.steps[i]
+        h, w = self.grid
+        members = _as_np(s.members).astype(np.int64).ravel()
+        fiedler = _as_np(s.fiedler).astype(np.float64).ravel()
+        thr = float(s.threshold) if s.threshold is not None else np.nan
+        split = np.zeros(self.n)
+        fz = np.full(self.n, np.nan)
+        if fiedler.size == members.size and members.size:
+            fz[members] = fiedler
+            side = fiedler > thr if np.isfinite(thr) else np.ones(members.size, bool)
+            split[members] = np.where(side, 1.0, 2.0)
+        elif members.size:
+            split[members] = 1.0
+        thresholds = _as_np(s.thresholds).astype(np.float64).ravel()
+        ncuts = _as_np(s.ncut_values).astype(np.float64).ravel()
+        finite = np.isfinite(ncuts)
+        ncut = float(s.ncut) if s.ncut is not None else np.nan
+        tau = float(self.tree.tau)
+        if thresholds.size:
+            xr = [float(thresholds.min()), float(thresholds.max())]
+        else:
+            xr = [-1.0, 1.0]
+        ytop = max(float(np.nanmax(ncuts[finite])) if finite.any() else 1.0, tau) * 1.05
+        zabs = float(np.nanmax(np.abs(fiedler - thr))) if fiedler.size and np.isfinite(thr) else 1.0
+        part = self.partition(i + 1)
+        k = int(part.max()) + 1 if part.size else 1
+        acc = _accepted(s)
+        return {
+            T_SPLIT: {"z": split.reshape(h, w)},
+            T_FIEDLER: {
+                "z": _round(fz.reshape(h, w)),
+                "zmid": thr if np.isfinite(thr) else None,
+                "zmin": thr - zabs if np.isfinite(thr) else None,
+                "zmax": thr + zabs if np.isfinite(thr) else None,
+            },
+            T_CURVE: {"x": _round(thresholds[finite]), "y": _round(ncuts[finite])},
+            T_CHOSEN: {
+                "x": [thr] if np.isfinite(thr) and np.isfinite(ncut) else [],
+                "y": [ncut] if np.isfinite(thr) and np.isfinite(ncut) else [],
+                "text": [f"NCut {ncut:.3f}"] if np.isfinite(ncut) else [],
+                "marker": {"color": ACCEPTED if acc else REJECTED},
+                "textfont": {"color": ACCEPTED if acc else REJECTED},
+            },
+            T_TAU: {"x": xr, "y": [tau, tau], "text": ["", f"τ = {tau:.2f}"]},
+            T_THRESH: {"x": [thr, thr] if np.isfinite(thr) else [], "y": [0.0, ytop]},
+            T_PARTITION: {
+                "z": part,
+                "zmin": -0.5,
+                "zmax": k - 0.5,
+                "colorscale": _partition_colorscale(k),
+                "customdata": part,
+            },
+            T_ICICLE: self.icicle_props(i),
+        }
+
+    def titles(self, i: int) -> list[str]:
+        s = self.tree.steps[i]
+        acc = _accepted(s)
+        color = ACCEPTED if acc else REJECTED
+        part = self.partition(i + 1)
+        k = int(part.max()) + 1 if part.size else 1
+        verdict = "accepted" if acc else "rejected"
+        return [
+            f"sub-graph of step {i + 1}: {len(s.members)} px",
+            "Fiedler vector (orange side > threshold)",
+            f"NCut vs threshold: <span style='color:{color}'><b>{verdict}</b></span>",
+            f"partition after step {i + 1}: {k} segment{'s' if k != 1 else ''}",
+            f"tree of cuts: {len(self.tree.steps)} steps, {self.k_final} leaves (click a node)",
+        ]
+
+
+# ----------------------------------------------------------------------------------------------------
+# figure construction
+# ----------------------------------------------------------------------------------------------------
+def _background(image: Any, features: Any, grid: tuple[int, int], max_side: int) -> np.ndarray:
+    if image is not None:
+        return downscale(as_rgb(image), max_side)
+    if features is not None:
+        rgb = (pca_rgb(features) * 255).astype(np.uint8)
+        return np.kron(rgb, np.ones((8, 8, 1), dtype=np.uint8))
+    h, w = grid
+    return np.full((h * 8, w * 8, 3), 200, np.uint8)
+
+
+def _base_figure(
+    data: _StepData, background: np.ndarray, *, widget: bool, height: int, width: int | None
+) -> go.Figure:
+    fig = make_subplots(
+        rows=2,
+        cols=3,
+        specs=[[{}, {}, {}], [{}, {"colspan": 2}, None]],
+        subplot_titles=data.titles(0),
+        horizontal_spacing=0.1,
+        vertical_spacing=0.11,
+        row_heights=[0.55, 0.45],
+        figure=go.FigureWidget() if widget else None,
+    )
+    geom = grid_geometry(background.shape[:2], data.grid)
+    h, w = data.grid
+    fig.add_trace(image_trace(background, name="image"), row=1, col=1)
+    fig.add_trace(
+        go.Heatmap(
+            z=np.zeros((h, w)), zmin=0, zmax=2, colorscale=_SPLIT_SCALE, showscale=False, name="sub-graph",
+            hoverinfo="skip", **geom,
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Heatmap(
+            z=np.zeros((h, w)), colorscale="RdBu_r", name="Fiedler",
+            colorbar={"len": 0.42, "y": 0.79, "thickness": 10, "tickfont": {"size": 9}},
+            hovertemplate="row %{y}, col %{x}<br>y = %{z:.4f}<extra></extra>",
+        ),
+        row=1,
+        col=2,
+    )
+    fig.add_trace(
+        go.Scatter(x=[], y=[], mode="lines", name="NCut(threshold)", line={"color": "#455a64", "width": 2},
+                   hovertemplate="threshold %{x:.4f}<br>NCut %{y:.4f}<extra></extra>"),
+        row=1,
+        col=3,
+    )
+    fig.add_trace(
+        go.Scatter(x=[], y=[], mode="markers+text", name="chosen", marker={"size": 11, "symbol": "diamond"},
+                   textposition="top right", cliponaxis=False,
+                   hovertemplate="chosen threshold %{x:.4f}<br>NCut %{y:.4f}<extra></extra>"),
+        row=1,
+        col=3,
+    )
+    fig.add_trace(
+        go.Scatter(x=[], y=[], mode="lines+text", name="τ", line={"color": "#6a1b9a", "dash": "dash", "width": 2},
+                   textposition="top left", textfont={"color": "#6a1b9a"}, hoverinfo="name"),
+        row=1,
+        col=3,
+    )
+    fig.add_trace(
+        go.Scatter(x=[], y=[], mode="lines", name="threshold", line={"color": "#ff8f00", "dash": "dot"},
+                   hoverinfo="skip"),
+        row=1,
+        col=3,
+    )
+    fig.add_trace(image_trace(background, name="image"), row=2, col=1)
+    fig.add_trace(
+        go.Heatmap(
+            z=np.zeros((h, w)), showscale=False, name="partition",
+            hovertemplate="segment %{z}<extra></extra>", **geom,
+        ),
+        row=2,
+        col=1,
+    )
+    fig.add_trace(
+        go.Bar(
+            x=[], base=[], y=[], orientation="h", width=0.92, name="cuts", textposition="inside",
+            insidetextanchor="middle", textfont={"color": "white"},
+            hovertemplate="step %{customdata[0]} · %{customdata[1]} px<br>NCut %{customdata[2]} · "
+            "%{customdata[3]}<extra></extra>",
+        ),
+        row=2,
+        col=2,
+    )
+    for r, c in ((1, 1), (1, 2), (2, 1)):
+        style_image_axes(fig, r, c)
+    fig.update_xaxes(title_text="threshold on the Fiedler vector", row=1, col=3, title_font={"size": 11})
+    fig.update_yaxes(title_text="NCut", row=1, col=3, rangemode="tozero", title_font={"size": 11})
+    fig.update_xaxes(title_text="pixels", row=2, col=2, range=[0, data.n], showgrid=False,
+                     title_font={"size": 11})
+    max_depth = max(data.layout.depth) if data.layout.depth else 0
+    fig.update_yaxes(title_text="depth", row=2, col=2, autorange="reversed", dtick=1,
+                     range=[max_depth + 0.6, -0.6], title_font={"size": 11})
+    fig.update_layout(
+        height=height,
+        width=width,
+        margin={"l": 10, "r": 10, "t": 40, "b": 40},
+        barmode="overlay",
+        showlegend=False,
+        uniformtext={"minsize": 9, "mode": "hide"},
+        plot_bgcolor="white",
+        hovermode="closest",
+        clickmode="event",
+    )
+    fig.update_annotations(font_size=12)
+    x2 = fig.get_subplot(1, 2).xaxis.domain
+    fig.data[T_FIEDLER].colorbar.x = x2[1] + 0.005
+    return fig
+
+
+def _apply(fig: go.Figure, data: _StepData, i: int) -> None:
+    for idx, props in data.step_props(i).items():
+        fig.data[idx].update(props)
+    for ann, text in zip(fig.layout.annotations, data.titles(i)):
+        ann.text = text
+
+
+def cut_steps_figure(
+    tree: Any,
+    image: Any = None,
+    *,
+    features: Any = None,
+    max_steps: int = 60,
+    max_side: int = 192,
+    height: int = 720,
+    width: int | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """A static figure of every cut with a slider over the steps (needs no kernel; for HTML reports).
+
+    Parameters
+    ----------
+    tree
+        A :class:`~diffcut_lab.CutTree` built with ``grid=(h, w)``.
+    image
+        The segmented image (anything :func:`diffcut_lab.load_image` accepts); ``None`` shows the PCA
+        colours of ``features`` or a grey canvas.
+    features
+        Optional ``(C, h, w)`` features, only used for the background when ``image`` is ``None``.
+    max_steps
+        At most this many steps get a slider position (the first ones in visiting order), which bounds
+        the size of the figure in an HTML file.
+    max_side
+        Longer side of the displayed image.
+    height, width
+        Figure size in pixels.
+    title
+        Figure title.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        The figure shows the first step; the slider (or the play button) moves through the others.
+    """
+    data = _StepData(tree)
+    if not tree.steps:
+        raise ValueError("the tree has no recorded steps (a graph of a single node cannot be cut)")
+    bg = _background(image, features, data.grid, max_side)
+    fig = _base_figure(data, bg, widget=False, height=height, width=width)
+    _apply(fig, data, 0)
+    n = min(len(tree.steps), max_steps)
+    frames = []
+    for i in range(n):
+        props = data.step_props(i)
+        frame_layout = {"annotations": [dict(a.to_plotly_json(), text=t)
+                                        for a, t in zip(fig.layout.annotations, data.titles(i))]}
+        frames.append(
+            go.Frame(
+                name=str(i + 1),
+                data=[type(fig.data[idx])(**props[idx]) for idx in _DYNAMIC],
+                traces=_DYNAMIC,
+                layout=frame_layout,
+            )
+        )
+    fig.frames = frames
+    anim = {"mode": "immediate", "frame": {"duration": 0, "redraw": True}, "transition": {"duration": 0}}
+    fig.update_layout(
+        title=title or f"recursive NCut: {len(tree.steps)} steps, {data.k_final} segments (τ = {tree.tau:.2f})",
+        margin={"t": 70, "b": 110},
+        sliders=[
+            {
+                "active": 0,
+                "currentvalue": {"prefix": "step "},
+                "pad": {"t": 45},
+                "len": 0.9,
+                "x": 0.1,
+                "steps": [{"label": str(i + 1), "method": "animate", "args": [[str(i + 1)], anim]}
+                          for i in range(n)],
+            }
+        ],
+        updatemenus=[
+            {
+                "type": "buttons",
+                "direction": "left",
+                "x": 0.0,
+                "y": 0,
+                "yanchor": "top",
+                "pad": {"t": 55},
+                "showactive": False,
+                "buttons": [
+                    {"label": "▶", "method": "animate",
+                     "args": [None, dict(anim, frame={"duration": 600, "redraw": True}, fromcurrent=True)]},
+                    {"label": "❚❚", "method": "animate", "args": [[None], anim]},
+                ],
+            }
+        ],
+    )
+    return fig
+
+
+def cut_tree_figure(tree: Any, *, height: int = 320, title: str | None = None) -> go.Figure:
+    """The tree of cuts alone, as an icicle: one bar per step (x: pixels covered, y: depth), green when
+    the cut was accepted (NCut < tau), red when rejected (the node is a final segment)."""
+    data = _StepData(tree)
+    props = data.icicle_props(len(tree.steps) - 1)
+    props["marker"]["line"] = {"width": 0.5, "color": "white"}
+    fig = go.Figure(
+        go.Bar(orientation="h", width=0.92, name="cuts",
+               hovertemplate="step %{customdata[0]} · %{customdata[1]} px<br>NCut %{customdata[2]} · "
+               "%{customdata[3]}<extra></extra>", **props)
+    )
+    max_depth = max(data.layout.depth) if data.layout.depth else 0
+    fig.update_layout(
+        title=title or f"tree of cuts: {len(tree.steps)} steps, {data.k_final} segments (τ = {tree.tau:.2f})",
+        height=height, barmode="overlay", plot_bgcolor="white", margin={"l": 10, "r": 10, "t": 50, "b": 40},
+        xaxis={"title": "pixels", "range": [0, data.n], "showgrid": False},
+        yaxis={"title": "depth", "range": [max_depth + 0.6, -0.6], "dtick": 1},
+    )
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------
+# the app
+# ----------------------------------------------------------------------------------------------------
+class CutStepper:
+    """An ipywidgets app to step through the cuts of a recursive normalized cut.
+
+    Build it with :func:`cut_stepper`. Attributes a notebook (or a test) can drive: ``slider``
+    (1-based step), ``prev_button``, ``next_button``, ``tau_slider``, ``alpha_slider`` (``None`` without
+    features), ``figure`` (a plotly ``FigureWidget``), ``status`` (an HTML line), ``tree`` (the tree
+    shown now), ``widget`` (the whole app). Displaying the object displays the app.
+    """
+
+    def __init__(
+        self,
+        tree: Any,
+        image: Any = None,
+        *,
+        features: Any = None,
+        alpha: float = 10.0,
+        tau_range: tuple[float, float] = (0.05, 1.0),
+        alpha_range: tuple[float, float] = (1.0, 20.0),
+        max_side: int = 192,
+        height: int = 700,
+        width: int | None = None,
+    ) -> None:
+        import ipywidgets as widgets
+
+        if not tree.steps:
+            raise ValueError("the tree has no recorded steps (a graph of a single node cannot be cut)")
+        self._features = features
+        self._grid = _grid_of(tree)
+        self._full = tree  # the deepest tree computed so far for the current alpha (prune it for smaller tau)
+        self.tree = tree
+        self.alpha = float(alpha)
+        self.last_update_s = 0.0
+        self._data = _StepData(tree)
+        self._busy = False
+        self._syncing = False
+        bg = _background(image, features, self._grid, max_side)
+        self.figure = _base_figure(self._data, bg, widget=True, height=height, width=width)
+        self.figure.data[T_ICICLE].on_click(self._on_tree_click)
+
+        n = len(tree.steps)
+        self.slider = widgets.IntSlider(
+            value=1, min=1, max=n, step=1, description="cut", continuous_update=True,
+            layout=widgets.Layout(width="420px"),
+        )
+        self.prev_button = widgets.Button(description="◀ prev", tooltip="previous cut",
+                                          layout=widgets.Layout(width="80px"))
+        self.next_button = widgets.Button(description="next ▶", tooltip="next cut",
+                                          layout=widgets.Layout(width="80px"))
+        self.play = widgets.Play(value=1, min=1, max=n, interval=700, description="play",
+                                 layout=widgets.Layout(width="110px"))
+        widgets.jslink((self.play, "value"), (self.slider, "value"))
+        self.status = widgets.HTML(layout=widgets.Layout(margin="0 0 0 12px"))
+        hi_tau = tau_range[1] if features is not None else max(float(tree.tau), tau_range[0])
+        self.tau_slider = widgets.FloatSlider(
+            value=float(tree.tau), min=tau_range[0], max=hi_tau, step=0.01, description="τ",
+            continuous_update=False, readout_format=".2f", layout=widgets.Layout(width="330px"),
+        )
+        self.alpha_slider = None
+        if features is not None:
+            self.alpha_slider = widgets.FloatSlider(
+                value=self.alpha, min=alpha_range[0], max=alpha_range[1], step=0.5, description="α",
+                continuous_update=False, readout_format=".1f", layout=widgets.Layout(width="330px"),
+            )
+        self.info = widgets.HTML()
+
+        self.slider.observe(self._on_slider, names="value")
+        self.prev_button.on_click(lambda _b: self.show_step(self.step - 1))
+        self.next_button.on_click(lambda _b: self.show_step(self.step + 1))
+        self.tau_slider.observe(self._on_tau, names="value")
+        if self.alpha_slider is not None:
+            self.alpha_slider.observe(self._on_alpha, names="value")
+
+        controls = [self.tau_slider] + ([self.alpha_slider] if self.alpha_slider is not None else [])
+        self.widget = widgets.VBox(
+            [
+                widgets.HBox([self.prev_button, self.slider, self.next_button, self.play],
+                             layout=widgets.Layout(align_items="center")),
+                self.status,
+                widgets.HBox([*controls, self.info], layout=widgets.Layout(align_items="center")),
+                self.figure,
+            ]
+        )
+        self.widget.add_class("diffcut-cut-stepper")
+        self._render()
+
+    # -- state ------------------------------------------------------------------------------------------
+    @property
+    def step(self) -> int:
+        """The step shown now, 1-based."""
+        return int(self.slider.value)
+
+    def show_step(self, k: int) -> None:
+        """Show step ``k`` (1-based; clamped to the tree's steps)."""
+        k = int(min(max(k, 1), len(self.tree.steps)))
+        if k == self.slider.value:
+            self._render()
+        else:
+            self.slider.value = k  # triggers _render through the observer
+
+    def set_tau(self, tau: float) -> None:
+        """Show the tree for ``tau``: prune the current tree when ``tau`` is not larger than the tau it was
+        computed with (no recomputation), otherwise recompute from the features."""
+        tau = float(tau)
+        t0 = time.perf_counter()
+        if tau <= float(self._full.tau) + 1e-12:
+            tree = self._full.prune(tau)
+        elif self._features is not None:
+            self._full = self._recompute(tau)
+            tree = self._full
+        else:
+            raise ValueError(
+                f"tau={tau} is larger than the tau the tree was computed with ({self._full.tau}); "
+                "pass features= to cut_stepper to allow recomputation"
+            )
+        self._set_tree(tree, time.perf_counter() - t0, f"τ = {tau:.2f}: pruned" if tree is not self._full
+                       else f"τ = {tau:.2f}: recomputed")
+        self._sync(self.tau_slider, tau)
+
+    def set_alpha(self, alpha: float) -> None:
+        """Recompute the affinity (power ``alpha``) and the cuts from the features, at the current tau."""
+        if self._features is None:
+            raise ValueError("changing alpha needs the features: pass features= to cut_stepper")
+        t0 = time.perf_counter()
+        self.alpha = float(alpha)
+        self._full = self._recompute(float(self.tree.tau))
+        self._set_tree(self._full, time.perf_counter() - t0, f"α = {self.alpha:.1f}: recomputed")
+        if self.alpha_slider is not None:
+            self._sync(self.alpha_slider, self.alpha)
+
+    # -- internals ----------------------------------------------------------------------------------------
+    def _sync(self, slider: Any, value: float) -> None:
+        """Move a slider to ``value`` without triggering its observer (the change is already applied)."""
+        if abs(float(slider.value) - value) > 1e-9:
+            self._syncing = True
+            try:
+                slider.value = value
+            finally:
+                self._syncing = False
+
+    def _on_tau(self, change: dict) -> None:
+        if not self._syncing:
+            self.set_tau(change["new"])
+
+    def _on_alpha(self, change: dict) -> None:
+        if not self._syncing:
+            self.set_alpha(change["new"])
+
+    def _recompute(self, tau: float) -> Any:
+        from ..affinity import affinity
+        from ..ncut import recursive_ncut
+
+        W = affinity(self._features, alpha=self.alpha)
+        return recursive_ncut(W, tau=tau, grid=self._grid, mode=getattr(self.tree, "mode", "fixed"))
+
+    def _set_tree(self, tree: Any, seconds: float, what: str) -> None:
+        old_step = self.step
+        self.tree = tree
+        self._data = _StepData(tree)
+        n = max(len(tree.steps), 1)
+        self.last_update_s = seconds
+        self.info.value = (f"<span style='color:#555'>{what} in {1000 * seconds:.0f} ms · "
+                           f"{len(tree.steps)} steps · {tree.n_segments} segments</span>")
+        max_depth = max(self._data.layout.depth) if self._data.layout.depth else 0
+        with self.figure.batch_update():
+            self.figure.get_subplot(2, 2).yaxis.range = [max_depth + 0.6, -0.6]
+        # move the slider bounds without rendering twice
+        self._busy = True
+        try:
+            self.play.max = n
+            if self.slider.value > n:
+                self.slider.value = n
+            self.slider.max = n
+        finally:
+            self._busy = False
+        self.show_step(min(old_step, n))
+
+    def _on_slider(self, change: dict) -> None:
+        if not self._busy:
+            self._render()
+
+    def _on_tree_click(self, trace: Any, points: Any, state: Any) -> None:
+        inds = list(getattr(points, "point_inds", []) or [])
+        if inds:
+            self.show_step(int(inds[0]) + 1)
+
+    def _render(self) -> None:
+        i = self.step - 1
+        s = self.tree.steps[i]
+        color = ACCEPTED if _accepted(s) else REJECTED
+        self.status.value = (
+            f"<b style='font-size:14px'>{step_summary(self.tree, i)}</b> "
+            f"<span style='background:{color};color:white;border-radius:3px;padding:1px 6px'>"
+            f"{'accepted' if _accepted(s) else 'rejected'}</span>"
+        )
+        with self.figure.batch_update():
+            _apply(self.figure, self._data, i)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+def cut_stepper(
+    tree: Any,
+    image: Any = None,
+    *,
+    features: Any = None,
+    alpha: float = 10.0,
+    tau_range: tuple[float, float] = (0.05, 1.0),
+    alpha_range: tuple[float, float] = (1.0, 20.0),
+    max_side: int = 192,
+    height: int = 700,
+    width: int | None = None,
+) -> CutStepper:
+    """An app to step through each recursive cut of ``tree`` (slider, previous/next buttons, play).
+
+    Parameters
+    ----------
+    tree
+        A :class:`~diffcut_lab.CutTree` built with ``grid=(h, w)``.
+    image
+        The segmented image; ``None`` shows the PCA colours of ``features`` (or a grey canvas).
+    features
+        The ``(C, h, w)`` features the tree was cut from. With them, ``alpha`` can be changed (the
+        affinity and the cuts are recomputed) and ``tau`` can be raised above the tree's tau; without
+        them ``tau`` can only be lowered (pruning, no recomputation).
+    alpha
+        The affinity exponent the tree was computed with (the starting value of the alpha slider).
+    tau_range, alpha_range
+        Slider ranges.
+    max_side
+        Longer side of the displayed image.
+    height, width
+        Size of the figure in pixels.
+
+    Returns
+    -------
+    CutStepper
+        Display it (last expression of a cell) to use it; drive it from code with ``show_step``,
+        ``set_tau`` and ``set_alpha``.
+
+    Examples
+    --------
+    >>> import diffcut_lab as dl  # doctest: +SKIP
+    >>> W = dl.affinity(feats, alpha=10)  # doctest: +SKIP
+    >>> tree = dl.recursive_ncut(W, tau=0.5, grid=feats.shape[1:])  # doctest: +SKIP
+    >>> cut_stepper(tree, image, features=feats)  # doctest: +SKIP
+    """
+    return CutStepper(
+        tree, image, features=features, alpha=alpha, tau_range=tau_range, alpha_range=alpha_range,
+        max_side=max_side, height=height, width=width,
+    )
