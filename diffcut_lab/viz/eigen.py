@@ -1,0 +1,357 @@
+"""The spectrum behind the cuts: eigenvectors of the normalised Laplacian, eigengap, affinity rows.
+
+:func:`eigenvectors` draws the first ``k`` generalized eigenvectors ``y = D^{-1/2} v`` of the patch graph
+(the vectors the normalized cut thresholds; ``y_1`` is the Fiedler vector of the first cut) as heatmaps on
+the feature grid, the eigenvalue spectrum with its largest gap marked, and the affinity row of one pixel.
+:func:`eigenvector_explorer` is the same view as an app: click any heatmap to pick the pixel; an alpha
+slider recomputes the affinity when features are given.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ._common import HIGHLIGHT, as_rgb, downscale, image_trace, style_image_axes
+
+__all__ = ["EigenvectorExplorer", "Spectrum", "eigenvector_explorer", "eigenvectors", "laplacian_spectrum"]
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """Smallest eigenpairs of the symmetric normalised Laplacian ``I - D^{-1/2} W D^{-1/2}``.
+
+    ``values`` (m,) ascending; ``vectors`` (N, m) generalized eigenvectors ``D^{-1/2} v`` with a fixed
+    sign (largest magnitude entry positive); ``W`` the (N, N) affinity; ``grid`` (h, w).
+    """
+
+    values: np.ndarray
+    vectors: np.ndarray
+    W: np.ndarray
+    grid: tuple[int, int]
+
+    @property
+    def largest_gap(self) -> int:
+        """Index ``j >= 1`` with the largest ``values[j+1] - values[j]`` (``j + 1`` clusters)."""
+        if self.values.size < 3:
+            return 1
+        gaps = np.diff(self.values[1:])
+        return int(np.argmax(gaps)) + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"values": self.values.tolist(), "grid": list(self.grid), "largest_gap": self.largest_gap}
+
+
+def _affinity_and_grid(W_or_features: Any, grid: tuple[int, int] | None, alpha: float) -> tuple[np.ndarray, tuple]:
+    x = W_or_features
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    x = np.asarray(x)
+    if x.ndim == 3:  # (C, h, w) features -> the library's affinity
+        from ..affinity import affinity
+
+        W = affinity(x, alpha=alpha)
+        W = W.detach().cpu().numpy() if hasattr(W, "detach") else np.asarray(W)
+        return W.astype(np.float64), (int(x.shape[1]), int(x.shape[2]))
+    if x.ndim == 2 and x.shape[0] == x.shape[1]:
+        if grid is None:
+            side = int(np.sqrt(x.shape[0]))
+            if side * side != x.shape[0]:
+                raise ValueError(f"an affinity of {x.shape[0]} nodes is not square: pass grid=(h, w)")
+            grid = (side, side)
+        if grid[0] * grid[1] != x.shape[0]:
+            raise ValueError(f"grid {grid} does not have {x.shape[0]} cells")
+        return x.astype(np.float64), (int(grid[0]), int(grid[1]))
+    raise ValueError(f"expected (C, h, w) features or an (N, N) affinity, got shape {x.shape}")
+
+
+def laplacian_spectrum(
+    W_or_features: Any, m: int = 20, grid: tuple[int, int] | None = None, *, alpha: float = 10.0
+) -> Spectrum:
+    """The ``m`` smallest eigenpairs of the normalised Laplacian of an affinity (or of ``affinity(features,
+    alpha)`` when ``(C, h, w)`` features are given), for display."""
+    from scipy.linalg import eigh
+
+    W, grid = _affinity_and_grid(W_or_features, grid, alpha)
+    n = W.shape[0]
+    m = int(min(max(m, 2), n))
+    d = W.sum(axis=1)
+    dinv = 1.0 / np.sqrt(np.maximum(d, 1e-12))
+    lap = np.eye(n) - dinv[:, None] * W * dinv[None, :]
+    vals, vecs = eigh(lap, subset_by_index=[0, m - 1], driver="evr")
+    ys = vecs * dinv[:, None]
+    idx = np.abs(ys).argmax(axis=0)
+    ys = ys * np.sign(ys[idx, np.arange(m)])[None, :]
+    return Spectrum(values=np.clip(vals, 0, None), vectors=ys, W=W, grid=grid)
+
+
+def _layout(k: int) -> tuple[int, int]:
+    cols = min(4, k)
+    return (k + cols - 1) // cols, cols
+
+
+def _build(
+    spec: Spectrum, k: int, pixel: tuple[int, int], image: np.ndarray | None, *, widget: bool, height: int | None
+) -> go.Figure:
+    h, w = spec.grid
+    k = int(min(k, spec.vectors.shape[1]))
+    rows_ev, cols = _layout(k)
+    cols = max(cols, 3 if image is None else 4)
+    bottom: list[dict | None] = [{"colspan": 2}, None, {}] + ([{}] if image is not None else [])
+    bottom += [None] * (cols - len(bottom))
+    specs = [[{} for _ in range(cols)] for _ in range(rows_ev)] + [bottom]
+    titles = [f"y{j}  (λ{j} = {spec.values[j]:.4f})" for j in range(k)]
+    titles += [""] * (rows_ev * cols - k)
+    titles += ["eigenvalue spectrum", "affinity row of the picked pixel"]
+    if image is not None:
+        titles.append("picked pixel")
+    fig = make_subplots(
+        rows=rows_ev + 1,
+        cols=cols,
+        specs=specs,
+        subplot_titles=titles,
+        horizontal_spacing=0.04,
+        vertical_spacing=0.08,
+        figure=go.FigureWidget() if widget else None,
+    )
+    for j in range(k):
+        r, c = divmod(j, cols)
+        z = spec.vectors[:, j].reshape(h, w)
+        lim = float(np.abs(z).max()) or 1.0
+        fig.add_trace(
+            go.Heatmap(z=np.round(z, 5), colorscale="RdBu_r", zmid=0, zmin=-lim, zmax=lim, showscale=False,
+                       name=f"y{j}", hovertemplate=f"y{j}" + "[%{y}, %{x}] = %{z:.4f}<extra></extra>"),
+            row=r + 1,
+            col=c + 1,
+        )
+        style_image_axes(fig, r + 1, c + 1)
+    vals = spec.values
+    g = spec.largest_gap
+    r_sp = rows_ev + 1
+    fig.add_trace(
+        go.Scatter(x=np.arange(vals.size), y=vals, mode="lines+markers", name="eigenvalues",
+                   line={"color": "#90a4ae"},
+                   marker={"color": ["#1565c0" if j < k else "#90a4ae" for j in range(vals.size)]},
+                   hovertemplate="λ%{x} = %{y:.4f}<extra></extra>"),
+        row=r_sp,
+        col=1,
+    )
+    if vals.size >= 3:
+        fig.add_trace(
+            go.Scatter(x=[g, g + 1], y=[vals[g], vals[g + 1]], mode="lines+markers", name="largest gap",
+                       line={"color": HIGHLIGHT, "width": 4}, marker={"size": 9, "color": HIGHLIGHT},
+                       hovertemplate="largest gap %{y:.4f}<extra></extra>"),
+            row=r_sp,
+            col=1,
+        )
+        fig.add_annotation(
+            x=g + 0.5, y=(vals[g] + vals[g + 1]) / 2, text=f"largest gap after λ{g}: {g + 1} clusters",
+            showarrow=True, arrowhead=2, ax=60, ay=-25, font={"size": 11}, row=r_sp, col=1,
+        )
+    fig.update_xaxes(title_text="index", row=r_sp, col=1, dtick=2)
+    fig.update_yaxes(title_text="eigenvalue", row=r_sp, col=1, rangemode="tozero")
+    # affinity row of the picked pixel
+    fig.add_trace(
+        go.Heatmap(z=_row(spec, pixel), colorscale="Viridis", zmin=0, zmax=1, name="affinity row",
+                   colorbar={"thickness": 10, "len": 0.3, "y": 0.15},
+                   hovertemplate="W[pixel, (%{y}, %{x})] = %{z:.4f}<extra></extra>"),
+        row=r_sp,
+        col=3,
+    )
+    fig.add_trace(
+        go.Scatter(x=[pixel[1]], y=[pixel[0]], mode="markers", name="pixel",
+                   marker={"symbol": "x", "size": 12, "color": HIGHLIGHT, "line": {"width": 2}},
+                   hoverinfo="skip"),
+        row=r_sp,
+        col=3,
+    )
+    style_image_axes(fig, r_sp, 3)
+    if image is not None:
+        small = downscale(image, 256)
+        H, W = small.shape[:2]
+        fig.add_trace(image_trace(small, name="image"), row=r_sp, col=4)
+        sy, sx = H / h, W / w
+        fig.add_trace(
+            go.Scatter(x=[(pixel[1] + 0.5) * sx - 0.5], y=[(pixel[0] + 0.5) * sy - 0.5], mode="markers",
+                       name="pixel on image",
+                       marker={"symbol": "x", "size": 12, "color": HIGHLIGHT, "line": {"width": 2}},
+                       hoverinfo="skip"),
+            row=r_sp,
+            col=4,
+        )
+        style_image_axes(fig, r_sp, 4)
+    fig.update_layout(
+        height=height or 230 * (rows_ev + 1) + 60,
+        showlegend=False,
+        margin={"l": 10, "r": 10, "t": 60, "b": 30},
+        plot_bgcolor="white",
+        title=f"normalised Laplacian: first {k} eigenvectors on the {h}×{w} grid (click a heatmap to pick a pixel)"
+        if widget else f"normalised Laplacian: first {k} eigenvectors on the {h}×{w} grid, pixel {tuple(pixel)}",
+    )
+    fig.update_annotations(font_size=11)
+    return fig
+
+
+def _row(spec: Spectrum, pixel: tuple[int, int]) -> np.ndarray:
+    h, w = spec.grid
+    r, c = int(pixel[0]), int(pixel[1])
+    if not (0 <= r < h and 0 <= c < w):
+        raise ValueError(f"pixel {pixel} is outside the {h}x{w} grid")
+    return np.round(spec.W[r * w + c].reshape(h, w), 5)
+
+
+def eigenvectors(
+    W_or_features: Any,
+    k: int = 8,
+    grid: tuple[int, int] | None = None,
+    *,
+    alpha: float = 10.0,
+    pixel: tuple[int, int] | None = None,
+    image: Any = None,
+    n_eigenvalues: int = 20,
+    height: int | None = None,
+) -> go.Figure:
+    """First ``k`` eigenvectors of the normalised Laplacian as heatmaps, the spectrum and an affinity row.
+
+    Parameters
+    ----------
+    W_or_features
+        An ``(N, N)`` affinity (then ``grid`` gives its ``(h, w)`` layout, a square grid is assumed
+        otherwise) or ``(C, h, w)`` features (the affinity is ``diffcut_lab.affinity(features, alpha)``).
+    k
+        Number of eigenvectors to draw (the first is constant up to ``D^{-1/2}``: a sanity check).
+    grid
+        ``(h, w)`` of an affinity's nodes.
+    alpha
+        Affinity exponent, used only when features are given.
+    pixel
+        ``(row, col)`` whose affinity row is drawn; the grid's centre by default.
+    image
+        Optional image, to show where the pixel is.
+    n_eigenvalues
+        Number of eigenvalues in the spectrum plot (at least ``k``).
+    height
+        Figure height in pixels.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        A static figure; see :func:`eigenvector_explorer` to pick pixels by clicking.
+    """
+    spec = laplacian_spectrum(W_or_features, max(n_eigenvalues, k + 1), grid, alpha=alpha)
+    pixel = pixel if pixel is not None else (spec.grid[0] // 2, spec.grid[1] // 2)
+    img = as_rgb(image) if image is not None else None
+    return _build(spec, k, pixel, img, widget=False, height=height)
+
+
+class EigenvectorExplorer:
+    """App form of :func:`eigenvectors`: click a heatmap to pick the pixel whose affinity row is shown; with
+    features, an alpha slider recomputes the affinity and the spectrum. Attributes: ``figure``
+    (FigureWidget), ``pixel``, ``alpha_slider`` (or ``None``), ``spectrum``, ``widget``."""
+
+    def __init__(
+        self,
+        W_or_features: Any,
+        k: int = 8,
+        grid: tuple[int, int] | None = None,
+        *,
+        alpha: float = 10.0,
+        image: Any = None,
+        n_eigenvalues: int = 20,
+        alpha_range: tuple[float, float] = (1.0, 20.0),
+        height: int | None = None,
+    ) -> None:
+        import ipywidgets as widgets
+
+        self._source = W_or_features
+        self._grid = grid
+        self._k = k
+        self._m = max(n_eigenvalues, k + 1)
+        self._image = as_rgb(image) if image is not None else None
+        self._height = height
+        self.alpha = float(alpha)
+        self.spectrum = laplacian_spectrum(W_or_features, self._m, grid, alpha=alpha)
+        self.pixel = (self.spectrum.grid[0] // 2, self.spectrum.grid[1] // 2)
+        self.figure = _build(self.spectrum, k, self.pixel, self._image, widget=True, height=height)
+        self.info = widgets.HTML(self._info_text(0.0))
+        self.alpha_slider = None
+        is_features = np.ndim(W_or_features) == 3
+        if is_features:
+            self.alpha_slider = widgets.FloatSlider(
+                value=self.alpha, min=alpha_range[0], max=alpha_range[1], step=0.5, description="α",
+                continuous_update=False, readout_format=".1f",
+            )
+            self.alpha_slider.observe(lambda ch: self.set_alpha(ch["new"]), names="value")
+        self._connect()
+        top = [self.alpha_slider, self.info] if self.alpha_slider is not None else [self.info]
+        self.widget = widgets.VBox([widgets.HBox(top), self.figure])
+
+    def _info_text(self, seconds: float) -> str:
+        s = self.spectrum
+        return (f"<span style='color:#555'>pixel {self.pixel} · largest eigengap after λ{s.largest_gap} "
+                f"({s.largest_gap + 1} clusters)" + (f" · computed in {1000 * seconds:.0f} ms" if seconds else "")
+                + "</span>")
+
+    def _connect(self) -> None:
+        for tr in self.figure.data:
+            if isinstance(tr, go.Heatmap):
+                tr.on_click(self._on_click)
+
+    def _on_click(self, trace: Any, points: Any, state: Any) -> None:
+        xs, ys = list(getattr(points, "xs", []) or []), list(getattr(points, "ys", []) or [])
+        if xs and ys:
+            self.pick(round(float(ys[0])), round(float(xs[0])))
+
+    def pick(self, row: int, col: int) -> None:
+        """Show the affinity row of grid cell ``(row, col)``."""
+        h, w = self.spectrum.grid
+        self.pixel = (int(min(max(row, 0), h - 1)), int(min(max(col, 0), w - 1)))
+        aff = next(t for t in self.figure.data if t.name == "affinity row")
+        mark = next(t for t in self.figure.data if t.name == "pixel")
+        with self.figure.batch_update():
+            aff.z = _row(self.spectrum, self.pixel)
+            mark.x, mark.y = [self.pixel[1]], [self.pixel[0]]
+            if self._image is not None:
+                on_img = next(t for t in self.figure.data if t.name == "pixel on image")
+                small_h, small_w = downscale(self._image, 256).shape[:2]
+                sy, sx = small_h / h, small_w / w
+                on_img.x, on_img.y = [(self.pixel[1] + 0.5) * sx - 0.5], [(self.pixel[0] + 0.5) * sy - 0.5]
+        self.info.value = self._info_text(0.0)
+
+    def set_alpha(self, alpha: float) -> None:
+        """Recompute affinity and spectrum with exponent ``alpha`` (needs features)."""
+        t0 = time.perf_counter()
+        self.alpha = float(alpha)
+        self.spectrum = laplacian_spectrum(self._source, self._m, self._grid, alpha=self.alpha)
+        new = _build(self.spectrum, self._k, self.pixel, self._image, widget=False, height=self._height)
+        with self.figure.batch_update():
+            for old_tr, new_tr in zip(self.figure.data, new.data):
+                if not isinstance(new_tr, go.Image):
+                    old_tr.update(new_tr.to_plotly_json())
+            for a_old, a_new in zip(self.figure.layout.annotations, new.layout.annotations):
+                a_old.update(a_new.to_plotly_json())
+        self.info.value = self._info_text(time.perf_counter() - t0)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+def eigenvector_explorer(
+    W_or_features: Any,
+    k: int = 8,
+    grid: tuple[int, int] | None = None,
+    *,
+    alpha: float = 10.0,
+    image: Any = None,
+    n_eigenvalues: int = 20,
+    height: int | None = None,
+) -> EigenvectorExplorer:
+    """Interactive :func:`eigenvectors`: click a heatmap to pick a pixel; an alpha slider when features are
+    given. Parameters as in :func:`eigenvectors`."""
+    return EigenvectorExplorer(W_or_features, k, grid, alpha=alpha, image=image, n_eigenvalues=n_eigenvalues,
+                               height=height)
