@@ -31,6 +31,7 @@ from .errors import ModelLoadError, ParameterError, UnsupportedModelError
 __all__ = [
     "FAMILIES",
     "Backbone",
+    "backbone_from_config",
     "default_device",
     "default_dtype",
     "detect_family",
@@ -437,6 +438,7 @@ def load_backbone(
     revision: str | None = None,
     local_files_only: bool = False,
     keep_text_encoders: bool = False,
+    weights: bool = True,
 ) -> Backbone:
     """Load a diffusion UNet backbone for feature extraction.
 
@@ -471,6 +473,10 @@ def load_backbone(
         Use only the local Hugging Face cache for hub ids (no network).
     keep_text_encoders : bool
         Keep the text encoders to encode other prompts later (``capture(..., prompt="a photo")``).
+    weights : bool
+        ``False`` reads only the configs and builds the UNet on the ``meta`` device: hook names,
+        channels and resolutions are available (:func:`diffcut_lab.hooks.list_hook_points`), nothing is
+        downloaded but a few JSON files, and the backbone cannot run a forward.
 
     Returns
     -------
@@ -505,7 +511,7 @@ def load_backbone(
     elif _HUB_ID.match(name):
         root, variant = _fetch_from_hub(
             name, variant=variant, use_safetensors=use_safetensors, revision=revision,
-            local_files_only=local_files_only,
+            local_files_only=local_files_only, configs_only=not weights,
         )
     else:
         raise ModelLoadError(
@@ -513,6 +519,8 @@ def load_backbone(
             "('owner/name'); check the path, or use 'pocket' to run offline."
         )
     layout = _read_layout(root, name)
+    if not weights:
+        return _skeleton(layout, name=name, image_size=image_size)
     return _build(
         layout,
         name=name,
@@ -583,7 +591,13 @@ def _read_layout(root: Path, name: str) -> _Layout:
 
 
 def _fetch_from_hub(
-    repo_id: str, *, variant: str | None, use_safetensors: bool, revision: str | None, local_files_only: bool
+    repo_id: str,
+    *,
+    variant: str | None,
+    use_safetensors: bool,
+    revision: str | None,
+    local_files_only: bool,
+    configs_only: bool = False,
 ) -> tuple[Path, str | None]:
     """Download (or find in the cache) only the files feature extraction needs; returns (dir, variant)."""
     import huggingface_hub
@@ -608,8 +622,8 @@ def _fetch_from_hub(
     small = ["model_index.json", "diffcut_lab.json", "conditioning.safetensors", "*/*.json", "*/*.txt", "*/*.model"]
     root = snapshot(small)
     comps = [c for c in ("unet", "vae", "text_encoder", "text_encoder_2") if (root / c / "config.json").exists()]
-    if "unet" not in comps:
-        return root, variant  # _read_layout explains what the repository is instead
+    if "unet" not in comps or configs_only:
+        return root, variant  # without a UNet, _read_layout explains what the repository is instead
     ext = "safetensors" if use_safetensors else "bin"
 
     def has_weights(v: str | None) -> bool:
@@ -632,6 +646,70 @@ def _fetch_from_hub(
             + "). Try use_safetensors=False for .bin weights, or use 'pocket' offline."
         )
     return root, None
+
+
+def _skeleton(layout: _Layout, *, name: str, image_size: int | None) -> Backbone:
+    """A weightless backbone: the UNet built from its config on the meta device."""
+    from accelerate import init_empty_weights
+    from diffusers import UNet2DConditionModel
+
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(layout.unet_config)
+    latent_scale = 1
+    if layout.has_vae:
+        vae_cfg = _read_json(layout.root / "vae" / "config.json")
+        latent_scale = 2 ** (len(vae_cfg.get("block_out_channels", (0, 0, 0, 0))) - 1)
+    family = layout.meta.get("family") or detect_family(unet.config)
+    if image_size is None:
+        image_size = layout.meta.get("image_size") or int(unet.config.sample_size) * latent_scale
+    return Backbone(
+        unet,
+        family=family,
+        name=name,
+        image_size=int(image_size),
+        latent_scale=latent_scale,
+        diffcut_layer=layout.meta.get("diffcut_layer"),
+    )
+
+
+def backbone_from_config(
+    unet_config: Mapping[str, Any],
+    *,
+    family: str | None = None,
+    name: str = "",
+    image_size: int | None = None,
+    latent_scale: int = 8,
+    diffcut_layer: str | None = None,
+) -> Backbone:
+    """A weightless backbone built from a UNet config dict on the ``meta`` device (structure only).
+
+    Useful to list hook points, channels and resolutions of a full-size model without its weights.
+
+    Parameters
+    ----------
+    unet_config : mapping
+        The UNet's ``config.json`` contents.
+    family : str, optional
+        Default: :func:`detect_family`.
+    name : str
+    image_size : int, optional
+        Default: ``sample_size x latent_scale``.
+    latent_scale : int
+        Pixels per latent cell (8 for the Stable Diffusion VAE).
+    diffcut_layer : str, optional
+        Override of the ``"diffcut"`` alias.
+    """
+    layout = _Layout(
+        root=Path("."),
+        unet_config=dict(unet_config),
+        has_vae=False,
+        text_encoders=(),
+        meta={"family": family, "image_size": image_size, "diffcut_layer": diffcut_layer},
+        conditioning=None,
+    )
+    bb = _skeleton(layout, name=name, image_size=image_size or int(unet_config.get("sample_size", 64)) * latent_scale)
+    bb.latent_scale = int(latent_scale)
+    return bb
 
 
 def _vae_scale(vae: Any) -> int:
