@@ -1,0 +1,273 @@
+"""The declarative ablation grid and its expansion into configurations and work units.
+
+A grid is model x layer x timestep x method, and for DiffCut also alpha x tau x mode, each crossed with
+the refinement. The unit of work is one (model, image): every requested layer and timestep of that image
+is captured together, and every configuration of that image is computed from those features, so alpha,
+tau, mode, refine and method sweeps cost no extra UNet pass, and a tau sweep costs one recursion (the
+tree at the largest tau is pruned for the others).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import ParameterError
+
+__all__ = ["METHODS", "REFINES", "AblationGrid", "Config", "config_id", "stable_hash"]
+
+METHODS = ("diffcut", "kmeans", "spectral", "diffseg")
+REFINES = ("none", "median", "pamr")
+MODES = ("fixed", "paper")
+
+#: configuration columns, in table order (everything that, with the image, determines one result row)
+CONFIG_COLUMNS = (
+    "model", "layer", "timestep", "method", "alpha", "tau", "mode", "refine", "params", "seed",
+    "image_size", "label_size", "prompt",
+)  # fmt: skip
+
+
+def stable_hash(obj: Any, n: int = 16) -> str:
+    """A short hex digest of a JSON-serialisable object (key order independent)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def _tuple(value: Any, name: str, kind: type | tuple[type, ...]) -> tuple:
+    if value is None:
+        raise ParameterError(f"grid field {name!r} must not be empty")
+    items = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    if not items:
+        raise ParameterError(f"grid field {name!r} must list at least one value")
+    for v in items:
+        if not isinstance(v, kind) or isinstance(v, bool):
+            raise ParameterError(f"grid field {name!r} holds {v!r}; expected {kind}")
+    return items
+
+
+@dataclass(frozen=True)
+class Config:
+    """One configuration of the grid (everything but the image)."""
+
+    model: str
+    layer: str
+    timestep: int
+    method: str
+    alpha: float
+    tau: float
+    mode: str
+    refine: str
+    params: str  # JSON of the method's extra keyword arguments
+    seed: int
+    image_size: int
+    label_size: int
+    prompt: str
+
+    @property
+    def id(self) -> str:
+        """Stable identifier of the configuration (a hash of its fields)."""
+        return config_id(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (table columns)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def config_id(cfg: Mapping[str, Any]) -> str:
+    """Hash of the configuration columns (NaN alpha/tau of non-DiffCut methods hash alike)."""
+    key = {}
+    for c in CONFIG_COLUMNS:
+        v = cfg[c]
+        if isinstance(v, float) and v != v:  # NaN
+            v = None
+        elif isinstance(v, float) and v.is_integer() and c in ("alpha", "tau"):
+            v = float(v)
+        key[c] = v
+    return stable_hash(key)
+
+
+@dataclass(frozen=True)
+class AblationGrid:
+    """A declarative ablation study (what :func:`~diffcut_lab.ablation.run_ablation` runs).
+
+    Parameters
+    ----------
+    dataset : str
+        A :func:`~diffcut_lab.datasets.load_dataset` name ("synthetic", "voc", ...).
+    models : sequence of str
+        Backbone sources ("pocket", "segmind/SSD-1B", a local diffusers directory).
+    layers : sequence of str
+        Layer names or aliases ("diffcut", exact hook names); one feature map each.
+    timesteps : sequence of int
+        Noising timesteps.
+    alphas, taus : sequence of float
+        Affinity exponents and NCut thresholds (DiffCut only).
+    refines : sequence of {"none", "median", "pamr"}
+        Refinement after upsampling to the label size.
+    methods : sequence of {"diffcut", "kmeans", "spectral", "diffseg"}
+        Segmenters run on the same features.
+    modes : sequence of {"fixed", "paper"}
+        Recursive NCut variants (DiffCut only).
+    limit : int, optional
+        First ``limit`` images of the dataset.
+    seed : int
+        Noise seed of the feature capture (and of any randomised method).
+    image_size : int, optional
+        Model input side; None = the backbone's native size (1024 for SSD-1B).
+    label_size : int
+        Evaluation side of labels and predictions (128 in the paper).
+    root : str, optional
+        Dataset directory (the six benchmarks).
+    dataset_kwargs : mapping
+        More loader arguments (``split``, ``quirks``, ``n``, ``size``, ...).
+    method_kwargs : mapping
+        Per method, extra keyword arguments (``{"kmeans": {"n_clusters": 6}}``).
+    prompt : str
+        Conditioning prompt of the capture (the paper's is empty).
+    dtype, device : str, optional
+        Backbone dtype ("float16", "bfloat16", "float32") and device; None = load_backbone's defaults.
+    name : str
+        A label for the study (plots, file names).
+    """
+
+    dataset: str
+    models: tuple[str, ...] = ("pocket",)
+    layers: tuple[str, ...] = ("diffcut",)
+    timesteps: tuple[int, ...] = (50,)
+    alphas: tuple[float, ...] = (10.0,)
+    taus: tuple[float, ...] = (0.5,)
+    refines: tuple[str, ...] = ("none",)
+    methods: tuple[str, ...] = ("diffcut",)
+    modes: tuple[str, ...] = ("fixed",)
+    limit: int | None = None
+    seed: int = 42
+    image_size: int | None = None
+    label_size: int = 128
+    root: str | None = None
+    dataset_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    method_kwargs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    prompt: str = ""
+    dtype: str | None = None
+    device: str | None = None
+    name: str = "ablation"
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "models", _tuple(self.models, "models", str))
+        set_(self, "layers", _tuple(self.layers, "layers", str))
+        set_(self, "timesteps", _tuple(self.timesteps, "timesteps", int))
+        set_(self, "alphas", tuple(float(a) for a in _tuple(self.alphas, "alphas", (int, float))))
+        set_(self, "taus", tuple(float(t) for t in _tuple(self.taus, "taus", (int, float))))
+        for name, allowed in (("refines", REFINES), ("methods", METHODS), ("modes", MODES)):
+            values = _tuple(getattr(self, name), name, str)
+            bad = [v for v in values if v not in allowed]
+            if bad:
+                raise ParameterError(f"grid field {name!r} has {bad}; allowed values are {list(allowed)}")
+            set_(self, name, values)
+        if any(a <= 0 for a in self.alphas):
+            raise ParameterError(f"alphas must be > 0, got {list(self.alphas)}")
+        if any(not 0 < t for t in self.taus):
+            raise ParameterError(f"taus must be > 0, got {list(self.taus)}")
+        if any(t < 0 for t in self.timesteps):
+            raise ParameterError(f"timesteps must be >= 0, got {list(self.timesteps)}")
+        if self.limit is not None and self.limit < 1:
+            raise ParameterError(f"limit must be >= 1 or None, got {self.limit}")
+        if self.label_size < 1 or (self.image_size is not None and self.image_size < 1):
+            raise ParameterError("image_size and label_size must be positive")
+        unknown = set(self.method_kwargs) - set(METHODS)
+        if unknown:
+            raise ParameterError(
+                f"method_kwargs names unknown methods {sorted(unknown)}; known: {list(METHODS)}"
+            )
+        set_(self, "dataset_kwargs", dict(self.dataset_kwargs))
+        set_(self, "method_kwargs", {k: dict(v) for k, v in self.method_kwargs.items()})
+
+    # -- construction ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AblationGrid:
+        """Build from a mapping (YAML/JSON); unknown keys are an error that lists the known ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ParameterError(f"unknown grid keys {sorted(unknown)}; known keys are {sorted(known)}")
+        if "dataset" not in data:
+            raise ParameterError("a grid needs 'dataset' (e.g. dataset: synthetic)")
+        return cls(**dict(data))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> AblationGrid:
+        """Read a grid from a YAML file (keys as the dataclass fields)."""
+        import yaml
+
+        p = Path(path)
+        if not p.is_file():
+            raise ParameterError(f"no grid file at {p}")
+        data = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(data, Mapping):
+            raise ParameterError(f"{p} must hold a mapping of grid keys, got {type(data).__name__}")
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (round-trips through :meth:`from_dict` and YAML)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else (dict(v) if isinstance(v, Mapping) else v)
+        return out
+
+    def to_yaml(self, path: str | Path) -> Path:
+        """Write the grid as YAML."""
+        import yaml
+
+        p = Path(path)
+        p.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return p
+
+    # -- expansion ---------------------------------------------------------------------------------
+
+    def method_params(self, method: str) -> str:
+        """The method's extra keyword arguments as canonical JSON."""
+        return json.dumps(dict(self.method_kwargs.get(method, {})), sort_keys=True)
+
+    def configs(self, model: str | None = None) -> list[Config]:
+        """Every configuration (of one model, or of all), in a stable order.
+
+        ``image_size`` is 0 in a configuration when the grid leaves it to the backbone (its native size;
+        result rows also record the size actually used, as ``input_size``).
+        """
+        size = self.image_size or 0
+        out: list[Config] = []
+        for m in self.models if model is None else (model,):
+            for layer in self.layers:
+                for t in self.timesteps:
+                    for method in self.methods:
+                        params = self.method_params(method)
+                        if method == "diffcut":
+                            sweep = [
+                                (a, tau, mode)
+                                for a in self.alphas
+                                for mode in self.modes
+                                for tau in self.taus
+                            ]
+                        else:
+                            sweep = [(float("nan"), float("nan"), "")]
+                        for alpha, tau, mode in sweep:
+                            for refine in self.refines:
+                                out.append(Config(m, layer, int(t), method, alpha, tau, mode, refine, params,
+                                                  self.seed, size, self.label_size, self.prompt))  # fmt: skip
+        return out
+
+    def __len__(self) -> int:
+        """Number of configurations per image."""
+        return len(self.configs())
+
+    def iter_units(self, names: Sequence[str]) -> Iterator[tuple[str, int, str]]:
+        """The work units ``(model, image index, image name)``, model-major (one model loaded at a time)."""
+        for m in self.models:
+            for i, name in enumerate(names):
+                yield m, i, name

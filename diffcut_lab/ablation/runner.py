@@ -1,0 +1,134 @@
+"""``run_ablation``: expand the grid, skip what is stored, run the rest, stream rows to Parquet."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..errors import ParameterError
+from .executors import execute
+from .grid import AblationGrid
+from .store import SCHEMA, ResultStore, sort_rows
+from .worker import load_grid_dataset
+
+__all__ = ["as_grid", "plan", "run_ablation"]
+
+
+def as_grid(grid: AblationGrid | Mapping[str, Any] | str | Path) -> AblationGrid:
+    """An :class:`AblationGrid` from a grid, a mapping or a YAML path."""
+    if isinstance(grid, AblationGrid):
+        return grid
+    if isinstance(grid, Mapping):
+        return AblationGrid.from_dict(grid)
+    if isinstance(grid, (str, Path)):
+        return AblationGrid.from_yaml(grid)
+    raise ParameterError(f"grid must be an AblationGrid, a mapping or a YAML path; got {type(grid).__name__}")
+
+
+def plan(
+    grid: AblationGrid, names: list[str], done: set[tuple[str, str, str]], cache_dir: str | None
+) -> tuple[list[dict[str, Any]], int]:
+    """The tasks still to run (one per model x image with missing configurations) and the rows they make."""
+    tasks: list[dict[str, Any]] = []
+    n_rows = 0
+    grid_dict = grid.to_dict()
+    for model in grid.models:
+        ids = [c.id for c in grid.configs(model)]
+        for index, name in enumerate(names):
+            todo = [i for i in ids if (model, name, i) not in done]
+            if not todo:
+                continue
+            n_rows += len(todo)
+            tasks.append({
+                "grid": grid_dict, "model": model, "index": index, "image": name,
+                "config_ids": None if len(todo) == len(ids) else todo, "cache_dir": cache_dir,
+            })  # fmt: skip
+    return tasks, n_rows
+
+
+def run_ablation(
+    grid: AblationGrid | Mapping[str, Any] | str | Path,
+    *,
+    out: str | Path | None = "results.parquet",
+    cache_dir: str | Path | None = None,
+    executor: str = "local",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    client: Any = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Run an ablation study; resumable, cached, on any executor.
+
+    Parameters
+    ----------
+    grid : AblationGrid, mapping or path
+        The study (a YAML file path works too).
+    out : path or None
+        Parquet dataset directory the rows are appended to as units finish (``pandas.read_parquet(out)``
+        reads it). Re-running with the same ``out`` skips every (model, image, configuration) already
+        there, so an interrupted run resumes where it stopped. None keeps results in memory only.
+    cache_dir : path, optional
+        Feature cache directory (safetensors files keyed by model weights, image, size, timestep, seed,
+        prompt and layer). Reused across runs and grids; on a cluster it must be a shared path.
+    executor : {"local", "processes", "dask"}
+        Where units run; ``scheduler`` or ``client`` imply "dask".
+    workers : int, optional
+        Process-pool size (default: one per CPU core, at most one per unit).
+    scheduler : str, optional
+        Dask scheduler address (``tcp://host:8786``).
+    client : dask.distributed.Client, optional
+        An existing Dask client (e.g. on a ``LocalCluster``); left open.
+    progress : bool
+        Show a ``tqdm.auto`` progress bar over units.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Every row of this grid's configurations on this grid's images (stored earlier or now), one per
+        image x configuration, in a stable order; :func:`~diffcut_lab.ablation.summarize` turns it into
+        dataset-level mIoU per configuration.
+    """
+    grid = as_grid(grid)
+    ds = load_grid_dataset(grid)
+    if ds.info.num_classes < 1:
+        raise ParameterError(
+            f"dataset {grid.dataset!r} has no labels; an ablation needs ground truth to score"
+        )
+    store = ResultStore(out) if out is not None else None
+    if store is not None:
+        store.out.mkdir(parents=True, exist_ok=True)
+        grid.to_yaml(store.out / "_grid.yaml")
+    done = store.done() if store is not None else set()
+    tasks, n_rows = plan(grid, ds.names, done, None if cache_dir is None else str(cache_dir))
+    frames: list[pd.DataFrame] = []
+
+    bar = None
+    if progress and tasks:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(tasks), desc=f"{grid.name}: {n_rows} rows", unit="image")
+
+    def on_result(rows: pd.DataFrame) -> None:
+        if store is not None:
+            store.write(rows)
+        else:
+            frames.append(rows)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(rows=len(rows))
+
+    try:
+        execute(tasks, on_result, executor=executor, workers=workers, scheduler=scheduler, client=client)
+    finally:
+        if bar is not None:
+            bar.close()
+    if store is not None:
+        df = store.read()
+    else:
+        df = pd.concat(frames, ignore_index=True) if frames else SCHEMA.empty_table().to_pandas()
+    ids = {c.id for c in grid.configs()}
+    keep = df["config_id"].isin(ids) & df["image"].isin(set(ds.names)) & (df["dataset"] == ds.info.name)
+    return sort_rows(df[keep])

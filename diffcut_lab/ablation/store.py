@@ -1,0 +1,143 @@
+"""Results on disk: a Parquet dataset of part files, one per finished work unit.
+
+``out`` (e.g. ``results.parquet``) is a directory that ``pandas.read_parquet(out)`` reads as one table.
+Each part is written under a hidden temporary name and renamed when complete (readers skip names that
+start with ``.``), so a killed run leaves only whole parts, and a re-run skips every
+(model, image, configuration) already present.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import ParameterError
+
+__all__ = ["SCHEMA", "SORT_COLUMNS", "ResultStore"]
+
+_counts = pa.list_(pa.int64())
+
+#: the columns of a result row, with their types (fixed, so that every part file has one schema)
+SCHEMA = pa.schema(
+    [
+        ("dataset", pa.string()),
+        ("image", pa.string()),
+        ("image_index", pa.int64()),
+        ("model", pa.string()),
+        ("layer", pa.string()),
+        ("timestep", pa.int64()),
+        ("method", pa.string()),
+        ("alpha", pa.float64()),
+        ("tau", pa.float64()),
+        ("mode", pa.string()),
+        ("refine", pa.string()),
+        ("params", pa.string()),
+        ("seed", pa.int64()),
+        ("image_size", pa.int64()),
+        ("label_size", pa.int64()),
+        ("prompt", pa.string()),
+        ("config_id", pa.string()),
+        ("layer_name", pa.string()),
+        ("input_size", pa.int64()),
+        ("grid_h", pa.int64()),
+        ("grid_w", pa.int64()),
+        ("n_segments", pa.int64()),
+        ("num_classes", pa.int64()),
+        ("background", pa.bool_()),
+        ("tp", _counts),
+        ("fp", _counts),
+        ("fn", _counts),
+        ("n_pixels", pa.int64()),
+        ("miou_image", pa.float64()),
+        ("accuracy", pa.float64()),
+        ("model_fingerprint", pa.string()),
+        ("seconds", pa.float64()),
+        ("features_cached", pa.bool_()),
+    ]
+)
+
+#: columns that depend on timing or on what was cached, not on the configuration (never compared)
+VOLATILE_COLUMNS = ("seconds", "features_cached")
+
+#: a stable row order for tables read back
+SORT_COLUMNS = [
+    "model",
+    "image_index",
+    "layer",
+    "timestep",
+    "method",
+    "alpha",
+    "mode",
+    "tau",
+    "refine",
+    "params",
+]
+
+
+class ResultStore:
+    """A directory of Parquet part files holding result rows.
+
+    Parameters
+    ----------
+    out : path
+        The dataset directory (created on first write). An existing regular file there is an error.
+    """
+
+    def __init__(self, out: str | Path) -> None:
+        self.out = Path(out)
+        if self.out.exists() and not self.out.is_dir():
+            raise ParameterError(
+                f"{self.out} is a file; results are a directory of Parquet parts. Pass a new path "
+                "(e.g. results.parquet) or remove the file."
+            )
+
+    def parts(self) -> list[Path]:
+        """The finished part files."""
+        if not self.out.is_dir():
+            return []
+        return sorted(p for p in self.out.glob("part-*.parquet"))
+
+    def done(self) -> set[tuple[str, str, str]]:
+        """``(model, image, config_id)`` of every row already stored."""
+        parts = self.parts()
+        if not parts:
+            return set()
+        cols = _dataset(parts).to_table(columns=["model", "image", "config_id"]).to_pydict()
+        return set(zip(cols["model"], cols["image"], cols["config_id"]))
+
+    def write(self, rows: pd.DataFrame) -> Path | None:
+        """Append ``rows`` as one new part (atomic); returns its path (None for no rows)."""
+        if rows is None or len(rows) == 0:
+            return None
+        self.out.mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pandas(rows[SCHEMA.names], schema=SCHEMA, preserve_index=False)
+        final = self.out / f"part-{uuid.uuid4().hex}.parquet"
+        tmp = self.out / f".{final.name}.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, final)
+        return final
+
+    def read(self) -> pd.DataFrame:
+        """Every stored row, in a stable order (empty frame with the schema's columns if none)."""
+        parts = self.parts()
+        if not parts:
+            return SCHEMA.empty_table().to_pandas()
+        df = _dataset(parts).to_table().to_pandas()
+        return sort_rows(df)
+
+
+def _dataset(parts: list[Path]):
+    import pyarrow.dataset as pads
+
+    return pads.dataset([str(p) for p in parts], schema=SCHEMA, format="parquet")
+
+
+def sort_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows in the stable order of :data:`SORT_COLUMNS` (index reset)."""
+    cols = [c for c in SORT_COLUMNS if c in df.columns]
+    return df.sort_values(cols, kind="mergesort", na_position="first").reset_index(drop=True)

@@ -1,0 +1,106 @@
+"""``diffcut-lab eval``: the paper's benchmark protocol on one dataset, printed like its Table 1."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+DATASET_CHOICES = (
+    "voc",
+    "context",
+    "coco-object",
+    "coco-stuff",
+    "cityscapes",
+    "ade20k",
+    "synthetic",
+    "voc-photo",
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``eval`` parser."""
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate DiffCut on a benchmark with the paper's protocol",
+        description=(
+            "Evaluate one configuration on a dataset with the paper's protocol: centre crop to "
+            "(min(H,W)-1)^2, resize to the model's input size (1024 for SSD-1B), features at the DiffCut "
+            "layer and timestep 50, recursive NCut, concept assignment to 128x128, two-stage background "
+            "matching for VOC / Context / COCO-Object, optional PAMR, per-image Hungarian matching "
+            "accumulated over the dataset. Prints a table in the layout of the paper's Table 1 with "
+            "images per second. On a GPU the model runs in float16 (load_backbone's default)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  diffcut-lab eval --dataset voc --root ~/data/VOCdevkit/VOC2012 --model segmind/SSD-1B --refine pamr\n"
+            "  diffcut-lab eval --dataset synthetic --model pocket --limit 16\n"
+            "Dataset layouts: see diffcut_lab.datasets.benchmarks (python -m pydoc diffcut_lab.datasets.benchmarks)."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--dataset", required=True, choices=DATASET_CHOICES, help="benchmark or built-in set")
+    p.add_argument("--root", help="dataset directory (required for the six benchmarks)")
+    p.add_argument("--model", default="segmind/SSD-1B", help="'pocket', a hub id or a diffusers directory")
+    p.add_argument(
+        "--refine", default="none", choices=("none", "pamr", "median"), help="refinement (paper: pamr)"
+    )
+    p.add_argument("--limit", type=int, help="evaluate only the first N images")
+    p.add_argument("--split", default=None, help="dataset split (default: val; synthetic: test)")
+    p.add_argument("--quirks", default="fixed", choices=("fixed", "paper"),
+                   help="label mapping: 'paper' reproduces the published loader's quirks (see datasets.benchmarks)")  # fmt: skip
+    p.add_argument("--layer", default="diffcut", help="hook point (default: the paper's layer for the model)")
+    p.add_argument("--timestep", type=int, default=50, help="noising timestep (default 50)")
+    p.add_argument("--alpha", type=float, default=10.0, help="affinity exponent (default 10)")
+    p.add_argument("--tau", type=float, default=0.5, help="NCut threshold (default 0.5)")
+    p.add_argument("--mode", default="fixed", choices=("fixed", "paper"), help="recursive NCut variant")
+    p.add_argument("--method", default="diffcut", choices=("diffcut", "kmeans", "spectral", "diffseg"))
+    p.add_argument("--seed", type=int, default=42, help="noise seed (default 42)")
+    p.add_argument("--image-size", type=int, help="model input side (default: the model's native size)")
+    p.add_argument("--label-size", type=int, default=128, help="evaluation side (default 128)")
+    p.add_argument(
+        "--dtype", help="model dtype: float16, bfloat16, float32 (default: fp16 on GPU, fp32 on CPU)"
+    )
+    p.add_argument("--device", help="torch device (default: cuda if available)")
+    p.add_argument("--cache-dir", help="feature cache directory (safetensors), reused across runs")
+    p.add_argument("--json", type=Path, help="also write the report (scores, per-class IoU, timing) as JSON")
+    p.add_argument("--rows", type=Path, help="also write the per-image rows as Parquet")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the evaluation and print the table."""
+    from ..ablation.evaluation import evaluate, format_table
+    from ..ablation.worker import dtype_from_name
+    from ..backbones import load_backbone
+    from ..datasets import ON_DISK, load_dataset
+
+    kwargs = {}
+    if args.split:
+        kwargs["split"] = args.split
+    if args.dataset in ON_DISK:
+        kwargs["quirks"] = args.quirks
+    ds = load_dataset(args.dataset, args.root, limit=args.limit, **kwargs)
+    backbone = load_backbone(args.model, dtype=dtype_from_name(args.dtype), device=args.device)
+    report = evaluate(
+        ds, backbone, layer=args.layer, timestep=args.timestep, alpha=args.alpha, tau=args.tau, mode=args.mode,
+        refine=args.refine, method=args.method, seed=args.seed, image_size=args.image_size,
+        label_size=args.label_size, cache_dir=args.cache_dir, progress=not args.no_progress,
+    )  # fmt: skip
+    print(format_table([report]))
+    r = report.result
+    print(
+        f"\n{report.dataset}: mIoU {100 * r.miou:.2f}  pixel acc {100 * r.accuracy:.2f}  "
+        f"{report.n_images} images in {report.seconds:.1f} s ({report.images_per_second:.2f} images/s)  "
+        f"model {report.model} ({report.dtype} on {report.device}), input {report.config['image_size']}px, "
+        f"labels {report.config['label_size']}px"
+    )
+    if report.notes:
+        print(f"note: {report.notes}")
+    if args.json:
+        args.json.write_text(json.dumps(report.to_dict(), indent=2))
+    if args.rows:
+        report.rows.to_parquet(args.rows)
+    return 0

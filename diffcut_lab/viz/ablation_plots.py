@@ -1,0 +1,177 @@
+"""Plots of ablation results (plotly): the layer x timestep heatmap, tau/alpha sensitivity curves (the
+paper's Figs. 5, 7 and 8) and method comparison bars.
+
+Every function takes either the per-image rows of :func:`~diffcut_lab.ablation.run_ablation` or the
+output of :func:`~diffcut_lab.ablation.summarize`, narrows it with ``select`` (column -> value or list of
+values), and reduces the configuration columns it does not plot with ``reduce`` ("max": the best
+configuration per cell, the usual way to read an ablation; or "mean").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from ._common import layer_sort_key, short_layer_name
+
+__all__ = ["method_bars", "miou_heatmap", "sensitivity"]
+
+_REDUCERS = ("max", "mean")
+
+
+def _summary(df: pd.DataFrame, select: Mapping[str, Any] | None) -> pd.DataFrame:
+    if "miou" not in df.columns or "tp" in df.columns:
+        from ..ablation import summarize
+
+        df = summarize(df)
+    for col, value in (select or {}).items():
+        if col not in df.columns:
+            raise KeyError(f"select names column {col!r}; the table has {list(df.columns)}")
+        values = value if isinstance(value, (list, tuple, set)) else [value]
+        df = df[df[col].isin(values)]
+    if df.empty:
+        raise ValueError("no rows left to plot (check select=)")
+    return df
+
+
+def _reduce(df: pd.DataFrame, keys: Sequence[str], reduce: str) -> pd.DataFrame:
+    if reduce not in _REDUCERS:
+        raise ValueError(f"reduce must be one of {_REDUCERS}, got {reduce!r}")
+    g = df.groupby(list(keys), dropna=False, sort=True)
+    if reduce == "mean":
+        return g["miou"].mean().reset_index()
+    best = df.loc[g["miou"].idxmax()]  # keep the winning configuration's other columns for hover
+    return best.reset_index(drop=True)
+
+
+def _layers_sorted(values: Sequence[str]) -> list[str]:
+    aliases = [v for v in values if "." not in v]
+    names = sorted((v for v in values if "." in v), key=layer_sort_key)
+    return sorted(aliases) + names
+
+
+def _hover(row: pd.Series, cols: Sequence[str]) -> str:
+    parts = []
+    for c in cols:
+        if c in row and not (isinstance(row[c], float) and np.isnan(row[c])) and row[c] != "":
+            parts.append(f"{c}={row[c]:g}" if isinstance(row[c], float) else f"{c}={row[c]}")
+    return "<br>".join(parts)
+
+
+_CONFIG = ("method", "alpha", "tau", "mode", "refine", "layer", "timestep")
+
+
+def miou_heatmap(
+    df: pd.DataFrame,
+    *,
+    x: str = "timestep",
+    y: str = "layer",
+    select: Mapping[str, Any] | None = None,
+    reduce: str = "max",
+    title: str | None = None,
+) -> go.Figure:
+    """Dataset-level mIoU over two configuration columns (default: layer x timestep).
+
+    Cells show mIoU in %; with ``reduce="max"`` the hover names the best configuration of each cell.
+    """
+    s = _reduce(_summary(df, select), [y, x], reduce)
+    xs = sorted(s[x].unique().tolist())
+    ys = _layers_sorted(s[y].unique().tolist()) if y == "layer" else sorted(s[y].unique().tolist())
+    z = np.full((len(ys), len(xs)), np.nan)
+    text = [["" for _ in xs] for _ in ys]
+    for _, row in s.iterrows():
+        i, j = ys.index(row[y]), xs.index(row[x])
+        z[i, j] = 100 * row["miou"]
+        text[i][j] = _hover(row, [c for c in _CONFIG if c not in (x, y)])
+    ylabels = [short_layer_name(v) for v in ys] if y == "layer" else [str(v) for v in ys]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z, x=[str(v) for v in xs], y=ylabels, colorscale="Viridis", colorbar={"title": "mIoU %"},
+            text=text, texttemplate="%{z:.1f}", hovertemplate=f"{y}=%{{y}}<br>{x}=%{{x}}<br>mIoU=%{{z:.2f}}%"
+            "<br>%{text}<extra></extra>",
+        )
+    )  # fmt: skip
+    fig.update_layout(
+        title=title or f"mIoU over {y} x {x} ({reduce} over the other settings)",
+        xaxis_title=x,
+        yaxis_title=y,
+        yaxis={"autorange": "reversed"},
+        template="plotly_white",
+    )
+    return fig
+
+
+def sensitivity(
+    df: pd.DataFrame,
+    *,
+    x: str = "tau",
+    color: str = "alpha",
+    select: Mapping[str, Any] | None = None,
+    reduce: str = "max",
+    title: str | None = None,
+) -> go.Figure:
+    """mIoU curves over one setting, one curve per value of another.
+
+    Defaults give the paper's tau / alpha sensitivity (Figs. 5 and 8: a larger alpha widens the range of
+    good tau); ``x="timestep"`` gives Fig. 7 (mIoU against the noising timestep).
+    """
+    s = _summary(df, select)
+    if x in ("tau", "alpha") or color in ("tau", "alpha"):
+        s = s[s["method"] == "diffcut"] if "method" in s.columns else s
+    s = _reduce(s, [color, x], reduce)
+    fig = go.Figure()
+    for value, g in s.groupby(color, sort=True, dropna=False):
+        g = g.sort_values(x)
+        fig.add_trace(
+            go.Scatter(
+                x=g[x], y=100 * g["miou"], mode="lines+markers", name=f"{color}={value:g}"
+                if isinstance(value, float) else f"{color}={value}",
+                text=[_hover(r, [c for c in _CONFIG if c not in (x, color)]) for _, r in g.iterrows()],
+                hovertemplate=f"{x}=%{{x}}<br>mIoU=%{{y:.2f}}%<br>%{{text}}<extra></extra>",
+            )
+        )  # fmt: skip
+    fig.update_layout(
+        title=title or f"mIoU sensitivity to {x} per {color}",
+        xaxis_title=x,
+        yaxis_title="mIoU (%)",
+        template="plotly_white",
+        legend_title=color,
+    )
+    return fig
+
+
+def method_bars(
+    df: pd.DataFrame,
+    *,
+    by: str = "method",
+    color: str | None = "refine",
+    select: Mapping[str, Any] | None = None,
+    reduce: str = "max",
+    title: str | None = None,
+) -> go.Figure:
+    """Best (or mean) mIoU per method, grouped bars per ``color`` (default: refinement)."""
+    s = _summary(df, select)
+    keys = [by] if color is None else [by, color]
+    s = _reduce(s, keys, reduce)
+    fig = go.Figure()
+    groups = [(None, s)] if color is None else list(s.groupby(color, sort=True, dropna=False))
+    for value, g in groups:
+        fig.add_trace(
+            go.Bar(
+                x=g[by].astype(str), y=100 * g["miou"], name="mIoU" if value is None else f"{color}={value}",
+                text=[f"{100 * m:.1f}" for m in g["miou"]], textposition="outside",
+                hovertext=[_hover(r, [c for c in _CONFIG if c not in keys]) for _, r in g.iterrows()],
+            )
+        )  # fmt: skip
+    fig.update_layout(
+        barmode="group",
+        title=title or f"mIoU per {by}",
+        xaxis_title=by,
+        yaxis_title="mIoU (%)",
+        template="plotly_white",
+    )
+    return fig
