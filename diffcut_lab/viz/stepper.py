@@ -148,13 +148,15 @@ def _partition_colorscale(k: int, alpha: float = 0.55) -> list[list[Any]]:
     return scale
 
 
-_SPLIT_SCALE = [
+_SPLIT_SCALE = [  # 0 outside the sub-graph, 1 positive side, 2 negative side, 3 dropped (paper mode)
     [0.0, "rgba(15,15,25,0.72)"],
-    [0.33, "rgba(15,15,25,0.72)"],
-    [0.34, "rgba(255,143,0,0.50)"],
-    [0.66, "rgba(255,143,0,0.50)"],
-    [0.67, "rgba(30,136,229,0.50)"],
-    [1.0, "rgba(30,136,229,0.50)"],
+    [0.24, "rgba(15,15,25,0.72)"],
+    [0.26, "rgba(255,143,0,0.50)"],
+    [0.49, "rgba(255,143,0,0.50)"],
+    [0.51, "rgba(30,136,229,0.50)"],
+    [0.74, "rgba(30,136,229,0.50)"],
+    [0.76, "rgba(229,57,53,0.85)"],
+    [1.0, "rgba(229,57,53,0.85)"],
 ]
 
 
@@ -168,10 +170,14 @@ def step_summary(tree: Any, i: int) -> str:
     s = steps[i]
     verdict = "accepted: split" if _accepted(s) else "rejected: leaf"
     sign = "<" if _accepted(s) else "≥"
-    return (
+    text = (
         f"step {i + 1} of {len(steps)} · depth {int(s.depth)} · {len(s.members)} px · "
         f"NCut {_fmt(float(s.ncut) if s.ncut is not None else np.nan)} {sign} τ {tree.tau:.2f} → {verdict}"
     )
+    region = getattr(s, "region", None)
+    if region is not None and len(region) > len(s.members):
+        text += f" · {len(region) - len(s.members)} px dropped (paper rule)"
+    return text
 
 
 class _StepData:
@@ -224,12 +230,19 @@ class _StepData:
         thr = float(s.threshold) if s.threshold is not None else np.nan
         split = np.zeros(self.n)
         fz = np.full(self.n, np.nan)
+        positive = _as_np(getattr(s, "positive", None)).astype(bool).ravel()
         if fiedler.size == members.size and members.size:
             fz[members] = fiedler
-            side = fiedler > thr if np.isfinite(thr) else np.ones(members.size, bool)
-            split[members] = np.where(side, 1.0, 2.0)
-        elif members.size:
-            split[members] = 1.0
+            if positive.size != members.size:
+                positive = fiedler > thr if np.isfinite(thr) else np.ones(members.size, bool)
+        if members.size:
+            if positive.size != members.size:
+                positive = np.ones(members.size, bool)
+            split[members] = np.where(positive, 1.0, 2.0)
+        region = _as_np(getattr(s, "region", None)).astype(np.int64).ravel()
+        if region.size > members.size:  # paper mode: nodes dropped by the published rule
+            dropped = np.setdiff1d(region, members, assume_unique=True)
+            split[dropped] = 3.0
         thresholds = _as_np(s.thresholds).astype(np.float64).ravel()
         ncuts = _as_np(s.ncut_values).astype(np.float64).ravel()
         finite = np.isfinite(ncuts)
@@ -281,7 +294,7 @@ class _StepData:
         verdict = "accepted" if acc else "rejected"
         return [
             f"sub-graph of step {i + 1}: {len(s.members)} px",
-            "Fiedler vector (orange side > threshold)",
+            "Fiedler vector (orange: side > threshold)",
             f"NCut vs threshold: <span style='color:{color}'><b>{verdict}</b></span>",
             f"partition after step {i + 1}: {k} segment{'s' if k != 1 else ''}",
             f"tree of cuts: {len(self.tree.steps)} steps, {self.k_final} leaves (click a node)",
@@ -319,7 +332,7 @@ def _base_figure(
     fig.add_trace(image_trace(background, name="image"), row=1, col=1)
     fig.add_trace(
         go.Heatmap(
-            z=np.zeros((h, w)), zmin=0, zmax=2, colorscale=_SPLIT_SCALE, showscale=False, name="sub-graph",
+            z=np.zeros((h, w)), zmin=0, zmax=3, colorscale=_SPLIT_SCALE, showscale=False, name="sub-graph",
             hoverinfo="skip", **geom,
         ),
         row=1,

@@ -1,0 +1,341 @@
+"""``diffcut-lab report``: segment images and write a self-contained HTML report.
+
+The report is the notebook ``diffcut_lab/notebooks/05_report.ipynb`` (package data, so an installed
+package finds it too), executed with papermill. Parameters are checked before anything runs; the outputs
+are written to a temporary directory beside the target and moved into place only when everything worked:
+
+* ``OUT.html``: the report (plotly.js embedded, widget state cleared, code hidden), viewable offline;
+* ``OUT.ipynb``: the executed notebook, beside it;
+* ``OUT_figures/*.png``: every figure as a PNG (kaleido with a Chromium; skipped with a warning when no
+  browser can be started).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import DiffCutLabError, ImageInputError, ParameterError
+
+__all__ = ["ReportParams", "build_report", "register", "report_notebook_path", "run", "validate"]
+
+REPORT_NOTEBOOK = "05_report.ipynb"
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+REFINES = ("pamr", "median", "none")
+MODES = ("fixed", "paper")
+TAU_RANGE = (0.0, 2.0)  # NCut of a two-way cut lies in [0, 2]; tau must be in (0, 2]
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    """The report notebook's papermill parameters (``to_dict()`` is exactly what papermill receives).
+
+    ``images`` are absolute paths; an empty list means the bundled sample images.
+    """
+
+    model: str = "pocket"
+    images: tuple[str, ...] = field(default_factory=tuple)
+    layer: str = "diffcut"
+    timestep: int = 50
+    alpha: float = 10.0
+    tau: float = 0.5
+    refine: str = "pamr"
+    mode: str = "fixed"
+    seed: int = 42
+    image_size: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["images"] = list(self.images)
+        return d
+
+
+def report_notebook_path() -> Path:
+    """Path of the report notebook shipped inside the package."""
+    from importlib.resources import files
+
+    path = Path(str(files("diffcut_lab").joinpath("notebooks", REPORT_NOTEBOOK)))
+    if not path.is_file():
+        raise DiffCutLabError(
+            f"the report notebook is missing from the installed package (looked for {path}); reinstall "
+            "diffcut-lab (it ships as package data: diffcut_lab/notebooks/05_report.ipynb)."
+        )
+    return path
+
+
+def validate(params: ReportParams, *, check_model: bool = True) -> ReportParams:
+    """Check every parameter before the notebook runs; raise a clear error on the first bad one.
+
+    Checks tau, alpha, refine, mode, timestep and image size ranges, that every image exists and can be
+    read, and (``check_model``) that the model's configs can be read and the layer exists in it (no
+    weights are loaded: :func:`diffcut_lab.load_backbone` with ``weights=False``).
+    """
+    lo, hi = TAU_RANGE
+    if not (lo < params.tau <= hi):
+        raise ParameterError(
+            f"tau={params.tau} is out of range; expected {lo} < tau <= {hi} (the largest NCut a cut may "
+            "have to be accepted; the paper uses 0.5, smaller values give fewer, larger segments)."
+        )
+    if not (params.alpha > 0):
+        raise ParameterError(f"alpha={params.alpha} must be > 0 (the affinity exponent; the paper uses 10).")
+    if params.refine not in REFINES:
+        raise ParameterError(f"refine={params.refine!r}; expected one of {REFINES}.")
+    if params.mode not in MODES:
+        raise ParameterError(f"mode={params.mode!r}; expected one of {MODES}.")
+    if params.timestep < 0:
+        raise ParameterError(f"timestep={params.timestep} must be >= 0 (the paper uses 50).")
+    if params.image_size < 0:
+        raise ParameterError(f"image_size={params.image_size} must be >= 0 (0 = the model's native size).")
+    from ..images import load_image
+
+    for path in params.images:
+        p = Path(path)
+        if not p.is_file():
+            raise ImageInputError(f"image {path} does not exist; pass existing image files to --images.")
+        try:
+            load_image(p)
+        except ImageInputError:
+            raise
+        except Exception as exc:  # PIL raises many kinds of errors for unreadable files
+            raise ImageInputError(f"image {path} cannot be read ({exc}); pass PNG, JPEG or another "
+                                  "format Pillow reads.") from exc
+    if check_model:
+        from ..backbones import load_backbone
+        from ..hooks import resolve_layers
+
+        bb = load_backbone(params.model, weights=False)
+        resolve_layers(bb, params.layer)  # UnknownLayerError with close names
+        sched = getattr(bb, "scheduler", None)
+        n_train = int(getattr(getattr(sched, "config", None), "num_train_timesteps", 1000) or 1000)
+        if params.timestep >= n_train:
+            raise ParameterError(
+                f"timestep={params.timestep} is out of range for {params.model}; expected 0 <= timestep < "
+                f"{n_train} (the paper uses 50)."
+            )
+    return params
+
+
+def _strip_for_html(nb: Any) -> Any:
+    """Drop widget views (they need a kernel) from the outputs."""
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data")
+            if data and WIDGET_MIME in data:
+                del data[WIDGET_MIME]
+                if not data:
+                    data["text/plain"] = ""
+    return nb
+
+
+def export_html(nb: Any, path: Path, *, title: str) -> None:
+    """Write ``nb`` as self-contained HTML: code hidden, widget state cleared, plotly embedded."""
+    import nbformat
+    from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import ClearMetadataPreprocessor
+
+    nb = nbformat.from_dict(json.loads(json.dumps(nb)))
+    clear = ClearMetadataPreprocessor(
+        enabled=True, preserve_nb_metadata_mask={"kernelspec", "language_info"}
+    )
+    nb, _ = clear.preprocess(nb, {})
+    nb.metadata.pop("widgets", None)
+    nb = _strip_for_html(nb)
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+    path.write_text(body, encoding="utf-8")
+
+
+def plotly_figures(nb: Any) -> list[dict]:
+    """The plotly figures (JSON dicts) displayed by the notebook, in order."""
+    figs = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            fig = (out.get("data") or {}).get(PLOTLY_MIME)
+            if fig is not None:
+                figs.append(fig)
+    return figs
+
+
+def export_pngs(figs: Sequence[dict], directory: Path, *, scale: float = 1.0) -> list[Path]:
+    """Render figures to PNG with kaleido; returns the written paths ([] with a warning when kaleido
+    cannot start a browser)."""
+    import plotly.io as pio
+
+    if not figs:
+        return []
+    directory.mkdir(parents=True, exist_ok=True)
+    objs = [pio.from_json(json.dumps(f), skip_invalid=True) for f in figs]
+    paths = [directory / f"figure-{i:02d}.png" for i in range(1, len(objs) + 1)]
+    for fig in objs:
+        fig.layout.sliders = None  # a static picture of the first frame
+        fig.layout.updatemenus = None
+    try:
+        pio.write_images(objs, paths, format="png", scale=scale)
+    except Exception as exc:
+        warnings.warn(
+            f"PNG figures were not written: kaleido could not render them ({type(exc).__name__}: {exc}). "
+            "Install a Chromium (Debian: apt-get install chromium; or `plotly_get_chrome`) or set "
+            "BROWSER_PATH; the HTML report is complete without them.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        shutil.rmtree(directory, ignore_errors=True)
+        return []
+    return paths
+
+
+def _log(msg: str, quiet: bool) -> None:
+    if not quiet:
+        print(f"diffcut-lab report: {msg}", file=sys.stderr, flush=True)
+
+
+def build_report(
+    params: ReportParams,
+    out: str | Path,
+    *,
+    png: bool = True,
+    kernel_name: str | None = None,
+    timeout: int | None = 1800,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Validate ``params``, execute the report notebook and write ``out`` (HTML), the executed notebook
+    and PNG figures beside it, atomically (nothing is left behind when a step fails).
+
+    Returns
+    -------
+    dict
+        ``html``, ``notebook``, ``figures`` (list of PNG paths), ``seconds``.
+    """
+    import nbformat
+    import papermill as pm
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    if out.suffix.lower() != ".html":
+        raise ParameterError(f"--out {out} must end in .html (the executed notebook and figures go beside it).")
+    validate(params)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    src = report_notebook_path()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", suffix=".tmp", dir=out.parent))
+    try:
+        nb_tmp = tmp / f"{out.stem}.ipynb"
+        n = len(params.images) or "the sample"
+        _log(f"running {src.name} on {n} image(s) with model {params.model!r}", quiet)
+        try:
+            pm.execute_notebook(
+                str(src),
+                str(nb_tmp),
+                parameters=params.to_dict(),
+                kernel_name=kernel_name,
+                cwd=str(tmp),
+                progress_bar=False,
+                request_save_on_cell_execute=False,
+                execution_timeout=timeout,
+                log_output=False,
+            )
+        except pm.PapermillExecutionError as err:
+            raise DiffCutLabError(
+                f"the report notebook failed in cell {err.exec_count}: {err.ename}: {err.evalue}"
+            ) from None
+        nb = nbformat.read(nb_tmp, as_version=4)
+        _log("exporting HTML", quiet)
+        html_tmp = tmp / out.name
+        export_html(nb, html_tmp, title=out.stem)
+        fig_dir_tmp = tmp / f"{out.stem}_figures"
+        figures: list[Path] = []
+        if png:
+            _log("rendering PNG figures", quiet)
+            figures = export_pngs(plotly_figures(nb), fig_dir_tmp)
+        # move into place: notebook and figures first, the HTML (what people open) last
+        nb_out = out.with_suffix(".ipynb")
+        fig_out = out.parent / f"{out.stem}_figures"
+        os.replace(nb_tmp, nb_out)
+        if fig_out.exists():
+            shutil.rmtree(fig_out)
+        if figures:
+            os.replace(fig_dir_tmp, fig_out)
+        os.replace(html_tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    seconds = time.perf_counter() - t0
+    fig_paths = [fig_out / p.name for p in figures]
+    _log(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB), {nb_out.name}, {len(fig_paths)} PNG figure(s) "
+         f"in {seconds:.1f} s", quiet)
+    return {"html": out, "notebook": nb_out, "figures": fig_paths, "seconds": seconds}
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``report`` command to the CLI."""
+    parser = subparsers.add_parser(
+        "report",
+        help="segment images and write a self-contained HTML report (runs a notebook with papermill)",
+        description=(
+            "Segment images with DiffCut and write a self-contained HTML report: segment overlays, the tree "
+            "of cuts and a step-through of every recursive cut (plotly, works offline), plus the executed "
+            "notebook beside it and PNG figures. Every parameter is checked before the notebook runs; a "
+            "failed run leaves no partial report behind."
+        ),
+        epilog=(
+            "examples:\n"
+            "  diffcut-lab report --model pocket --samples --out reports/demo.html\n"
+            "  diffcut-lab report --model pocket --images a.jpg b.png --tau 0.5 --out reports/demo.html\n"
+            "  diffcut-lab report --model segmind/SSD-1B --images photo.jpg --tau 0.4 --out reports/ssd.html"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", default="pocket",
+                        help="'pocket' (bundled, default), a Hugging Face Hub id or a local diffusers directory")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", nargs="+", metavar="IMAGE", help="image files to segment")
+    src.add_argument("--samples", action="store_true",
+                     help="segment the sample photos bundled with the package (offline)")
+    parser.add_argument("--layer", default="diffcut",
+                        help="hook point to read features from (default: 'diffcut', the paper's layer; "
+                        "see 'diffcut-lab layers')")
+    parser.add_argument("--timestep", type=int, default=50, help="noising timestep (default 50)")
+    parser.add_argument("--alpha", type=float, default=10.0, help="affinity exponent (default 10)")
+    parser.add_argument("--tau", type=float, default=0.5,
+                        help="NCut threshold in (0, 2]: a cut is accepted when its NCut < tau (default 0.5)")
+    parser.add_argument("--refine", choices=REFINES, default="pamr", help="refinement (default pamr)")
+    parser.add_argument("--mode", choices=MODES, default="fixed",
+                        help="'fixed' (default) or 'paper' (the published algorithm with its quirks)")
+    parser.add_argument("--seed", type=int, default=42, help="noise seed (default 42)")
+    parser.add_argument("--image-size", type=int, default=0, metavar="N",
+                        help="input side in pixels (default 0: the model's native size)")
+    parser.add_argument("--out", default="reports/report.html",
+                        help="HTML file to write (default reports/report.html); OUT.ipynb and OUT_figures/ "
+                        "go beside it")
+    parser.add_argument("--no-png", action="store_true", help="skip the PNG figures")
+    parser.add_argument("--kernel", default=None,
+                        help="Jupyter kernel to run the notebook with (default: the notebook's, python3)")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds allowed per notebook cell")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def params_from_args(args: argparse.Namespace) -> ReportParams:
+    """Turn parsed command-line arguments into :class:`ReportParams` (image paths made absolute)."""
+    images = () if args.samples else tuple(str(Path(p).expanduser().resolve()) for p in args.images)
+    return ReportParams(
+        model=args.model, images=images, layer=args.layer, timestep=args.timestep, alpha=args.alpha,
+        tau=args.tau, refine=args.refine, mode=args.mode, seed=args.seed, image_size=args.image_size,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``diffcut-lab report``."""
+    build_report(params_from_args(args), args.out, png=not args.no_png, kernel_name=args.kernel,
+                 timeout=args.timeout, quiet=args.quiet)
+    return 0
