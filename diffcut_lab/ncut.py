@@ -1,0 +1,760 @@
+"""Recursive two-way normalized cut (Shi & Malik 2000) as DiffCut uses it, with every step recorded.
+
+:func:`recursive_ncut` splits the patch graph in two along the (generalised) Fiedler vector, accepts the
+split iff its NCut value is below ``tau`` and recurses depth first into both sides. It returns a
+:class:`CutTree` holding the labels and one :class:`CutStep` per attempted cut (accepted or not), so the
+recursion can be replayed step by step (``labels_at``), tabulated (``to_frame``) or re-thresholded at a
+smaller tau without recomputation (``prune``).
+
+Two modes:
+
+``mode="paper"``
+    The published algorithm, quirks included, so that its partitions are reproduced on the same affinity.
+    See :func:`recursive_ncut` for the list of quirks.
+``mode="fixed"`` (default)
+    The same idea without the quirks: sub-graphs are plain index subsets (no node is dropped), the
+    threshold is the exact best over all cut points of the sorted Fiedler vector, disconnected sub-graphs
+    are split along their components, the eigen solver is chosen by size (dense float64 / ARPACK) with a
+    dense fallback, and ``min_size`` / ``max_depth`` are available. Sparse (kNN) affinities are accepted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from . import _eigen
+from .errors import FeatureError, ParameterError
+
+__all__ = ["CutStep", "CutTree", "recursive_ncut"]
+
+MODES = ("fixed", "paper")
+SOLVERS = ("auto", "dense", "eigsh", "torch32")
+PAPER_DENSE_MAX = 384  # paper mode, "auto": published float32 eigh up to this size, certified ARPACK above
+N_THRESHOLDS = 100
+_TIE_REL = 1e-5  # candidate NCut values closer than this are a tie in float32 arithmetic
+_EIG_ERR = 3e-8  # max |y64 - y32| <= 2 * _EIG_ERR / gap * max(D^-1/2): measured ratio <= 0.33, x3 margin
+
+
+@dataclass(frozen=True, eq=False)
+class CutStep:
+    """One attempted bipartition.
+
+    Attributes
+    ----------
+    index : int
+        Position in visiting order (depth first, positive side first).
+    node : int
+        Id of the tree node that was cut (root 0; children get the next two ids when a cut is accepted).
+    parent : int or None
+        Id of the parent node.
+    depth : int
+        Recursion depth (root 0).
+    members : numpy.ndarray
+        Flat pixel indices (ascending) of the sub-graph that was cut. In paper mode this excludes the
+        nodes that the published node-dropping rule removed (see ``region``).
+    fiedler : numpy.ndarray
+        Sign-fixed Fiedler vector ``y = D^-1/2 v`` over ``members`` (float64).
+    thresholds : numpy.ndarray
+        Candidate thresholds, ascending (paper: 100 on ``linspace(0.99 min y, 0.99 max y)``; fixed: every
+        midpoint between consecutive distinct sorted values allowed by ``min_size``).
+    ncut_values : numpy.ndarray
+        NCut value of each candidate (NaN where a candidate puts every node on one side, paper mode).
+    threshold : float
+        Chosen threshold; the positive side is ``fiedler > threshold``.
+    ncut : float
+        NCut value of the chosen split (NaN if undefined).
+    accepted : bool
+        ``ncut < tau`` (and the split is usable).
+    children : tuple of int or None
+        ``(positive child id, negative child id)`` when accepted.
+    region : numpy.ndarray
+        All pixels of the node (``members`` plus, in paper mode, the dropped ones).
+    positive : numpy.ndarray
+        Boolean mask over ``members``: the positive side of the chosen split.
+    solver : str
+        How the Fiedler vector was obtained ("dense", "eigsh", "eigsh->dense", "torch32", "components",
+        "none").
+    reason : str
+        Why the cut was accepted or rejected, in words.
+    """
+
+    index: int
+    node: int
+    parent: int | None
+    depth: int
+    members: np.ndarray
+    fiedler: np.ndarray
+    thresholds: np.ndarray
+    ncut_values: np.ndarray
+    threshold: float
+    ncut: float
+    accepted: bool
+    children: tuple[int, int] | None
+    region: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0, np.int64))
+    positive: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0, bool))
+    solver: str = "none"
+    reason: str = ""
+
+    @property
+    def size(self) -> int:
+        """Number of nodes in the cut sub-graph."""
+        return int(self.members.shape[0])
+
+    def positive_members(self) -> np.ndarray:
+        """Flat pixel indices on the positive side (the positive child's region when accepted)."""
+        return self.members[self.positive]
+
+
+def _relabel(codes: np.ndarray) -> np.ndarray:
+    """Renumber codes 0..K-1 by the raster order of each segment's first pixel."""
+    _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    rank = np.empty(first.shape[0], dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(first.shape[0])
+    return rank[inverse.reshape(-1)]
+
+
+class CutTree:
+    """Result of :func:`recursive_ncut`: labels plus every attempted cut.
+
+    Attributes
+    ----------
+    labels : numpy.ndarray
+        ``(h, w)`` int64 (or ``(N,)`` without a grid), segments numbered 0..K-1 in the raster order of
+        their first pixel.
+    steps : list of CutStep
+        Every attempted cut, in visiting order.
+    grid : tuple of int or None
+    tau : float
+    mode : str
+    n_nodes : int
+        Number of pixels N.
+    params : dict
+        The other settings (min_size, max_depth, solver).
+    """
+
+    def __init__(
+        self,
+        steps: list[CutStep],
+        n_nodes: int,
+        *,
+        grid: tuple[int, int] | None,
+        tau: float,
+        mode: str,
+        params: dict[str, Any] | None = None,
+    ) -> None:
+        self.steps = steps
+        self.n_nodes = int(n_nodes)
+        self.grid = grid
+        self.tau = float(tau)
+        self.mode = mode
+        self.params = dict(params or {})
+        self._flat = self._flat_labels(len(steps))
+        self.labels = self._shape(self._flat)
+
+    def _flat_labels(self, k: int) -> np.ndarray:
+        codes = np.zeros(self.n_nodes, dtype=np.int64)
+        nxt = 1
+        for step in self.steps[:k]:
+            if step.accepted:
+                codes[step.positive_members()] = nxt
+                nxt += 1
+        return _relabel(codes)
+
+    def _shape(self, flat: np.ndarray) -> np.ndarray:
+        return flat.reshape(self.grid) if self.grid is not None else flat
+
+    @property
+    def n_segments(self) -> int:
+        """Number of segments K."""
+        return int(self._flat.max()) + 1 if self.n_nodes else 0
+
+    @property
+    def leaves(self) -> list[np.ndarray]:
+        """Flat pixel indices of each segment, ``leaves[k]`` = pixels with label ``k``."""
+        order = np.argsort(self._flat, kind="stable")
+        bounds = np.searchsorted(self._flat[order], np.arange(1, self.n_segments))
+        return np.split(order, bounds)
+
+    @property
+    def accepted_steps(self) -> list[CutStep]:
+        """The accepted cuts, in visiting order."""
+        return [s for s in self.steps if s.accepted]
+
+    def labels_at(self, k: int) -> np.ndarray:
+        """Partition after the first ``k`` steps (0 = one segment), numbered like :attr:`labels`."""
+        if not 0 <= int(k) <= len(self.steps):
+            raise ParameterError(f"k must be between 0 and {len(self.steps)} (the number of steps), got {k}.")
+        return self._shape(self._flat_labels(int(k)))
+
+    def prune(self, tau: float) -> CutTree:
+        """The tree for a smaller ``tau``, without recomputation.
+
+        A node's sub-graph, Fiedler vector and NCut value depend only on its ancestors' cuts, never on
+        tau, so rejecting every step with ``ncut >= tau`` and dropping the steps below it gives exactly the
+        tree ``recursive_ncut`` computes at that tau (same steps, node ids, labels) -- in both modes.
+        """
+        tau = _check_tau(tau)
+        if tau > self.tau:
+            raise ParameterError(
+                f"prune can only lower tau (this tree was computed at tau={self.tau}, asked {tau}); "
+                "recompute with recursive_ncut at the larger tau, then prune."
+            )
+        mapping: dict[int, int] = {0: 0}
+        out: list[CutStep] = []
+        nxt = 1
+        for s in self.steps:
+            if s.node not in mapping:
+                continue
+            acc = bool(s.accepted and s.ncut < tau)
+            children = None
+            reason = s.reason
+            if acc:
+                assert s.children is not None
+                mapping[s.children[0]], mapping[s.children[1]] = nxt, nxt + 1
+                children = (nxt, nxt + 1)
+                nxt += 2
+            elif s.accepted:
+                reason = _reason_rejected(s.ncut, tau)
+            out.append(
+                replace(
+                    s,
+                    index=len(out),
+                    node=mapping[s.node],
+                    parent=None if s.parent is None else mapping[s.parent],
+                    accepted=acc,
+                    children=children,
+                    reason=reason,
+                )
+            )
+        return CutTree(out, self.n_nodes, grid=self.grid, tau=tau, mode=self.mode, params=self.params)
+
+    def to_frame(self) -> Any:
+        """One row per step: index, node, parent, depth, size, region_size, dropped, threshold, ncut,
+        accepted, positive/negative child ids and sizes, n_candidates, solver, reason."""
+        import pandas as pd
+
+        rows = []
+        for s in self.steps:
+            npos = int(s.positive.sum())
+            rows.append(
+                {
+                    "index": s.index,
+                    "node": s.node,
+                    "parent": s.parent,
+                    "depth": s.depth,
+                    "size": s.size,
+                    "region_size": int(s.region.shape[0]),
+                    "dropped": int(s.region.shape[0] - s.size),
+                    "threshold": s.threshold,
+                    "ncut": s.ncut,
+                    "accepted": s.accepted,
+                    "positive_child": s.children[0] if s.children else None,
+                    "negative_child": s.children[1] if s.children else None,
+                    "positive_size": npos,
+                    "negative_size": s.size - npos,
+                    "n_candidates": int(s.thresholds.shape[0]),
+                    "solver": s.solver,
+                    "reason": s.reason,
+                }
+            )
+        columns = ["index", "node", "parent", "depth", "size", "region_size", "dropped", "threshold", "ncut"]
+        columns += ["accepted", "positive_child", "negative_child", "positive_size", "negative_size"]
+        columns += ["n_candidates", "solver", "reason"]
+        return pd.DataFrame(rows, columns=columns)
+
+    def __repr__(self) -> str:
+        acc = sum(s.accepted for s in self.steps)
+        return (
+            f"CutTree(mode={self.mode!r}, tau={self.tau}, n_segments={self.n_segments}, "
+            f"steps={len(self.steps)} ({acc} accepted), grid={self.grid})"
+        )
+
+
+# ----------------------------------------------------------------------------------------------- checks
+
+
+def _check_tau(tau: float) -> float:
+    try:
+        t = float(tau)
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(f"tau must be a number >= 0, got {tau!r}.") from exc
+    if not np.isfinite(t) or t < 0:
+        raise ParameterError(
+            f"tau must be a finite number >= 0 (the published default is 0.5; a 2-way NCut lies in [0, 2]), "
+            f"got {tau!r}."
+        )
+    return t
+
+
+def _reason_rejected(ncut: float, tau: float) -> str:
+    return f"rejected: ncut {ncut:.4g} >= tau {tau:.4g}" if np.isfinite(ncut) else "rejected: ncut undefined"
+
+
+def _as_graph(w: Any, mode: str) -> tuple[Any, int]:
+    """Validate ``w``; return (torch float32 dense for paper | numpy/scipy for fixed, N)."""
+    if isinstance(w, torch.Tensor) and w.layout != torch.strided:
+        w = w.to_sparse_coo().coalesce() if w.layout != torch.sparse_coo else w.coalesce()
+        idx = w.indices().cpu().numpy()
+        w = sp.csr_matrix((w.values().cpu().double().numpy(), (idx[0], idx[1])), shape=tuple(w.shape))
+    if sp.issparse(w):
+        if mode == "paper":
+            raise ParameterError(
+                "mode='paper' needs the dense affinity (its node-dropping rule reads the zero entries of every "
+                "row); pass a dense W, or use mode='fixed' with a sparse (kNN) affinity."
+            )
+        g = sp.csr_matrix(w, dtype=np.float64)
+        shape = g.shape
+        data = g.data
+    else:
+        if isinstance(w, torch.Tensor):
+            arr = w.detach().cpu()
+        else:
+            try:
+                arr = torch.as_tensor(np.asarray(w))
+            except (TypeError, ValueError) as exc:
+                raise ParameterError(f"W of type {type(w).__name__} is not an (N, N) array.") from exc
+        shape = tuple(arr.shape)
+        if arr.is_complex() or not (arr.is_floating_point() or arr.dtype in (torch.int32, torch.int64)):
+            raise ParameterError(f"W has dtype {arr.dtype}; expected real numbers.")
+        g = arr
+        data = None
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise ParameterError(f"W must be a square (N, N) affinity matrix, got shape {shape}.")
+    if shape[0] == 0:
+        raise FeatureError("W is empty (N = 0): there are no pixels to segment.")
+    if data is None:
+        finite = bool(torch.isfinite(g).all())
+        negative = bool((g < 0).any()) if finite else False
+    else:
+        finite = bool(np.isfinite(data).all())
+        negative = bool((data < 0).any()) if finite else False
+    if not finite:
+        raise FeatureError("W contains NaN or Inf; build it from finite features (see affinity()).")
+    if negative:
+        raise ParameterError("W has negative entries; NCut needs non-negative affinities (see affinity()).")
+    if data is None:
+        if mode == "paper":
+            g = g.to(torch.float32).contiguous()
+        else:
+            g = g.numpy().astype(np.float64 if shape[0] <= 4096 else np.float32, copy=False)
+        sym = bool(torch.allclose(torch.as_tensor(g), torch.as_tensor(g).T, rtol=1e-5, atol=1e-7))
+    else:
+        diff = g - g.T
+        sym = diff.nnz == 0 or float(np.abs(diff.data).max()) <= 1e-6 * max(float(np.abs(data).max()), 1e-30)
+    if not sym:
+        raise ParameterError(
+            "W must be symmetric (an undirected affinity); symmetrise it, e.g. (W + W.T) / 2."
+        )
+    return g, int(shape[0])
+
+
+# ----------------------------------------------------------------------------------------- fixed mode
+
+
+def _subgraph(g: Any, idx: np.ndarray) -> Any:
+    if sp.issparse(g):
+        return g[idx][:, idx]
+    sub = g[np.ix_(idx, idx)]
+    return sub.astype(np.float64, copy=False) if idx.shape[0] <= 4096 else sub
+
+
+def _fixed_attempt(g: Any, members: np.ndarray, solver: str, warm: np.ndarray | None, min_size: int) -> dict:
+    sub = _subgraph(g, members)
+    d = _eigen.degrees(sub)
+    comp = _eigen.components(sub)
+    ncomp = int(comp.max()) + 1
+    if ncomp > 1:
+        vol = np.bincount(comp, weights=d, minlength=ncomp)
+        size = np.bincount(comp, minlength=ncomp)
+        big = int(np.lexsort((-size, -vol))[0])  # largest volume, then largest size, then first
+        pos = comp == big
+        if min(pos.sum(), (~pos).sum()) >= min_size:
+            y = pos.astype(np.float64)
+            return {
+                "fiedler": y,
+                "thresholds": np.array([0.5]),
+                "ncut_values": np.array([0.0]),
+                "threshold": 0.5,
+                "ncut": 0.0,
+                "positive": pos,
+                "solver": "components",
+                "lam2": 0.0,
+                "note": f"disconnected ({ncomp} components): largest component split off",
+            }
+        # a component too small to stand alone rides along on the negative side of a spectral cut
+        inner = np.flatnonzero(pos)
+        if inner.shape[0] < 2:
+            return {"reject": f"disconnected ({ncomp} components), none splittable under min_size"}
+        sub_in = sub[inner][:, inner] if sp.issparse(sub) else sub[np.ix_(inner, inner)]
+        f = _eigen.fiedler(sub_in, _eigen.degrees(sub_in), solver, None)
+        y = np.full(members.shape[0], f.y.min() - (np.ptp(f.y) + 1.0))
+        y[inner] = f.y
+        note = f"disconnected ({ncomp} components): spectral cut of the largest one"
+    else:
+        f = _eigen.fiedler(sub, d, solver, warm)
+        y = f.y
+        note = ""
+    thr, nc = _eigen.sweep(sub, d, y, min_size)
+    if thr.shape[0] == 0:
+        return {
+            "reject": "no threshold leaves min_size nodes on both sides",
+            "fiedler": y,
+            "solver": f.solver,
+        }
+    best = int(np.argmin(nc))
+    return {
+        "fiedler": y,
+        "thresholds": thr,
+        "ncut_values": nc,
+        "threshold": float(thr[best]),
+        "ncut": float(nc[best]),
+        "positive": y > thr[best],
+        "solver": f.solver,
+        "lam2": f.lam2,
+        "note": note,
+    }
+
+
+# ----------------------------------------------------------------------------------------- paper mode
+
+
+def _published_eigh(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor | None:
+    """Published numerics: float32 ``eigh`` of ``D^-1/2 (D - A) D^-1/2``, ``y = D^-1/2 v[:, 1]``, sign fixed.
+
+    The elementwise scaling rounds exactly like the published products with dense diagonal matrices.
+    """
+    s = 1 / d**0.5
+    lap = torch.diag(d) - a
+    try:
+        _, vecs = torch.linalg.eigh((s[:, None] * lap) * s[None, :])
+    except RuntimeError:  # torch.linalg.LinAlgError; the published code crashes on the next line
+        return None
+    y = s * vecs[:, 1]
+    return y * torch.sign(y[torch.argmax(torch.abs(y))])
+
+
+def _published_loop_scores(
+    a: torch.Tensor, d: torch.Tensor, y: torch.Tensor, thr: torch.Tensor
+) -> np.ndarray:
+    """The published per-threshold loop, float32, same operations (used only to settle near-ties)."""
+    deg = torch.diag(d)
+    lap = deg - a
+    total = torch.sum(deg)
+    out = []
+    for t in thr:
+        x = 2 * (1.0 * (y > t)) - 1
+        k = torch.sum(d * (x > 0)) / total
+        b = k / (1 - k)
+        z = (1 + x) - b * (1 - x)
+        out.append(((z @ lap @ z) / (z @ deg @ z)).item())
+    return np.array(out)
+
+
+def _paper_scores(a64: torch.Tensor, d64: torch.Tensor, y: torch.Tensor, thr: torch.Tensor) -> tuple:
+    """Vectorised discrete Shi-Malik NCut of the 100 candidates (float64, one matrix product).
+
+    Identical partitions (the candidates are nested, so equal positive counts) share one value, which
+    keeps the published first-minimum tie rule exact. Returns (values, counts, first index per distinct
+    partition, value per distinct partition, vol_p, vol_n, cut per distinct partition).
+    """
+    x = y[None, :] > thr[:, None]
+    counts = x.sum(1)
+    n = y.shape[0]
+    _, first, inverse = np.unique(counts.numpy(), return_index=True, return_inverse=True)
+    xu = x[torch.as_tensor(first)].to(torch.float64)
+    vol = d64.sum()
+    vol_p = xu @ d64
+    vol_n = vol - vol_p
+    frac = vol_p / vol
+    b = frac / (1 - frac)
+    z = torch.where(xu > 0, torch.full_like(xu, 2.0), (-2.0 * b)[:, None].expand_as(xu))
+    za = z @ a64
+    den = (z * z * d64).sum(1)
+    num = den - (za * z).sum(1)
+    val = (num / den).numpy()
+    cu = counts.numpy()[first]
+    val = np.where((cu == 0) | (cu == n), np.nan, val)
+    cut = (vol_p - (xu @ a64 * xu).sum(1)).numpy()
+    return val[inverse.reshape(-1)], first, val, vol_p.numpy(), vol_n.numpy(), cut
+
+
+def _published_choice(values: np.ndarray) -> tuple[int, float]:
+    """Published selection: partition = ``np.argmin`` (first NaN if any), value = Python ``min``."""
+    nan = np.isnan(values)
+    if nan.any():
+        j = int(np.argmax(nan))
+        return j, float("nan") if nan[0] else float(values[~nan].min())
+    j = int(np.argmin(values))
+    return j, float(values[j])
+
+
+def _near_tie(val_u: np.ndarray) -> bool:
+    v = np.sort(val_u[~np.isnan(val_u)])
+    return v.shape[0] > 1 and bool(v[1] - v[0] <= _TIE_REL * max(1.0, abs(v[0])))
+
+
+def _certified(y: np.ndarray, d: np.ndarray, gap: float, thr: np.ndarray, scores: tuple) -> bool:
+    """Would the published float32 eigh (perturbing ``y`` by about ``eps32 / gap``) choose the same cut?
+
+    Checks: the sign rule, the node-vs-chosen-threshold margins, and that no other candidate's NCut
+    interval (under the flips its near-threshold nodes allow, plus float32 rounding) reaches the best one.
+    """
+    first, val_u, vp, vn, cut = scores
+    if not np.isfinite(gap) or gap <= 1e-7 or np.isnan(val_u).any():
+        return False
+    delta = 2 * _EIG_ERR / gap * float((1 / np.sqrt(d)).max())
+    ab = np.abs(y)
+    top = int(np.argmax(ab))
+    if np.any((ab >= ab[top] - 2 * delta) & (np.sign(y) != np.sign(y[top]))):
+        return False
+    ys = np.sort(y)
+    lo_i = np.searchsorted(ys, thr[first] - 2 * delta)
+    hi_i = np.searchsorted(ys, thr[first] + 2 * delta)
+    order = np.argsort(y)
+    cd = np.concatenate([[0.0], np.cumsum(d[order])])
+    dd = cd[hi_i] - cd[lo_i]  # degree of the nodes that may switch side at each candidate
+    best = int(np.argmin(val_u))
+    if dd[best] > 0:
+        return False
+    vol = vp + vn
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hi = (cut + dd) * vol / np.maximum((vp - dd) * (vn - dd), 1e-300)
+        lo = np.maximum(cut - dd, 0) * vol / ((vp + dd) * (vn + dd))
+    hi = np.where((vp - dd > 0) & (vn - dd > 0), hi, np.inf)
+    tol = _TIE_REL * np.maximum(1.0, np.abs(val_u))
+    others = np.arange(val_u.shape[0]) != best
+    return not bool(np.any(others & (lo - tol <= val_u[best] + tol[best])))
+
+
+def _paper_attempt(w32: torch.Tensor, kept: np.ndarray, solver: str, warm: np.ndarray | None) -> dict:
+    idx = torch.as_tensor(kept)
+    a = w32[idx][:, idx].contiguous()
+    d = torch.sum(a, dim=1)
+    if bool((d <= 0).any()):
+        return {"reject": "zero degree: the published eigen problem is undefined (1/sqrt(0))"}
+    n = kept.shape[0]
+    a64, d64 = a.to(torch.float64), d.to(torch.float64)
+    fast = solver in ("eigsh", "dense") or (solver == "auto" and n > PAPER_DENSE_MAX)
+    y = None
+    used = "torch32"
+    if fast:
+        f = _eigen.fiedler(a64.numpy(), d64.numpy(), "dense" if solver == "dense" else "eigsh", warm)
+        y = torch.as_tensor(f.y, dtype=torch.float32)
+        thr = torch.linspace(y.min() * 0.99, y.max() * 0.99, N_THRESHOLDS)
+        values, first, val_u, vp, vn, cut = _paper_scores(a64, d64, y, thr)
+        gap = min(f.lam2, f.lam3 - f.lam2)
+        scores = (first, val_u, vp, vn, cut)
+        if solver != "auto" or _certified(f.y, d64.numpy(), gap, thr.numpy().astype(np.float64), scores):
+            used = f.solver
+        else:
+            y = None
+    if y is None:
+        y = _published_eigh(a, d)
+        if y is None or not bool(torch.isfinite(y).all()):
+            return {
+                "reject": "eigen solver failed (the published code would crash here)",
+                "solver": "torch32",
+            }
+        thr = torch.linspace(y.min() * 0.99, y.max() * 0.99, N_THRESHOLDS)
+        values, first, val_u, *_ = _paper_scores(a64, d64, y, thr)
+    if _near_tie(val_u):  # settle float32-level ties with the published arithmetic itself
+        if used != "torch32":
+            y = _published_eigh(a, d)
+            if y is None:
+                return {"reject": "eigen solver failed (the published code would crash here)", "solver": used}
+            thr = torch.linspace(y.min() * 0.99, y.max() * 0.99, N_THRESHOLDS)
+        values = _published_loop_scores(a, d, y, thr)
+        used = "torch32+loop"
+    j, ncut = _published_choice(values)
+    thr_np = thr.numpy().astype(np.float64)
+    return {
+        "fiedler": y.numpy().astype(np.float64),
+        "thresholds": thr_np,
+        "ncut_values": values,
+        "threshold": float(thr_np[j]),
+        "ncut": ncut,
+        "positive": (y > thr[j]).numpy(),
+        "solver": used,
+    }
+
+
+# ------------------------------------------------------------------------------------------ recursion
+
+
+def recursive_ncut(
+    W: Any,
+    tau: float = 0.5,
+    *,
+    grid: tuple[int, int] | None = None,
+    mode: str = "fixed",
+    min_size: int = 1,
+    max_depth: int | None = None,
+    solver: str = "auto",
+) -> CutTree:
+    """Recursive two-way normalized cut of an affinity graph, every attempted cut recorded.
+
+    Parameters
+    ----------
+    W : torch.Tensor or numpy.ndarray or scipy.sparse matrix
+        ``(N, N)`` symmetric non-negative affinity, e.g. from :func:`diffcut_lab.affinity`. Sparse input
+        (``affinity(..., knn=k)``) is accepted in ``mode="fixed"``.
+    tau : float, default 0.5
+        A cut is accepted iff its NCut value is ``< tau`` (strict). Larger tau, more segments.
+    grid : tuple of int, optional
+        ``(h, w)`` with ``h * w == N``; labels are then ``(h, w)``.
+    mode : {"fixed", "paper"}, default "fixed"
+        See below.
+    min_size : int, default 1
+        Fixed mode: both sides of an accepted cut have at least this many pixels (the threshold search
+        only considers such cuts). Paper mode: must stay 1 (the published code has no minimum).
+    max_depth : int, optional
+        No cut is attempted at depth ``>= max_depth`` (both modes; None = unlimited, as published).
+    solver : {"auto", "dense", "eigsh", "torch32"}, default "auto"
+        Fixed mode: "dense" float64 LAPACK, "eigsh" ARPACK Lanczos (one BLAS thread, warm-started from the
+        parent's Fiedler vector), "auto" = dense up to 256 nodes. Paper mode: "torch32" = always the
+        published float32 ``torch.linalg.eigh``; "auto" = that up to 384 nodes and, above, a float64
+        Lanczos solve whose cut is kept only when it is certified to equal the one float32 ``eigh`` would
+        give (enough eigengap and no node or candidate within the float32 error of the decision),
+        otherwise the published solve; "eigsh" / "dense" = that solver without the certificate.
+
+    Returns
+    -------
+    CutTree
+
+    Notes
+    -----
+    ``mode="paper"`` follows the published code (Couairon et al. 2024, ``recursive_normalized_cut.py``),
+    including its quirks:
+
+    1. Sub-graphs are formed by masking: after a cut, the explored ("painted") pixels get zero affinity
+       among themselves, and at depth > 0 every node whose row of the masked matrix holds any zero is
+       dropped. Equivalently: at depth > 0 the sub-graph is the node's region minus every pixel whose row
+       of ``W`` contains an exact float32 zero (the globally least similar pair is exactly 0 after min-max
+       normalisation, and ``x ** 10`` underflows to 0 below about 4e-5). Dropped pixels are never cut
+       again: they stay with the negative side (``CutStep.region`` vs ``members``).
+    2. The Fiedler vector is ``D^-1/2 v`` with ``v`` eigenvector index 1 of ``D^-1/2 (D - W) D^-1/2``, its
+       largest-magnitude entry made positive; float32.
+    3. Only 100 thresholds on ``linspace(0.99 min y, 0.99 max y)`` are tried, scored by the discrete
+       Shi-Malik NCut with ``b = k / (1 - k)``; the partition is the ``np.argmin`` one (the first minimum;
+       the first NaN if a candidate puts every node on one side) while the value compared with tau is
+       Python's ``min`` of the list (NaN if the first candidate is NaN), as published (gotcha 5).
+    4. Depth first, positive side first, then the complement (which includes the dropped pixels).
+    5. Labels are the partition induced by the accepted masks (the published label assembly overflows
+       float32 after about 127 accepted cuts; that is not reproduced).
+    6. Where the published code would crash (``eigh`` failure, a zero degree) or recurse forever (an
+       accepted cut with an empty side), the step is recorded as rejected with the reason.
+
+    ``mode="fixed"`` differs: sub-graphs are plain index subsets (no dropping), the threshold is the
+    exact minimiser over all cut points of the sorted Fiedler vector (so its NCut is <= the paper's on
+    the same vector), disconnected sub-graphs are split along a component (NCut 0), the eigen solver is
+    float64, and ``min_size`` / ``max_depth`` apply.
+
+    ``CutTree.prune(tau2)`` for ``tau2 <= tau`` equals a fresh run at ``tau2`` in both modes (a node's
+    computation never depends on tau).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from diffcut_lab import affinity
+    >>> W = affinity(torch.randn(32, 8, 8))
+    >>> tree = recursive_ncut(W, tau=0.5, grid=(8, 8))
+    >>> tree.labels.shape
+    (8, 8)
+    """
+    if mode not in MODES:
+        raise ParameterError(f"mode must be one of {MODES}, got {mode!r}.")
+    if solver not in SOLVERS or (mode == "fixed" and solver == "torch32"):
+        allowed = SOLVERS if mode == "paper" else SOLVERS[:3]
+        raise ParameterError(f"solver must be one of {allowed} in mode={mode!r}, got {solver!r}.")
+    tau = _check_tau(tau)
+    if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 1:
+        raise ParameterError(f"min_size must be an integer >= 1, got {min_size!r}.")
+    if mode == "paper" and min_size != 1:
+        raise ParameterError("mode='paper' has no minimum segment size (as published); use mode='fixed'.")
+    if max_depth is not None and (not isinstance(max_depth, (int, np.integer)) or max_depth < 0):
+        raise ParameterError(f"max_depth must be None or an integer >= 0, got {max_depth!r}.")
+    g, n = _as_graph(W, mode)
+    if grid is not None:
+        if len(tuple(grid)) != 2 or int(grid[0]) * int(grid[1]) != n:
+            raise ParameterError(
+                f"grid {grid!r} does not match N = {n} nodes; expected (h, w) with h * w = N."
+            )
+        grid = (int(grid[0]), int(grid[1]))
+    zero_rows = (g == 0).any(dim=1).numpy() if mode == "paper" else None
+    steps: list[CutStep] = []
+    # stack entries: node id, parent id, depth, region, (parent members, parent fiedler) for warm starts
+    stack: list[tuple[int, int | None, int, np.ndarray, tuple | None]] = [(0, None, 0, np.arange(n), None)]
+    nxt = 1
+    while stack:
+        node, parent, depth, region, warm_src = stack.pop()
+        if max_depth is not None and depth >= max_depth:
+            continue
+        if mode == "paper":
+            members = region if depth == 0 else region[~zero_rows[region]]
+            if members.shape[0] <= 1:
+                continue
+        else:
+            members = region
+            if members.shape[0] < max(2, 2 * min_size):
+                continue
+        warm = None
+        if warm_src is not None:
+            pm, py = warm_src
+            warm = py[np.searchsorted(pm, members)]
+        if mode == "paper":
+            res = _paper_attempt(g, members, solver, warm)
+        else:
+            res = _fixed_attempt(g, members, solver, warm, min_size)
+        empty = np.empty(0)
+        y = res.get("fiedler", empty)
+        positive = res.get("positive", np.zeros(members.shape[0], bool))
+        ncut = float(res.get("ncut", np.nan))
+        accepted = "reject" not in res and bool(ncut < tau)
+        npos = int(positive.sum())
+        if accepted and (npos == 0 or npos == members.shape[0]):
+            accepted = False
+            reason = "rejected: one side is empty (the published code would recurse without end)"
+        elif "reject" in res:
+            reason = "rejected: " + res["reject"]
+        elif accepted:
+            reason = f"accepted: ncut {ncut:.4g} < tau {tau:.4g}"
+        else:
+            reason = _reason_rejected(ncut, tau)
+        if res.get("note"):
+            reason += f" [{res['note']}]"
+        children = None
+        if accepted:
+            children = (nxt, nxt + 1)
+            pos_region = members[positive]
+            neg_region = np.setdiff1d(region, pos_region, assume_unique=True)
+            src = (members, y) if y.shape[0] == members.shape[0] else None
+            stack.append((nxt + 1, node, depth + 1, neg_region, src))
+            stack.append((nxt, node, depth + 1, pos_region, src))
+            nxt += 2
+        steps.append(
+            CutStep(
+                index=len(steps),
+                node=node,
+                parent=parent,
+                depth=depth,
+                members=members,
+                fiedler=y,
+                thresholds=res.get("thresholds", empty),
+                ncut_values=res.get("ncut_values", empty),
+                threshold=float(res.get("threshold", np.nan)),
+                ncut=ncut,
+                accepted=accepted,
+                children=children,
+                region=region,
+                positive=positive,
+                solver=res.get("solver", "none"),
+                reason=reason,
+            )
+        )
+    params = {"min_size": int(min_size), "max_depth": max_depth, "solver": solver}
+    return CutTree(steps, n, grid=grid, tau=tau, mode=mode, params=params)
