@@ -512,6 +512,7 @@ def load_backbone(
         root, variant = _fetch_from_hub(
             name, variant=variant, use_safetensors=use_safetensors, revision=revision,
             local_files_only=local_files_only, configs_only=not weights,
+            need_text_encoders=prompt_embeds is None,
         )
     else:
         raise ModelLoadError(
@@ -598,6 +599,7 @@ def _fetch_from_hub(
     revision: str | None,
     local_files_only: bool,
     configs_only: bool = False,
+    need_text_encoders: bool = True,
 ) -> tuple[Path, str | None]:
     """Download (or find in the cache) only the files feature extraction needs; returns (dir, variant)."""
     import huggingface_hub
@@ -624,28 +626,21 @@ def _fetch_from_hub(
     comps = [c for c in ("unet", "vae", "text_encoder", "text_encoder_2") if (root / c / "config.json").exists()]
     if "unet" not in comps or configs_only:
         return root, variant  # without a UNet, _read_layout explains what the repository is instead
+    if not need_text_encoders or (root / "conditioning.safetensors").exists():
+        comps = [c for c in comps if not c.startswith("text_encoder")]
     ext = "safetensors" if use_safetensors else "bin"
-
-    def has_weights(v: str | None) -> bool:
-        files = [p.name for p in (root / "unet").iterdir()]
-        if v:
-            return any(f.endswith(f".{v}.{ext}") or (f".{v}." in f and f.endswith(ext)) for f in files)
-        return any(f.endswith(f".{ext}") and f.count(".") == 1 for f in files) or any(
-            re.fullmatch(rf"[\w-]+-\d+-of-\d+\.{ext}", f) for f in files
-        )
-
     if variant:
         root = snapshot([*small, *(f"{c}/*.{variant}.{ext}" for c in comps), *(f"{c}/*.{variant}-*.{ext}" for c in comps)])
-        if has_weights(variant):
-            return root, variant
-    root = snapshot([*small, *(f"{c}/*.{ext}" for c in comps)], ignore=["*.fp16.*", "*.bf16.*", "*.fp32.*"])
-    if not has_weights(None):
+    missing = [c for c in comps if _component_variant(root / c, variant, ext) is None]
+    if missing:  # components without the variant (or no variant asked): the full-precision files
+        root = snapshot([*small, *(f"{c}/*.{ext}" for c in missing)], ignore=["*.fp16*", "*.bf16*", "*.fp32*"])
+    if _component_variant(root / "unet", variant, ext) is None and not _has_plain_weights(root / "unet", ext):
         raise ModelLoadError(
             f"{repo_id!r} has no {ext} UNet weights (looked for unet/*.{ext}"
             + (f" and the {variant!r} variant" if variant else "")
             + "). Try use_safetensors=False for .bin weights, or use 'pocket' offline."
         )
-    return root, None
+    return root, variant
 
 
 def _skeleton(layout: _Layout, *, name: str, image_size: int | None) -> Backbone:
@@ -712,6 +707,21 @@ def backbone_from_config(
     return bb
 
 
+def _component_variant(folder: Path, variant: str | None, ext: str = "safetensors") -> str | None:
+    """``variant`` if ``folder`` holds weights of that variant, else ``None`` (the full-precision files)."""
+    if not variant or not folder.is_dir():
+        return None
+    names = [f.name for f in folder.iterdir() if f.name.endswith(f".{ext}")]
+    return variant if any(f".{variant}." in n or f".{variant}-" in n for n in names) else None
+
+
+def _has_plain_weights(folder: Path, ext: str) -> bool:
+    """Whether ``folder`` holds non-variant weight files (single or sharded)."""
+    if not folder.is_dir():
+        return False
+    return any(f.name.endswith(f".{ext}") and "." not in f.name[: -len(ext) - 1] for f in folder.iterdir())
+
+
 def _vae_scale(vae: Any) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
@@ -763,14 +773,20 @@ def _build(
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     root = layout.root
-    weights_kw: dict[str, Any] = {"use_safetensors": use_safetensors}
-    if variant:
-        weights_kw["variant"] = variant
-    unet = _from_pretrained(UNet2DConditionModel, root, "unet", name, torch_dtype=dtype, **weights_kw)
+    ext = "safetensors" if use_safetensors else "bin"
+
+    def weights_kw(sub: str) -> dict[str, Any]:
+        kw: dict[str, Any] = {"use_safetensors": use_safetensors}
+        v = _component_variant(root / sub, variant, ext)
+        if v:
+            kw["variant"] = v
+        return kw
+
+    unet = _from_pretrained(UNet2DConditionModel, root, "unet", name, torch_dtype=dtype, **weights_kw("unet"))
     unet.to(device).eval().requires_grad_(False)
     vae = None
     if layout.has_vae:
-        vae = _from_pretrained(AutoencoderKL, root, "vae", name, torch_dtype=vae_dtype, **weights_kw)
+        vae = _from_pretrained(AutoencoderKL, root, "vae", name, torch_dtype=vae_dtype, **weights_kw("vae"))
         vae.to(device).eval().requires_grad_(False)
     elif int(unet.config.in_channels) != 3:
         raise ModelLoadError(

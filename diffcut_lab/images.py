@@ -248,7 +248,7 @@ def _array_to_rgb(arr: np.ndarray, *, origin: str) -> Image.Image:
         alpha = f[..., 3:4]
         f = f[..., :3] * alpha + (1.0 - alpha)  # composite over white, like PIL RGBA input
     u8 = np.round(f * 255.0).astype(np.uint8)
-    return Image.fromarray(np.ascontiguousarray(u8), mode="RGB")
+    return Image.fromarray(np.ascontiguousarray(u8))
 
 
 def _pil_to_tensor(img: Image.Image) -> torch.Tensor:
