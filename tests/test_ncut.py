@@ -144,7 +144,7 @@ def test_steps_record_everything() -> None:
 
 
 def test_labels_at_and_leaves() -> None:
-    w, blocks = block_checkerboard()
+    w, _ = block_checkerboard()
     tree = recursive_ncut(w, tau=0.5, grid=(8, 8))
     assert (tree.labels_at(0) == 0).all()
     np.testing.assert_array_equal(tree.labels_at(len(tree.steps)), tree.labels)
@@ -191,7 +191,7 @@ def test_all_zero_w_is_defined() -> None:
 
 
 def test_sparse_input_matches_dense_on_sparse_graph() -> None:
-    w, blocks = block_checkerboard()
+    w, _ = block_checkerboard()
     w[w < 0.5] = 0.0
     w[np.arange(64), (np.arange(64) + 1) % 64] = w[(np.arange(64) + 1) % 64, np.arange(64)] = 0.01
     a = recursive_ncut(w, tau=0.5).labels
