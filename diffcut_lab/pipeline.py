@@ -432,6 +432,17 @@ class DiffCut:
             )
         return names[0]
 
+    def check(self) -> str:
+        """Validate the settings against the backbone (timestep, input size, layer); return the layer name.
+
+        Raises
+        ------
+        ParameterError, UnknownLayerError
+        """
+        self.backbone.check_timestep(self.config.timestep)
+        self.input_size()
+        return self.layer_name()
+
     def regions(self, images: Any) -> list[torch.Tensor]:
         """The part of each image that is segmented, ``(3, H, W)`` float at its original resolution."""
         from .images import to_batch

@@ -1,0 +1,124 @@
+"""``diffcut-lab segment`` on a tiny local model directory."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from diffcut_lab import cli
+from diffcut_lab.commands.segment import collect_images, save_labels
+from diffcut_lab.errors import ImageInputError
+from diffcut_lab.testing import save_tiny_model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model", family="pixel")
+
+
+@pytest.fixture()
+def images(tmp_path):
+    a = np.full((48, 40, 3), 30, np.uint8)
+    a[:, 20:] = (220, 210, 40)
+    b = np.zeros((30, 50), np.uint8)
+    b[10:20, 10:40] = 255
+    (tmp_path / "in").mkdir()
+    pa, pb = tmp_path / "in" / "a.png", tmp_path / "in" / "b.jpg"
+    Image.fromarray(a).save(pa)
+    Image.fromarray(b).save(pb)
+    return pa, pb
+
+
+def _run(argv, capsys):
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_segment_writes_labels_overlays_and_settings(model_dir, images, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["segment", *map(str, images), "--model", str(model_dir), "--tau", "0.5", "--refine", "pamr"]
+    code, stdout, err = _run([*argv, "--pamr-iter", "3", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "a.png" in stdout and "2 segmentation(s)" in stdout
+    la = np.asarray(Image.open(out / "a_labels.png"))
+    lb = np.asarray(Image.open(out / "b_labels.png"))
+    assert la.shape == (48, 40) and la.dtype == np.uint8
+    assert lb.shape == (30, 50)
+    ov = np.asarray(Image.open(out / "a_overlay.png"))
+    assert ov.shape == (48, 40, 3)
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["config"]["tau"] == 0.5 and settings["config"]["refine"] == "pamr"
+    assert settings["config"]["pamr_iter"] == 3
+    assert settings["layer"].endswith("attn1")
+    assert [r["labels"] for r in settings["images"]] == ["a_labels.png", "b_labels.png"]
+    assert settings["images"][0]["n_segments"] == len(np.unique(la))
+    assert settings["images"][1]["size"] == [30, 50]
+
+
+def test_segment_directory_mask_size_and_duplicate_names(model_dir, images, tmp_path, capsys):
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(other / "a.png")
+    out = tmp_path / "out2"
+    argv = ["segment", str(images[0].parent), str(other / "a.png"), "--model", str(model_dir)]
+    code, _, err = _run(
+        [*argv, "--mask-size", "16", "--refine", "none", "--out", str(out), "--quiet"], capsys
+    )
+    assert code == 0, err
+    names = sorted(p.name for p in out.iterdir())
+    expected = ["a_labels.png", "a_overlay.png", "b_labels.png", "b_overlay.png", "settings.json"]
+    assert names == sorted([*expected, "a_1_labels.png", "a_1_overlay.png"])
+    assert np.asarray(Image.open(out / "b_labels.png")).shape == (16, 16)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--tau", "0"], "tau"),
+        (["--tau", "5"], "tau"),
+        (["--alpha", "-1"], "alpha"),
+        (["--layer", "down_blocks.7.bogus"], "bogus"),
+        (["--timestep", "5000"], "timestep"),
+        (["--image-size", "50"], "multiples"),
+    ],
+)
+def test_segment_errors_exit_2(model_dir, images, tmp_path, capsys, extra, message):
+    out = tmp_path / "never"
+    code, _, err = _run(
+        ["segment", str(images[0]), "--model", str(model_dir), "--out", str(out), *extra], capsys
+    )
+    assert code == 2
+    assert "diffcut-lab segment: error:" in err and message in err
+    assert not out.exists()
+
+
+def test_segment_missing_image_fails_before_loading(tmp_path, capsys):
+    code, _, err = _run(["segment", str(tmp_path / "nope.png"), "--model", "/no/such/model"], capsys)
+    assert code == 2 and "does not exist" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ImageInputError, match="no image"):
+        collect_images([str(empty)])
+
+
+def test_save_labels_16_bit(tmp_path):
+    lab = np.arange(300 * 2).reshape(20, 30) % 300
+    save_labels(lab, tmp_path / "l.png")
+    back = np.asarray(Image.open(tmp_path / "l.png"))
+    np.testing.assert_array_equal(back.astype(np.int64), lab)
+    small = np.array([[0, 1], [2, 3]])
+    save_labels(small, tmp_path / "s.png")
+    assert np.asarray(Image.open(tmp_path / "s.png")).dtype == np.uint8
