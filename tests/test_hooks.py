@@ -1,0 +1,365 @@
+"""Hook points, layer resolution and capture: correctness, early exit, clean-up, probabilities, cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffcut_lab.errors import FeatureError, ParameterError, UnknownLayerError
+from diffcut_lab.hooks import (
+    KINDS,
+    FeatureCache,
+    HookPoint,
+    capture,
+    diffcut_layer_name,
+    hook_points_frame,
+    list_hook_points,
+    memory_estimate,
+    resolve_layers,
+)
+from diffcut_lab.testing import save_tiny_model, tiny_backbone
+
+
+@pytest.fixture(scope="module")
+def sd1():
+    return tiny_backbone("sd1")
+
+
+@pytest.fixture(scope="module")
+def sdxl():
+    return tiny_backbone("sdxl")
+
+
+@pytest.fixture(scope="module")
+def images():
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(2, 3, 64, 64, generator=g)
+
+
+def _no_hooks_left(bb) -> bool:
+    return all(not m._forward_hooks and not m._forward_pre_hooks for m in bb.unet.modules())
+
+
+def _processor_types(bb) -> dict:
+    return {k: type(v) for k, v in bb.unet.attn_processors.items()}
+
+
+# -- listing -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl", "pixel"])
+def test_listing_order_is_the_forward_order(family):
+    bb = tiny_backbone(family)
+    points = [p for p in list_hook_points(bb) if p.kind != "probs"]
+    fired: list[str] = []
+    handles = [
+        bb.unet.get_submodule(p.name).register_forward_hook(lambda m, i, o, n=p.name: fired.append(n))
+        for p in points
+    ]
+    try:
+        x = torch.rand(1, 3, 64, 64)
+        bb.forward(bb.add_noise(bb.encode(x), 10), 10)
+    finally:
+        for h in handles:
+            h.remove()
+    assert fired == [p.name for p in points]
+
+
+def test_every_kind_is_listed_with_shapes_that_match_the_forward(sd1):
+    points = list_hook_points(sd1)
+    assert {p.kind for p in points} == set(KINDS)
+    seen: dict[str, tuple] = {}
+    handles = []
+    for p in points:
+        if p.kind == "probs":
+            continue
+        mod = sd1.unet.get_submodule(p.name)
+
+        def hook(m, i, o, n=p.name):
+            o = o[0] if isinstance(o, tuple) else getattr(o, "sample", o)
+            seen[n] = tuple(o.shape)
+
+        handles.append(mod.register_forward_hook(hook))
+    try:
+        sd1.forward(sd1.add_noise(sd1.encode(torch.rand(1, 3, 64, 64)), 10), 10)
+    finally:
+        for h in handles:
+            h.remove()
+    for p in points:
+        if p.kind == "probs":
+            assert p.channels == p.tokens and p.name.endswith(".attn1.probs")
+            continue
+        shape = seen[p.name]
+        if len(shape) == 3:
+            assert shape == (1, p.tokens, p.channels), p
+        else:
+            assert shape == (1, p.channels, *p.resolution), p
+
+
+def test_resolution_follows_image_size(sd1):
+    name = diffcut_layer_name(sd1)
+    at = {s: next(p for p in list_hook_points(sd1, image_size=s) if p.name == name) for s in (64, 128)}
+    assert at[64].resolution == (8, 8) and at[128].resolution == (16, 16)
+    rect = next(p for p in list_hook_points(sd1, image_size=(64, 128)) if p.name == name)
+    assert rect.resolution == (8, 16)
+
+
+def test_hook_points_frame(sdxl):
+    df = hook_points_frame(sdxl, kind="attn1")
+    assert list(df.columns) == ["name", "kind", "stage", "block", "channels", "height", "width", "tokens", "order", "diffcut"]
+    assert (df.kind == "attn1").all() and df.diffcut.sum() == 1
+    assert df.loc[df.diffcut, "name"].item() == diffcut_layer_name(sdxl)
+    assert HookPoint("a", "attn1", "down", 4, (2, 2)).to_dict()["resolution"] == [2, 2]
+    with pytest.raises(ParameterError, match="kind"):
+        list_hook_points(sdxl, kind="mlp")
+
+
+# -- resolving -----------------------------------------------------------------------------------------
+
+
+def test_resolve_specs(sd1):
+    attn1 = [p.name for p in list_hook_points(sd1, kind="attn1")]
+    dc = diffcut_layer_name(sd1)
+    assert dc == "down_blocks.1.attentions.0.transformer_blocks.0.attn1"
+    assert resolve_layers(sd1, "diffcut") == [dc]
+    assert resolve_layers(sd1, dc) == [dc]
+    assert resolve_layers(sd1, "attn1") == attn1
+    assert resolve_layers(sd1, "down_blocks.*.attn1") == [n for n in attn1 if n.startswith("down")]
+    assert resolve_layers(sd1, ["diffcut", "attn1", dc])[0] == dc and len(resolve_layers(sd1, ["diffcut", "attn1"])) == len(attn1)
+    everything = resolve_layers(sd1, "all")
+    assert not any(n.endswith(".probs") for n in everything)
+    assert len(everything) == len([p for p in list_hook_points(sd1) if p.kind != "probs"])
+    assert resolve_layers(sd1, lambda n: n.startswith("mid_block.resnets")) == ["mid_block.resnets.0", "mid_block.resnets.1"]
+    assert all(n.endswith(".probs") for n in resolve_layers(sd1, "probs"))
+
+
+def test_unknown_layers_list_close_names(sd1):
+    with pytest.raises(UnknownLayerError) as err:
+        resolve_layers(sd1, "down_blocks.1.attentions.0.transformer_blocks.0.atn1")
+    assert "'down_blocks.1.attentions.0.transformer_blocks.0.attn1'" in str(err.value)
+    with pytest.raises(UnknownLayerError, match="matches no hook point"):
+        resolve_layers(sd1, "down_blocks.9.*")
+    with pytest.raises(UnknownLayerError, match="closest"):
+        resolve_layers(sd1, "diffcat")
+    with pytest.raises(ParameterError):
+        resolve_layers(sd1, [])
+
+
+def test_diffcut_override_from_diffcut_lab_json(tmp_path):
+    from diffcut_lab.backbones import load_backbone
+
+    first = "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
+    bb = load_backbone(save_tiny_model(tmp_path / "a", "sd1", diffcut_layer=first), device="cpu")
+    assert resolve_layers(bb, "diffcut") == [first]
+    bad = load_backbone(save_tiny_model(tmp_path / "b", "sd1", diffcut_layer="down_blocks.0.attn9"), device="cpu")
+    with pytest.raises(UnknownLayerError, match="diffcut_layer"):
+        resolve_layers(bad, "diffcut")
+
+
+# -- capture -------------------------------------------------------------------------------------------
+
+
+def test_capture_equals_a_manual_forward_hook(sdxl, images):
+    name = diffcut_layer_name(sdxl)
+    cache = capture(sdxl, images, "diffcut", 50, seed=3)
+    manual = {}
+    handle = sdxl.unet.get_submodule(name).register_forward_hook(lambda m, i, o: manual.setdefault("x", o))
+    try:
+        sdxl.forward(sdxl.add_noise(sdxl.encode(images), 50, seed=3), 50)
+    finally:
+        handle.remove()
+    b, _, c = manual["x"].shape
+    expected = manual["x"].transpose(1, 2).reshape(b, c, 8, 8)
+    got = cache["diffcut", 50]
+    assert got.shape == (2, 64, 8, 8) and torch.equal(got, expected)
+    assert torch.equal(cache[name], got) and torch.equal(cache.images, images)
+
+
+def test_early_exit_skips_the_decoder_and_changes_nothing(sd1, images):
+    calls = {"up": 0, "mid": 0}
+    h1 = sd1.unet.up_blocks[0].register_forward_pre_hook(lambda m, i: calls.__setitem__("up", calls["up"] + 1))
+    h2 = sd1.unet.mid_block.register_forward_pre_hook(lambda m, i: calls.__setitem__("mid", calls["mid"] + 1))
+    try:
+        early = capture(sd1, images, ["diffcut", "down_blocks.0.resnets.0"], [10, 50])
+        assert calls == {"up": 0, "mid": 0}
+        full = capture(sd1, images, ["diffcut", "down_blocks.0.resnets.0"], [10, 50], early_exit=False)
+        assert calls == {"up": 2, "mid": 2}  # one full pass per timestep
+    finally:
+        h1.remove()
+        h2.remove()
+    for key in early:
+        assert torch.equal(early[key], full[key])
+    # the exit point is the deepest requested layer, whatever the request order
+    calls["up"] = 0
+    h = sd1.unet.up_blocks[1].register_forward_pre_hook(lambda m, i: calls.__setitem__("up", calls["up"] + 1))
+    try:
+        capture(sd1, images, ["up_blocks.1.resnets.0", "diffcut"], 50)
+    finally:
+        h.remove()
+    assert calls["up"] == 1
+    assert _no_hooks_left(sd1)
+
+
+def test_one_forward_per_timestep_for_all_layers(sd1, images):
+    n = {"calls": 0}
+    h = sd1.unet.register_forward_pre_hook(lambda m, i: n.__setitem__("calls", n["calls"] + 1))
+    try:
+        cache = capture(sd1, images, "all", [5, 50, 200])
+    finally:
+        h.remove()
+    assert n["calls"] == 3
+    assert len(cache) == 3 * len(cache.layers) and cache.timesteps == [5, 50, 200]
+    assert not torch.equal(cache["diffcut", 5], cache["diffcut", 200])
+
+
+def test_batching_noise_and_seed(sd1, images):
+    whole = capture(sd1, images, "diffcut", 50)
+    split = capture(sd1, images, "diffcut", 50, batch_size=1)
+    assert torch.allclose(whole["diffcut"], split["diffcut"], atol=1e-5)
+    twins = capture(sd1, torch.stack([images[0], images[0]]), "diffcut", 50)["diffcut"]
+    assert torch.equal(twins[0], twins[1])  # one noise map shared by the batch
+    other = capture(sd1, images, "diffcut", 50, seed=43)
+    assert not torch.allclose(whole["diffcut"], other["diffcut"])
+
+
+def test_store_dtype_and_memory_estimate(sd1, images):
+    layers = ["diffcut", "resnet", "down_blocks.0.attentions.0.transformer_blocks.0.attn1.probs"]
+    c32 = capture(sd1, images, layers, [10, 50])
+    c16 = capture(sd1, images, layers, [10, 50], store_dtype="float16")
+    assert c16["diffcut", 50].dtype == torch.float16
+    assert c32.nbytes == memory_estimate(sd1, layers, [10, 50], batch=2)
+    assert c16.nbytes == memory_estimate(sd1, layers, [10, 50], batch=2, store_dtype=torch.float16) == c32.nbytes // 2
+    assert torch.allclose(c16["diffcut", 50].float(), c32["diffcut", 50], atol=1e-2)
+    with pytest.raises(ParameterError):
+        capture(sd1, images, "diffcut", 50, store_dtype=torch.int8)
+
+
+def test_probs_rows_sum_to_one_and_outputs_unchanged(sdxl, images):
+    name = diffcut_layer_name(sdxl)
+    before = _processor_types(sdxl)
+    cache = capture(sdxl, images, [name, f"{name}.probs"], 50)
+    plain = capture(sdxl, images, name, 50)
+    probs = cache[f"{name}.probs"]
+    assert probs.shape == (2, 64, 64)
+    assert torch.allclose(probs.sum(-1), torch.ones(2, 64), atol=1e-5)
+    assert (probs >= 0).all()
+    assert torch.allclose(cache[name], plain[name], atol=1e-5)  # the processor computes the same attention
+    assert _processor_types(sdxl) == before and _no_hooks_left(sdxl)
+
+
+def test_probs_match_a_direct_softmax(sd1, images, monkeypatch):
+    from diffcut_lab import hooks
+
+    monkeypatch.setattr(hooks, "_PROBS_CHUNK_BYTES", 4 * 2 * 4 * 256 * 7)  # force several chunks
+    name = "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
+    inputs = {}
+    attn = sd1.unet.get_submodule(name)
+    h = attn.register_forward_pre_hook(lambda m, a: inputs.setdefault("x", a[0]))
+    try:
+        cache = capture(sd1, images[:1], f"{name}.probs", 50)
+    finally:
+        h.remove()
+    x = inputs["x"]
+    q = attn.to_q(x).view(1, -1, attn.heads, 32 // attn.heads).transpose(1, 2)
+    k = attn.to_k(x).view(1, -1, attn.heads, 32 // attn.heads).transpose(1, 2)
+    expected = (q @ k.transpose(-1, -2) * attn.scale).softmax(-1).mean(1)
+    assert torch.allclose(cache[f"{name}.probs"], expected, atol=1e-6)
+
+
+def test_hooks_removed_after_errors(sd1, images):
+    before = _processor_types(sd1)
+    boom = sd1.unet.down_blocks[0].register_forward_hook(lambda m, i, o: (_ for _ in ()).throw(RuntimeError("boom")))
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            capture(sd1, images, ["diffcut", "probs"], 50)
+    finally:
+        boom.remove()
+    assert _no_hooks_left(sd1) and _processor_types(sd1) == before
+    # and a capture afterwards works normally
+    assert capture(sd1, images, "diffcut", 50)["diffcut"].shape == (2, 64, 8, 8)
+
+
+def test_nan_features_raise_feature_error_naming_the_layer(images):
+    bb = tiny_backbone("sd1")
+    name = diffcut_layer_name(bb)
+    with torch.no_grad():
+        bb.unet.get_submodule(name).to_out[0].bias.fill_(float("nan"))
+    with pytest.raises(FeatureError, match=name.replace(".", r"\.")):
+        capture(bb, images, "diffcut", 50)
+    assert _no_hooks_left(bb)
+
+
+def test_input_validation(sd1, images):
+    with pytest.raises(ParameterError, match="multiples of 16"):
+        capture(sd1, images, "diffcut", 50, image_size=60)
+    with pytest.raises(ParameterError, match="timestep"):
+        capture(sd1, images, "diffcut", 1000)
+    with pytest.raises(ParameterError):
+        capture(sd1, images, "diffcut", [])
+    with pytest.raises(ParameterError, match="keep_text_encoders"):
+        capture(sd1, images, "diffcut", 50, prompt="a cat")
+    big = capture(sd1, images, "diffcut", 50, image_size=128, policy="center_crop")
+    assert big["diffcut"].shape == (2, 64, 16, 16) and big.images.shape == (2, 3, 128, 128)
+
+
+def test_pixel_backbone_capture_defaults_to_native_size():
+    bb = tiny_backbone("pixel")
+    cache = capture(bb, torch.rand(1, 3, 40, 50), progress=True)
+    assert cache["diffcut"].shape == (1, 64, 16, 16)
+    assert cache.meta["image_size"] == [64, 64]
+
+
+# -- the cache -----------------------------------------------------------------------------------------
+
+
+def test_feature_cache_access_save_load(tmp_path, sd1, images):
+    name = diffcut_layer_name(sd1)
+    cache = capture(sd1, images, ["diffcut", f"{name}.probs", "mid_block.resnets.0"], [10, 50], seed=5)
+    assert cache.layers == [name, f"{name}.probs", "mid_block.resnets.0"]
+    assert ("diffcut", 10) in cache and "diffcut" in cache and ("diffcut", 11) not in cache
+    with pytest.raises(ParameterError, match="cache\\[layer, t\\]"):
+        cache["diffcut"]
+    with pytest.raises(ParameterError, match="not captured"):
+        cache["diffcut", 11]
+    with pytest.raises(UnknownLayerError, match=r"mid_block\.resnets\.0"):
+        cache["mid_block.resnets.9", 10]
+    assert cache.stack("diffcut").shape == (2, 2, 64, 8, 8)
+    path = cache.save(tmp_path / "feats")
+    assert path.suffix == ".safetensors" and (tmp_path / "feats.json").exists()
+    back = FeatureCache.load(tmp_path / "feats.json")
+    assert back.layers == cache.layers and back.timesteps == cache.timesteps
+    for key in cache:
+        assert torch.equal(back[key], cache[key])
+    assert torch.equal(back.images, cache.images)
+    for field in ("model", "family", "seed", "image_size", "prompt", "layers", "timesteps"):
+        assert back.meta[field] == cache.meta[field], field
+    assert back.meta["seed"] == 5 and back.meta["model"] == "tiny-sd1"
+    assert torch.equal(back["diffcut", 50], cache[name, 50])
+    half = back.to(dtype=torch.float16)
+    assert half["diffcut", 50].dtype == torch.float16 and half.nbytes == back.nbytes // 2
+    assert "FeatureCache(" in repr(cache)
+    with pytest.raises(FeatureError, match="no feature cache"):
+        FeatureCache.load(tmp_path / "missing")
+
+
+def test_concurrent_capture_on_one_backbone_is_refused(sd1, images):
+    from diffcut_lab import hooks
+
+    with hooks._hooks(sd1, [], store={}, current_t=[0], store_dtype=torch.float32, store_device="cpu", early_exit=False):
+        with pytest.raises(ParameterError, match="already running"):
+            capture(sd1, images, "diffcut", 50)
+    assert capture(sd1, images, "diffcut", 50)["diffcut"].shape[0] == 2
+
+
+def test_layers_command(tmp_path, capsys):
+    from diffcut_lab.cli import main
+
+    root = save_tiny_model(tmp_path / "m", "sdxl")
+    assert main(["layers", "--model", str(root), "--kind", "attn1"]) == 0
+    out = capsys.readouterr().out
+    assert "<- diffcut" in out and "down_blocks.1.attentions.1.transformer_blocks.1.attn1" in out
+    assert main(["layers", "--model", str(root), "--format", "csv", "--image-size", "128", "--kind", "resnet"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("name,kind,stage") and "down_blocks.0.resnets.0,resnet,down,down_blocks.0,32,32,32" in lines[1]
+    assert main(["layers", "--model", str(root), "--image-size", "100"]) == 2
+    assert "multiples" in capsys.readouterr().err
