@@ -11,7 +11,7 @@ import pandas as pd
 from ..errors import ParameterError
 from .executors import execute
 from .grid import AblationGrid
-from .store import SCHEMA, ResultStore, sort_rows
+from .store import SCHEMA, ResultStore, sort_rows, to_schema
 from .worker import load_grid_dataset
 
 __all__ = ["as_grid", "plan", "run_ablation"]
@@ -129,6 +129,7 @@ def run_ablation(
         df = store.read()
     else:
         df = pd.concat(frames, ignore_index=True) if frames else SCHEMA.empty_table().to_pandas()
+        df = to_schema(df)
     ids = {c.id for c in grid.configs()}
     keep = df["config_id"].isin(ids) & df["image"].isin(set(ds.names)) & (df["dataset"] == ds.info.name)
     return sort_rows(df[keep])

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from ..errors import ParameterError
 
-__all__ = ["SCHEMA", "SORT_COLUMNS", "ResultStore"]
+__all__ = ["SCHEMA", "SORT_COLUMNS", "VOLATILE_COLUMNS", "ResultStore", "sort_rows", "to_schema"]
 
 _counts = pa.list_(pa.int64())
 
@@ -135,6 +135,13 @@ def _dataset(parts: list[Path]):
     import pyarrow.dataset as pads
 
     return pads.dataset([str(p) for p in parts], schema=SCHEMA, format="parquet")
+
+
+def to_schema(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` with exactly the columns and types they have when read back from Parquet."""
+    if rows.empty:
+        return SCHEMA.empty_table().to_pandas()
+    return pa.Table.from_pandas(rows[SCHEMA.names], schema=SCHEMA, preserve_index=False).to_pandas()
 
 
 def sort_rows(df: pd.DataFrame) -> pd.DataFrame:
