@@ -380,8 +380,9 @@ class DiffCut:
 
     Parameters
     ----------
-    backbone : Backbone
-        From :func:`~diffcut_lab.backbones.load_backbone` (or ``testing.tiny_backbone``).
+    backbone : Backbone or None
+        From :func:`~diffcut_lab.backbones.load_backbone` (or ``testing.tiny_backbone``). ``None`` gives
+        an object that only segments already captured features (:meth:`segment_features`).
     config : DiffCutConfig, optional
         Base settings; keyword arguments override its fields.
     **fields
@@ -410,15 +411,16 @@ class DiffCut:
 
     def input_size(self) -> tuple[int, int]:
         """UNet input size ``(H, W)`` in pixels (validated against the backbone)."""
-        size = self.config.image_size or (self.backbone.image_size, self.backbone.image_size)
-        check = getattr(self.backbone, "check_image_size", None)
+        bb = self._require_backbone()
+        size = self.config.image_size or (bb.image_size, bb.image_size)
+        check = getattr(bb, "check_image_size", None)
         return tuple(check(size)) if check is not None else tuple(size)
 
     def layer_name(self) -> str:
         """The one hook-point name ``config.layer`` resolves to on this backbone."""
         from .hooks import resolve_layers
 
-        names = resolve_layers(self.backbone, self.config.layer)
+        names = resolve_layers(self._require_backbone(), self.config.layer)
         if len(names) != 1:
             shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
             raise ParameterError(
@@ -432,6 +434,14 @@ class DiffCut:
             )
         return names[0]
 
+    def _require_backbone(self) -> Any:
+        if self.backbone is None:
+            raise ParameterError(
+                "this DiffCut has no backbone (DiffCut(None, ...)); it can only segment_features(...). "
+                "Pass a backbone from load_backbone(...) to segment images."
+            )
+        return self.backbone
+
     def check(self) -> str:
         """Validate the settings against the backbone (timestep, input size, layer); return the layer name.
 
@@ -439,7 +449,7 @@ class DiffCut:
         ------
         ParameterError, UnknownLayerError
         """
-        self.backbone.check_timestep(self.config.timestep)
+        self._require_backbone().check_timestep(self.config.timestep)
         self.input_size()
         return self.layer_name()
 
@@ -464,7 +474,7 @@ class DiffCut:
     ) -> torch.Tensor:
         from .hooks import capture
 
-        bb = self.backbone
+        bb = self._require_backbone()
         bb.check_timestep(self.config.timestep)
         size = self.input_size()
         layer = self.layer_name()
@@ -587,8 +597,11 @@ class DiffCut:
         t2 = time.perf_counter()
         timings["upsample"] = t2 - t1
         if cfg.refine == "pamr":
-            img_work = _resize_image(region, work)
-            labels = pamr(img_work, labels, num_iter=cfg.pamr_iter, dilations=cfg.pamr_dilations)
+            # PAMR runs where the backbone runs (a GPU makes it ~free at 1024 px); labels come back to numpy
+            dev = torch.device(getattr(self.backbone, "device", None) or "cpu")
+            img_work = _resize_image(region, work).to(dev)
+            lab_t = torch.as_tensor(labels).to(dev)
+            labels = pamr(img_work, lab_t, num_iter=cfg.pamr_iter, dilations=cfg.pamr_dilations).cpu().numpy()
         if cfg.refine in ("pamr", "median"):
             labels = median_filter(labels, cfg.median_size)
         if work != tuple(out_size):

@@ -253,3 +253,13 @@ def test_pocket_model_when_present():
 
     seg = DiffCut(load_backbone("pocket")).segment(_scene(64, 64))
     assert seg.labels.shape == (64, 64)
+
+
+def test_features_only_pipeline_and_paper_mode():
+    feats, reg = _clustered(seed=1)
+    for mode in ("fixed", "paper"):
+        seg = DiffCut(None, mode=mode, refine="none", upsample="nearest").segment_features(feats, size=(8, 8))
+        assert hungarian_miou(seg.labels, reg, 3).miou == 1.0
+        assert seg.tree.mode == mode
+    with pytest.raises(ParameterError, match="no backbone"):
+        DiffCut(None).segment(_scene())
