@@ -4,7 +4,8 @@
 
 * ``"diffcut"`` -- the DiffCut affinity (:func:`diffcut_lab.affinity.affinity`) and the recursive
   normalized cut (:func:`diffcut_lab.ncut.recursive_ncut`); keywords ``alpha``, ``tau``, ``mode``,
-  ``min_size``, ``max_depth``, ``solver``;
+  ``min_size``, ``max_depth``, ``solver`` (and ``seed``, accepted and unused: the method is
+  deterministic, and every method takes ``seed=``);
 * ``"kmeans"`` -- scikit-learn k-means on the L2-normalised feature vectors; ``n_clusters`` (required),
   ``seed``, ``n_init``;
 * ``"spectral"`` -- spectral clustering (scikit-learn) of the same affinity DiffCut cuts, with the number
@@ -85,7 +86,9 @@ def _diffcut(
     min_size: int = 1,
     max_depth: int | None = None,
     solver: str = "auto",
+    seed: int | None = None,
 ) -> np.ndarray:
+    del seed  # deterministic; accepted so that every method takes seed=
     from .affinity import affinity
     from .ncut import recursive_ncut
 
@@ -370,7 +373,7 @@ METHODS: dict[str, Callable[..., np.ndarray]] = {
 }
 
 _KEYWORDS = {
-    "diffcut": ("alpha", "tau", "mode", "min_size", "max_depth", "solver"),
+    "diffcut": ("alpha", "tau", "mode", "min_size", "max_depth", "solver", "seed"),
     "kmeans": ("n_clusters", "seed", "n_init"),
     "spectral": ("n_clusters", "alpha", "min_clusters", "max_clusters", "seed"),
     "diffseg": ("attn", "kl_threshold", "n_iter", "anchors", "resolution_weights", "refine", "seed"),
