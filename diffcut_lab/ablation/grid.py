@@ -130,6 +130,11 @@ class AblationGrid:
         Conditioning prompt of the capture (the paper's is empty).
     dtype, device : str, optional
         Backbone dtype ("float16", "bfloat16", "float32") and device; None = load_backbone's defaults.
+    threads : int or None
+        Intra-op CPU threads (torch, BLAS, OpenMP) every unit runs with, wherever it runs. Float sums
+        depend on the thread count, so one fixed value is what makes the rows bit-identical whichever
+        executor ran them (default 1: parallelism comes from running units side by side; None leaves
+        each process's setting alone).
     name : str
         A label for the study (plots, file names).
     """
@@ -153,6 +158,7 @@ class AblationGrid:
     prompt: str = ""
     dtype: str | None = None
     device: str | None = None
+    threads: int | None = 1
     name: str = "ablation"
 
     def __post_init__(self) -> None:
@@ -176,6 +182,8 @@ class AblationGrid:
             raise ParameterError(f"timesteps must be >= 0, got {list(self.timesteps)}")
         if self.limit is not None and self.limit < 1:
             raise ParameterError(f"limit must be >= 1 or None, got {self.limit}")
+        if self.threads is not None and self.threads < 1:
+            raise ParameterError(f"threads must be >= 1 or None, got {self.threads}")
         if self.label_size < 1 or (self.image_size is not None and self.image_size < 1):
             raise ParameterError("image_size and label_size must be positive")
         unknown = set(self.method_kwargs) - set(METHODS)

@@ -8,6 +8,8 @@ tasks (a model is loaded once per worker, not once per image).
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
@@ -16,7 +18,7 @@ from ..errors import ParameterError
 from .cache import FeatureStore
 from .grid import AblationGrid, stable_hash
 
-__all__ = ["dtype_from_name", "init_worker", "load_model", "run_unit"]
+__all__ = ["dtype_from_name", "fixed_threads", "init_worker", "load_model", "run_unit"]
 
 _MEMO: dict[str, Any] = {}
 _MEMO_LOCK = threading.Lock()
@@ -100,4 +102,23 @@ def run_unit(task: dict[str, Any]) -> pd.DataFrame:
         configs = [c for c in configs if c.id in keep]
     backbone = load_model(task["model"], grid.dtype, grid.device)
     store = FeatureStore(task["cache_dir"]) if task.get("cache_dir") else None
-    return compute_unit(backbone, grid, ds[index], index, ds.info, configs, store=store)
+    with fixed_threads(grid.threads):
+        return compute_unit(backbone, grid, ds[index], index, ds.info, configs, store=store)
+
+
+@contextmanager
+def fixed_threads(n: int | None) -> Iterator[None]:
+    """Run the body with ``n`` intra-op threads in torch and in the BLAS/OpenMP pools (None: unchanged)."""
+    if n is None:
+        yield
+        return
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        with threadpool_limits(limits=int(n)):
+            yield
+    finally:
+        torch.set_num_threads(before)
