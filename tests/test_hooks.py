@@ -363,3 +363,24 @@ def test_layers_command(tmp_path, capsys):
     assert lines[0].startswith("name,kind,stage") and "down_blocks.0.resnets.0,resnet,down,down_blocks.0,32,32,32" in lines[1]
     assert main(["layers", "--model", str(root), "--image-size", "100"]) == 2
     assert "multiples" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_fp16_capture_matches_cpu_float32(tmp_path, images):
+    from diffcut_lab.backbones import load_backbone
+
+    root = save_tiny_model(tmp_path / "xl", "sdxl")
+    gpu = load_backbone(root)  # defaults on a GPU: CUDA, float16 UNet, float32 VAE
+    assert gpu.device.type == "cuda" and gpu.dtype == torch.float16 and gpu.vae_dtype == torch.float32
+    cpu = load_backbone(root, device="cpu")
+    name = diffcut_layer_name(cpu)
+    layers = ["diffcut", f"{name}.probs", "mid_block.resnets.0"]
+    ref = capture(cpu, images, layers, [10, 50])
+    got = capture(gpu, images, layers, [10, 50], store_dtype=torch.float16)
+    for key in ref:
+        a, b = ref[key], got[key]
+        assert b.device.type == "cpu" and b.dtype == torch.float16 and b.shape == a.shape
+        assert float((a - b.float()).norm() / a.norm()) < 2e-2, key
+    assert torch.allclose(got[f"{name}.probs", 50].float().sum(-1), torch.ones(2, 64), atol=1e-2)
+    assert _no_hooks_left(gpu)
