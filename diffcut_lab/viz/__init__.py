@@ -23,9 +23,9 @@ import importlib
 from typing import Any
 
 _EXPORTS: dict[str, str] = {
-    "overlay": "overlay",
-    "overlay_traces": "overlay",
-    "compare_overlays": "overlay",
+    "overlay": "overlays",
+    "overlay_traces": "overlays",
+    "compare_overlays": "overlays",
     "layer_grid": "layers",
     "layer_scores": "layers",
     "eigenvectors": "eigen",
