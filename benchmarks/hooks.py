@@ -68,27 +68,26 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run_variant(bb: Backbone, x_t: torch.Tensor, points: list, early_exit: bool, device: str) -> float:
+def run_variant(
+    bb: Backbone, x_t: torch.Tensor, points: list | None, early_exit: bool, device: str, store_device: str
+) -> float:
+    """Seconds for one forward: plain (``points=None``) or as ``capture`` runs it, features collected."""
     store: dict = {}
     sync(device)
     t0 = time.perf_counter()
     if points is None:
         bb.forward(x_t, 50)
     else:
-        with hooks._hooks(
-            bb, points, store=store, current_t=[50], store_dtype=torch.float32, store_device="cpu",
-            early_exit=early_exit,
-        ):
-            try:
-                bb.forward(x_t, 50)
-            except hooks._StopForward:
-                pass
-        assert all(p.name in store for p in points)
+        embeds, added = bb.conditioning("")
+        with hooks._hooks(bb, points, store=store, current_t=[50], store_dtype=torch.float32, early_exit=early_exit):
+            hooks._forward_once(bb, x_t, 50, embeds=embeds, added=added, store=store, current_t=[50])
+        feats = hooks._collect(store, points, 50, store_device)
+        assert len(feats) == len(points)
     sync(device)
     return time.perf_counter() - t0
 
 
-def bench_model(key: str, repeats: int, dtype: torch.dtype, device: str) -> dict:
+def bench_model(key: str, repeats: int, dtype: torch.dtype, device: str, store_device: str) -> dict:
     cfg, size = MODELS[key]
     t0 = time.perf_counter()
     bb = build(cfg, size, dtype, device)
@@ -99,13 +98,13 @@ def bench_model(key: str, repeats: int, dtype: torch.dtype, device: str) -> dict
     attn1 = [by_name[n] for n in hooks.resolve_layers(bb, "attn1")]
     diffcut = [by_name[n] for n in hooks.resolve_layers(bb, "diffcut")]
     variants = {"full": (None, False), "all_attn1": (attn1, False), "diffcut": (diffcut, True)}
-    run_variant(bb, x_t, None, False, device)  # warm-up
+    run_variant(bb, x_t, None, False, device, store_device)  # warm-up
     times: dict[str, list[float]] = {k: [] for k in variants}
     for r in range(repeats):
         order = list(variants) if r % 2 == 0 else list(reversed(variants))  # interleave, alternate order
         for name in order:
             pts, early = variants[name]
-            times[name].append(run_variant(bb, x_t, pts, early, device))
+            times[name].append(run_variant(bb, x_t, pts, early, device, store_device))
     med = {k: statistics.median(v) for k, v in times.items()}
     # per-repeat ratios against the plain forward of the same repeat, then their median
     hook_ratio = statistics.median(a / f for a, f in zip(times["all_attn1"], times["full"]))
@@ -137,13 +136,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--store-device", default="cpu", help="where captured features go (capture's default: cpu)"
+    )
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     load_at_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
-    results = [bench_model(k, args.repeats, dtype, args.device) for k in args.models]
+    results = [bench_model(k, args.repeats, dtype, args.device, args.store_device) for k in args.models]
     device_name = (
         torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor() or "cpu"
     )
@@ -153,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         "device_name": device_name if args.device.startswith("cuda") else "cpu",
         "dtype": args.dtype,
         "threads": args.threads,
+        "store_device": args.store_device,
         "repeats": args.repeats,
         "torch": torch.__version__,
         "python": platform.python_version(),

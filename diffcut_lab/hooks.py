@@ -649,10 +649,9 @@ class _ProbsProcessor:
     ``to_out``, residual connection, output rescale).
     """
 
-    def __init__(self, sink: Callable[[torch.Tensor], None], store_dtype: torch.dtype, store_device: Any):
+    def __init__(self, sink: Callable[[torch.Tensor], None], store_dtype: torch.dtype):
         self.sink = sink
         self.store_dtype = store_dtype
-        self.store_device = store_device
 
     def __call__(
         self,
@@ -697,7 +696,7 @@ class _ProbsProcessor:
         scale = attn.scale if getattr(attn, "scale_qk", True) else 1.0
         kf, vf = k.float(), v.float()
         out = torch.empty(batch, heads, n_q, head_dim, device=q.device, dtype=torch.float32)
-        probs = torch.empty(batch, n_q, n_k, device=self.store_device, dtype=self.store_dtype)
+        probs = torch.empty(batch, n_q, n_k, device=q.device, dtype=self.store_dtype)
         rows = max(1, _PROBS_CHUNK_BYTES // (4 * batch * heads * n_k))
         for s in range(0, n_q, rows):
             e = min(n_q, s + rows)
@@ -706,7 +705,7 @@ class _ProbsProcessor:
                 scores = scores + attention_mask[:, :, s:e].float()
             p = scores.softmax(dim=-1)
             out[:, :, s:e] = torch.matmul(p, vf)
-            probs[:, s:e] = p.mean(dim=1).to(device=self.store_device, dtype=self.store_dtype)
+            probs[:, s:e] = p.mean(dim=1).to(self.store_dtype)
         hidden_states = out.transpose(1, 2).reshape(batch, -1, heads * head_dim).to(query.dtype)
         hidden_states = attn.to_out[0](hidden_states)
         hidden_states = attn.to_out[1](hidden_states)
@@ -722,12 +721,19 @@ class _ProbsProcessor:
 _ACTIVE: weakref.WeakSet = weakref.WeakSet()  # UNets with a capture in progress (hooks are global state)
 
 
-def _as_map(
-    output: Any, point: HookPoint, t: int, store_dtype: torch.dtype, store_device: Any
-) -> torch.Tensor:
+def _grab(output: Any, store_dtype: torch.dtype) -> torch.Tensor:
+    """What a forward hook keeps: a detached copy in the store dtype, on the UNet's device.
+
+    Reshaping, the NaN check and the transfer to the store device wait until the forward has ended
+    (:func:`_as_map`), so a hook never synchronises a GPU.
+    """
     x = output[0] if isinstance(output, (tuple, list)) else getattr(output, "sample", output)
-    x = x.detach()
-    if x.ndim == 3:  # (B, N, C) tokens -> (B, C, h, w)
+    return x.detach().to(dtype=store_dtype, copy=True)
+
+
+def _as_map(x: torch.Tensor, point: HookPoint, t: int, store_device: Any) -> torch.Tensor:
+    """A grabbed activation as ``(B, C, h, w)``, checked for NaN/Inf, on the store device."""
+    if x.ndim == 3 and point.kind != "probs":  # (B, N, C) tokens -> (B, C, h, w)
         b, n, c = x.shape
         h, w = point.resolution
         if n != h * w:
@@ -737,11 +743,43 @@ def _as_map(
             )
         x = x.transpose(1, 2).reshape(b, c, h, w)
     if not torch.isfinite(x).all():
+        what = "probabilities" if point.kind == "probs" else "values"
         raise FeatureError(
-            f"layer {point.name!r} at t={t} produced NaN or Inf values; with float16 this is usually an "
+            f"layer {point.name!r} at t={t} produced NaN or Inf {what}; with float16 this is usually an "
             "overflow: load the backbone with dtype=torch.float32 (or torch.bfloat16) and try again."
         )
-    return x.to(device=store_device, dtype=store_dtype).contiguous()
+    return x.to(device=store_device).contiguous()
+
+
+def _forward_once(
+    backbone: Backbone,
+    x_t: torch.Tensor,
+    t: int,
+    *,
+    embeds: torch.Tensor | None,
+    added: dict[str, torch.Tensor] | None,
+    store: dict[str, torch.Tensor],
+    current_t: list[int],
+) -> None:
+    """One UNet forward inside :func:`_hooks`; the early-exit exception ends it quietly."""
+    current_t[0] = t
+    store.clear()
+    try:
+        backbone.forward(x_t, t, prompt_embeds=embeds, added_cond_kwargs=added)
+    except _StopForward:
+        pass
+
+
+def _collect(
+    store: dict[str, torch.Tensor], points: Sequence[HookPoint], t: int, store_device: Any
+) -> dict[str, torch.Tensor]:
+    """Turn what the hooks grabbed during one forward into checked feature maps."""
+    out = {}
+    for p in points:
+        if p.name not in store:
+            raise FeatureError(f"layer {p.name!r} did not run in the UNet forward at t={t}.")
+        out[p.name] = _as_map(store.pop(p.name), p, t, store_device)
+    return out
 
 
 @contextmanager
@@ -752,7 +790,6 @@ def _hooks(
     store: dict[str, torch.Tensor],
     current_t: list[int],
     store_dtype: torch.dtype,
-    store_device: Any,
     early_exit: bool,
 ) -> Iterator[None]:
     """Install capture hooks (and probability processors); always remove/restore them."""
@@ -770,16 +807,14 @@ def _hooks(
             if p.kind == "probs":
 
                 def sink(probs: torch.Tensor, p: HookPoint = p) -> None:
-                    if not torch.isfinite(probs).all():
-                        raise FeatureError(f"layer {p.name!r} at t={current_t[0]} has NaN/Inf probabilities.")
                     store[p.name] = probs
 
                 swapped.append((module, module.processor))
-                module.set_processor(_ProbsProcessor(sink, store_dtype, store_device))
+                module.set_processor(_ProbsProcessor(sink, store_dtype))
             else:
 
                 def hook(_mod: Any, _inp: Any, out: Any, p: HookPoint = p) -> None:
-                    store[p.name] = _as_map(out, p, current_t[0], store_dtype, store_device)
+                    store[p.name] = _grab(out, store_dtype)
 
                 handles.append(module.register_forward_hook(hook))
         if early_exit and points:
@@ -869,7 +904,8 @@ def capture(
     policy : {"resize", "center_crop"}
         How images are brought to ``image_size``.
     store_device : torch.device or str
-        Where captured features are kept (the CPU by default).
+        Where captured features are kept (the CPU by default; pass the backbone's device to keep them on
+        the GPU, which avoids a device-to-host copy per layer).
     early_exit : bool
         Stop the forward after the deepest requested module (default). ``False`` runs the whole UNet.
 
@@ -905,24 +941,14 @@ def capture(
     n_chunks = math.ceil(batch.shape[0] / step)
     bar = tqdm(total=n_chunks * len(ts), disable=not progress, desc="capture", unit="pass")
     try:
-        with _hooks(
-            backbone, points, store=store, current_t=current_t, store_dtype=sdt,
-            store_device=store_device, early_exit=early_exit,
-        ):
+        with _hooks(backbone, points, store=store, current_t=current_t, store_dtype=sdt, early_exit=early_exit):
             for start in range(0, batch.shape[0], step):
                 latents = backbone.encode(batch[start : start + step])
                 for t in ts:
-                    current_t[0] = t
-                    store.clear()
                     x_t = backbone.add_noise(latents, t, seed=seed)
-                    try:
-                        backbone.forward(x_t, t, prompt_embeds=embeds, added_cond_kwargs=added)
-                    except _StopForward:
-                        pass
-                    for n in names:
-                        if n not in store:
-                            raise FeatureError(f"layer {n!r} did not run in the UNet forward at t={t}.")
-                        chunks[(n, t)].append(store.pop(n))
+                    _forward_once(backbone, x_t, t, embeds=embeds, added=added, store=store, current_t=current_t)
+                    for n, feat in _collect(store, points, t, store_device).items():
+                        chunks[(n, t)].append(feat)
                     bar.update(1)
     finally:
         bar.close()

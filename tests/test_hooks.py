@@ -345,7 +345,7 @@ def test_feature_cache_access_save_load(tmp_path, sd1, images):
 def test_concurrent_capture_on_one_backbone_is_refused(sd1, images):
     from diffcut_lab import hooks
 
-    with hooks._hooks(sd1, [], store={}, current_t=[0], store_dtype=torch.float32, store_device="cpu", early_exit=False):
+    with hooks._hooks(sd1, [], store={}, current_t=[0], store_dtype=torch.float32, early_exit=False):
         with pytest.raises(ParameterError, match="already running"):
             capture(sd1, images, "diffcut", 50)
     assert capture(sd1, images, "diffcut", 50)["diffcut"].shape[0] == 2
