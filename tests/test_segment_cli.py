@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from threadpoolctl import threadpool_limits
 
 from diffcut_lab import cli
 from diffcut_lab.commands.segment import collect_images, save_labels
@@ -19,7 +20,8 @@ from diffcut_lab.testing import save_tiny_model
 def _one_thread():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(1):  # BLAS/LAPACK too (the eigen solves of the cut)
+        yield
     torch.set_num_threads(before)
 
 
