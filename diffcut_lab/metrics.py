@@ -406,7 +406,7 @@ class MIoUAccumulator:
     Examples
     --------
     >>> acc = MIoUAccumulator(3)
-    >>> acc.update(np.array([[5, 5], [7, 7]]), np.array([[0, 0], [2, 2]]))
+    >>> batch = acc.update(np.array([[5, 5], [7, 7]]), np.array([[0, 0], [2, 2]]))
     >>> acc.result().miou
     1.0
     """
