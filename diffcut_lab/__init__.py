@@ -57,6 +57,12 @@ _EXPORTS: dict[str, str] = {
     "hungarian_miou": "metrics",
     "MIoUAccumulator": "metrics",
     "segment_features": "baselines",
+    # datasets and ablations
+    "load_dataset": "datasets",
+    "list_datasets": "datasets",
+    "AblationGrid": "ablation",
+    "run_ablation": "ablation",
+    "summarize": "ablation",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -76,9 +82,11 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
+    from .ablation import AblationGrid, run_ablation, summarize
     from .affinity import affinity
     from .backbones import Backbone, load_backbone
     from .baselines import segment_features
+    from .datasets import list_datasets, load_dataset
     from .errors import (
         DiffCutLabError,
         FeatureError,
