@@ -1,0 +1,32 @@
+"""The public surface of DESIGN.md: every exported name resolves, and importing stays light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import diffcut_lab as dl
+
+
+@pytest.mark.parametrize("name", [n for n in dl.__all__ if n != "__version__"])
+def test_every_public_name_resolves(name):
+    assert getattr(dl, name) is not None
+
+
+def test_unknown_attribute_raises_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        dl.nope  # noqa: B018
+
+
+def test_import_does_not_load_torch_or_plotly():
+    code = "import sys, diffcut_lab; print('torch' in sys.modules, 'plotly' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_errors_share_one_base():
+    for name in ["FeatureError", "ImageInputError", "ModelLoadError", "ParameterError",
+                 "UnknownLayerError", "UnsupportedModelError"]:
+        assert issubclass(getattr(dl, name), dl.DiffCutLabError)
