@@ -177,7 +177,7 @@ def _as_int_array(x: Any, what: str) -> np.ndarray:
 
 def _split_images(maps: Any, what: str) -> list[np.ndarray]:
     """One (H, W) map, a (B, H, W) stack, or a sequence of (H, W) maps -> list of (H, W) int64 arrays."""
-    if isinstance(maps, (list, tuple)):
+    if isinstance(maps, (list, tuple)) or (isinstance(maps, Iterable) and not hasattr(maps, "shape")):
         out: list[np.ndarray] = []
         for m in maps:
             out.extend(_split_images(m, what))

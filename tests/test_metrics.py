@@ -79,6 +79,8 @@ def test_dataset_accumulation_is_not_a_mean_of_images():
     assert r.fn.tolist() == [1, 0]
     np.testing.assert_allclose(r.iou, [4 / 5, 3 / 4])
     assert r.n_images == 2 and r.n_pixels == 8
+    lazy = hungarian_miou((p for p in [a_pred, b_pred]), [a_gt, b_gt], 2)  # any iterable of maps
+    assert lazy.tp.tolist() == r.tp.tolist()
 
 
 def test_background_protocol_by_hand():
