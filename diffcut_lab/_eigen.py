@@ -65,7 +65,10 @@ def _dense_fiedler(g: np.ndarray, d: np.ndarray) -> Fiedler:
     m = -(s[:, None] * g * s[None, :])
     m[np.diag_indices_from(m)] += 1.0
     k = min(2, g.shape[0] - 1)
-    vals, vecs = scipy.linalg.eigh(m, subset_by_index=[0, k], driver="evr", check_finite=False)
+    # Small problems run fastest on one BLAS thread; more threads spin-wait against torch's (4-10x slower).
+    limits = 1 if g.shape[0] <= 4 * DENSE_MAX else None
+    with threadpool_limits(limits=limits, user_api="blas"):
+        vals, vecs = scipy.linalg.eigh(m, subset_by_index=[0, k], driver="evr", check_finite=False)
     lam3 = float(vals[2]) if k == 2 else float("inf")
     return Fiedler(fix_sign(s * vecs[:, 1]), float(vals[1]), lam3, "dense")
 
