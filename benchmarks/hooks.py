@@ -15,7 +15,8 @@ left out of all three (they are identical and not what is measured). Times are m
 the machine may be shared, so the ratios (same run, interleaved) are the result, not the seconds.
 
 Run: ``python benchmarks/hooks.py [--repeats 3] [--threads 2] [--dtype bfloat16] [--device cpu]``
--> ``benchmarks/results/hooks.json``.
+-> ``benchmarks/results/hooks.json`` (``--device cuda --dtype float16`` runs were saved as
+``benchmarks/results/hooks_cuda.json``).
 """
 
 from __future__ import annotations
