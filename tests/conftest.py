@@ -29,11 +29,18 @@ def artifacts_dir() -> Path:
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _torch_threads():
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
+def _one_thread():
+    """One torch thread and one BLAS thread for the whole suite.
+
+    The tests use small tensors and graphs, where thread hand-offs cost more than they save, and on a
+    shared 2-core machine torch's and OpenBLAS's spinning threads slow each other down 4-10x. It also
+    makes results independent of the machine's core count.
+    """
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
         yield
-        return
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    yield
+    torch.set_num_threads(before)

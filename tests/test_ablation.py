@@ -31,14 +31,6 @@ def tiny_dir(tmp_path_factory) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny", family="pixel", image_size=64)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def small_grid(model: Path, **kw) -> AblationGrid:
     base = dict(
         dataset="synthetic", dataset_kwargs={"n": 3, "size": 64}, models=[str(model)], layers=["diffcut"],

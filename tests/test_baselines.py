@@ -6,20 +6,9 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
-from threadpoolctl import threadpool_limits
 
 from diffcut_lab.baselines import diffseg_segment, eigengap_k, segment_features
 from diffcut_lab.errors import FeatureError, ParameterError
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small problems: BLAS and torch thread hand-offs cost more than they save on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
 
 
 def _regions(h: int = 8, w: int = 8) -> np.ndarray:

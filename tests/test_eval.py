@@ -15,14 +15,6 @@ from diffcut_lab.datasets import load_dataset
 from diffcut_lab.datasets.base import DatasetInfo, preprocess
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
     from diffcut_lab.testing import save_tiny_model

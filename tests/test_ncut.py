@@ -15,15 +15,6 @@ from diffcut_lab.errors import FeatureError, ParameterError
 from diffcut_lab.ncut import CutTree, _published_choice, recursive_ncut
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small dense problems: one torch thread avoids spin-wait clashes on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def two_cliques(n: int = 10, inner: float = 1.0, bridge: float = 0.01) -> np.ndarray:
     w = np.full((2 * n, 2 * n), bridge)
     w[:n, :n] = inner

@@ -17,14 +17,6 @@ from diffcut_lab.ncut import recursive_ncut
 SETTINGS = settings(max_examples=12, deadline=None)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def feats(seed: int, side: int, k: int) -> torch.Tensor:
     # well separated clusters (noise small relative to the centres), so eigengaps are not degenerate
     return clustered_features(seed, side, side, channels=48, k=k, noise=0.35)

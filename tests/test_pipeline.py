@@ -9,22 +9,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from threadpoolctl import threadpool_limits
 
 from diffcut_lab.errors import FeatureError, ParameterError, UnknownLayerError
 from diffcut_lab.metrics import hungarian_miou
 from diffcut_lab.pipeline import DiffCut, DiffCutConfig, Segmentation, label_colors, overlay
 from diffcut_lab.testing import tiny_backbone
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small tensors: thread hand-offs cost more than they save on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):  # BLAS/LAPACK too (the eigen solves of the cut)
-        yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -6,23 +6,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from threadpoolctl import threadpool_limits
 
 from diffcut_lab import cli
 from diffcut_lab.commands.segment import collect_images, save_labels
 from diffcut_lab.errors import ImageInputError
 from diffcut_lab.testing import save_tiny_model
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):  # BLAS/LAPACK too (the eigen solves of the cut)
-        yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
