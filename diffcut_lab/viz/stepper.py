@@ -258,9 +258,11 @@ class _StepData:
         k = int(part.max()) + 1 if part.size else 1
         acc = _accepted(s)
         return {
-            T_SPLIT: {"z": split.reshape(h, w)},
+            # colorscales are repeated in every update: a FigureWidget may drop the constructor's ones
+            T_SPLIT: {"z": split.reshape(h, w), "colorscale": _SPLIT_SCALE, "zmin": 0, "zmax": 3},
             T_FIEDLER: {
                 "z": _round(fz.reshape(h, w)),
+                "colorscale": "RdBu_r",
                 "zmid": thr if np.isfinite(thr) else None,
                 "zmin": thr - zabs if np.isfinite(thr) else None,
                 "zmax": thr + zabs if np.isfinite(thr) else None,
@@ -341,7 +343,8 @@ def _base_figure(
     fig.add_trace(
         go.Heatmap(
             z=np.zeros((h, w)), colorscale="RdBu_r", name="Fiedler",
-            colorbar={"len": 0.42, "y": 0.79, "thickness": 10, "tickfont": {"size": 9}},
+            colorbar={"orientation": "h", "thickness": 8, "tickfont": {"size": 9}, "yanchor": "top",
+                      "xanchor": "center"},
             hovertemplate="row %{y}, col %{x}<br>y = %{z:.4f}<extra></extra>",
         ),
         row=1,
@@ -412,8 +415,11 @@ def _base_figure(
         clickmode="event",
     )
     fig.update_annotations(font_size=12)
-    x2 = fig.get_subplot(1, 2).xaxis.domain
-    fig.data[T_FIEDLER].colorbar.x = x2[1] + 0.005
+    sub = fig.get_subplot(1, 2)
+    fig.data[T_FIEDLER].colorbar.update(
+        x=(sub.xaxis.domain[0] + sub.xaxis.domain[1]) / 2, len=0.8 * (sub.xaxis.domain[1] - sub.xaxis.domain[0]),
+        y=sub.yaxis.domain[0] - 0.02,
+    )
     return fig
 
 
@@ -589,8 +595,8 @@ class CutStepper:
                                           layout=widgets.Layout(width="80px"))
         self.next_button = widgets.Button(description="next ▶", tooltip="next cut",
                                           layout=widgets.Layout(width="80px"))
-        self.play = widgets.Play(value=1, min=1, max=n, interval=700, description="play",
-                                 layout=widgets.Layout(width="110px"))
+        self.play = widgets.Play(value=1, min=1, max=n, interval=700, tooltip="play through the cuts",
+                                 layout=widgets.Layout(width="150px"))
         widgets.jslink((self.play, "value"), (self.slider, "value"))
         self.status = widgets.HTML(layout=widgets.Layout(margin="0 0 0 12px"))
         hi_tau = tau_range[1] if features is not None else max(float(tree.tau), tau_range[0])
