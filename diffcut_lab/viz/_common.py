@@ -120,7 +120,7 @@ def pca_rgb(features: Any, *, seed: int = 0) -> np.ndarray:
     """Colour a ``(C, h, w)`` feature map by its first three principal components.
 
     Returns an ``(h, w, 3)`` float array in [0, 1]. Each component is scaled by its 1st and 99th
-    percentiles and its sign is fixed (largest loading positive) so colours are reproducible.
+    percentiles and its sign is fixed (largest-magnitude score positive) so colours are reproducible.
     """
     from sklearn.utils.extmath import randomized_svd
 
@@ -133,9 +133,10 @@ def pca_rgb(features: Any, *, seed: int = 0) -> np.ndarray:
     flat = x.reshape(c, h * w).T
     flat = flat - flat.mean(axis=0, keepdims=True)
     k = min(3, *flat.shape)
-    u, s, vt = randomized_svd(flat, n_components=k, random_state=seed)
+    u, s, _ = randomized_svd(flat, n_components=k, random_state=seed)
     comps = u * s
-    signs = np.sign(vt[np.arange(k), np.abs(vt).argmax(axis=1)])
+    # the SVD's sign is arbitrary: make each component's largest-magnitude score positive
+    signs = np.sign(comps[np.abs(comps).argmax(axis=0), np.arange(k)])
     comps = comps * np.where(signs == 0, 1, signs)
     if k < 3:
         comps = np.concatenate([comps, np.zeros((comps.shape[0], 3 - k))], axis=1)

@@ -1,0 +1,152 @@
+"""Static views: overlays, PCA colours, layer grid and scores, eigenvectors and the eigenvector explorer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+import diffcut_lab as dl
+from diffcut_lab import viz
+from diffcut_lab.affinity import affinity
+from diffcut_lab.viz import _common
+
+
+def _blocks(h: int = 16, w: int = 16, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    seg = (xx >= w // 3).astype(int) + 2 * (yy >= 2 * h // 3)
+    return (rng.normal(size=(8, h, w)) * 0.2 + rng.normal(size=(4, 8))[seg].transpose(2, 0, 1)).astype(np.float32)
+
+
+def test_overlay_legend_and_hover_sizes():
+    img = np.full((60, 90, 3), 128, np.uint8)
+    lab = np.zeros((6, 9), np.int64)
+    lab[:, 3:] = 1
+    lab[4:, 6:] = 2
+    fig = viz.overlay(img, lab)
+    legend = [t for t in fig.data if isinstance(t, go.Scatter)]
+    assert [t.name.split(":")[0] for t in legend] == ["segment 0", "segment 1", "segment 2"]
+    # sizes in input pixels: each of the 54 label cells covers 100 pixels
+    assert "1,800 px" in legend[0].name and "3,000 px" in legend[1].name and ": 600 px" in legend[2].name
+    hover = next(t for t in fig.data if isinstance(t, go.Heatmap))
+    assert hover.customdata[0][0][0] == 1800 and "id %{z}" in hover.hovertemplate
+    assert fig.layout.title.text == "3 segments"
+    json.loads(fig.to_json())  # serialisable for HTML reports
+    named = viz.overlay(img, lab, names=["sky", "sea", "boat"])
+    assert [t.name.split(":")[0] for t in named.data if isinstance(t, go.Scatter)] == ["sky", "sea", "boat"]
+
+
+def test_overlay_rejects_bad_labels():
+    with pytest.raises(ValueError, match="grid"):
+        viz.overlay(np.zeros((8, 8, 3), np.uint8), np.zeros(16, np.int64))
+
+
+def test_compare_overlays_panels():
+    img = np.zeros((32, 32, 3), np.uint8)
+    a = np.zeros((4, 4), np.int64)
+    b = a.copy()
+    b[:, 2:] = 1
+    fig = viz.compare_overlays(img, {"paper": a, "fixed": b})
+    titles = [ann.text for ann in fig.layout.annotations]
+    assert titles == ["paper: 1 segment", "fixed: 2 segments"]
+
+
+def test_pca_rgb_is_deterministic_and_in_range():
+    f = _blocks()
+    a, b = viz.pca_rgb(f), viz.pca_rgb(f)
+    assert a.shape == (16, 16, 3) and a.min() >= 0 and a.max() <= 1
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(viz.pca_rgb(-f), a, atol=1e-6)  # sign fixed
+
+
+def test_label_palette_distinct():
+    colors = viz.label_palette(80)
+    assert len(set(colors)) == 80
+
+
+def test_layer_sort_key_forward_order():
+    names = ["up_blocks.1.attentions.0.x", "mid_block.attentions.0.x", "down_blocks.10.a", "down_blocks.2.a"]
+    assert sorted(names, key=_common.layer_sort_key) == [
+        "down_blocks.2.a", "down_blocks.10.a", "mid_block.attentions.0.x", "up_blocks.1.attentions.0.x"
+    ]
+
+
+@pytest.fixture(scope="module")
+def tiny_cache():
+    from diffcut_lab.datasets.synthetic import make_scene
+    from diffcut_lab.testing import tiny_backbone
+
+    bb = tiny_backbone("sd1", image_size=64)
+    scenes = [make_scene(s, size=64) for s in (0, 1)]
+    cache = dl.capture(bb, [s.image for s in scenes], layers="attn1", timesteps=[10, 50])
+    return cache, scenes
+
+
+def test_layer_scores_and_sorting(tiny_cache):
+    cache, scenes = tiny_cache
+    df = viz.layer_scores(cache, [s.mask for s in scenes])
+    assert len(df) == len(cache.layers) * 2 * 2
+    assert df["miou"].between(0, 1).all() and (df["n_segments"] >= 1).all()
+    stages = df.drop_duplicates("layer")["stage"].tolist()
+    assert stages == sorted(stages, key=["down", "mid", "up"].index)
+    by_miou = viz.layer_scores(cache, [s.mask for s in scenes], sort_by="miou")
+    means = by_miou.groupby("layer", sort=False)["miou"].mean().tolist()
+    assert means == sorted(means, reverse=True)
+    no_gt = viz.layer_scores(cache, images=[0], timesteps=[50])
+    assert no_gt["miou"].isna().all() and len(no_gt) == len(cache.layers)
+    with pytest.raises(dl.ParameterError):
+        viz.layer_scores(cache, sort_by="colour")
+    with pytest.raises(dl.UnknownLayerError):
+        viz.layer_scores(cache, layers=["nope"])
+
+
+def test_layer_grid_tiles_and_titles(tiny_cache):
+    cache, scenes = tiny_cache
+    fig = viz.layer_grid(cache, gt=scenes[0].mask, timesteps=[50])
+    images = [t for t in fig.data if isinstance(t, go.Image)]
+    assert len(images) == 2 * len(cache.layers)  # PCA + segmentation per layer
+    assert sum("mIoU" in (a.text or "") for a in fig.layout.annotations) == len(cache.layers)
+    assert "sorted by stage" in fig.layout.title.text
+    fig2 = viz.layer_grid(cache, image=scenes[1].image, image_index=1, timesteps=[10, 50], sort_by="name")
+    assert len([t for t in fig2.data if isinstance(t, go.Image)]) == 4 * len(cache.layers)
+
+
+def test_eigenvectors_spectrum_and_gap():
+    f = _blocks()
+    spec = viz.laplacian_spectrum(f, 10, alpha=10.0)
+    assert spec.values[0] == pytest.approx(0.0, abs=1e-6)
+    assert np.all(np.diff(spec.values) >= -1e-9)
+    assert spec.largest_gap == 3  # four blocks: four near-zero eigenvalues
+    fig = viz.eigenvectors(f, k=8, image=np.zeros((64, 64, 3), np.uint8))
+    heat = [t for t in fig.data if isinstance(t, go.Heatmap)]
+    assert len(heat) == 9  # 8 eigenvectors + the affinity row
+    assert any("largest gap after λ3" in (a.text or "") for a in fig.layout.annotations)
+    # an affinity matrix works too, with its grid
+    W = affinity(f, alpha=10.0)
+    fig_w = viz.eigenvectors(W, k=4, grid=(16, 16), pixel=(0, 0))
+    row = next(t for t in fig_w.data if t.name == "affinity row")
+    np.testing.assert_allclose(np.asarray(row.z).ravel(), np.asarray(W)[0], atol=1e-4)
+    with pytest.raises(ValueError, match="grid"):
+        viz.eigenvectors(np.eye(10), k=2)
+
+
+def test_eigenvector_explorer_click_and_alpha():
+    f = _blocks()
+    app = viz.eigenvector_explorer(f, k=4)
+    row = next(t for t in app.figure.data if t.name == "affinity row")
+    before = np.asarray(row.z).copy()
+
+    class Points:
+        xs, ys = [1], [14]
+
+    app.figure.data[0]._dispatch_on_click(Points(), None)
+    assert app.pixel == (14, 1)
+    assert not np.array_equal(before, np.asarray(row.z))
+    mark = next(t for t in app.figure.data if t.name == "pixel")
+    assert (mark.x[0], mark.y[0]) == (1, 14)
+    vals = app.spectrum.values.copy()
+    app.alpha_slider.value = 2.0
+    assert app.alpha == 2.0 and not np.allclose(vals, app.spectrum.values)
