@@ -1,0 +1,133 @@
+"""The notebooks: committed without outputs, a tagged parameters cell, library calls only, and each one
+executes top to bottom on the pocket model (papermill, with a real kernel)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+EXPECTED = [
+    "01_quickstart.ipynb",
+    "02_compare_layers.ipynb",
+    "03_affinity_eigenvectors.ipynb",
+    "04_step_through_recursive_cut.ipynb",
+    "05_report.ipynb",
+    "06_ablation_layers_timesteps.ipynb",
+]
+MODEL = os.environ.get("DIFFCUT_LAB_TEST_MODEL", "pocket")
+FIX = "strip them with: jupyter nbconvert --clear-output --inplace notebooks/*.ipynb"
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+PARAM_LINE = re.compile(r"^[A-Za-z_]\w* = [^#]+?(  # [^'\"]*)?$")
+
+
+def _code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def test_all_notebooks_present():
+    assert [p.name for p in NOTEBOOKS] == EXPECTED
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_without_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    for i, cell in enumerate(_code_cells(nb)):
+        assert cell.outputs == [], f"{path.name}: code cell {i} holds outputs; {FIX}"
+        assert cell.execution_count is None, f"{path.name}: code cell {i} has an execution count; {FIX}"
+    assert "widgets" not in nb.metadata, f"{path.name} holds widget state; {FIX}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameters_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    first = _code_cells(nb)[0]
+    assert "parameters" in first.metadata.get("tags", []), f"{path.name}: first code cell is not tagged"
+    lines = [ln for ln in first.source.splitlines() if ln.strip()]
+    for ln in lines:  # plain `name = value  # comment` lines: papermill parses them reliably
+        assert PARAM_LINE.match(ln), f"{path.name}: parameter line not plain: {ln!r}"
+        ast.parse(ln)
+    assert any(re.match(r'^model = "pocket"', ln) for ln in lines), f"{path.name}: model must default to pocket"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_call_the_library(path):
+    """No algorithm defined inline: no function or class definitions in the notebooks."""
+    nb = nbformat.read(path, as_version=4)
+    for cell in _code_cells(nb):
+        tree = ast.parse(cell.source)
+        defs = [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+        assert not defs, f"{path.name} defines {defs}; put algorithms in the library"
+        assert "import diffcut_lab" in "".join(c.source for c in _code_cells(nb))
+
+
+def test_report_notebook_is_packaged_verbatim():
+    packaged = ROOT / "diffcut_lab" / "notebooks" / "05_report.ipynb"
+    assert packaged.read_bytes() == (ROOT / "notebooks" / "05_report.ipynb").read_bytes(), (
+        "notebooks/05_report.ipynb and its package-data copy differ; run: "
+        "cp notebooks/05_report.ipynb diffcut_lab/notebooks/05_report.ipynb"
+    )
+    src = "".join(c.source for c in _code_cells(nbformat.read(packaged, as_version=4)))
+    assert 'pio.renderers.default = "plotly_mimetype+notebook"' in src
+    params = _code_cells(nbformat.read(packaged, as_version=4))[0].source
+    for name in ("model", "images", "layer", "timestep", "alpha", "tau", "refine", "mode"):
+        assert re.search(rf"^{name} = ", params, re.M), f"report parameter {name} missing"
+
+
+# --------------------------------------------------------------------------------------------- execution
+#: lighter parameters for CI (the defaults are what a user runs; these keep the suite within its budget)
+CI_PARAMETERS = {
+    "01_quickstart": {"n_images": 2},
+    "02_compare_layers": {"n_scenes": 2, "timesteps": [10, 50]},
+    "03_affinity_eigenvectors": {},
+    "04_step_through_recursive_cut": {},
+    "06_ablation_layers_timesteps": {"limit": 2, "taus": [0.5]},
+}
+
+
+def _model_available() -> bool:
+    if MODEL != "pocket":
+        return Path(MODEL).exists()
+    from diffcut_lab.backbones import pocket_weights_dir
+
+    return (pocket_weights_dir() / "unet").is_dir()
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CI_PARAMETERS))
+def test_notebook_executes(name, tmp_path):
+    """Runs the notebook with papermill (05 runs in tests/test_report.py through the CLI)."""
+    import papermill as pm
+
+    if not _model_available():
+        pytest.skip(f"model {MODEL!r} is not installed (the pocket weights ship with the package)")
+    params = dict(CI_PARAMETERS[name])
+    if MODEL != "pocket":
+        params["model"] = MODEL
+        if name.startswith("06"):
+            params["layers"] = ["diffcut"]
+    out = tmp_path / f"{name}.ipynb"
+    t0 = time.perf_counter()
+    pm.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(out), parameters=params,
+                        cwd=str(tmp_path), progress_bar=False, kernel_name="python3",
+                        request_save_on_cell_execute=False, execution_timeout=300)
+    seconds = time.perf_counter() - t0
+    nb = json.loads(out.read_text())
+    outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    figures = [o for o in outputs if PLOTLY_MIME in o.get("data", {})]
+    assert figures, f"{name} displayed no plotly figure"
+    if name.startswith("04"):
+        widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+        assert len(widgets) == 2, "notebook 04 shows two steppers (fixed and paper mode)"
+    assert seconds < 120, f"{name} took {seconds:.0f} s"
