@@ -69,7 +69,7 @@ class TrainConfig:
 
     steps: int = 800
     batch_size: int = 8
-    lr: float = 1e-3
+    lr: float = 5e-4
     weight_decay: float = 0.01
     warmup: int = 40
     min_lr_ratio: float = 0.05
