@@ -67,7 +67,7 @@ class TrainConfig:
         Steps between checkpoints (a checkpoint is also written at the end).
     """
 
-    steps: int = 800
+    steps: int = 700
     batch_size: int = 8
     lr: float = 5e-4
     weight_decay: float = 0.01
@@ -295,7 +295,7 @@ def _parser() -> argparse.ArgumentParser:
             "with the standard epsilon-prediction loss. Writes <out>/checkpoint.pt while it runs (resumed "
             "automatically by the next run with the same --out) and <out>/weights at the end, the layout "
             "that load_backbone reads. The defaults reproduce the shipped weights (about 35-45 minutes on a "
-            "2-core CPU, about a minute on a GPU)."
+            "2-core CPU when it is not shared, about 2 minutes on a GPU)."
         ),
         epilog="Ship a result with: cp -r <out>/weights diffcut_lab/pocket/weights",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
