@@ -32,11 +32,21 @@ def test_overlay_legend_and_hover_sizes():
     # sizes in input pixels: each of the 54 label cells covers 100 pixels
     assert "1,800 px" in legend[0].name and "3,000 px" in legend[1].name and ": 600 px" in legend[2].name
     hover = next(t for t in fig.data if isinstance(t, go.Heatmap))
-    assert hover.customdata[0][0][0] == 1800 and "id %{z}" in hover.hovertemplate
+    assert hover.customdata[0][0][0] == 1800 and "segment %{z}" in hover.hovertemplate
     assert fig.layout.title.text == "3 segments"
     json.loads(fig.to_json())  # serialisable for HTML reports
     named = viz.overlay(img, lab, names=["sky", "sea", "boat"])
     assert [t.name.split(":")[0] for t in named.data if isinstance(t, go.Scatter)] == ["sky", "sea", "boat"]
+
+
+def test_overlay_stays_small_for_reports():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (512, 512, 3), dtype=np.uint8)
+    lab = np.kron(rng.integers(0, 12, (32, 32)), np.ones((16, 16), int))  # labels at the input size
+    fig = viz.overlay(img, lab)
+    assert len(fig.to_json()) < 600_000
+    hover = next(t for t in fig.data if isinstance(t, go.Heatmap))
+    assert max(np.shape(hover.z)) <= 96
 
 
 def test_overlay_rejects_bad_labels():

@@ -33,6 +33,7 @@ def overlay_traces(
     legend: bool = True,
     legendgroup: str | None = None,
     names: Mapping[int, str] | Sequence[str] | None = None,
+    hover_side: int = 96,
 ) -> list[go.BaseTraceType]:
     """Traces of one overlay: the blended picture, a transparent hover layer and legend entries.
 
@@ -52,14 +53,16 @@ def overlay_traces(
         Legend group of the entries (to tell several overlays in one figure apart).
     names
         Optional segment names (id -> name), e.g. class names of a ground truth.
+    hover_side
+        The hover layer has at most this many cells a side (keeps HTML reports small).
     """
     rgb = as_rgb(image)
     lab = as_labels(labels)
     H, W = rgb.shape[:2]
     small = downscale(rgb, max_side)
     h_img, w_img = small.shape[:2]
-    # hover at no more than the labels' own resolution or the display resolution
-    hover_shape = (min(lab.shape[0], h_img), min(lab.shape[1], w_img))
+    # hover on a coarse grid (at most hover_side cells a side): enough to point at a segment, and small
+    hover_shape = (min(lab.shape[0], h_img, hover_side), min(lab.shape[1], w_img, hover_side))
     hover_lab = resize_labels(lab, hover_shape)
     ids, counts = np.unique(lab, return_counts=True)
     scale = (H * W) / lab.size  # size in input-image pixels
@@ -75,19 +78,27 @@ def overlay_traces(
 
     painted = blend_labels(small, lab, opacity=opacity)
     traces: list[go.BaseTraceType] = [image_trace(painted, name="overlay")]
-    size_grid = np.vectorize(lambda k: sizes.get(int(k), 0), otypes=[np.int64])(hover_lab)
-    name_grid = np.vectorize(name_of, otypes=[object])(hover_lab)
-    custom = np.dstack([size_grid, np.round(100 * size_grid / total, 1), name_grid])
+    size_of = np.zeros(int(lab.max()) + 1 if lab.size else 1, dtype=np.int64)
+    size_of[ids] = [sizes[k] for k in ids.tolist()]
+    size_grid = size_of[hover_lab]
+    custom = np.dstack([size_grid, np.round(100 * size_grid / total, 1)])
+    hover: dict[str, Any] = {
+        "hovertemplate": "segment %{z}<br>%{customdata[0]} px, %{customdata[1]}%<extra></extra>"
+    }
+    if names is not None:
+        hover = {
+            "text": np.vectorize(name_of, otypes=[object])(hover_lab),
+            "hovertemplate": "%{text} (id %{z})<br>%{customdata[0]} px, %{customdata[1]}%<extra></extra>",
+        }
     traces.append(
         go.Heatmap(
             z=hover_lab,
             customdata=custom,
-            hovertemplate="%{customdata[2]} (id %{z})<br>%{customdata[0]} px, %{customdata[1]}%"
-            "<extra></extra>",
             showscale=False,
             opacity=0.0,
             colorscale=[[0, "rgba(0,0,0,0)"], [1, "rgba(0,0,0,0)"]],
             name="segments",
+            **hover,
             **grid_geometry((h_img, w_img), hover_shape),
         )
     )

@@ -259,7 +259,7 @@ class _StepData:
         acc = _accepted(s)
         return {
             # colorscales are repeated in every update: a FigureWidget may drop the constructor's ones
-            T_SPLIT: {"z": split.reshape(h, w), "colorscale": _SPLIT_SCALE, "zmin": 0, "zmax": 3},
+            T_SPLIT: {"z": split.reshape(h, w).astype(np.int8), "colorscale": _SPLIT_SCALE, "zmin": 0, "zmax": 3},
             T_FIEDLER: {
                 "z": _round(fz.reshape(h, w)),
                 "colorscale": "RdBu_r",
@@ -282,7 +282,6 @@ class _StepData:
                 "zmin": -0.5,
                 "zmax": k - 0.5,
                 "colorscale": _partition_colorscale(k),
-                "customdata": part,
             },
             T_ICICLE: self.icicle_props(i),
         }
