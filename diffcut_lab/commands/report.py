@@ -181,7 +181,10 @@ def export_pngs(figs: Sequence[dict], directory: Path, *, scale: float = 1.0) ->
         fig.layout.sliders = None  # a static picture of the first frame
         fig.layout.updatemenus = None
     try:
-        pio.write_images(objs, paths, format="png", scale=scale)
+        # kaleido's default size (700 x 500) squeezes multi-panel figures: use the figures' own
+        pio.write_images(objs, paths, format="png", scale=scale,
+                         width=[f.layout.width or 1100 for f in objs],
+                         height=[f.layout.height or 500 for f in objs])
     except Exception as exc:
         warnings.warn(
             f"PNG figures were not written: kaleido could not render them ({type(exc).__name__}: {exc}). "

@@ -183,8 +183,9 @@ def step_summary(tree: Any, i: int) -> str:
 class _StepData:
     """Computes the trace updates of every step of one tree (cached), for the figure builders."""
 
-    def __init__(self, tree: Any) -> None:
+    def __init__(self, tree: Any, *, interactive: bool = True) -> None:
         self.tree = tree
+        self.interactive = interactive
         self.grid = _grid_of(tree)
         self.n = self.grid[0] * self.grid[1]
         self.layout = icicle_layout(tree)
@@ -298,7 +299,8 @@ class _StepData:
             "Fiedler vector (orange: side > threshold)",
             f"NCut vs threshold: <span style='color:{color}'><b>{verdict}</b></span>",
             f"partition after step {i + 1}: {k} segment{'s' if k != 1 else ''}",
-            f"tree of cuts: {len(self.tree.steps)} steps, {self.k_final} leaves (click a node)",
+            f"tree of cuts: {len(self.tree.steps)} steps, {self.k_final} leaves"
+            + (" (click a node)" if self.interactive else ""),
         ]
 
 
@@ -466,7 +468,7 @@ def cut_steps_figure(
     plotly.graph_objects.Figure
         The figure shows the first step; the slider (or the play button) moves through the others.
     """
-    data = _StepData(tree)
+    data = _StepData(tree, interactive=False)
     if not tree.steps:
         raise ValueError("the tree has no recorded steps (a graph of a single node cannot be cut)")
     bg = _background(image, features, data.grid, max_side)
