@@ -21,7 +21,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 from diffcut_lab._reference_ncut import clustered_features, reference_affinity, reference_ncut
-from diffcut_lab.affinity import affinity
+from diffcut_lab.affinities import affinity
 from diffcut_lab.ncut import recursive_ncut
 
 OUT = Path(__file__).parent / "results" / "ncut.json"

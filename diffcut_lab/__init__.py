@@ -43,7 +43,7 @@ _EXPORTS: dict[str, str] = {
     "resolve_layers": "hooks",
     "memory_estimate": "hooks",
     # segmentation core
-    "affinity": "affinity",
+    "affinity": "affinities",
     "recursive_ncut": "ncut",
     "CutTree": "ncut",
     "CutStep": "ncut",
@@ -83,7 +83,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
     from .ablation import AblationGrid, run_ablation, summarize
-    from .affinity import affinity
+    from .affinities import affinity
     from .backbones import Backbone, load_backbone
     from .baselines import segment_features
     from .datasets import list_datasets, load_dataset

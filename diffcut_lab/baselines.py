@@ -2,7 +2,7 @@
 
 :func:`segment_features` partitions a ``(C, h, w)`` feature map into ``(h, w)`` int64 labels with:
 
-* ``"diffcut"`` -- the DiffCut affinity (:func:`diffcut_lab.affinity.affinity`) and the recursive
+* ``"diffcut"`` -- the DiffCut affinity (:func:`diffcut_lab.affinities.affinity`) and the recursive
   normalized cut (:func:`diffcut_lab.ncut.recursive_ncut`); keywords ``alpha``, ``tau``, ``mode``,
   ``min_size``, ``max_depth``, ``solver`` (and ``seed``, accepted and unused: the method is
   deterministic, and every method takes ``seed=``);
@@ -89,7 +89,7 @@ def _diffcut(
     seed: int | None = None,
 ) -> np.ndarray:
     del seed  # deterministic; accepted so that every method takes seed=
-    from .affinity import affinity
+    from .affinities import affinity
     from .ncut import recursive_ncut
 
     h, w = f.shape[1:]
@@ -152,7 +152,7 @@ def _spectral(
 ) -> np.ndarray:
     from sklearn.cluster import spectral_clustering
 
-    from .affinity import affinity
+    from .affinities import affinity
 
     W = affinity(f, alpha=alpha, dtype=torch.float64).numpy()
     n = W.shape[0]

@@ -14,7 +14,7 @@ Steps of :meth:`DiffCut.segment` (DiffCut, Couairon et al., NeurIPS 2024):
    original size and aspect);
 2. the batch is resized to the backbone's input size (``image_size``, default the backbone's native size)
    and one UNet forward at ``timestep`` captures ``layer`` (:func:`~diffcut_lab.hooks.capture`);
-3. per image, :func:`~diffcut_lab.affinity.affinity` (``alpha``) and
+3. per image, :func:`~diffcut_lab.affinities.affinity` (``alpha``) and
    :func:`~diffcut_lab.ncut.recursive_ncut` (``tau``, ``mode``) partition the feature grid;
 4. the grid labels are upsampled (``upsample="concept"`` -- concept assignment -- or ``"nearest"``) to the
    output size and refined (``refine="pamr"``: PAMR then a 3 x 3 median, the published evaluation;
@@ -570,7 +570,7 @@ class DiffCut:
     def _segment_one(
         self, f: torch.Tensor, region: torch.Tensor | None, out_size: tuple[int, int]
     ) -> Segmentation:
-        from .affinity import affinity
+        from .affinities import affinity
         from .ncut import recursive_ncut
 
         cfg = self.config

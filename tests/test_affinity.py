@@ -1,4 +1,4 @@
-"""Tests for diffcut_lab.affinity."""
+"""Tests for diffcut_lab.affinities (the public function is ``diffcut_lab.affinity``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diffcut_lab._reference_ncut import clustered_features, reference_affinity
-from diffcut_lab.affinity import affinity
+from diffcut_lab.affinities import affinity
 from diffcut_lab.errors import FeatureError, ParameterError
 
 

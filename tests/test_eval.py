@@ -71,7 +71,7 @@ def test_eval_command_on_fake_voc(voc_root, tiny_dir, tmp_path, capsys):
 def test_eval_follows_the_protocol_step_by_step(voc_root, tiny_dir, refine):
     """Recompute one image by hand: crop, resize, capture, affinity, NCut, concept assignment,
     background merge, (PAMR + median), Hungarian -> the same TP/FP/FN as the evaluation."""
-    from diffcut_lab.affinity import affinity
+    from diffcut_lab.affinities import affinity
     from diffcut_lab.backbones import load_backbone
     from diffcut_lab.hooks import capture
     from diffcut_lab.metrics import image_counts, merge_background

@@ -30,3 +30,14 @@ def test_errors_share_one_base():
     for name in ["FeatureError", "ImageInputError", "ModelLoadError", "ParameterError",
                  "UnknownLayerError", "UnsupportedModelError"]:
         assert issubclass(getattr(dl, name), dl.DiffCutLabError)
+
+
+def test_function_names_are_not_shadowed_by_submodules():
+    """``dl.affinity`` stays the function even after the library imported its own modules."""
+    code = (
+        "import diffcut_lab as dl, diffcut_lab.ncut, diffcut_lab.pipeline, diffcut_lab.baselines; "
+        "import types; print(all(callable(getattr(dl, n)) and not isinstance(getattr(dl, n), types.ModuleType) "
+        "for n in ('affinity', 'recursive_ncut', 'hungarian_miou', 'pamr', 'capture', 'summarize')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "True"

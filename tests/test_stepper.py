@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import diffcut_lab as dl
-from diffcut_lab.affinity import affinity
+from diffcut_lab.affinities import affinity
 from diffcut_lab.viz import stepper as st
 
 

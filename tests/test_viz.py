@@ -10,7 +10,7 @@ import pytest
 
 import diffcut_lab as dl
 from diffcut_lab import viz
-from diffcut_lab.affinity import affinity
+from diffcut_lab.affinities import affinity
 from diffcut_lab.viz import _common
 
 

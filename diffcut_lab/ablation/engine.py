@@ -135,7 +135,7 @@ def _baseline_labels(method: str, feats: torch.Tensor, params: str, seed: int, a
 
 def _diffcut_trees(feats: torch.Tensor, cfgs: Sequence[Config]) -> dict[str, tuple[np.ndarray, float]]:
     """Labels (h, w) per configuration id: one recursion per (alpha, mode) at the largest tau."""
-    from ..affinity import affinity
+    from ..affinities import affinity
     from ..ncut import recursive_ncut
 
     h, w = feats.shape[-2:]

@@ -53,7 +53,7 @@ def _affinity_and_grid(W_or_features: Any, grid: tuple[int, int] | None, alpha: 
         x = x.detach().float().cpu().numpy()
     x = np.asarray(x)
     if x.ndim == 3:  # (C, h, w) features -> the library's affinity
-        from ..affinity import affinity
+        from ..affinities import affinity
 
         W = affinity(x, alpha=alpha)
         W = W.detach().cpu().numpy() if hasattr(W, "detach") else np.asarray(W)

@@ -696,7 +696,7 @@ class CutStepper:
             self.set_alpha(change["new"])
 
     def _recompute(self, tau: float) -> Any:
-        from ..affinity import affinity
+        from ..affinities import affinity
         from ..ncut import recursive_ncut
 
         W = affinity(self._features, alpha=self.alpha)
