@@ -12,10 +12,11 @@ Two modes:
     The published algorithm, quirks included, so that its partitions are reproduced on the same affinity.
     See :func:`recursive_ncut` for the list of quirks.
 ``mode="fixed"`` (default)
-    The same idea without the quirks: sub-graphs are plain index subsets (no node is dropped), the
-    threshold is the exact best over all cut points of the sorted Fiedler vector, disconnected sub-graphs
-    are split along their components, the eigen solver is chosen by size (dense float64 / ARPACK) with a
-    dense fallback, and ``min_size`` / ``max_depth`` are available. Sparse (kNN) affinities are accepted.
+    The same idea without the quirks: sub-graphs are plain index subsets without self-loops (no node is
+    dropped, no single pixel is peeled off by its own diagonal weight), the threshold is the exact best
+    over all cut points of the sorted Fiedler vector, disconnected sub-graphs are split along their
+    components, the eigen solver is chosen by size (dense float64 / ARPACK) with a dense fallback, and
+    ``min_size`` / ``max_depth`` are available. Sparse (kNN) affinities are accepted.
 """
 
 from __future__ import annotations
@@ -357,10 +358,22 @@ def _as_graph(w: Any, mode: str) -> tuple[Any, int]:
 
 
 def _subgraph(g: Any, idx: np.ndarray) -> Any:
+    """The induced sub-graph on ``idx`` (a copy), without self-loops.
+
+    Self-loops are dropped because they count in a node's degree but can never be cut: with
+    ``affinity``'s unit diagonal, a single pixel whose summed similarity ``c`` to the rest is below 1 has
+    ``NCut = c / (1 + c) + ... < 0.5`` and would be peeled off as its own segment on noisy features.
+    Without them, any cut with a one-pixel side has ``NCut >= 1``.
+    """
     if sp.issparse(g):
-        return g[idx][:, idx]
+        sub = g[idx][:, idx].tocsr()
+        sub = (sub - sp.diags(sub.diagonal())).tocsr()
+        sub.eliminate_zeros()
+        return sub
     sub = g[np.ix_(idx, idx)]
-    return sub.astype(np.float64, copy=False) if idx.shape[0] <= 4096 else sub
+    sub = sub.astype(np.float64, copy=False) if idx.shape[0] <= 4096 else sub
+    np.fill_diagonal(sub, 0.0)
+    return sub
 
 
 def _fixed_attempt(g: Any, members: np.ndarray, solver: str, warm: np.ndarray | None, min_size: int) -> dict:
@@ -649,10 +662,12 @@ def recursive_ncut(
     6. Where the published code would crash (``eigh`` failure, a zero degree) or recurse forever (an
        accepted cut with an empty side), the step is recorded as rejected with the reason.
 
-    ``mode="fixed"`` differs: sub-graphs are plain index subsets (no dropping), the threshold is the
-    exact minimiser over all cut points of the sorted Fiedler vector (so its NCut is <= the paper's on
-    the same vector), disconnected sub-graphs are split along a component (NCut 0), the eigen solver is
-    float64, and ``min_size`` / ``max_depth`` apply.
+    ``mode="fixed"`` differs: sub-graphs are plain index subsets (no dropping) without self-loops (the
+    diagonal of ``W`` is ignored: it inflates the volume of tiny regions, so on noisy features single
+    pixels would be split off with NCut below 0.5; without it a one-pixel side costs NCut >= 1), the
+    threshold is the exact minimiser over all cut points of the sorted Fiedler vector, disconnected
+    sub-graphs are split along a component (NCut 0), the eigen solver is float64, and ``min_size`` /
+    ``max_depth`` apply.
 
     ``CutTree.prune(tau2)`` for ``tau2 <= tau`` equals a fresh run at ``tau2`` in both modes (a node's
     computation never depends on tau).
