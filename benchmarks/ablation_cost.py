@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     t_cap6 = sum(timed(capture, bb, x, layers=layers, timesteps=50)[1] for x in xs)
 
     # the sweep's copy of the single configuration must be the single run's result
-    same = sweep_df[(sweep_df.layer == "diffcut") & (sweep_df.alpha == 10.0) & (sweep_df.tau == 0.5)]
+    diffcut_layer = resolve_layer(bb, "diffcut")  # the sweep lists layers by name, the single run by alias
+    same = sweep_df[(sweep_df.layer == diffcut_layer) & (sweep_df.alpha == 10.0) & (sweep_df.tau == 0.5)]
+    assert len(same) == len(single_df), (len(same), len(single_df), sorted(set(sweep_df.layer)))
     consistent = [list(v) for v in same.sort_values("image_index")["tp"]] == [
         list(v) for v in single_df["tp"]
     ]
