@@ -157,3 +157,23 @@ def test_report_end_to_end(tmp_path, images, artifacts_dir):
     leftovers = [p.name for p in out.parent.iterdir()]
     assert sorted(leftovers) == sorted(["demo.html", "demo.ipynb", "demo_figures"][: 3 if pngs else 2])
     shutil.copy(out, artifacts_dir / "report_demo.html")
+    if Path("/usr/bin/chromium").exists():
+        assert _drawn_figures_offline(out) == 2 * len(images)
+
+
+def _drawn_figures_offline(html: Path) -> int:
+    """Open the report in Chromium with every network request refused; count the figures plotly drew."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.route("http*://**", lambda route: route.abort())  # CDN scripts of the template fail
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(html.resolve().as_uri())
+            page.wait_for_function("document.querySelectorAll('.plotly-graph-div .main-svg').length > 0")
+            assert not errors, errors
+            return page.locator(".plotly-graph-div:has(.main-svg)").count()
+        finally:
+            browser.close()
