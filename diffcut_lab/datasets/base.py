@@ -153,17 +153,14 @@ class SegDataset(Sequence):
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8 RGB; a missing or unreadable file -> ImageInputError."""
-    from PIL import Image
+    """Read an image file as (H, W, 3) uint8 RGB with :func:`diffcut_lab.images.load_image` (any mode,
+    16-bit and alpha handled as for every other input); a missing or unreadable file -> ImageInputError."""
+    from ..images import load_image
 
     path = Path(path)
     if not path.is_file():
         raise ImageInputError(f"expected an image file at {path}, found none; check the dataset root")
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except OSError as err:
-        raise ImageInputError(f"cannot read the image {path}: {err}") from err
+    return np.array(load_image(path), dtype=np.uint8)
 
 
 def read_label(path: Path) -> np.ndarray:
