@@ -18,13 +18,13 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageInputError, ParameterError
+from .options import POLICIES
 
 __all__ = ["ImageLike", "load_image", "parse_size", "to_batch"]
 
 #: Anything :func:`load_image` accepts.
 ImageLike = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray | torch.Tensor
 
-_POLICIES = ("resize", "center_crop")
 
 
 def load_image(src: ImageLike) -> Image.Image:
@@ -102,8 +102,8 @@ def to_batch(
     ParameterError
         Unknown ``policy`` or an invalid ``size``.
     """
-    if policy not in _POLICIES:
-        raise ParameterError(f"unknown resize policy {policy!r}; expected one of {_POLICIES}.")
+    if policy not in POLICIES:
+        raise ParameterError(f"unknown resize policy {policy!r}; expected one of {POLICIES}.")
     target = None if size is None else parse_size(size)
     if isinstance(images, torch.Tensor) and images.ndim == 4:
         items: list[torch.Tensor] = [_as_chw_float(img) for img in images]

@@ -30,10 +30,10 @@ import torch
 
 from . import _eigen
 from .errors import FeatureError, ParameterError
+from .options import MODES
 
 __all__ = ["CutStep", "CutTree", "recursive_ncut"]
 
-MODES = ("fixed", "paper")
 SOLVERS = ("auto", "dense", "eigsh", "torch32")
 PAPER_DENSE_MAX = 384  # paper mode, "auto": published float32 eigh up to this size, certified ARPACK above
 N_THRESHOLDS = 100

@@ -46,15 +46,11 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ImageInputError, ParameterError
+from .options import MODES, POLICIES, REFINES, TAU_MAX, UPSAMPLES
 from .refine import concept_assignment, median_filter, nearest_upsample, pamr
 
 __all__ = ["DiffCut", "DiffCutConfig", "Segmentation", "label_colors", "overlay"]
 
-REFINES = ("pamr", "median", "none")
-UPSAMPLES = ("concept", "nearest")
-MODES = ("fixed", "paper")
-POLICIES = ("resize", "center_crop")
-TAU_MAX = 2.0
 
 
 def _size_or_none(value: Any, name: str) -> tuple[int, int] | None:

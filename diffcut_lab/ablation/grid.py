@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ParameterError
+from ..options import MODES, REFINES
 
 __all__ = ["METHODS", "REFINES", "AblationGrid", "Config", "config_id", "stable_hash"]
 
 METHODS = ("diffcut", "kmeans", "spectral", "diffseg")
-REFINES = ("none", "median", "pamr")
-MODES = ("fixed", "paper")
 
 #: configuration columns, in table order (everything that, with the image, determines one result row)
 CONFIG_COLUMNS = (

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ..options import MODES, REFINES
+
 DATASET_CHOICES = (
     "voc",
     "context",
@@ -43,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--root", help="dataset directory (required for the six benchmarks)")
     p.add_argument("--model", default="segmind/SSD-1B", help="'pocket', a hub id or a diffusers directory")
     p.add_argument(
-        "--refine", default="none", choices=("none", "pamr", "median"), help="refinement (paper: pamr)"
+        "--refine", default="none", choices=REFINES, help="refinement (paper: pamr)"
     )
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
     p.add_argument("--split", default=None, help="dataset split (default: val; synthetic: test)")
@@ -53,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--timestep", type=int, default=50, help="noising timestep (default 50)")
     p.add_argument("--alpha", type=float, default=10.0, help="affinity exponent (default 10)")
     p.add_argument("--tau", type=float, default=0.5, help="NCut threshold (default 0.5)")
-    p.add_argument("--mode", default="fixed", choices=("fixed", "paper"), help="recursive NCut variant")
+    p.add_argument("--mode", default="fixed", choices=MODES, help="recursive NCut variant")
     p.add_argument("--method", default="diffcut", choices=("diffcut", "kmeans", "spectral", "diffseg"))
     p.add_argument("--seed", type=int, default=42, help="noise seed (default 42)")
     p.add_argument("--image-size", type=int, help="model input side (default: the model's native size)")

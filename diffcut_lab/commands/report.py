@@ -26,15 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DiffCutLabError, ImageInputError, ParameterError
+from ..options import MODES, REFINES, TAU_MAX
 
 __all__ = ["ReportParams", "build_report", "register", "report_notebook_path", "run", "validate"]
 
 REPORT_NOTEBOOK = "05_report.ipynb"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-REFINES = ("pamr", "median", "none")
-MODES = ("fixed", "paper")
-TAU_RANGE = (0.0, 2.0)  # NCut of a two-way cut lies in [0, 2]; tau must be in (0, 2]
+TAU_RANGE = (0.0, TAU_MAX)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImageInputError, ParameterError
+from ..options import MODES, POLICIES, REFINES, UPSAMPLES
 
 __all__ = ["IMAGE_SUFFIXES", "collect_images", "register", "run", "save_labels"]
 
@@ -69,20 +70,20 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--mode",
-        choices=("fixed", "paper"),
+        choices=MODES,
         default="fixed",
         help="'fixed' (default: exact threshold, guarded solver, no dropped pixels) or 'paper' (the "
         "published algorithm with its quirks)",
     )
     parser.add_argument(
         "--refine",
-        choices=("pamr", "median", "none"),
+        choices=REFINES,
         default="pamr",
         help="refinement: PAMR along colour edges then a 3x3 median (default), the median only, or none",
     )
     parser.add_argument(
         "--upsample",
-        choices=("concept", "nearest"),
+        choices=UPSAMPLES,
         default="concept",
         help="grid-to-pixel upsampling: concept assignment (default) or nearest neighbour",
     )
@@ -96,7 +97,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--policy",
-        choices=("resize", "center_crop"),
+        choices=POLICIES,
         default="resize",
         help="'resize' (default): segment the whole image, squeezed to a square for the UNet, labels at "
         "the original size; 'center_crop': segment the largest centred square (the paper's protocol)",
