@@ -536,9 +536,7 @@ def _certified(y: np.ndarray, d: np.ndarray, gap: float, thr: np.ndarray, scores
         return False
     vol = vp + vn
     with np.errstate(divide="ignore", invalid="ignore"):
-        hi = (cut + dd) * vol / np.maximum((vp - dd) * (vn - dd), 1e-300)
-        lo = np.maximum(cut - dd, 0) * vol / ((vp + dd) * (vn + dd))
-    hi = np.where((vp - dd > 0) & (vn - dd > 0), hi, np.inf)
+        lo = np.maximum(cut - dd, 0) * vol / ((vp + dd) * (vn + dd))  # lowest NCut a candidate can reach
     tol = _TIE_REL * np.maximum(1.0, np.abs(val_u))
     others = np.arange(val_u.shape[0]) != best
     return not bool(np.any(others & (lo - tol <= val_u[best] + tol[best])))
