@@ -1,0 +1,73 @@
+"""The benchmark scripts still run: each one on a tiny configuration (no timing is checked here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class _Scene:
+    def __init__(self, mask: np.ndarray, palettes: tuple[int, ...]) -> None:
+        self.mask = mask
+        self.palettes = palettes
+        self.n_segments = int(mask.max()) + 1
+
+
+def test_pair_merges_counts_pairs_by_what_tells_them_apart() -> None:
+    pq = _load("pocket_quality")
+    mask = np.repeat(np.arange(4), 4).reshape(4, 4)  # four segments, one row each
+    scene = _Scene(mask, palettes=(0, 0, 1, 2))  # segments 0 and 1 share a palette
+    pred = np.array([0, 0, 1, 1])[mask]  # 0+1 merged (same colour), 2+3 merged (other colour)
+    out = pq.pair_merges([pred], [scene])
+    assert out["pairs_same_colour"] == 1 and out["pairs_other_colour"] == 5
+    assert out["merged_same_colour"] == 1.0
+    assert out["merged_other_colour"] == pytest.approx(1 / 5)
+    perfect = pq.pair_merges([mask], [scene])
+    assert perfect["merged_same_colour"] == 0.0 and perfect["merged_other_colour"] == 0.0
+
+
+@pytest.mark.slow
+def test_pocket_quality_runs_end_to_end(tmp_path: Path) -> None:
+    pq = _load("pocket_quality")
+    layer = "down_blocks.2.attentions.0.transformer_blocks.0.attn1"
+    out = tmp_path / "pq"
+    argv = ["--n-test", "3", "--n-val", "2", "--timesteps", "300", "--taus", "0.7", "--alphas", "10",
+            "--layers", layer, "--out", str(out)]
+    assert pq.main(argv) == 0
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert set(res["methods"]) == {"pocket", "colour-ncut", "colour-kmeans", "random-unet"}
+    for m in res["methods"].values():
+        assert 0.0 <= m["miou"] <= 1.0 and 0.0 <= m["merged_same_colour"] <= 1.0
+    assert res["methods"]["pocket"]["settings"]["layer"] == layer
+    assert "pairs merged: same colour / other colour" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.slow
+def test_ncut_modes_runs_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "modes.json"
+    assert _load("ncut_modes").main(["--n", "2", "--taus", "0.5", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_ablation_cost_runs_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "cost.json"
+    assert _load("ablation_cost").main(["--images", "1", "--size", "64", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())
