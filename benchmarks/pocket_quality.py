@@ -116,7 +116,7 @@ def pair_merges(preds: list[np.ndarray], scenes: list[Any]) -> dict[str, float]:
     }
 
 
-def test_summary(preds: list[np.ndarray], scenes: list[Any], num_classes: int) -> dict[str, Any]:
+def summarise(preds: list[np.ndarray], scenes: list[Any], num_classes: int) -> dict[str, Any]:
     """Test-set scores, mean predicted segments and pair merges of one method."""
     return {
         **scores(preds, [s.mask for s in scenes], num_classes),
@@ -228,7 +228,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results["methods"][name] = {
                 "settings": {k: best[k] for k in ("layer", "timestep", "alpha", "tau")},
                 "grid": list(feats.shape[-2:]),
-                **test_summary(preds, test, num_classes),
+                **summarise(preds, test, num_classes),
                 **photo_scores(plab),
             }
             print(f"[{name}] test: {results['methods'][name]}", flush=True)
@@ -248,7 +248,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results["methods"]["colour-ncut"] = {
         "settings": {"variant": best["variant"], "alpha": best["alpha"], "tau": best["tau"]},
         "grid": list(grid),
-        **test_summary(preds, test, num_classes),
+        **summarise(preds, test, num_classes),
         **photo_scores(plab),
     }
     print(f"[colour-ncut] test: {results['methods']['colour-ncut']}", flush=True)
@@ -262,7 +262,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     plab = segment_features(photo_t[0], "kmeans", n_clusters=k_photo, seed=args.seed)
     results["methods"]["colour-kmeans"] = {
         "settings": {"k": "true number of segments", "resolution": "full"},
-        **test_summary(preds, test, num_classes),
+        **summarise(preds, test, num_classes),
         **photo_scores(plab),
     }
     print(f"[colour-kmeans] test: {results['methods']['colour-kmeans']}", flush=True)

@@ -26,7 +26,6 @@ __all__ = ["ImageLike", "load_image", "parse_size", "to_batch"]
 ImageLike = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray | torch.Tensor
 
 
-
 def load_image(src: ImageLike) -> Image.Image:
     """Load one image as an RGB PIL image.
 

@@ -4,7 +4,9 @@ The library validates against them and the command line offers them (``argparse`
 option is added here once.
 """
 
-__all__ = ["MODES", "POLICIES", "REFINES", "TAU_MAX", "UPSAMPLES"]
+__all__ = ["METHODS", "MODES", "POLICIES", "REFINES", "TAU_MAX", "UPSAMPLES"]
+
+METHODS = ("diffcut", "kmeans", "spectral", "diffseg")  # segmentation methods compared in ablations
 
 MODES = ("fixed", "paper")  # recursive_ncut variants
 REFINES = ("pamr", "median", "none")  # pixel-level refinement after upsampling

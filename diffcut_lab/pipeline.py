@@ -52,7 +52,6 @@ from .refine import concept_assignment, median_filter, nearest_upsample, pamr
 __all__ = ["DiffCut", "DiffCutConfig", "Segmentation", "label_colors", "overlay"]
 
 
-
 def _size_or_none(value: Any, name: str) -> tuple[int, int] | None:
     if value is None:
         return None

@@ -41,3 +41,10 @@ def test_function_names_are_not_shadowed_by_submodules():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "True"
+
+
+def test_method_choices_match_the_implemented_methods():
+    from diffcut_lab.baselines import METHODS as implemented
+    from diffcut_lab.options import METHODS
+
+    assert set(METHODS) == set(implemented)

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ParameterError
-from ..options import MODES, REFINES
+from ..options import METHODS, MODES, REFINES
 
 __all__ = ["METHODS", "REFINES", "AblationGrid", "Config", "config_id", "stable_hash"]
 
-METHODS = ("diffcut", "kmeans", "spectral", "diffseg")
 
 #: configuration columns, in table order (everything that, with the image, determines one result row)
 CONFIG_COLUMNS = (

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..options import MODES, REFINES
+from ..options import METHODS, MODES, REFINES
 
 DATASET_CHOICES = (
     "voc",
@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=10.0, help="affinity exponent (default 10)")
     p.add_argument("--tau", type=float, default=0.5, help="NCut threshold (default 0.5)")
     p.add_argument("--mode", default="fixed", choices=MODES, help="recursive NCut variant")
-    p.add_argument("--method", default="diffcut", choices=("diffcut", "kmeans", "spectral", "diffseg"))
+    p.add_argument("--method", default="diffcut", choices=METHODS)
     p.add_argument("--seed", type=int, default=42, help="noise seed (default 42)")
     p.add_argument("--image-size", type=int, help="model input side (default: the model's native size)")
     p.add_argument("--label-size", type=int, default=128, help="evaluation side (default 128)")
