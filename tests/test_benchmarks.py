@@ -56,6 +56,8 @@ def test_pocket_quality_runs_end_to_end(tmp_path: Path) -> None:
     for m in res["methods"].values():
         assert 0.0 <= m["miou"] <= 1.0 and 0.0 <= m["merged_same_colour"] <= 1.0
     assert res["methods"]["pocket"]["settings"]["layer"] == layer
+    assert res["methods"]["colour-ncut"]["grid"] == res["methods"]["pocket"]["grid"]  # the only candidate
+    assert 0.0 < res["references"]["perfect-colour-only"]["miou"] <= 1.0
     assert "pairs merged: same colour / other colour" in out.with_suffix(".md").read_text()
 
 
