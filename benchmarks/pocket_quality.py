@@ -334,8 +334,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [
         "",
         f"Reference: the ground-truth palette map (every segment labelled by its colour palette, so segments "
-        f"that differ only in texture are merged and nothing else is wrong) scores {ref['miou']:.3f}: the best "
-        "any segmentation by colour alone can do here.",
+        f"that differ only in texture are merged and nothing else is wrong) scores {ref['miou']:.3f}: what a "
+        "flawless segmentation by colour alone would score here.",
         "",
         f"Pairs merged: of the ground-truth segment pairs that share a colour palette (same mean colour, "
         f"different texture; {first['pairs_same_colour']} pairs) and of those that do not "
