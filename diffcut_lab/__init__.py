@@ -51,8 +51,9 @@ _EXPORTS: dict[str, str] = {
     "nearest_upsample": "refine",
     "pamr": "refine",
     "median_filter": "refine",
+    "cut_tree": "segmentation",
     "DiffCut": "pipeline",
-    "DiffCutConfig": "pipeline",
+    "DiffCutConfig": "config",
     "Segmentation": "pipeline",
     "hungarian_miou": "metrics",
     "MIoUAccumulator": "metrics",
@@ -86,6 +87,7 @@ if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
     from .affinities import affinity
     from .backbones import Backbone, load_backbone
     from .baselines import segment_features
+    from .config import DiffCutConfig
     from .datasets import list_datasets, load_dataset
     from .errors import (
         DiffCutLabError,
@@ -108,5 +110,6 @@ if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
     from .images import load_image, to_batch
     from .metrics import MIoUAccumulator, hungarian_miou
     from .ncut import CutStep, CutTree, recursive_ncut
-    from .pipeline import DiffCut, DiffCutConfig, Segmentation
+    from .pipeline import DiffCut, Segmentation
     from .refine import concept_assignment, median_filter, nearest_upsample, pamr
+    from .segmentation import cut_tree

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from .errors import ModelLoadError, ParameterError, UnsupportedModelError
+from .options import NOISE_DEVICES
 
 __all__ = [
     "FAMILIES",
@@ -238,18 +239,24 @@ class Backbone:
         return latents.to(self.dtype)
 
     def noise(
-        self, shape: tuple[int, ...], *, seed: int | None = 42, generator: torch.Generator | None = None
+        self,
+        shape: tuple[int, ...],
+        *,
+        seed: int | None = 42,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
     ) -> torch.Tensor:
-        """One Gaussian noise map ``(1, C, h, w)`` for latents of ``shape`` (drawn on the CPU, float32).
+        """One Gaussian noise map ``(1, C, h, w)`` (float32) for latents of ``shape``.
 
-        Drawing on the CPU makes the noise the same on every device for a given seed.
+        With a ``seed``, it is drawn by a generator on ``device``: the CPU (default) gives the same noise
+        on every machine; the model's device is what the published code does (on a GPU its CUDA
+        generator gives other numbers than the CPU's for the same seed).
         """
         if generator is None:
             if seed is None:
                 raise ParameterError("add_noise needs a seed or a torch.Generator (randomness is explicit).")
-            generator = torch.Generator(device="cpu").manual_seed(int(seed))
-        gen_device = generator.device if hasattr(generator, "device") else torch.device("cpu")
-        return torch.randn((1, *shape[1:]), generator=generator, device=gen_device, dtype=torch.float32)
+            generator = torch.Generator(device=torch.device(device)).manual_seed(int(seed))
+        return torch.randn((1, *shape[1:]), generator=generator, device=generator.device, dtype=torch.float32)
 
     @torch.inference_mode()
     def add_noise(
@@ -259,6 +266,7 @@ class Backbone:
         *,
         seed: int | None = 42,
         generator: torch.Generator | None = None,
+        noise_device: str = "cpu",
     ) -> torch.Tensor:
         """Noise latents to timestep ``t`` with ``scheduler.add_noise``, one noise map shared by the batch.
 
@@ -272,15 +280,20 @@ class Backbone:
             Seed of the noise (default 42, as the paper); ignored when ``generator`` is given.
         generator : torch.Generator, optional
             Source of the noise.
+        noise_device : {"cpu", "model"}
+            Where a seeded noise map is drawn: the CPU, or the latents' device (as published).
 
         Returns
         -------
         torch.Tensor
             ``x_t = sqrt(abar_t) z + sqrt(1 - abar_t) eps`` in the UNet dtype.
         """
+        if noise_device not in NOISE_DEVICES:
+            raise ParameterError(f"noise_device must be one of {NOISE_DEVICES}; got {noise_device!r}.")
         t_int = self.check_timestep(t)
-        eps = self.noise(tuple(latents.shape), seed=seed, generator=generator).to(latents.device)
-        eps = eps.expand(latents.shape[0], -1, -1, -1)
+        where = latents.device if noise_device == "model" else torch.device("cpu")
+        eps = self.noise(tuple(latents.shape), seed=seed, generator=generator, device=where)
+        eps = eps.to(latents.device).expand(latents.shape[0], -1, -1, -1)
         ts = torch.full((latents.shape[0],), t_int, dtype=torch.long, device=latents.device)
         x_t = self.scheduler.add_noise(latents.float(), eps, ts)
         return x_t.to(self.dtype)

@@ -2,9 +2,10 @@
 
 :func:`segment_features` partitions a ``(C, h, w)`` feature map into ``(h, w)`` int64 labels with:
 
-* ``"diffcut"`` -- the DiffCut affinity (:func:`diffcut_lab.affinities.affinity`) and the recursive
-  normalized cut (:func:`diffcut_lab.ncut.recursive_ncut`); keywords ``alpha``, ``tau``, ``mode``,
-  ``min_size``, ``max_depth``, ``solver`` (and ``seed``, accepted and unused: the method is
+* ``"diffcut"`` -- the segmentation core's cut (:func:`diffcut_lab.segmentation.cut_tree`: the DiffCut
+  affinity and the recursive normalized cut); keywords: the cut settings of
+  :class:`~diffcut_lab.config.DiffCutConfig` (``alpha``, ``tau``, ``mode``, ``min_size``, ``max_depth``,
+  ``solver``), or ``config=`` a whole ``DiffCutConfig`` (and ``seed``, accepted and unused: the cut is
   deterministic, and every method takes ``seed=``);
 * ``"kmeans"`` -- scikit-learn k-means on the L2-normalised feature vectors; ``n_clusters`` (required),
   ``seed``, ``n_init``;
@@ -17,7 +18,7 @@
   ``resolution_weights``, ``refine``, ``seed``. It reads only ``attn``; the features give the output grid.
 
 Labels are compact ``0 .. K-1`` numbered in order of first appearance in raster order (the diffcut
-method returns the :class:`~diffcut_lab.ncut.CutTree`'s own stable order).
+method numbers them as :func:`~diffcut_lab.segmentation.grid_labels` does).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import CUT_FIELDS
 from .errors import FeatureError, ParameterError
 
 __all__ = ["METHODS", "diffseg_segment", "eigengap_k", "segment_features"]
@@ -77,32 +79,13 @@ def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
 # methods
 
 
-def _diffcut(
-    f: torch.Tensor,
-    *,
-    alpha: float = 10.0,
-    tau: float = 0.5,
-    mode: str = "fixed",
-    min_size: int = 1,
-    max_depth: int | None = None,
-    solver: str = "auto",
-    seed: int | None = None,
-) -> np.ndarray:
-    del seed  # deterministic; accepted so that every method takes seed=
-    from .affinities import affinity
-    from .ncut import recursive_ncut
+def _diffcut(f: torch.Tensor, *, config: Any = None, seed: int | None = None, **cut: Any) -> np.ndarray:
+    from . import segmentation as core
+    from .config import DiffCutConfig
 
-    h, w = f.shape[1:]
-    tree = recursive_ncut(
-        affinity(f, alpha=alpha),
-        tau=tau,
-        grid=(h, w),
-        mode=mode,
-        min_size=min_size,
-        max_depth=max_depth,
-        solver=solver,
-    )
-    return np.asarray(tree.labels, dtype=np.int64).reshape(h, w)
+    del seed  # deterministic; accepted so that every method takes seed=
+    cfg = (config or DiffCutConfig()).replace(**cut)
+    return core.grid_labels(core.cut_tree(f, cfg))
 
 
 def _kmeans(f: torch.Tensor, *, n_clusters: int | None = None, seed: int = 0, n_init: int = 10) -> np.ndarray:
@@ -373,7 +356,7 @@ METHODS: dict[str, Callable[..., np.ndarray]] = {
 }
 
 _KEYWORDS = {
-    "diffcut": ("alpha", "tau", "mode", "min_size", "max_depth", "solver", "seed"),
+    "diffcut": (*CUT_FIELDS, "config", "seed"),
     "kmeans": ("n_clusters", "seed", "n_init"),
     "spectral": ("n_clusters", "alpha", "min_clusters", "max_clusters", "seed"),
     "diffseg": ("attn", "kl_threshold", "n_iter", "anchors", "resolution_weights", "refine", "seed"),

@@ -872,6 +872,8 @@ def capture(
     policy: str = "resize",
     store_device: torch.device | str = "cpu",
     early_exit: bool = True,
+    antialias: bool = True,
+    noise_device: str = "cpu",
 ) -> FeatureCache:
     """Capture UNet activations: one forward per timestep serves every requested layer.
 
@@ -908,6 +910,11 @@ def capture(
         the GPU, which avoids a device-to-host copy per layer).
     early_exit : bool
         Stop the forward after the deepest requested module (default). ``False`` runs the whole UNet.
+    antialias : bool
+        Antialias the resize to ``image_size`` (the published code does not).
+    noise_device : {"cpu", "model"}
+        Where the seeded noise is drawn: the CPU (the same features on every device) or the model's
+        device (as published).
 
     Returns
     -------
@@ -930,7 +937,7 @@ def capture(
     names = resolve_layers(backbone, layers)
     by_name = {p.name: p for p in list_hook_points(backbone, image_size=size)}
     points = [by_name[n] for n in names]
-    batch = to_batch(images, size, policy=policy)
+    batch = to_batch(images, size, policy=policy, antialias=antialias)
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ParameterError(f"batch_size must be a positive int or None; got {batch_size!r}.")
     step = batch.shape[0] if batch_size is None else batch_size
@@ -945,7 +952,7 @@ def capture(
             for start in range(0, batch.shape[0], step):
                 latents = backbone.encode(batch[start : start + step])
                 for t in ts:
-                    x_t = backbone.add_noise(latents, t, seed=seed)
+                    x_t = backbone.add_noise(latents, t, seed=seed, noise_device=noise_device)
                     _forward_once(backbone, x_t, t, embeds=embeds, added=added, store=store, current_t=current_t)
                     for n, feat in _collect(store, points, t, store_device).items():
                         chunks[(n, t)].append(feat)
@@ -970,6 +977,8 @@ def capture(
         "unet_dtype": str(backbone.dtype).replace("torch.", ""),
         "latent_scale": backbone.latent_scale,
         "policy": policy,
+        "antialias": antialias,
+        "noise_device": noise_device,
         "kinds": {p.name: p.kind for p in points},
         "resolutions": {p.name: list(p.resolution) for p in points},
     }

@@ -1,8 +1,10 @@
 """Image loading and batching: every input kind in, one ``(B, 3, H, W)`` float batch in [0, 1] out.
 
 :func:`load_image` turns a path, a PIL image of any mode, a numpy array or a torch tensor into an RGB
-PIL image; :func:`to_batch` stacks one or many images into a tensor, resized (bilinear, antialiased) or
-centre-cropped then resized (the evaluation protocol of the DiffCut paper).
+PIL image; :func:`to_batch` stacks one or many images into a tensor, resized (bilinear, antialiased unless
+asked otherwise) or centre-cropped then resized (the evaluation protocol of the DiffCut paper). The one
+crop (:func:`center_crop_box`, :func:`crop_region`) and the one resize (:func:`resize_image`) of the
+toolkit live here: the pipeline, the evaluation and the ablations all call them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ from PIL import Image, UnidentifiedImageError
 from .errors import ImageInputError, ParameterError
 from .options import POLICIES
 
-__all__ = ["ImageLike", "load_image", "parse_size", "to_batch"]
+__all__ = [
+    "ImageLike",
+    "center_crop_box",
+    "crop_region",
+    "load_image",
+    "parse_size",
+    "resize_image",
+    "to_batch",
+]
 
 #: Anything :func:`load_image` accepts.
 ImageLike = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray | torch.Tensor
@@ -75,6 +85,7 @@ def to_batch(
     size: int | tuple[int, int] | None = None,
     *,
     policy: Literal["resize", "center_crop"] = "resize",
+    antialias: bool = True,
 ) -> torch.Tensor:
     """Stack one or many images into a float batch.
 
@@ -86,8 +97,10 @@ def to_batch(
     size : int or (H, W), optional
         Output size. ``None`` keeps each image's size; then every image must have the same size.
     policy : {"resize", "center_crop"}
-        ``"resize"`` resizes to ``size`` (bilinear, antialiased; the aspect ratio is not kept);
-        ``"center_crop"`` first crops the largest centred square, then resizes (the paper's protocol).
+        ``"resize"`` resizes to ``size`` (bilinear; the aspect ratio is not kept); ``"center_crop"``
+        first crops the published evaluation's centred square (:func:`center_crop_box`), then resizes.
+    antialias : bool
+        Antialias the bilinear resize (the published code does not).
 
     Returns
     -------
@@ -113,10 +126,9 @@ def to_batch(
         items = [_pil_to_tensor(load_image(img)) for img in seq]
     out = []
     for img in items:
-        if policy == "center_crop":
-            img = _center_square(img)
-        if target is not None and tuple(img.shape[-2:]) != target:
-            img = _resize(img, target)
+        img = crop_region(img, policy)
+        if target is not None:
+            img = resize_image(img, target, antialias=antialias)
         out.append(img)
     shapes = {tuple(t.shape[-2:]) for t in out}
     if len(shapes) > 1:
@@ -273,13 +285,41 @@ def _as_chw_float(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _center_square(img: torch.Tensor) -> torch.Tensor:
-    h, w = img.shape[-2:]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    return img[:, top : top + side, left : left + side]
+def center_crop_box(height: int, width: int) -> tuple[int, int, int]:
+    """The published evaluation's square centre crop: ``(top, left, side)`` with ``side = min(H, W) - 1``.
+
+    Offsets are rounded like ``torchvision.transforms.CenterCrop`` (round half to even of the halved
+    margin), so crops match the published loader pixel for pixel.
+
+    Examples
+    --------
+    >>> center_crop_box(369, 492)
+    (0, 62, 368)
+    """
+    side = max(min(height, width) - 1, 1)
+    top = round((height - side) / 2.0)
+    left = round((width - side) / 2.0)
+    return top, left, side
 
 
-def _resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    out = F.interpolate(img[None], size=size, mode="bilinear", align_corners=False, antialias=True)
+def crop_region(image: torch.Tensor, policy: str = "resize") -> torch.Tensor:
+    """The part of a ``(C, H, W)`` image that is segmented: all of it (``"resize"``) or the published
+    centred square (``"center_crop"``, :func:`center_crop_box`)."""
+    if policy not in POLICIES:
+        raise ParameterError(f"unknown resize policy {policy!r}; expected one of {POLICIES}.")
+    if policy == "resize":
+        return image
+    top, left, side = center_crop_box(*image.shape[-2:])
+    return image[..., top : top + side, left : left + side]
+
+
+def resize_image(image: torch.Tensor, size: tuple[int, int], *, antialias: bool = True) -> torch.Tensor:
+    """Bilinear resize of a ``(C, H, W)`` float image (identity at its own size).
+
+    ``antialias=False`` is the published code's resize (``F.interpolate(..., mode="bilinear")``).
+    """
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    out = F.interpolate(image[None].float(), size=tuple(size), mode="bilinear", align_corners=False,
+                        antialias=antialias)  # fmt: skip
     return out[0]

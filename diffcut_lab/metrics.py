@@ -34,12 +34,15 @@ on the returned ground truth.
 
 Matching variants
 -----------------
-``match="present"`` (default) matches only the ground-truth classes present in the image and only the
-clusters present in the image, which is exactly the rule above. ``match="reference"`` reproduces the
-published code (``_fast_hist`` + ``linear_sum_assignment`` on the full ``num_classes x max(num_classes,
-pred.max() + 1)`` histogram): there, classes absent from the image also receive a cluster, so a leftover
-predicted cluster may be assigned to an absent class and its pixels then additionally count as that
-class's false positives. Use it only to compare with numbers computed by the published code.
+``match="reference"`` (default) is the published protocol (PiCIE / STEGO, and DiffCut's evaluation:
+``_fast_hist`` + ``linear_sum_assignment`` on the full ``num_classes x max(num_classes, pred.max() + 1)``
+histogram), so every mIoU the toolkit prints compares with the paper's tables. There, classes absent from
+the image also take part in the matching: a leftover predicted cluster may be assigned to an absent class,
+and its pixels then count as that class's false positives (which is why over-segmentation costs more
+under this protocol). ``match="present"`` matches only the ground-truth classes present in the image and
+the clusters present in it -- the rule of the first paragraph without that penalty; its scores are higher
+whenever predictions have more clusters than the image has classes, and are not comparable with published
+numbers.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from .errors import ParameterError
+from .options import MATCHES
 
 __all__ = [
     "MIoUAccumulator",
@@ -63,7 +67,7 @@ __all__ = [
 ]
 
 MatchMode = Literal["present", "reference"]
-_MATCH_MODES = ("present", "reference")
+_MATCH_MODES = MATCHES
 
 
 @dataclass(frozen=True)
@@ -264,12 +268,20 @@ def _match_present(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rows[r].astype(np.int64), c.astype(np.int64)
 
 
+_MAX_RAW_ID = 2**16
+
+
+def _histogram_ids(pred: np.ndarray) -> np.ndarray:
+    """Predicted ids as the published histogram's columns: as they are when they lie in ``0 .. 65536``
+    (its matching depends on them), else renumbered ``0 .. K-1`` in increasing order (negative ids, which
+    the published code cannot take, or ids that would make a huge histogram)."""
+    if pred.size and (pred.min() < 0 or pred.max() > _MAX_RAW_ID):
+        return np.unique(pred, return_inverse=True)[1].reshape(pred.shape).astype(np.int64)
+    return pred
+
+
 def _reference_hist(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_index: int | None):
     """The published ``_fast_hist``: columns are the raw predicted ids 0 .. max(num_classes, max+1)-1."""
-    if pred.size and pred.min() < 0:
-        raise ParameterError(
-            "match='reference' needs non-negative predicted ids (they index the histogram's columns)."
-        )
     n_cols = max(num_classes, int(pred.max()) + 1 if pred.size else 0)
     valid = (gt >= 0) & (gt < num_classes)
     if ignore_index is not None:
@@ -294,7 +306,7 @@ def image_counts(
     num_classes: int,
     *,
     ignore_index: int | None = 255,
-    match: MatchMode = "present",
+    match: MatchMode = "reference",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """TP, FP, FN of one image after Hungarian matching (no background step).
 
@@ -310,7 +322,7 @@ def image_counts(
     gt = _as_int_array(gt, "gt")
     _check_pair(pred, gt)
     if match == "reference":
-        hist = _reference_hist(pred, gt, num_classes, ignore_index)
+        hist = _reference_hist(_histogram_ids(pred), gt, num_classes, ignore_index)
         rows, cols = linear_sum_assignment(hist, maximize=True)
     else:
         hist, _ = confusion_histogram(pred, gt, num_classes, ignore_index=ignore_index)
@@ -325,7 +337,7 @@ def merge_background(
     num_classes: int,
     *,
     ignore_index: int | None = 255,
-    match: MatchMode = "present",
+    match: MatchMode = "reference",
 ) -> tuple[np.ndarray, np.ndarray]:
     """First stage of the background protocol: merge unmatched clusters into one background cluster.
 
@@ -340,10 +352,10 @@ def merge_background(
         Number of classes *including* background (21 for VOC).
     ignore_index : int or None
         Ground-truth id to ignore.
-    match : {"present", "reference"}
-        ``"present"``: the clusters kept are those matched, with at least one overlapping pixel, to an
-        object class present in the image. ``"reference"``: the published rule (the cluster assigned to
-        each present object class is kept whatever its overlap).
+    match : {"reference", "present"}
+        ``"reference"`` (default): the published rule (the cluster assigned to each present object class
+        is kept whatever its overlap). ``"present"``: the clusters kept are those matched, with at least
+        one overlapping pixel, to an object class present in the image.
 
     Returns
     -------
@@ -364,6 +376,7 @@ def merge_background(
     if ignore_index is not None:
         gt_obj = np.where(gt == ignore_index, -1, gt_obj)
     if match == "reference":
+        pred = _histogram_ids(pred)
         hist = _reference_hist(pred, gt_obj, n_obj, None)
         rows, cols = linear_sum_assignment(hist, maximize=True)
         present = hist.max(axis=1) > 0
@@ -400,8 +413,8 @@ class MIoUAccumulator:
     background : bool
         Apply the two-stage background protocol (module docstring); background is class
         ``num_classes - 1``.
-    match : {"present", "reference"}
-        Matching variant (module docstring).
+    match : {"reference", "present"}
+        Matching variant (module docstring; the published one by default).
 
     Examples
     --------
@@ -417,7 +430,7 @@ class MIoUAccumulator:
         *,
         ignore_index: int | None = 255,
         background: bool = False,
-        match: MatchMode = "present",
+        match: MatchMode = "reference",
     ) -> None:
         _check_common(num_classes, match, background)
         self.num_classes = int(num_classes)
@@ -503,7 +516,7 @@ def hungarian_miou(
     *,
     ignore_index: int | None = 255,
     background: bool = False,
-    match: MatchMode = "present",
+    match: MatchMode = "reference",
 ) -> MIoUResult:
     """Hungarian-matched mIoU: per-image matching, TP/FP/FN accumulated over all images.
 
@@ -522,9 +535,9 @@ def hungarian_miou(
     background : bool
         Two-stage background protocol (VOC, Context, COCO-Object); background is class
         ``num_classes - 1`` and may be marked ``-1`` in ``gts``.
-    match : {"present", "reference"}
-        ``"present"`` (default): only classes and clusters present in the image are matched.
-        ``"reference"``: the published code's full-histogram matching (see the module docstring).
+    match : {"reference", "present"}
+        ``"reference"`` (default): the published full-histogram matching (see the module docstring).
+        ``"present"``: only classes and clusters present in the image are matched.
 
     Returns
     -------

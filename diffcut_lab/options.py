@@ -4,7 +4,17 @@ The library validates against them and the command line offers them (``argparse`
 option is added here once.
 """
 
-__all__ = ["METHODS", "MODES", "POLICIES", "REFINES", "TAU_MAX", "UPSAMPLES"]
+__all__ = [
+    "MATCHES",
+    "METHODS",
+    "MODES",
+    "NOISE_DEVICES",
+    "PAMR_GUIDES",
+    "POLICIES",
+    "REFINES",
+    "TAU_MAX",
+    "UPSAMPLES",
+]
 
 METHODS = ("diffcut", "kmeans", "spectral", "diffseg")  # segmentation methods compared in ablations
 
@@ -12,4 +22,7 @@ MODES = ("fixed", "paper")  # recursive_ncut variants
 REFINES = ("pamr", "median", "none")  # pixel-level refinement after upsampling
 UPSAMPLES = ("concept", "nearest")  # grid-to-pixel upsampling
 POLICIES = ("resize", "center_crop")  # how a non-square image meets the square UNet input
+NOISE_DEVICES = ("cpu", "model")  # where the noise added at the timestep is drawn
+PAMR_GUIDES = ("image", "input")  # the image PAMR follows: the image itself, or the UNet input (published)
+MATCHES = ("reference", "present")  # Hungarian matching: the published one (default), or present classes only
 TAU_MAX = 2.0  # the NCut of a two-way cut lies in [0, 2]; tau must be in (0, TAU_MAX]

@@ -91,7 +91,9 @@ def _features_tensor(features: Any) -> torch.Tensor:
 # upsampling
 
 
-def concept_assignment(labels: Any, features: Any, size: int | Sequence[int]) -> Any:
+def concept_assignment(
+    labels: Any, features: Any, size: int | Sequence[int], *, order: str = "scores"
+) -> Any:
     """Upsample a segmentation of the feature grid by DiffCut's concept assignment.
 
     Parameters
@@ -103,6 +105,10 @@ def concept_assignment(labels: Any, features: Any, size: int | Sequence[int]) ->
         over channels here).
     size : int or (H, W)
         Output size.
+    order : {"scores", "features"}
+        ``"scores"``: the ``K`` dot-product maps are computed on the grid and upsampled (memory
+        ``K x H x W``); ``"features"``: the ``C``-channel features are upsampled first, as published
+        (memory ``C x H x W``). Equal in exact arithmetic; in float32 a few pixels move.
 
     Returns
     -------
@@ -114,8 +120,8 @@ def concept_assignment(labels: Any, features: Any, size: int | Sequence[int]) ->
     -----
     Segment embeddings are means of the normalised features and are not renormalised, nor are the
     upsampled features (as in the published code). Because bilinear interpolation is linear and acts on
-    each channel alike, the dot products are computed on the grid and then interpolated, which gives the
-    same scores as interpolating the ``C``-channel features first at ``K / C`` of the memory.
+    each channel alike, computing the dot products on the grid and interpolating them (``order="scores"``)
+    gives the same scores as interpolating the ``C``-channel features first at ``K / C`` of the memory.
 
     Examples
     --------
@@ -134,11 +140,18 @@ def concept_assignment(labels: Any, features: Any, size: int | Sequence[int]) ->
         raise ParameterError(
             f"labels must be (h, w) on the features' grid {tuple(f.shape[1:])}; got {tuple(lab.shape)}."
         )
+    if order not in ("scores", "features"):
+        raise ParameterError(f"order must be 'scores' or 'features'; got {order!r}.")
     lab = lab.to(f.device)
     c, h, w = f.shape
     fn = F.normalize(f, dim=0).reshape(c, h * w)
     ids, inverse = torch.unique(lab.reshape(-1), return_inverse=True)
     onehot = F.one_hot(inverse, ids.numel()).to(fn.dtype)  # (N, K)
+    if order == "features":  # the published arithmetic: mask pooling, upsampled features, (HW, K) scores
+        centroids = fn @ (onehot / (onehot.sum(0, keepdim=True) + 1e-8))  # (C, K)
+        up = F.interpolate(fn.reshape(1, c, h, w), size=out_size, mode="bilinear", align_corners=False)
+        winner = (up.reshape(c, -1).T @ centroids).argmax(1).reshape(out_size)
+        return compact_labels(_out(winner, as_numpy))
     centroids = (fn @ onehot) / onehot.sum(0, keepdim=True)  # (C, K): mean normalised feature
     scores = (centroids.T @ fn).reshape(1, -1, h, w)  # (1, K, h, w)
     scores = F.interpolate(scores, size=out_size, mode="bilinear", align_corners=False)

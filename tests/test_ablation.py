@@ -139,13 +139,15 @@ def test_cache_hit_miss_and_values(tiny_dir, tmp_path):
     )  # fmt: skip
     assert not other["features_cached"].any() and len(store) == 8
     # cached tensors are the captured ones
+    from diffcut_lab import segmentation as core
     from diffcut_lab.ablation.worker import load_model
     from diffcut_lab.datasets import load_dataset
-    from diffcut_lab.datasets.base import preprocess
     from diffcut_lab.hooks import capture
 
     bb = load_model(str(tiny_dir))
-    x, _ = preprocess(load_dataset("synthetic", n=1, size=64)[0].image, size=64)
+    image = torch.from_numpy(load_dataset("synthetic", n=1, size=64)[0].image).permute(2, 0, 1) / 255.0
+    point = grid.configs()[0].diffcut_config()
+    _, x = core.network_input(image, point, (64, 64))
     feats = capture(bb, x[None], layers="diffcut", timesteps=50, seed=42, image_size=64)["diffcut", 50][0]
     from diffcut_lab.ablation.engine import resolve_layer
 

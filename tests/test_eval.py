@@ -51,7 +51,7 @@ def test_eval_command_on_fake_voc(voc_root, tiny_dir, tmp_path, capsys):
 
     report = tmp_path / "report.json"
     argv = ["eval", "--dataset", "voc", "--root", str(voc_root), "--model", str(tiny_dir), "--limit", "2",
-            "--label-size", "64", "--tau", "0.4", "--json", str(report), "--no-progress"]  # fmt: skip
+            "--mask-size", "64", "--tau", "0.4", "--json", str(report), "--no-progress"]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
     header = out.splitlines()[0]
@@ -69,8 +69,10 @@ def test_eval_command_on_fake_voc(voc_root, tiny_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("refine", ["none", "pamr"])
 def test_eval_follows_the_protocol_step_by_step(voc_root, tiny_dir, refine):
-    """Recompute one image by hand: crop, resize, capture, affinity, NCut, concept assignment,
-    background merge, (PAMR + median), Hungarian -> the same TP/FP/FN as the evaluation."""
+    """Recompute one image by hand with the published pipeline: crop, resize without antialias, capture,
+    features normalised twice, paper-mode NCut, published segment numbering, concept assignment,
+    background merge, (PAMR guided by the model input + median), Hungarian -> the same TP/FP/FN."""
+    from diffcut_lab import DiffCutConfig
     from diffcut_lab.affinities import affinity
     from diffcut_lab.backbones import load_backbone
     from diffcut_lab.hooks import capture
@@ -80,19 +82,18 @@ def test_eval_follows_the_protocol_step_by_step(voc_root, tiny_dir, refine):
 
     ds = load_dataset("voc", voc_root, limit=1)
     bb = load_backbone(str(tiny_dir))
-    rep = evaluate(ds, bb, tau=0.4, refine=refine, label_size=64, progress=False)
+    rep = evaluate(ds, bb, DiffCutConfig.paper(tau=0.4, refine=refine, mask_size=64), progress=False)
     s = ds[0]
     x, y = preprocess(s.image, s.label, size=64, label_size=64)
     f = capture(bb, x[None], layers="diffcut", timesteps=50, seed=42, image_size=64)["diffcut", 50][0].float()
-    tree = recursive_ncut(affinity(f, alpha=10.0), tau=0.4, grid=tuple(f.shape[-2:]), mode="fixed")
-    pred = np.asarray(concept_assignment(tree.labels, f, (64, 64)))
-    pred, gt = merge_background(pred, y.numpy(), 21)
+    fn1 = torch.nn.functional.normalize(f, dim=0)
+    tree = recursive_ncut(affinity(fn1, alpha=10.0), tau=0.4, grid=tuple(f.shape[-2:]), mode="paper")
+    pred = np.asarray(concept_assignment(tree.published_labels(), f, (64, 64), order="features"))
+    pred, gt = merge_background(pred, y.numpy(), 21, match="reference")
     if refine == "pamr":
-        small = torch.nn.functional.interpolate(x[None], size=(64, 64), mode="bilinear", align_corners=False)[
-            0
-        ]
+        small = torch.nn.functional.interpolate(x[None], size=(64, 64), mode="bilinear", align_corners=False)[0]
         pred = np.asarray(median_filter(pamr(small, pred, num_iter=10, dilations=(1, 2, 4, 8)), 3))
-    tp, fp, fn, n = image_counts(pred, gt, 21)
+    tp, fp, fn, n = image_counts(pred, gt, 21, match="reference")
     row = rep.rows.iloc[0]
     assert (
         list(row["tp"]) == tp.tolist() and list(row["fp"]) == fp.tolist() and list(row["fn"]) == fn.tolist()
@@ -105,7 +106,9 @@ def test_eval_follows_the_protocol_step_by_step(voc_root, tiny_dir, refine):
 
 def test_two_stage_background_merges_unmatched_clusters():
     """Two clusters on the background: with the background protocol they are merged and both count."""
-    from diffcut_lab.ablation.engine import _score
+    from diffcut_lab import DiffCutConfig
+    from diffcut_lab import segmentation as core
+    from diffcut_lab.ablation.engine import _Scorer
 
     gt = np.zeros((8, 8), np.int64)
     gt[:, :4] = 2  # background of a 3-class set (objects 0, 1; background 2)
@@ -114,9 +117,12 @@ def test_two_stage_background_merges_unmatched_clusters():
     feats = torch.from_numpy(np.stack([labels == k for k in range(3)]).astype(np.float32))
     info_bg = DatasetInfo("toy", 3, ("a", "b", "bg"), background_index=2)
     info_no = DatasetInfo("toy", 3, ("a", "b", "c"))
-    tp, _fp, fn, n = _score(labels, feats, "none", torch.zeros(3, 8, 8), gt, info_bg)
+    cfg = DiffCutConfig(refine="none")
+    scorer = _Scorer(gt, info_bg, "reference")
+    tp, _fp, fn, n = scorer.counts(core.pixel_labels(labels, feats, (8, 8), cfg, before_refine=scorer.merge))
     assert tp.tolist() == [32, 0, 32] and fn.sum() == 0 and n == 64
-    tp, _fp, fn, n = _score(labels, feats, "none", torch.zeros(3, 8, 8), gt, info_no)
+    scorer = _Scorer(gt, info_no, "reference")
+    tp, _fp, fn, n = scorer.counts(core.pixel_labels(labels, feats, (8, 8), cfg))
     assert tp[0] == 32 and tp[2] == 16 and fn[2] == 16  # one background cluster left unmatched
 
 

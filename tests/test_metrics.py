@@ -44,17 +44,30 @@ def test_unmatched_cluster_counts_as_false_negative_only():
     # hist [[3, 1, 0], [0, 0, 4], [0, 0, 0]] -> 0<->a, 1<->c; b unmatched: its pixel is FN of class 0
     gt = np.array([0, 0, 0, 0, 1, 1, 1, 1])[None]
     pred = np.array([0, 0, 0, 1, 2, 2, 2, 2])[None]
-    r = hungarian_miou(pred, gt, num_classes=3)
+    r = hungarian_miou(pred, gt, num_classes=3, match="present")
     assert r.tp.tolist() == [3, 4, 0]
     assert r.fp.tolist() == [0, 0, 0]
     assert r.fn.tolist() == [1, 0, 0]
     assert np.isnan(r.iou[2])  # never seen, never matched: left out of the mean
     assert r.miou == pytest.approx((3 / 4 + 1) / 2)
-    # the published code also hands the leftover cluster b to the absent class 2 (FP = 1, IoU = 0)
-    ref = hungarian_miou(pred, gt, num_classes=3, match="reference")
+    # the published code (the default) also hands the leftover cluster b to the absent class 2 (FP = 1,
+    # IoU = 0): over-segmentation costs more, and the mean takes class 2 in
+    ref = hungarian_miou(pred, gt, num_classes=3)
     assert ref.fp.tolist() == [0, 0, 1]
     assert ref.iou[2] == 0.0
     assert ref.miou == pytest.approx((3 / 4 + 1 + 0) / 3)
+
+
+def test_default_metric_is_the_published_protocol():
+    # every mIoU the toolkit prints must compare with the paper's tables: the default is match="reference"
+    rng = np.random.default_rng(0)
+    gts = [rng.integers(0, 4, (16, 16)) for _ in range(5)]  # 4 of 27 classes present per image
+    preds = [rng.integers(0, 12, (16, 16)) for _ in range(5)]  # over-segmented
+    default = hungarian_miou(preds, gts, num_classes=27)
+    published = hungarian_miou(preds, gts, num_classes=27, match="reference")
+    present = hungarian_miou(preds, gts, num_classes=27, match="present")
+    assert default.miou == published.miou
+    assert present.miou > 2 * published.miou  # left-over clusters go to absent classes as false positives
 
 
 def test_more_classes_than_clusters():
@@ -88,19 +101,19 @@ def test_background_protocol_by_hand():
     gt = np.array([[-1, -1, -1, 0, 0, 0, 1, 1, 255]])
     pred = np.array([[5, 6, 6, 7, 7, 5, 8, 8, 9]])
     # stage 1 on object pixels: class 0 -> {7: 2, 5: 1}, class 1 -> {8: 2}: keep 7 and 8, merge 5, 6, 9
-    merged, gt2 = merge_background(pred, gt, 3)
+    merged, gt2 = merge_background(pred, gt, 3, match="present")
     assert merged.tolist() == [[2, 2, 2, 0, 0, 2, 1, 1, 2]]
     assert gt2.tolist() == [[2, 2, 2, 0, 0, 0, 1, 1, 255]]
     # final hist [[2, 0, 1], [0, 2, 0], [0, 0, 3]] (ignored pixel left out)
-    r = hungarian_miou(pred, gt, 3, background=True)
+    r = hungarian_miou(pred, gt, 3, background=True, match="present")
     assert r.tp.tolist() == [2, 2, 3]
     assert r.fp.tolist() == [0, 0, 1]
     assert r.fn.tolist() == [1, 0, 0]
     assert r.miou == pytest.approx((2 / 3 + 1 + 3 / 4) / 3)
     # background may also be given as num_classes - 1; the published variant agrees here
     gt_bg = np.where(gt == -1, 2, gt)
-    assert hungarian_miou(pred, gt_bg, 3, background=True).tp.tolist() == [2, 2, 3]
-    ref = hungarian_miou(pred, gt, 3, background=True, match="reference")
+    assert hungarian_miou(pred, gt_bg, 3, background=True, match="present").tp.tolist() == [2, 2, 3]
+    ref = hungarian_miou(pred, gt, 3, background=True)
     assert ref.tp.tolist() == [2, 2, 3] and ref.fp.tolist() == [0, 0, 1]
 
 

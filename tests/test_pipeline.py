@@ -188,8 +188,9 @@ def test_segment_center_crop_and_mask_size(bb):
     wide = np.zeros((40, 64, 3), np.uint8)
     wide[:, 32:] = 255
     seg = DiffCut(bb, policy="center_crop", refine="none").segment(wide)
-    assert seg.labels.shape == (40, 40)
-    np.testing.assert_array_equal(seg.image, wide[:, 12:52])
+    # the published crop: side min(H, W) - 1 = 39, offsets rounded as torchvision's CenterCrop
+    assert seg.labels.shape == (39, 39)
+    np.testing.assert_array_equal(seg.image, wide[0:39, 12:51])
     seg = DiffCut(bb, policy="center_crop", mask_size=16).segment(wide)
     assert seg.labels.shape == (16, 16) and seg.image.shape == (16, 16, 3)
 

@@ -44,10 +44,11 @@ def no_papermill(monkeypatch):
 @pytest.mark.parametrize(
     ("args", "error", "message"),
     [
-        (["--tau", "0"], dl.ParameterError, "tau=0.0 is out of range"),
-        (["--tau", "2.5"], dl.ParameterError, "0.0 < tau <= 2.0"),
+        (["--tau", "0"], dl.ParameterError, "tau must satisfy 0 < tau <= 2"),
+        (["--tau", "2.5"], dl.ParameterError, "tau must satisfy 0 < tau <= 2"),
         (["--alpha", "-1"], dl.ParameterError, "alpha"),
-        (["--timestep", "5000"], dl.ParameterError, "timestep=5000 is out of range"),
+        (["--timestep", "5000"], dl.ParameterError, "timestep 5000 out of range"),
+        (["--image-size", "33"], dl.ParameterError, "multiple"),
         (["--layer", "down_blocks.9.nothing"], dl.UnknownLayerError, "down_blocks"),
     ],
 )
@@ -149,7 +150,13 @@ def test_report_end_to_end(tmp_path, images, artifacts_dir):
     assert "viz.cut_steps_figure(" not in html  # code cells hidden
     executed = out.with_suffix(".ipynb")
     nb = json.loads(executed.read_text())
-    assert nb["metadata"]["papermill"]["parameters"]["tau"] == 0.5
+    assert nb["metadata"]["papermill"]["parameters"]["config"]["tau"] == 0.5
+    # the settings table: the layer the alias resolved to, readable values, no raw None
+    table = next(c for c in nb["cells"] if "setting" in json.dumps(c.get("outputs", [])))
+    text = json.dumps(table["outputs"])
+    assert "down_blocks." in text
+    assert "the image&#x27;s size" in text or "the image's size" in text
+    assert "None" not in text and "diffcut</td>" not in text
     pngs = sorted((out.parent / "demo_figures").glob("*.png"))
     if shutil.which("chromium") or Path("/usr/bin/chromium").exists():
         assert len(pngs) == 2 * len(images)

@@ -1,6 +1,6 @@
 """Features on disk, keyed by everything that determines them.
 
-One safetensors file per (model, image, input size, timestep, seed, prompt, layer), under
+One safetensors file per (model, image, input size, timestep, seed, noise device, prompt, layer), under
 ``<cache_dir>/<key[:2]>/<key>.safetensors``; the key is a SHA-256 of a JSON record of those fields, with
 the model identified by a fingerprint of its weights (not only its name: two checkpoints under one path
 never share entries) and the image by a hash of the exact input tensor (content, crop and size). A file
@@ -80,11 +80,13 @@ def image_hash(image: torch.Tensor) -> str:
 
 
 def feature_key(
-    *, model: str, image: str, size: int, timestep: int, seed: int, prompt: str, layer: str, dtype: str
+    *, model: str, image: str, size: int, timestep: int, seed: int, prompt: str, layer: str, dtype: str,
+    noise_device: str = "cpu",
 ) -> str:
     """The cache key of one feature map (see the module docstring)."""
     record = {
-        "v": 1,
+        "v": 2,
+        "noise_device": noise_device,
         "model": model,
         "image": image,
         "size": int(size),

@@ -1,24 +1,27 @@
 """One work unit: every configuration of one image on one model, from one feature capture.
 
-Order of work inside a unit (what makes sweeps cheap):
+Every configuration is a :class:`~diffcut_lab.config.DiffCutConfig` (:meth:`Config.diffcut_config`) and
+every step is a function of the segmentation core (:mod:`diffcut_lab.segmentation`), so a row holds
+exactly what ``DiffCut(backbone, config).segment(image)`` scored by
+:func:`~diffcut_lab.metrics.hungarian_miou` gives. Order of work inside a unit (what makes sweeps cheap):
 
-1. the paper's preprocessing (centre crop, model input size, labels at ``label_size``);
+1. the network input (:func:`~diffcut_lab.segmentation.network_input`: the published centre crop, the
+   model's input size) and the labels cropped alike and resized to ``label_size``;
 2. features for every (layer, timestep) that some configuration needs: read from the disk cache, and
    whatever is missing captured in one :func:`~diffcut_lab.hooks.capture` call (one UNet pass per
    timestep for all layers);
-3. per (layer, timestep, alpha, mode): one affinity and one recursive NCut at the largest tau; every
-   smaller tau is :meth:`~diffcut_lab.ncut.CutTree.prune` of that tree;
-4. per labelling: concept-assignment upsampling to ``label_size``, then for the datasets with a
-   background class the first stage of the background protocol (unmatched clusters merged), then the
-   refinement (PAMR + 3x3 median, or the median alone), then Hungarian matching -> TP/FP/FN.
+3. per (layer, timestep, cut settings): one recursion at the largest tau; every smaller tau is a prune
+   of that tree (:func:`~diffcut_lab.segmentation.cut_trees`);
+4. per labelling (:func:`~diffcut_lab.segmentation.pixel_labels`): upsampling to ``label_size``, then for
+   the datasets with a background class the first stage of the background protocol (unmatched clusters
+   merged), then the refinement, then Hungarian matching -> TP/FP/FN.
 
-Steps 2-4 follow the published evaluation (reference section 5): PAMR runs between the background
-merge and the final matching, on the model input bilinearly resized to ``label_size``.
+Step 4 follows the published evaluation (reference section 5): PAMR runs between the background merge
+and the final matching.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import threading
 import time
@@ -29,14 +32,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
+from .. import segmentation as core
+from ..config import CUT_FIELDS, DiffCutConfig
 from ..datasets.base import DatasetInfo, Sample, preprocess
 from ..errors import ParameterError, UnknownLayerError
 from .cache import FeatureStore, feature_key, image_hash, model_fingerprint
 from .grid import AblationGrid, Config
 
-__all__ = ["compute_unit", "resolve_layer"]
+__all__ = ["compute_unit", "eval_label", "resolve_layer"]
 
 _LOCKS: dict[int, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
@@ -61,14 +65,18 @@ def resolve_layer(backbone: Any, spec: str) -> str:
     return names[0]
 
 
-def _quirk_match(info: DatasetInfo) -> str:
-    return "reference" if info.quirks == "paper" else "present"
+def eval_label(label: np.ndarray, size: int, label_size: int) -> np.ndarray:
+    """The ground truth scored against predictions: cropped like the image, resized to ``label_size``
+    (:func:`~diffcut_lab.datasets.base.preprocess`)."""
+    _, y = preprocess(np.zeros((*np.shape(label), 3), np.uint8), label, size=size, label_size=label_size)
+    return y.numpy()
 
 
 def _features(
     backbone: Any,
     grid: AblationGrid,
     x: torch.Tensor,
+    base: DiffCutConfig,
     needs: set[tuple[str, int]],
     store: FeatureStore | None,
 ) -> tuple[dict[tuple[str, int], torch.Tensor], bool]:
@@ -81,14 +89,8 @@ def _features(
     dtype = str(getattr(backbone, "dtype", ""))
     keys = {
         (name, t): feature_key(
-            model=fp,
-            image=img,
-            size=size,
-            timestep=t,
-            seed=grid.seed,
-            prompt=grid.prompt,
-            layer=name,
-            dtype=dtype,
+            model=fp, image=img, size=size, timestep=t, seed=base.seed, prompt=grid.prompt, layer=name,
+            dtype=dtype, noise_device=base.noise_device,
         )
         for name, t in needs
     }
@@ -103,8 +105,8 @@ def _features(
         layers = sorted({n for n, _ in missing})
         steps = sorted({t for _, t in missing})
         with _capture_lock(backbone):
-            cache = capture(backbone, x[None], layers=layers, timesteps=steps, seed=grid.seed, prompt=grid.prompt,
-                            image_size=size)  # fmt: skip
+            cache = capture(backbone, x[None], layers=layers, timesteps=steps, seed=base.seed,
+                            prompt=grid.prompt, image_size=size, noise_device=base.noise_device)  # fmt: skip
         for name, t in missing:
             feats = cache[name, t][0].detach().float().cpu()
             out[name, t] = feats
@@ -114,75 +116,58 @@ def _features(
     return out, not missing
 
 
-def _accepts(fn: Any, name: str) -> bool:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-
-
 def _baseline_labels(method: str, feats: torch.Tensor, params: str, seed: int, attn: Any) -> np.ndarray:
     from ..baselines import segment_features
 
     kwargs = json.loads(params)
-    if _accepts(segment_features, "seed") and "seed" not in kwargs:
-        kwargs["seed"] = seed
+    kwargs.setdefault("seed", seed)
     if method == "diffseg":
         kwargs["attn"] = attn
     return np.asarray(segment_features(feats, method=method, **kwargs), dtype=np.int64)
 
 
-def _diffcut_trees(feats: torch.Tensor, cfgs: Sequence[Config]) -> dict[str, tuple[np.ndarray, float]]:
-    """Labels (h, w) per configuration id: one recursion per (alpha, mode) at the largest tau."""
-    from ..affinities import affinity
-    from ..ncut import recursive_ncut
-
-    h, w = feats.shape[-2:]
+def _grid_labels(
+    feats: torch.Tensor, configs: Sequence[Config], cfgs: dict[str, DiffCutConfig]
+) -> dict[str, tuple[np.ndarray, float]]:
+    """DiffCut grid labels (h, w) per configuration id: one recursion per cut setting at the largest tau."""
     out: dict[str, tuple[np.ndarray, float]] = {}
-    groups: dict[tuple[float, str], list[Config]] = defaultdict(list)
-    for c in cfgs:
-        groups[c.alpha, c.mode].append(c)
-    for (alpha, mode), group in groups.items():
+    groups: dict[tuple, list[Config]] = defaultdict(list)
+    for c in configs:  # configurations that differ only in tau (and the label settings) share one tree
+        groups[tuple(getattr(cfgs[c.id], f) for f in CUT_FIELDS if f != "tau")].append(c)
+    for group in groups.values():
         t0 = time.perf_counter()
-        W = affinity(feats, alpha=alpha)
-        top = max(c.tau for c in group)
-        tree = recursive_ncut(W, tau=top, grid=(h, w), mode=mode)
+        trees = core.cut_trees(feats, cfgs[group[0].id], [c.tau for c in group])
         base = time.perf_counter() - t0
-        pruned: dict[float, tuple[np.ndarray, float]] = {}
-        for tau in sorted({c.tau for c in group}, reverse=True):
-            t1 = time.perf_counter()
-            t = tree if tau == top else tree.prune(tau)
-            labels = np.asarray(t.labels, dtype=np.int64).reshape(h, w)
-            pruned[tau] = (labels, (base if tau == top else 0.0) + time.perf_counter() - t1)
+        top = max(trees)
         for c in group:
-            out[c.id] = pruned[c.tau]
+            t1 = time.perf_counter()
+            labels = core.grid_labels(trees[c.tau])
+            out[c.id] = (labels, (base if c.tau == top else 0.0) + time.perf_counter() - t1)
     return out
 
 
-def _score(
-    labels: np.ndarray,
-    feats: torch.Tensor,
-    refine: str,
-    image_small: torch.Tensor,
-    gt: np.ndarray,
-    info: DatasetInfo,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Upsample, merge background, refine, match: TP, FP, FN (num_classes,) and the labelled pixels."""
-    from ..metrics import image_counts, merge_background
-    from ..refine import concept_assignment, median_filter, pamr
+class _Scorer:
+    """Hungarian TP/FP/FN of one image's labels, with the published background step before refinement."""
 
-    size = gt.shape
-    pred = np.asarray(concept_assignment(labels, feats, size), dtype=np.int64)
-    match = _quirk_match(info)
-    if info.two_stage_background:
-        pred, gt = merge_background(pred, gt, info.num_classes, ignore_index=info.ignore_index, match=match)
-    if refine == "pamr":
-        pred = np.asarray(median_filter(pamr(image_small, pred, num_iter=10, dilations=(1, 2, 4, 8)), 3))
-    elif refine == "median":
-        pred = np.asarray(median_filter(pred, 3))
-    tp, fp, fn, n = image_counts(pred, gt, info.num_classes, ignore_index=info.ignore_index, match=match)
-    return tp, fp, fn, n
+    def __init__(self, gt: np.ndarray, info: DatasetInfo, match: str) -> None:
+        self.gt, self.info, self.match = gt, info, match
+        self.scored_gt = gt
+
+    def merge(self, pred: np.ndarray) -> np.ndarray:
+        from ..metrics import merge_background
+
+        info = self.info
+        pred, self.scored_gt = merge_background(
+            pred, self.gt, info.num_classes, ignore_index=info.ignore_index, match=self.match
+        )
+        return pred
+
+    def counts(self, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        from ..metrics import image_counts
+
+        info = self.info
+        return image_counts(pred, self.scored_gt, info.num_classes, ignore_index=info.ignore_index,
+                            match=self.match)  # fmt: skip
 
 
 def _image_miou(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> float:
@@ -209,7 +194,7 @@ def compute_unit(
     backbone : Backbone
         The model named by every config's ``model``.
     grid : AblationGrid
-        The study (seed, prompt, sizes).
+        The study (seed, prompt, sizes, preset).
     sample : Sample
         The image and its ground truth.
     index : int
@@ -230,16 +215,18 @@ def compute_unit(
         raise ParameterError(f"dataset {info.name!r} has no labels; an ablation needs ground truth to score")
     if not configs:
         return pd.DataFrame()
+    cfgs = {c.id: c.diffcut_config() for c in configs}
+    base = cfgs[configs[0].id]  # every point shares the input settings (AblationGrid owns them)
     size = int(grid.image_size or backbone.image_size)
-    x, y = preprocess(sample.image, sample.label, size=size, label_size=grid.label_size)
-    gt = y.numpy()
+    image = torch.from_numpy(np.ascontiguousarray(sample.image)).permute(2, 0, 1).float() / 255.0
+    region, x = core.network_input(image, base, (size, size))
+    gt = eval_label(sample.label, size, grid.label_size)
     names = {layer: resolve_layer(backbone, layer) for layer in {c.layer for c in configs}}
     needs = {(names[c.layer], c.timestep) for c in configs}
-    if any(c.method == "diffseg" for c in configs):
-        needs |= {(f"{names[c.layer]}.probs", c.timestep) for c in configs if c.method == "diffseg"}
-    feats, cached = _features(backbone, grid, x, needs, store)
-    small = F.interpolate(x[None], size=gt.shape, mode="bilinear", align_corners=False)[0]
+    needs |= {(f"{names[c.layer]}.probs", c.timestep) for c in configs if c.method == "diffseg"}
+    feats, cached = _features(backbone, grid, x, base, needs, store)
     fingerprint = model_fingerprint(backbone)
+    device = getattr(backbone, "device", None)
 
     by_features: dict[tuple[str, int], list[Config]] = defaultdict(list)
     for c in configs:
@@ -247,11 +234,7 @@ def compute_unit(
     rows: list[dict[str, Any]] = []
     for (layer, t), group in by_features.items():
         f = feats[names[layer], t]
-        labelled: dict[str, tuple[np.ndarray, float]] = {}
-        dc = [c for c in group if c.method == "diffcut"]
-        if dc:
-            # one tree per (alpha, mode); refinements share the labels
-            labelled.update(_diffcut_trees(f, dc))
+        labelled = _grid_labels(f, [c for c in group if c.method == "diffcut"], cfgs)
         for c in group:
             if c.method != "diffcut":
                 t0 = time.perf_counter()
@@ -259,14 +242,19 @@ def compute_unit(
                 labels = _baseline_labels(c.method, f, c.params, grid.seed, None if attn is None else attn[0])
                 labelled[c.id] = (labels, time.perf_counter() - t0)
         for c in group:
-            labels, secs = labelled[c.id]
+            coarse, secs = labelled[c.id]
             t0 = time.perf_counter()
-            tp, fp, fn, n = _score(labels, f, c.refine, small, gt, info)
+            scorer = _Scorer(gt, info, c.match)
+            pred = core.pixel_labels(
+                coarse, f, gt.shape, cfgs[c.id], region=region, x=x, device=device,
+                before_refine=scorer.merge if info.two_stage_background else None,
+            )  # fmt: skip
+            tp, fp, fn, n = scorer.counts(pred)
             row = c.to_dict()
             row.update(
                 dataset=info.name, image=sample.name, image_index=int(index), config_id=c.id,
                 layer_name=names[layer], input_size=size, grid_h=int(f.shape[-2]), grid_w=int(f.shape[-1]),
-                n_segments=len(np.unique(labels)), num_classes=info.num_classes,
+                n_segments=len(np.unique(coarse)), num_classes=info.num_classes,
                 background=info.two_stage_background, tp=tp.tolist(), fp=fp.tolist(), fn=fn.tolist(),
                 n_pixels=int(n), miou_image=_image_miou(tp, fp, fn),
                 accuracy=float(tp.sum() / n) if n else float("nan"), model_fingerprint=fingerprint,

@@ -1,9 +1,11 @@
 """The paper's benchmark protocol for one configuration (what ``diffcut-lab eval`` runs).
 
 Same engine as the ablation runner (one configuration, every image): centre crop to
-``(min(H, W) - 1)^2``, the model's input size, features at the DiffCut layer and t = 50, recursive NCut,
-concept assignment to 128 x 128, two-stage background for VOC / Context / COCO-Object, optional PAMR,
-per-image Hungarian matching with TP/FP/FN accumulated over the dataset.
+``(min(H, W) - 1)^2``, the model's input size, features, recursive NCut, upsampling to the label size
+(128 x 128 by default), two-stage background for VOC / Context / COCO-Object, refinement, per-image
+Hungarian matching (the published one by default) with TP/FP/FN accumulated over the dataset. The
+settings are one :class:`~diffcut_lab.config.DiffCutConfig`; ``DiffCutConfig.paper()`` is the published
+pipeline end to end.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from typing import Any
 
 import pandas as pd
 
+from ..config import PAPER_MASK_SIZE, DiffCutConfig
 from ..datasets.base import SegDataset
+from ..errors import ParameterError
 from .cache import FeatureStore
 from .engine import compute_unit
-from .grid import AblationGrid
+from .grid import GRID_OWNED, AblationGrid
 
-__all__ = ["PAPER_COLUMNS", "REPORTED", "EvalReport", "evaluate", "format_table"]
+__all__ = ["PAPER_COLUMNS", "REPORTED", "EvalReport", "evaluate", "format_table", "grid_for"]
 
 #: dataset name -> column title of the paper's Table 1
 PAPER_COLUMNS: dict[str, str] = {
@@ -97,21 +101,43 @@ class EvalReport:
         }
 
 
+def grid_for(
+    dataset: str,
+    model: str,
+    config: DiffCutConfig,
+    *,
+    method: str = "diffcut",
+    method_kwargs: dict[str, Any] | None = None,
+    match: str = "reference",
+) -> AblationGrid:
+    """The one-point ablation grid of ``config`` on ``dataset`` (labels scored at ``config.mask_size``,
+    128 x 128 when it is None, the published size)."""
+    label = config.mask_size or (PAPER_MASK_SIZE, PAPER_MASK_SIZE)
+    side = config.image_size
+    if label[0] != label[1] or (side is not None and side[0] != side[1]):
+        raise ParameterError(
+            f"the evaluation protocol is square (centre crop): pass a square image_size and mask_size; got "
+            f"{side} and {config.mask_size}."
+        )
+    settings = {k: v for k, v in config.changes().items() if k not in GRID_OWNED}
+    kwargs = dict(method_kwargs or {})
+    return AblationGrid(
+        dataset=dataset, models=(model,), layers=(config.layer,), timesteps=(config.timestep,),
+        alphas=(config.alpha,), taus=(config.tau,), refines=(config.refine,), methods=(method,),
+        modes=(config.mode,), method_kwargs={method: kwargs} if kwargs else {}, seed=config.seed,
+        image_size=None if side is None else side[0], label_size=label[0], settings=settings,
+        match=match,
+    )  # fmt: skip
+
+
 def evaluate(
     dataset: SegDataset,
     backbone: Any,
+    config: DiffCutConfig | None = None,
     *,
-    layer: str = "diffcut",
-    timestep: int = 50,
-    alpha: float = 10.0,
-    tau: float = 0.5,
-    mode: str = "fixed",
-    refine: str = "none",
     method: str = "diffcut",
     method_kwargs: dict[str, Any] | None = None,
-    seed: int = 42,
-    image_size: int | None = None,
-    label_size: int = 128,
+    match: str = "reference",
     cache_dir: str | None = None,
     progress: bool = True,
 ) -> EvalReport:
@@ -123,14 +149,16 @@ def evaluate(
         From :func:`~diffcut_lab.datasets.load_dataset` (use ``limit=`` there for a quick run).
     backbone : Backbone
         From :func:`~diffcut_lab.backbones.load_backbone` (fp16 on a GPU by default).
-    layer, timestep, alpha, tau, mode, refine, method, seed
-        The configuration (paper: "diffcut", 50, 10, 0.5, refine "none" or "pamr").
+    config : DiffCutConfig, optional
+        The settings (default ``DiffCutConfig()``; ``DiffCutConfig.paper()`` for the published pipeline).
+        The geometry is always the evaluation's: the published centre crop, labels at ``mask_size``
+        (128 when None).
+    method : str
+        Another segmenter on the same features (``"kmeans"``, ...); the DiffCut fields then do not apply.
     method_kwargs : dict, optional
-        Extra arguments of a baseline method.
-    image_size : int, optional
-        Model input side; default the backbone's (1024 for SSD-1B).
-    label_size : int
-        Evaluation side (128 in the paper).
+        Extra arguments of that method.
+    match : {"reference", "present"}
+        Hungarian matching (:func:`~diffcut_lab.metrics.hungarian_miou`; the published one by default).
     cache_dir : str, optional
         Feature cache directory (reused by later runs and ablations).
     progress : bool
@@ -142,21 +170,9 @@ def evaluate(
     """
     from ..metrics import MIoUResult
 
-    grid = AblationGrid(
-        dataset=dataset.info.name,
-        models=(str(getattr(backbone, "name", "model")),),
-        layers=(layer,),
-        timesteps=(timestep,),
-        alphas=(alpha,),
-        taus=(tau,),
-        refines=(refine,),
-        methods=(method,),
-        modes=(mode,),
-        method_kwargs={method: method_kwargs} if method_kwargs else {},
-        seed=seed,
-        image_size=image_size,
-        label_size=label_size,
-    )
+    config = config or DiffCutConfig()
+    grid = grid_for(dataset.info.name, str(getattr(backbone, "name", "model")), config, method=method,
+                    method_kwargs=method_kwargs, match=match)  # fmt: skip
     configs = grid.configs()
     store = FeatureStore(cache_dir) if cache_dir else None
     iterator: Any = range(len(dataset))
@@ -179,7 +195,7 @@ def evaluate(
     else:
         result = MIoUResult.from_counts([0] * n, [0] * n, [0] * n)
     cfg = configs[0].to_dict()
-    cfg["image_size"] = int(image_size or backbone.image_size)
+    cfg["image_size"] = int(grid.image_size or backbone.image_size)
     return EvalReport(
         dataset=dataset.info.name,
         model=str(getattr(backbone, "name", "")),

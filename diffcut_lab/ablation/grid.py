@@ -1,7 +1,11 @@
 """The declarative ablation grid and its expansion into configurations and work units.
 
 A grid is model x layer x timestep x method, and for DiffCut also alpha x tau x mode, each crossed with
-the refinement. The unit of work is one (model, image): every requested layer and timestep of that image
+the refinement. Every point is a :class:`~diffcut_lab.config.DiffCutConfig` (:meth:`Config.diffcut_config`):
+the axes name its fields, ``preset`` chooses the base (the defaults, or the published pipeline), and
+``method_kwargs["diffcut"]`` overrides its other fields (``min_size``, ``pamr_iter``, ...). The evaluation
+geometry is the published one whatever the preset: the centred square of side ``min(H, W) - 1``, labels
+and predictions at ``label_size``. The unit of work is one (model, image): every requested layer and timestep of that image
 is captured together, and every configuration of that image is computed from those features, so alpha,
 tau, mode, refine and method sweeps cost no extra UNet pass, and a tau sweep costs one recursion (the
 tree at the largest tau is pruned for the others).
@@ -16,17 +20,42 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..config import DiffCutConfig
 from ..errors import ParameterError
-from ..options import METHODS, MODES, REFINES
+from ..options import MATCHES, METHODS, REFINES
 
-__all__ = ["METHODS", "REFINES", "AblationGrid", "Config", "config_id", "stable_hash"]
+__all__ = ["METHODS", "PRESETS", "REFINES", "AblationGrid", "Config", "config_id", "stable_hash"]
 
 
 #: configuration columns, in table order (everything that, with the image, determines one result row)
 CONFIG_COLUMNS = (
     "model", "layer", "timestep", "method", "alpha", "tau", "mode", "refine", "params", "seed",
-    "image_size", "label_size", "prompt",
+    "image_size", "label_size", "prompt", "preset", "settings", "match",
 )  # fmt: skip
+
+#: base settings of a grid: DiffCutConfig's defaults, or the published evaluation pipeline
+PRESETS = ("default", "paper")
+
+#: grid axes -> the DiffCutConfig field each one sweeps
+AXES = {"layers": "layer", "timesteps": "timestep", "alphas": "alpha", "taus": "tau", "modes": "mode",
+        "refines": "refine"}  # fmt: skip
+
+#: DiffCutConfig fields the grid itself sets (axes, grid keys, the evaluation geometry); ``settings`` may
+#: set any other for every point
+GRID_OWNED = {
+    **{f: f"the {a!r} axis" for a, f in AXES.items()},
+    "seed": "the grid key 'seed'", "image_size": "the grid key 'image_size'",
+    "mask_size": "the grid key 'label_size'", "policy": "the evaluation protocol (always the centre crop)",
+    "refine_max_side": "the evaluation protocol (labels refined at label_size)",
+}  # fmt: skip
+#: ... and method_kwargs["diffcut"] may not set the input settings either (every method shares the features)
+SHARED = {"antialias": "the grid key 'settings'", "noise_device": "the grid key 'settings'"}
+
+_DEFAULT = DiffCutConfig()
+
+
+def _preset(name: str) -> DiffCutConfig:
+    return DiffCutConfig.paper() if name == "paper" else DiffCutConfig()
 
 
 def stable_hash(obj: Any, n: int = 16) -> str:
@@ -64,6 +93,9 @@ class Config:
     image_size: int
     label_size: int
     prompt: str
+    preset: str = "default"
+    settings: str = "{}"  # JSON of DiffCutConfig fields every point shares
+    match: str = "reference"
 
     @property
     def id(self) -> str:
@@ -73,6 +105,19 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (table columns)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def diffcut_config(self) -> DiffCutConfig:
+        """The :class:`~diffcut_lab.config.DiffCutConfig` of this point: what ``DiffCut(bb, ...)`` runs
+        to give the same labels (the DiffCut fields are the base's for another method)."""
+        base = _preset(self.preset).replace(**json.loads(self.settings))
+        changes: dict[str, Any] = dict(
+            layer=self.layer, timestep=self.timestep, refine=self.refine, seed=self.seed,
+            image_size=self.image_size or None, mask_size=self.label_size, policy="center_crop",
+            refine_max_side=None,
+        )  # fmt: skip
+        if self.method == "diffcut":
+            changes.update(json.loads(self.params), alpha=self.alpha, tau=self.tau, mode=self.mode)
+        return base.replace(**changes)
 
 
 def config_id(cfg: Mapping[str, Any]) -> str:
@@ -123,7 +168,9 @@ class AblationGrid:
     dataset_kwargs : mapping
         More loader arguments (``split``, ``quirks``, ``n``, ``size``, ...).
     method_kwargs : mapping
-        Per method, extra keyword arguments (``{"kmeans": {"n_clusters": 6}}``).
+        Per method, extra keyword arguments (``{"kmeans": {"n_clusters": 6}}``); for ``"diffcut"``, any
+        :class:`~diffcut_lab.config.DiffCutConfig` field the grid does not set itself
+        (``{"diffcut": {"min_size": 20, "pamr_iter": 30}}``).
     prompt : str
         Conditioning prompt of the capture (the paper's is empty).
     dtype, device : str, optional
@@ -135,17 +182,27 @@ class AblationGrid:
         each process's setting alone).
     name : str
         A label for the study (plots, file names).
+    preset : {"default", "paper"}
+        Base settings of every point: :class:`~diffcut_lab.config.DiffCutConfig`'s defaults, or
+        ``DiffCutConfig.paper()`` (the published pipeline: no antialias, noise on the model's device,
+        PAMR guided by the model input); ``settings``, the axes and the keys above override them.
+    settings : mapping
+        DiffCutConfig fields every point (of every method) shares, over the preset
+        (``{"antialias": false, "pamr_iter": 30}``); not the fields the axes and keys above set.
+    match : {"reference", "present"}
+        Hungarian matching of the score (:func:`~diffcut_lab.metrics.hungarian_miou`): the published one
+        (default, comparable with the paper's tables) or present classes only.
     """
 
     dataset: str
     models: tuple[str, ...] = ("pocket",)
-    layers: tuple[str, ...] = ("diffcut",)
-    timesteps: tuple[int, ...] = (50,)
-    alphas: tuple[float, ...] = (10.0,)
-    taus: tuple[float, ...] = (0.5,)
-    refines: tuple[str, ...] = ("none",)
+    layers: tuple[str, ...] = (_DEFAULT.layer,)
+    timesteps: tuple[int, ...] = (_DEFAULT.timestep,)
+    alphas: tuple[float, ...] = (_DEFAULT.alpha,)
+    taus: tuple[float, ...] = (_DEFAULT.tau,)
+    refines: tuple[str, ...] = (_DEFAULT.refine,)
     methods: tuple[str, ...] = ("diffcut",)
-    modes: tuple[str, ...] = ("fixed",)
+    modes: tuple[str, ...] = (_DEFAULT.mode,)
     limit: int | None = None
     seed: int = 42
     image_size: int | None = None
@@ -158,6 +215,9 @@ class AblationGrid:
     device: str | None = None
     threads: int | None = 1
     name: str = "ablation"
+    preset: str = "default"
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    match: str = "reference"
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -166,18 +226,14 @@ class AblationGrid:
         set_(self, "timesteps", _tuple(self.timesteps, "timesteps", int))
         set_(self, "alphas", tuple(float(a) for a in _tuple(self.alphas, "alphas", (int, float))))
         set_(self, "taus", tuple(float(t) for t in _tuple(self.taus, "taus", (int, float))))
-        for name, allowed in (("refines", REFINES), ("methods", METHODS), ("modes", MODES)):
-            values = _tuple(getattr(self, name), name, str)
-            bad = [v for v in values if v not in allowed]
-            if bad:
-                raise ParameterError(f"grid field {name!r} has {bad}; allowed values are {list(allowed)}")
-            set_(self, name, values)
-        if any(a <= 0 for a in self.alphas):
-            raise ParameterError(f"alphas must be > 0, got {list(self.alphas)}")
-        if any(not 0 < t for t in self.taus):
-            raise ParameterError(f"taus must be > 0, got {list(self.taus)}")
-        if any(t < 0 for t in self.timesteps):
-            raise ParameterError(f"timesteps must be >= 0, got {list(self.timesteps)}")
+        for name in ("refines", "methods", "modes"):
+            set_(self, name, _tuple(getattr(self, name), name, str))
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise ParameterError(f"grid field 'methods' has {bad}; allowed values are {list(METHODS)}")
+        for key, value, allowed in (("preset", self.preset, PRESETS), ("match", self.match, MATCHES)):
+            if value not in allowed:
+                raise ParameterError(f"grid field {key!r} is {value!r}; allowed values are {list(allowed)}")
         if self.limit is not None and self.limit < 1:
             raise ParameterError(f"limit must be >= 1 or None, got {self.limit}")
         if self.threads is not None and self.threads < 1:
@@ -191,6 +247,30 @@ class AblationGrid:
             )
         set_(self, "dataset_kwargs", dict(self.dataset_kwargs))
         set_(self, "method_kwargs", {k: dict(v) for k, v in self.method_kwargs.items()})
+        set_(self, "settings", dict(self.settings))
+        self._check_settings()
+
+    def _check_settings(self) -> None:
+        """Every axis value and DiffCut override is a valid DiffCutConfig setting (before any work)."""
+        base = _preset(self.preset)
+        for key, values, owner in (
+            ("settings", self.settings, GRID_OWNED),
+            ("method_kwargs['diffcut']", self.method_kwargs.get("diffcut", {}), {**GRID_OWNED, **SHARED}),
+        ):
+            owned = sorted(set(values) & set(owner))
+            if owned:
+                where = "; ".join(f"{k!r} is set by {owner[k]}" for k in owned)
+                raise ParameterError(f"{key} cannot set {owned}: {where}")
+            try:
+                base = base.replace(**values)
+            except ParameterError as err:
+                raise ParameterError(f"{key}: {err}") from None
+        for axis, name in AXES.items():
+            for value in getattr(self, axis):
+                try:
+                    base.replace(**{name: value})
+                except ParameterError as err:
+                    raise ParameterError(f"grid field {axis!r}: {err}") from None
 
     # -- construction ------------------------------------------------------------------------------
 
@@ -247,6 +327,7 @@ class AblationGrid:
         result rows also record the size actually used, as ``input_size``).
         """
         size = self.image_size or 0
+        settings = json.dumps(dict(self.settings), sort_keys=True)
         out: list[Config] = []
         for m in self.models if model is None else (model,):
             for layer in self.layers:
@@ -265,7 +346,8 @@ class AblationGrid:
                         for alpha, tau, mode in sweep:
                             for refine in self.refines:
                                 out.append(Config(m, layer, int(t), method, alpha, tau, mode, refine, params,
-                                                  self.seed, size, self.label_size, self.prompt))  # fmt: skip
+                                                  self.seed, size, self.label_size, self.prompt, self.preset,
+                                                  settings, self.match))  # fmt: skip
         return out
 
     def __len__(self) -> int:

@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from ..options import METHODS, MODES, REFINES
+from ..options import MATCHES, METHODS
+from ._options import add_config_options, add_model_option, config_from_args
 
 DATASET_CHOICES = (
     "voc",
@@ -29,13 +30,14 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "Evaluate one configuration on a dataset with the paper's protocol: centre crop to "
             "(min(H,W)-1)^2, resize to the model's input size (1024 for SSD-1B), features at the DiffCut "
             "layer and timestep 50, recursive NCut, concept assignment to 128x128, two-stage background "
-            "matching for VOC / Context / COCO-Object, optional PAMR, per-image Hungarian matching "
-            "accumulated over the dataset. Prints a table in the layout of the paper's Table 1 with "
+            "matching for VOC / Context / COCO-Object, refinement, per-image Hungarian matching "
+            "accumulated over the dataset (the published matching by default). --paper runs the "
+            "published pipeline end to end. Prints a table in the layout of the paper's Table 1 with "
             "images per second. On a GPU the model runs in float16 (load_backbone's default)."
         ),
         epilog=(
             "examples:\n"
-            "  diffcut-lab eval --dataset voc --root ~/data/VOCdevkit/VOC2012 --model segmind/SSD-1B --refine pamr\n"
+            "  diffcut-lab eval --dataset voc --root ~/data/VOCdevkit/VOC2012 --model segmind/SSD-1B --paper\n"
             "  diffcut-lab eval --dataset synthetic --model pocket --limit 16\n"
             "Dataset layouts: see diffcut_lab.datasets.benchmarks (python -m pydoc diffcut_lab.datasets.benchmarks)."
         ),
@@ -43,23 +45,18 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--dataset", required=True, choices=DATASET_CHOICES, help="benchmark or built-in set")
     p.add_argument("--root", help="dataset directory (required for the six benchmarks)")
-    p.add_argument("--model", default="segmind/SSD-1B", help="'pocket', a hub id or a diffusers directory")
-    p.add_argument(
-        "--refine", default="none", choices=REFINES, help="refinement (paper: pamr)"
-    )
+    add_model_option(p)
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
     p.add_argument("--split", default=None, help="dataset split (default: val; synthetic: test)")
     p.add_argument("--quirks", default="fixed", choices=("fixed", "paper"),
                    help="label mapping: 'paper' reproduces the published loader's quirks (see datasets.benchmarks)")  # fmt: skip
-    p.add_argument("--layer", default="diffcut", help="hook point (default: the paper's layer for the model)")
-    p.add_argument("--timestep", type=int, default=50, help="noising timestep (default 50)")
-    p.add_argument("--alpha", type=float, default=10.0, help="affinity exponent (default 10)")
-    p.add_argument("--tau", type=float, default=0.5, help="NCut threshold (default 0.5)")
-    p.add_argument("--mode", default="fixed", choices=MODES, help="recursive NCut variant")
-    p.add_argument("--method", default="diffcut", choices=METHODS)
-    p.add_argument("--seed", type=int, default=42, help="noise seed (default 42)")
-    p.add_argument("--image-size", type=int, help="model input side (default: the model's native size)")
-    p.add_argument("--label-size", type=int, default=128, help="evaluation side (default 128)")
+    p.add_argument("--method", default="diffcut", choices=METHODS,
+                   help="segmenter on the same features (the DiffCut settings apply to diffcut)")  # fmt: skip
+    p.add_argument("--match", default=MATCHES[0], choices=MATCHES,
+                   help="Hungarian matching: 'reference', the published protocol (default, comparable with "
+                   "the paper's tables), or 'present' (present classes only)")  # fmt: skip
+    add_config_options(p, exclude=("policy", "refine_max_side"),
+                       notes={"mask_size": "the evaluation scores at 128 when none"})  # fmt: skip
     p.add_argument(
         "--dtype", help="model dtype: float16, bfloat16, float32 (default: fp16 on GPU, fp32 on CPU)"
     )
@@ -79,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from ..backbones import load_backbone
     from ..datasets import ON_DISK, load_dataset
 
+    config = config_from_args(args)  # invalid settings fail here, before any data or model is read
     kwargs = {}
     if args.split:
         kwargs["split"] = args.split
@@ -86,11 +84,8 @@ def run(args: argparse.Namespace) -> int:
         kwargs["quirks"] = args.quirks
     ds = load_dataset(args.dataset, args.root, limit=args.limit, **kwargs)
     backbone = load_backbone(args.model, dtype=dtype_from_name(args.dtype), device=args.device)
-    report = evaluate(
-        ds, backbone, layer=args.layer, timestep=args.timestep, alpha=args.alpha, tau=args.tau, mode=args.mode,
-        refine=args.refine, method=args.method, seed=args.seed, image_size=args.image_size,
-        label_size=args.label_size, cache_dir=args.cache_dir, progress=not args.no_progress,
-    )  # fmt: skip
+    report = evaluate(ds, backbone, config, method=args.method, match=args.match, cache_dir=args.cache_dir,
+                      progress=not args.no_progress)  # fmt: skip
     print(format_table([report]))
     r = report.result
     print(

@@ -21,43 +21,36 @@ import tempfile
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import DiffCutConfig
 from ..errors import DiffCutLabError, ImageInputError, ParameterError
-from ..options import MODES, REFINES, TAU_MAX
+from ._options import add_config_options, add_model_option, config_from_args
 
 __all__ = ["ReportParams", "build_report", "register", "report_notebook_path", "run", "validate"]
 
 REPORT_NOTEBOOK = "05_report.ipynb"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-TAU_RANGE = (0.0, TAU_MAX)
 
 
 @dataclass(frozen=True)
 class ReportParams:
     """The report notebook's papermill parameters (``to_dict()`` is exactly what papermill receives).
 
-    ``images`` are absolute paths; an empty list means the bundled sample images.
+    ``images`` are absolute paths (an empty tuple means the bundled sample images); ``config`` is the one
+    settings object, passed as ``config.to_dict()`` and rebuilt in the notebook by
+    ``DiffCutConfig.from_dict``.
     """
 
     model: str = "pocket"
     images: tuple[str, ...] = field(default_factory=tuple)
-    layer: str = "diffcut"
-    timestep: int = 50
-    alpha: float = 10.0
-    tau: float = 0.5
-    refine: str = "pamr"
-    mode: str = "fixed"
-    seed: int = 42
-    image_size: int = 0
+    config: DiffCutConfig = field(default_factory=DiffCutConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["images"] = list(self.images)
-        return d
+        return {"model": self.model, "images": list(self.images), "config": self.config.to_dict()}
 
 
 def report_notebook_path() -> Path:
@@ -74,28 +67,15 @@ def report_notebook_path() -> Path:
 
 
 def validate(params: ReportParams, *, check_model: bool = True) -> ReportParams:
-    """Check every parameter before the notebook runs; raise a clear error on the first bad one.
+    """Check what the notebook will need before it runs; raise a clear error on the first problem.
 
-    Checks tau, alpha, refine, mode, timestep and image size ranges, that every image exists and can be
-    read, and (``check_model``) that the model's configs can be read and the layer exists in it (no
-    weights are loaded: :func:`diffcut_lab.load_backbone` with ``weights=False``).
+    The settings were validated when ``params.config`` was made; here every image must exist and be
+    readable and (``check_model``) the model's configs must be readable, with the layer, the timestep and
+    the input size valid for it (no weights are loaded: :func:`diffcut_lab.load_backbone` with
+    ``weights=False``).
     """
-    lo, hi = TAU_RANGE
-    if not (lo < params.tau <= hi):
-        raise ParameterError(
-            f"tau={params.tau} is out of range; expected {lo} < tau <= {hi} (the largest NCut a cut may "
-            "have to be accepted; the paper uses 0.5, smaller values give fewer, larger segments)."
-        )
-    if not (params.alpha > 0):
-        raise ParameterError(f"alpha={params.alpha} must be > 0 (the affinity exponent; the paper uses 10).")
-    if params.refine not in REFINES:
-        raise ParameterError(f"refine={params.refine!r}; expected one of {REFINES}.")
-    if params.mode not in MODES:
-        raise ParameterError(f"mode={params.mode!r}; expected one of {MODES}.")
-    if params.timestep < 0:
-        raise ParameterError(f"timestep={params.timestep} must be >= 0 (the paper uses 50).")
-    if params.image_size < 0:
-        raise ParameterError(f"image_size={params.image_size} must be >= 0 (0 = the model's native size).")
+    if not isinstance(params.config, DiffCutConfig):
+        raise ParameterError(f"config must be a DiffCutConfig; got {type(params.config).__name__}.")
     from ..images import load_image
 
     for path in params.images:
@@ -111,17 +91,9 @@ def validate(params: ReportParams, *, check_model: bool = True) -> ReportParams:
                                   "format Pillow reads.") from exc
     if check_model:
         from ..backbones import load_backbone
-        from ..hooks import resolve_layers
+        from ..pipeline import DiffCut
 
-        bb = load_backbone(params.model, weights=False)
-        resolve_layers(bb, params.layer)  # UnknownLayerError with close names
-        sched = getattr(bb, "scheduler", None)
-        n_train = int(getattr(getattr(sched, "config", None), "num_train_timesteps", 1000) or 1000)
-        if params.timestep >= n_train:
-            raise ParameterError(
-                f"timestep={params.timestep} is out of range for {params.model}; expected 0 <= timestep < "
-                f"{n_train} (the paper uses 50)."
-            )
+        DiffCut(load_backbone(params.model, weights=False), params.config).check()
     return params
 
 
@@ -296,25 +268,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", default="pocket",
-                        help="'pocket' (bundled, default), a Hugging Face Hub id or a local diffusers directory")
+    add_model_option(parser)
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", nargs="+", metavar="IMAGE", help="image files to segment")
     src.add_argument("--samples", action="store_true",
                      help="segment the sample photos bundled with the package (offline)")
-    parser.add_argument("--layer", default="diffcut",
-                        help="hook point to read features from (default: 'diffcut', the paper's layer; "
-                        "see 'diffcut-lab layers')")
-    parser.add_argument("--timestep", type=int, default=50, help="noising timestep (default 50)")
-    parser.add_argument("--alpha", type=float, default=10.0, help="affinity exponent (default 10)")
-    parser.add_argument("--tau", type=float, default=0.5,
-                        help="NCut threshold in (0, 2]: a cut is accepted when its NCut < tau (default 0.5)")
-    parser.add_argument("--refine", choices=REFINES, default="pamr", help="refinement (default pamr)")
-    parser.add_argument("--mode", choices=MODES, default="fixed",
-                        help="'fixed' (default) or 'paper' (the published algorithm with its quirks)")
-    parser.add_argument("--seed", type=int, default=42, help="noise seed (default 42)")
-    parser.add_argument("--image-size", type=int, default=0, metavar="N",
-                        help="input side in pixels (default 0: the model's native size)")
+    add_config_options(parser)
     parser.add_argument("--out", default="reports/report.html",
                         help="HTML file to write (default reports/report.html); OUT.ipynb and OUT_figures/ "
                         "go beside it")
@@ -330,10 +289,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def params_from_args(args: argparse.Namespace) -> ReportParams:
     """Turn parsed command-line arguments into :class:`ReportParams` (image paths made absolute)."""
     images = () if args.samples else tuple(str(Path(p).expanduser().resolve()) for p in args.images)
-    return ReportParams(
-        model=args.model, images=images, layer=args.layer, timestep=args.timestep, alpha=args.alpha,
-        tau=args.tau, refine=args.refine, mode=args.mode, seed=args.seed, image_size=args.image_size,
-    )
+    return ReportParams(model=args.model, images=images, config=config_from_args(args))
 
 
 def run(args: argparse.Namespace) -> int:

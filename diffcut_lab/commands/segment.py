@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImageInputError, ParameterError
-from ..options import MODES, POLICIES, REFINES, UPSAMPLES
+from ._options import add_config_options, add_model_option, config_from_args
 
 __all__ = ["IMAGE_SUFFIXES", "collect_images", "register", "run", "save_labels"]
 
@@ -37,7 +37,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
             "examples:\n"
             "  diffcut-lab segment photo.jpg --out segments\n"
             "  diffcut-lab segment photos/ --model segmind/SSD-1B --tau 0.5 --alpha 10 --refine pamr\n"
-            "  diffcut-lab segment a.png b.png --tau 0.3 --mask-size 128 --policy center_crop --out eval"
+            "  diffcut-lab segment a.png b.png --tau 0.3 --mask-size 128 --policy center_crop --out eval\n"
+            "  diffcut-lab segment photo.jpg --paper --out published   # the published pipeline, 128x128"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -47,82 +48,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         metavar="IMAGE",
         help="image files (any format Pillow reads) or directories of images",
     )
-    parser.add_argument(
-        "--model",
-        default="pocket",
-        help="'pocket' (bundled, offline; default), a Hugging Face Hub id such as segmind/SSD-1B (the "
-        "paper's model), or a local diffusers directory",
-    )
-    parser.add_argument(
-        "--layer",
-        default="diffcut",
-        help="hook point to read: 'diffcut' (the paper's layer for this model; default) or one hook name "
-        "from 'diffcut-lab layers'",
-    )
-    parser.add_argument("--timestep", type=int, default=50, help="noising timestep t (default 50)")
-    parser.add_argument("--alpha", type=float, default=10.0, help="affinity exponent, > 0 (default 10)")
-    parser.add_argument(
-        "--tau",
-        type=float,
-        default=0.5,
-        help="normalized-cut threshold, 0 < tau <= 2: a split is kept when its NCut is below tau; larger "
-        "gives more, smaller segments (default 0.5)",
-    )
-    parser.add_argument(
-        "--mode",
-        choices=MODES,
-        default="fixed",
-        help="'fixed' (default: exact threshold, guarded solver, no dropped pixels) or 'paper' (the "
-        "published algorithm with its quirks)",
-    )
-    parser.add_argument(
-        "--refine",
-        choices=REFINES,
-        default="pamr",
-        help="refinement: PAMR along colour edges then a 3x3 median (default), the median only, or none",
-    )
-    parser.add_argument(
-        "--upsample",
-        choices=UPSAMPLES,
-        default="concept",
-        help="grid-to-pixel upsampling: concept assignment (default) or nearest neighbour",
-    )
-    parser.add_argument("--seed", type=int, default=42, help="seed of the added noise (default 42)")
-    parser.add_argument(
-        "--image-size",
-        type=int,
-        default=None,
-        metavar="N",
-        help="UNet input side in pixels (default: the model's native size, e.g. 1024 for SSD-1B)",
-    )
-    parser.add_argument(
-        "--policy",
-        choices=POLICIES,
-        default="resize",
-        help="'resize' (default): segment the whole image, squeezed to a square for the UNet, labels at "
-        "the original size; 'center_crop': segment the largest centred square (the paper's protocol)",
-    )
-    parser.add_argument(
-        "--mask-size",
-        type=int,
-        default=None,
-        metavar="N",
-        help="write N x N label maps (e.g. 128, the paper's evaluation size); default: the image's size",
-    )
-    parser.add_argument(
-        "--pamr-iter",
-        type=int,
-        default=10,
-        metavar="K",
-        help="PAMR iterations (default 10, as in the paper's eval)",
-    )
-    parser.add_argument(
-        "--min-size",
-        type=int,
-        default=1,
-        metavar="P",
-        help="smallest segment the recursion may cut off, in feature-grid cells (fixed mode; default 1)",
-    )
+    add_model_option(parser)
+    add_config_options(parser)
     parser.add_argument(
         "--overlay-alpha",
         type=float,
@@ -201,24 +128,10 @@ def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from ..backbones import load_backbone
-    from ..pipeline import DiffCut, DiffCutConfig
+    from ..pipeline import DiffCut
 
     # everything that can be checked without the model is checked first
-    config = DiffCutConfig(
-        layer=args.layer,
-        timestep=args.timestep,
-        alpha=args.alpha,
-        tau=args.tau,
-        mode=args.mode,
-        refine=args.refine,
-        upsample=args.upsample,
-        seed=args.seed,
-        image_size=args.image_size,
-        policy=args.policy,
-        mask_size=args.mask_size,
-        pamr_iter=args.pamr_iter,
-        min_size=args.min_size,
-    )
+    config = config_from_args(args)
     if not 0.0 <= args.overlay_alpha <= 1.0:
         raise ParameterError(f"--overlay-alpha must lie in [0, 1]; got {args.overlay_alpha}.")
     if args.batch_size < 1:

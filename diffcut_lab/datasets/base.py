@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ImageInputError, ParameterError
+from ..images import center_crop_box, crop_region, resize_image
 
 __all__ = [
     "IGNORE_INDEX",
@@ -182,18 +183,6 @@ def read_label(path: Path) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def center_crop_box(height: int, width: int) -> tuple[int, int, int]:
-    """The paper's square centre crop: ``(top, left, side)`` with ``side = min(H, W) - 1``.
-
-    Offsets are rounded like ``torchvision.transforms.CenterCrop`` (round half to even of the halved
-    margin), so crops match the published loader pixel for pixel.
-    """
-    side = max(min(height, width) - 1, 1)
-    top = round((height - side) / 2.0)
-    left = round((width - side) / 2.0)
-    return top, left, side
-
-
 def preprocess(
     image: np.ndarray,
     label: np.ndarray | None = None,
@@ -230,11 +219,9 @@ def preprocess(
     if img.ndim != 3 or img.shape[2] != 3:
         raise ImageInputError(f"expected an (H, W, 3) image, got shape {img.shape}")
     h, w = img.shape[:2]
+    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255.0
+    x = resize_image(crop_region(x, "center_crop"), (size, size), antialias=False).clamp_(0.0, 1.0)
     top, left, side = center_crop_box(h, w)
-    x = torch.from_numpy(np.ascontiguousarray(img[top : top + side, left : left + side]))
-    x = x.permute(2, 0, 1)[None].float() / 255.0
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
-    x = x.clamp_(0.0, 1.0)[0]
     if label is None:
         return x, None
     lab = np.asarray(label)

@@ -52,6 +52,12 @@ def _features(cache: Any, layer: str, t: int, index: int) -> np.ndarray | None:
     return x[index]
 
 
+def _config(config: Any, settings: dict[str, Any]) -> Any:
+    from ..config import DiffCutConfig
+
+    return (config if config is not None else DiffCutConfig()).replace(**settings)
+
+
 def _num_classes(gt: np.ndarray, ignore_index: int) -> int:
     valid = gt[(gt != ignore_index) & (gt >= 0)]
     return int(valid.max()) + 1 if valid.size else 1
@@ -64,12 +70,11 @@ def layer_scores(
     layers: Sequence[str] | None = None,
     timesteps: Sequence[int] | None = None,
     images: Sequence[int] | None = None,
-    alpha: float = 10.0,
-    tau: float = 0.5,
-    mode: str = "fixed",
+    config: Any = None,
     ignore_index: int = 255,
     sort_by: str = "stage",
     keep_labels: bool = False,
+    **settings: Any,
 ) -> pd.DataFrame:
     """DiffCut on every captured layer and timestep: one row per (layer, timestep, image).
 
@@ -79,12 +84,15 @@ def layer_scores(
         A :class:`~diffcut_lab.FeatureCache` with ``(B, C, h, w)`` features.
     gt
         Optional ground truth: one ``(H, W)`` map per image of the batch (a ``(B, H, W)`` array or a list).
-        Predictions are upsampled to its size by concept assignment and scored with
-        :func:`diffcut_lab.hungarian_miou`.
+        Predictions are made at its size by the segmentation core (upsampling and refinement as
+        ``config`` says, guided by ``cache.images``) and scored with :func:`diffcut_lab.hungarian_miou`
+        (the published matching).
     layers, timesteps, images
         Subsets of the cache (default: everything; ``images`` are batch indices).
-    alpha, tau, mode
-        DiffCut parameters (:func:`diffcut_lab.affinity`, :func:`diffcut_lab.recursive_ncut`).
+    config : DiffCutConfig, optional
+        The settings (default ``DiffCutConfig()``); the layer and timestep come from the cache.
+    **settings
+        DiffCutConfig fields that override ``config`` (``alpha=5``, ``tau=0.3``, ``refine="none"``).
     ignore_index
         Ground-truth id left out of the score.
     sort_by
@@ -97,10 +105,10 @@ def layer_scores(
     pandas.DataFrame
         Columns ``layer, short, stage, resolution, channels, timestep, image, n_segments, miou``.
     """
-    from ..baselines import segment_features
+    from .. import segmentation as core
     from ..metrics import hungarian_miou
-    from ..refine import concept_assignment
 
+    cfg = _config(config, settings)
     chosen, ts = _select(cache, layers, timesteps)
     gts = None
     if gt is not None:
@@ -115,11 +123,12 @@ def layer_scores(
                 f = _features(cache, layer, t, i)
                 if f is None:
                     continue
-                labels = segment_features(f, "diffcut", alpha=alpha, tau=tau, mode=mode)
+                labels = core.grid_labels(core.cut_tree(f, cfg))
                 miou = np.nan
                 if gts is not None and i < len(gts):
                     g = gts[i]
-                    pred = np.asarray(concept_assignment(labels, f, g.shape))
+                    x = None if cache.images is None else cache.images[i]
+                    pred = core.pixel_labels(labels, f, g.shape, cfg, region=x, x=x)
                     miou = hungarian_miou(pred, g, num_classes=_num_classes(g, ignore_index),
                                           ignore_index=ignore_index).miou
                 row = {
@@ -177,12 +186,11 @@ def layer_grid(
     image_index: int = 0,
     layers: Sequence[str] | None = None,
     timesteps: Sequence[int] | None = None,
-    alpha: float = 10.0,
-    tau: float = 0.5,
-    mode: str = "fixed",
+    config: Any = None,
     sort_by: str = "stage",
     tile: int = 112,
     ignore_index: int = 255,
+    **settings: Any,
 ) -> go.Figure:
     """Every captured layer (rows) and timestep (column pairs): PCA colours of the features next to the
     DiffCut segmentation, with the number of segments and, given ground truth, the mIoU.
@@ -199,8 +207,8 @@ def layer_grid(
         Which image of the batch to show.
     layers, timesteps
         Subsets of the cache (default: all).
-    alpha, tau, mode
-        DiffCut parameters.
+    config, **settings
+        The settings, as for :func:`layer_scores`.
     sort_by
         Row order, one of :data:`SORT_KEYS`: ``"stage"`` (the UNet's forward order: down, mid, up),
         ``"miou"`` (best first, mean over timesteps), ``"segments"``, ``"resolution"``, ``"name"``.
@@ -223,9 +231,10 @@ def layer_grid(
         image = (np.clip(np.moveaxis(x, 0, -1), 0, 1) * 255).round().astype(np.uint8)
     rgb = downscale(as_rgb(image), tile)
     gts = None if gt is None else [None] * image_index + [as_labels(gt)]
+    cfg = _config(config, settings)
     df = layer_scores(
-        cache, gts, layers=layers, timesteps=timesteps, images=[image_index], alpha=alpha, tau=tau,
-        mode=mode, ignore_index=ignore_index, sort_by=sort_by, keep_labels=True,
+        cache, gts, layers=layers, timesteps=timesteps, images=[image_index], config=cfg,
+        ignore_index=ignore_index, sort_by=sort_by, keep_labels=True,
     )
     if df.empty:
         raise ValueError("no (B, C, h, w) feature maps to show in this cache")
@@ -267,7 +276,7 @@ def layer_grid(
         height=int(tile * 1.25 * len(row_layers) + 80),
         width=int(tile * 1.08 * cols + 170),
         margin={"l": 150, "r": 10, "t": 60, "b": 10},
-        title=f"layers × timesteps (sorted by {sort_by}; α={alpha:g}, τ={tau:g}, {mode} mode)",
+        title=f"layers × timesteps (sorted by {sort_by}; α={cfg.alpha:g}, τ={cfg.tau:g}, {cfg.mode} mode)",
         showlegend=False,
     )
     return fig

@@ -563,7 +563,7 @@ class CutStepper:
         image: Any = None,
         *,
         features: Any = None,
-        alpha: float = 10.0,
+        alpha: float | None = None,
         tau_range: tuple[float, float] = (0.05, 1.0),
         alpha_range: tuple[float, float] = (1.0, 20.0),
         max_side: int = 192,
@@ -578,7 +578,7 @@ class CutStepper:
         self._grid = _grid_of(tree)
         self._full = tree  # the deepest tree computed so far for the current alpha (prune it for smaller tau)
         self.tree = tree
-        self.alpha = float(alpha)
+        self.alpha = float(alpha if alpha is not None else tree.params.get("alpha", 10.0))
         self.last_update_s = 0.0
         self._data = _StepData(tree)
         self._busy = False
@@ -696,11 +696,10 @@ class CutStepper:
             self.set_alpha(change["new"])
 
     def _recompute(self, tau: float) -> Any:
-        from ..affinities import affinity
-        from ..ncut import recursive_ncut
+        from ..segmentation import recut
 
-        W = affinity(self._features, alpha=self.alpha)
-        return recursive_ncut(W, tau=tau, grid=self._grid, mode=getattr(self.tree, "mode", "fixed"))
+        # every setting of the tree (mode, min_size, max_depth, solver) is kept; only alpha and tau change
+        return recut(self._full, self._features, alpha=self.alpha, tau=tau)
 
     def _set_tree(self, tree: Any, seconds: float, what: str) -> None:
         old_step = self.step
@@ -754,7 +753,7 @@ def cut_stepper(
     image: Any = None,
     *,
     features: Any = None,
-    alpha: float = 10.0,
+    alpha: float | None = None,
     tau_range: tuple[float, float] = (0.05, 1.0),
     alpha_range: tuple[float, float] = (1.0, 20.0),
     max_side: int = 192,
@@ -770,11 +769,13 @@ def cut_stepper(
     image
         The segmented image; ``None`` shows the PCA colours of ``features`` (or a grey canvas).
     features
-        The ``(C, h, w)`` features the tree was cut from. With them, ``alpha`` can be changed (the
-        affinity and the cuts are recomputed) and ``tau`` can be raised above the tree's tau; without
-        them ``tau`` can only be lowered (pruning, no recomputation).
+        The ``(C, h, w)`` features the tree was cut from. With them, ``alpha`` can be changed and ``tau``
+        raised above the tree's tau: the cuts are recomputed by the segmentation core
+        (:func:`~diffcut_lab.segmentation.recut`) with every other setting of the tree (mode, min_size,
+        max_depth, solver); without them ``tau`` can only be lowered (pruning, no recomputation).
     alpha
-        The affinity exponent the tree was computed with (the starting value of the alpha slider).
+        The affinity exponent the tree was computed with (default: the tree's own, recorded by
+        :func:`~diffcut_lab.segmentation.cut_tree`, else 10).
     tau_range, alpha_range
         Slider ranges.
     max_side
@@ -791,8 +792,7 @@ def cut_stepper(
     Examples
     --------
     >>> import diffcut_lab as dl  # doctest: +SKIP
-    >>> W = dl.affinity(feats, alpha=10)  # doctest: +SKIP
-    >>> tree = dl.recursive_ncut(W, tau=0.5, grid=feats.shape[1:])  # doctest: +SKIP
+    >>> tree = dl.cut_tree(feats, dl.DiffCutConfig(tau=0.5))  # doctest: +SKIP
     >>> cut_stepper(tree, image, features=feats)  # doctest: +SKIP
     """
     return CutStepper(

@@ -1,0 +1,97 @@
+"""Command-line options made from :class:`~diffcut_lab.config.DiffCutConfig`'s fields (no torch import).
+
+Each setting has one default, one help text and one validation, all in the config: the commands only
+choose which fields they offer. An option that is not given keeps the base config's value, so ``--paper``
+(the published pipeline) combines with any other option (``--paper --tau 0.2``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+from ..config import DiffCutConfig
+
+__all__ = ["DEFAULT_MODEL", "MODEL_HELP", "add_config_options", "add_model_option", "config_from_args", "option"]
+
+DEFAULT_MODEL = "pocket"
+MODEL_HELP = (
+    "'pocket' (bundled, offline; default), a Hugging Face Hub id such as segmind/SSD-1B (the paper's "
+    "model), or a local diffusers directory"
+)
+_DEFAULTS = DiffCutConfig()
+
+
+def option(name: str) -> str:
+    """The command-line flag of a setting: ``pamr_iter`` -> ``--pamr-iter``."""
+    return "--" + name.replace("_", "-")
+
+
+def add_model_option(parser: argparse.ArgumentParser) -> None:
+    """``--model``, with the one default every command shares."""
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
+
+
+def _int_or_none(text: str) -> int | None:
+    return None if text.lower() in ("none", "0") else int(text)
+
+
+def add_config_options(
+    parser: argparse.ArgumentParser,
+    *,
+    exclude: Iterable[str] = (),
+    notes: dict[str, str] | None = None,
+    paper: bool = True,
+) -> None:
+    """Add one option per :class:`DiffCutConfig` field (all but ``exclude``), in a group of their own.
+
+    ``notes`` adds command-specific words to a field's help. ``paper`` adds ``--paper``.
+    """
+    group = parser.add_argument_group(
+        "DiffCut settings", "every option defaults to DiffCutConfig's value (or, with --paper, the published one)"
+    )
+    if paper:
+        group.add_argument(
+            "--paper", action="store_true",
+            help="start from the published evaluation pipeline (DiffCutConfig.paper(): centre crop "
+            "min(H,W)-1, resize without antialias, paper-mode NCut, 128x128 labels, PAMR guided by the "
+            "model input, noise on the model's device); other options change it",
+        )  # fmt: skip
+    skip = set(exclude)
+    notes = notes or {}
+    shown = _DEFAULTS.describe()
+    for f in dataclasses.fields(DiffCutConfig):
+        if f.name in skip:
+            continue
+        default = getattr(_DEFAULTS, f.name)
+        text = f.metadata["help"] + (f"; {notes[f.name]}" if f.name in notes else "")
+        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
+        if "choices" in f.metadata:
+            kw.update(choices=f.metadata["choices"])
+        elif isinstance(default, bool):
+            kw.update(action=argparse.BooleanOptionalAction)
+        elif isinstance(default, tuple):
+            kw.update(type=int, nargs="+")
+        elif isinstance(default, float):
+            kw.update(type=float)
+        elif isinstance(default, int) or f.name in ("image_size", "mask_size", "refine_max_side", "max_depth"):
+            kw.update(type=_int_or_none if default is None or f.name == "refine_max_side" else int)
+            if f.name == "refine_max_side":
+                text += " ('none': no limit)"
+        if "metavar" in f.metadata:
+            kw["metavar"] = f.metadata["metavar"]
+        kw["help"] = f"{text} (default: {shown[f.name]})"
+        group.add_argument(option(f.name), **kw)
+
+
+def config_from_args(args: argparse.Namespace, **fixed: Any) -> DiffCutConfig:
+    """The :class:`DiffCutConfig` the options describe: the base (``--paper`` or the defaults), the
+    options given, then ``fixed`` (what the command itself sets). Invalid values raise ParameterError."""
+    base = DiffCutConfig.paper() if getattr(args, "paper", False) else DiffCutConfig()
+    given = {name: getattr(args, name) for name in DiffCutConfig.field_names() if hasattr(args, name)}
+    for name in ("pamr_dilations",):
+        if name in given:
+            given[name] = tuple(given[name])
+    return base.replace(**given, **fixed)

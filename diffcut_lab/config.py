@@ -1,0 +1,335 @@
+"""``DiffCutConfig``: the one settings object of a DiffCut run (imports no torch).
+
+Every path that turns an image into labels -- :class:`~diffcut_lab.pipeline.DiffCut`, the ablation engine,
+``diffcut-lab eval``, the report, the cut stepper's recompute, the layer views -- reads its settings from a
+:class:`DiffCutConfig`, and every command-line option of a setting is generated from its field here (one
+default, one help text, one validation). :meth:`DiffCutConfig.paper` is the published evaluation pipeline
+by one switch.
+
+Where the defaults differ from the published evaluation, and why
+-----------------------------------------------------------------
+* ``policy="resize"``: the whole image is segmented (squeezed to the square UNet input) and the labels
+  come back at its own size; the published evaluation keeps a centred square of side ``min(H, W) - 1``
+  (``policy="center_crop"``).
+* ``antialias=True``: shrinking a photo to the UNet input without antialiasing aliases fine texture into
+  the features; the published code resizes without it (features differ by up to ~1e-2 on a 369 x 492
+  photo at 256 px).
+* ``mode="fixed"``: the recursion without the published quirks (see :func:`~diffcut_lab.ncut.recursive_ncut`).
+* ``mask_size=None``: labels at the segmented region's size; the published evaluation predicts 128 x 128.
+* ``pamr_guide="image"``: PAMR follows the colour edges of the image itself resized (antialiased) to the
+  label size; the published code uses the UNet input bilinearly downsampled without antialias.
+* ``noise_device="cpu"``: the noise is drawn on the CPU, so a seed gives the same features on every
+  device; the published code draws it with a generator on the model's device (identical on a CPU, not on
+  a GPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ParameterError
+from .options import MODES, NOISE_DEVICES, PAMR_GUIDES, POLICIES, REFINES, TAU_MAX, UPSAMPLES
+
+__all__ = [
+    "CUT_FIELDS",
+    "INPUT_FIELDS",
+    "LABEL_FIELDS",
+    "PAPER_MASK_SIZE",
+    "DiffCutConfig",
+    "parse_size",
+]
+
+#: output side of the published evaluation (labels and predictions are 128 x 128)
+PAPER_MASK_SIZE = 128
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def parse_size(value: Any, name: str = "size") -> tuple[int, int]:
+    """An int or an ``(H, W)`` pair -> ``(H, W)`` of positive ints; anything else raises ParameterError."""
+    if _is_int(value):
+        value = (int(value), int(value))
+    try:
+        h, w = value
+        if not (_is_int(h) and _is_int(w)):
+            raise TypeError
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name} must be an int or an (H, W) pair of ints; got {value!r}.") from None
+    if h < 1 or w < 1:
+        raise ParameterError(f"{name} must be positive; got {(int(h), int(w))}.")
+    return int(h), int(w)
+
+
+def _setting(default: Any, help: str, **meta: Any) -> Any:
+    """A dataclass field with its command-line help (and ``choices``, ``metavar``, ``cli`` flag)."""
+    if isinstance(default, (list, tuple)):
+        return field(default=tuple(default), metadata={"help": help, **meta})
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass(frozen=True)
+class DiffCutConfig:
+    """Settings of a DiffCut run (frozen; :meth:`to_dict` for papermill, ablation grids and JSON).
+
+    Every field is validated on construction (a bad value raises :class:`~diffcut_lab.ParameterError`
+    naming the field), so a run fails before any work. ``DiffCutConfig.paper()`` reproduces the
+    published evaluation pipeline; the module docstring lists where the defaults differ from it.
+
+    Parameters
+    ----------
+    layer : str
+        Hook point whose output is the feature map: ``"diffcut"`` (the paper's layer for the loaded
+        family) or one name :func:`~diffcut_lab.hooks.resolve_layers` resolves to one layer.
+    timestep : int
+        Noising timestep, ``0 <= t < num_train_timesteps`` (checked against the backbone; paper: 50).
+    alpha : float
+        Affinity exponent, ``> 0`` (paper: 10).
+    tau : float
+        NCut threshold, ``0 < tau <= 2``: a cut is accepted iff its NCut is below tau (paper: 0.5). The
+        NCut of a bipartition lies in ``[0, 2)``, so ``tau > 2`` would accept exactly what 2 accepts.
+    mode : {"fixed", "paper"}
+        Recursion variant of :func:`~diffcut_lab.ncut.recursive_ncut`. ``"paper"`` also numbers the
+        segments as the published code does (its 3 x 3 median filter after PAMR sees the ids) and, up to
+        :data:`~diffcut_lab.segmentation.PUBLISHED_ORDER_MAX_BYTES`, upsamples the features before the
+        concept-assignment dot products as published (equal in exact arithmetic; float32 rounding moves a
+        few pixels).
+    refine : {"pamr", "median", "none"}
+        Label refinement after upsampling (PAMR then the median filter; the median alone; none).
+    upsample : {"concept", "nearest"}
+        Grid-to-pixel upsampling.
+    seed : int
+        Seed of the noise added at ``timestep`` (one noise map shared by a batch).
+    image_size : int or (H, W), optional
+        UNet input size in pixels (default: the backbone's native size).
+    policy : {"resize", "center_crop"}
+        ``"resize"``: the whole image; ``"center_crop"``: the published evaluation's centred square of
+        side ``min(H, W) - 1`` (:func:`~diffcut_lab.images.center_crop_box`).
+    antialias : bool
+        Antialias bilinear downsizing of the image (to the UNet input, and to PAMR's guide).
+    noise_device : {"cpu", "model"}
+        Where the noise is drawn: ``"cpu"`` (the same noise on every device) or the model's device (as
+        published).
+    mask_size : int or (H, W), optional
+        Output label size (default: the segmented region's size; paper: 128).
+    refine_max_side : int, optional
+        Upsample and refine at most at this longer side, then resize the labels (nearest) to the output
+        size (default 1024; None = no limit).
+    pamr_iter : int
+        PAMR iterations (paper eval: 10).
+    pamr_dilations : tuple of int
+        PAMR dilations (paper eval: 1, 2, 4, 8).
+    pamr_guide : {"image", "input"}
+        The image PAMR follows: the segmented region resized to the label size, or the UNet input
+        resized to it (as published).
+    median_size : int
+        Median filter window after PAMR.
+    min_size : int
+        Smallest segment the recursion may cut off, in grid cells (fixed mode; 1 = no limit).
+    max_depth : int, optional
+        Deepest recursion level (None = no limit).
+    solver : {"auto", "dense", "eigsh", "torch32"}
+        Eigen solver of :func:`~diffcut_lab.ncut.recursive_ncut` (``torch32``: paper mode only).
+    """
+
+    layer: str = _setting("diffcut", "hook point to read: 'diffcut' (the paper's layer for the model) or "
+                          "one name from 'diffcut-lab layers'")  # fmt: skip
+    timestep: int = _setting(50, "noising timestep t", metavar="T")
+    alpha: float = _setting(10.0, "affinity exponent, > 0", metavar="A")
+    tau: float = _setting(0.5, "normalized-cut threshold, 0 < tau <= 2: a cut is kept when its NCut is "
+                          "below tau; larger tau, more and smaller segments", metavar="TAU")  # fmt: skip
+    mode: str = _setting("fixed", "'fixed': exact threshold, guarded solver, no dropped pixels; 'paper': "
+                         "the published recursion with its quirks", choices=MODES)  # fmt: skip
+    refine: str = _setting("pamr", "refinement: PAMR along colour edges then a median filter, the median "
+                           "only, or none", choices=REFINES)  # fmt: skip
+    upsample: str = _setting("concept", "grid-to-pixel upsampling: concept assignment or nearest neighbour",
+                             choices=UPSAMPLES)  # fmt: skip
+    seed: int = _setting(42, "seed of the added noise", metavar="S")
+    image_size: int | tuple[int, int] | None = _setting(
+        None, "UNet input side in pixels (SSD-1B's native size is 1024)",
+        metavar="N")  # fmt: skip
+    policy: str = _setting("resize", "'resize': segment the whole image (squeezed to the square UNet "
+                           "input); 'center_crop': the published centred square of side min(H, W) - 1",
+                           choices=POLICIES)  # fmt: skip
+    antialias: bool = _setting(True, "antialias bilinear downsizing of the image (the published code "
+                               "does not)")  # fmt: skip
+    noise_device: str = _setting("cpu", "draw the noise on the CPU (same features on every device) or on "
+                                 "the model's device (as published)", choices=NOISE_DEVICES)  # fmt: skip
+    mask_size: int | tuple[int, int] | None = _setting(
+        None, "output label side (the paper evaluates at 128)", metavar="N")
+    refine_max_side: int | None = _setting(1024, "upsample and refine at most at this longer side, then "
+                                           "resize the labels", metavar="N")  # fmt: skip
+    pamr_iter: int = _setting(10, "PAMR iterations", metavar="K")
+    pamr_dilations: tuple[int, ...] = _setting((1, 2, 4, 8), "PAMR dilations", metavar="D")
+    pamr_guide: str = _setting("image", "the image PAMR follows: the image itself or the UNet input "
+                               "(as published), resized to the label size", choices=PAMR_GUIDES)  # fmt: skip
+    median_size: int = _setting(3, "median filter window after PAMR", metavar="K")
+    min_size: int = _setting(1, "smallest segment the recursion may cut off, in feature-grid cells "
+                             "(fixed mode)", metavar="P")  # fmt: skip
+    max_depth: int | None = _setting(None, "deepest recursion level", metavar="D")
+    solver: str = _setting("auto", "eigen solver of the recursion", choices=("auto", "dense", "eigsh", "torch32"))
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        if not isinstance(self.layer, str) or not self.layer:
+            raise ParameterError(f"layer must be a non-empty layer name or alias; got {self.layer!r}.")
+        if not _is_int(self.timestep) or self.timestep < 0:
+            raise ParameterError(f"timestep must be a non-negative int (the paper uses 50); got {self.timestep!r}.")
+        alpha, tau = _number(self.alpha, "alpha"), _number(self.tau, "tau")
+        if not alpha > 0:
+            raise ParameterError(f"alpha must be a finite number > 0 (the paper uses 10); got {self.alpha!r}.")
+        if not 0 < tau <= TAU_MAX:
+            raise ParameterError(
+                f"tau must satisfy 0 < tau <= {TAU_MAX:g} (normalized-cut values lie in [0, 2); the paper "
+                f"uses 0.5, larger tau gives more segments); got {self.tau!r}."
+            )
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices is not None and getattr(self, f.name) not in choices:
+                raise ParameterError(f"unknown {f.name} {getattr(self, f.name)!r}; expected one of {choices}.")
+        if self.solver == "torch32" and self.mode != "paper":
+            raise ParameterError("solver 'torch32' (the published float32 eigh) exists in mode 'paper' only.")
+        if self.mode == "paper" and self.min_size != 1:
+            raise ParameterError("min_size must be 1 in mode 'paper' (the published recursion has no minimum).")
+        if not isinstance(self.antialias, bool):
+            raise ParameterError(f"antialias must be True or False; got {self.antialias!r}.")
+        if not _is_int(self.seed):
+            raise ParameterError(f"seed must be an int; got {self.seed!r}.")
+        for name, lo in (("pamr_iter", 0), ("median_size", 1), ("min_size", 1)):
+            v = getattr(self, name)
+            if not _is_int(v) or v < lo:
+                raise ParameterError(f"{name} must be an int >= {lo}; got {v!r}.")
+        for name, lo in (("refine_max_side", 1), ("max_depth", 0)):
+            v = getattr(self, name)
+            if v is not None and (not _is_int(v) or v < lo):
+                raise ParameterError(f"{name} must be None or an int >= {lo}; got {v!r}.")
+        dil = tuple(self.pamr_dilations) if isinstance(self.pamr_dilations, (list, tuple)) else ()
+        if not dil or any(not _is_int(d) or d < 1 for d in dil):
+            raise ParameterError(
+                f"pamr_dilations must be a non-empty tuple of positive ints; got {self.pamr_dilations!r}."
+            )
+        set_(self, "timestep", int(self.timestep))
+        set_(self, "alpha", alpha)
+        set_(self, "tau", tau)
+        set_(self, "seed", int(self.seed))
+        for name in ("image_size", "mask_size"):
+            v = getattr(self, name)
+            set_(self, name, None if v is None else parse_size(v, name))
+        for name in ("pamr_iter", "median_size", "min_size", "refine_max_side", "max_depth"):
+            v = getattr(self, name)
+            set_(self, name, None if v is None else int(v))
+        set_(self, "pamr_dilations", tuple(int(d) for d in dil))
+
+    # -- presets and copies -----------------------------------------------------------------------------
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> DiffCutConfig:
+        """The published evaluation pipeline (DiffCut, ``eval_diffcut.py`` with ``--refinement``).
+
+        Centre crop to ``(min(H, W) - 1)^2``; bilinear resize to the model's input size without
+        antialias; noise from a generator on the model's device, seed 42, t = 50; the paper's layer;
+        ``alpha=10``; the published recursion (``mode="paper"``) at ``tau=0.5``; concept assignment to
+        128 x 128; PAMR (10 iterations, dilations 1, 2, 4, 8) guided by the model input bilinearly
+        downsampled to 128 x 128 without antialias; a 3 x 3 median filter. ``overrides`` change fields
+        (e.g. ``tau=0.2`` for SD 1.4, or ``refine="none"`` for the evaluation without ``--refinement``).
+        """
+        base = cls(
+            layer="diffcut", timestep=50, alpha=10.0, tau=0.5, mode="paper", refine="pamr",
+            upsample="concept", seed=42, image_size=None, policy="center_crop", antialias=False,
+            noise_device="model", mask_size=PAPER_MASK_SIZE, refine_max_side=None, pamr_iter=10,
+            pamr_dilations=(1, 2, 4, 8), pamr_guide="input", median_size=3, min_size=1, max_depth=None,
+            solver="auto",
+        )  # fmt: skip
+        return base.replace(**overrides) if overrides else base
+
+    def replace(self, **changes: Any) -> DiffCutConfig:
+        """A copy with some fields changed (validated again); unknown names raise ParameterError."""
+        unknown = sorted(set(changes) - set(self.field_names()))
+        if unknown:
+            raise ParameterError(
+                f"unknown DiffCut setting(s) {unknown}; valid settings: {list(self.field_names())}."
+            )
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """Every setting's name, in declaration order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    # -- conversions ------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python dict (tuples as lists), suitable for JSON, YAML and papermill parameters."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DiffCutConfig:
+        """Inverse of :meth:`to_dict` (unknown keys raise ParameterError)."""
+        return cls().replace(**dict(d))
+
+    def changes(self, base: DiffCutConfig | None = None) -> dict[str, Any]:
+        """The fields that differ from ``base`` (default: the defaults), as plain values."""
+        ref = (base or DiffCutConfig()).to_dict()
+        return {k: v for k, v in self.to_dict().items() if ref[k] != v}
+
+    def describe(self, **resolved: Any) -> dict[str, str]:
+        """Every setting as readable text, for tables (reports, notebooks).
+
+        ``resolved`` replaces values with what they resolved to on a backbone, e.g.
+        ``layer="down_blocks.2.attentions.1.transformer_blocks.3.attn1"``, ``image_size=(1024, 1024)``.
+        """
+        out: dict[str, str] = {}
+        for name in self.field_names():
+            value = resolved.get(name, getattr(self, name))
+            out[name] = _readable(name, value)
+        return out
+
+
+def _number(value: Any, name: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name} must be a number; got {value!r}.") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise ParameterError(f"{name} must be a finite number; got {value!r}.")
+    return v
+
+
+_NONE_TEXT = {
+    "image_size": "the model's native size",
+    "mask_size": "the image's size",
+    "refine_max_side": "no limit",
+    "max_depth": "no limit",
+}
+
+
+def _readable(name: str, value: Any) -> str:
+    if value is None:
+        return _NONE_TEXT.get(name, "none")
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if name in ("image_size", "mask_size") and isinstance(value, Sequence):
+        h, w = value
+        return f"{w} x {h}" if h != w else f"{h} x {h}"
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+#: settings that decide the UNet input and the features (a feature cache is keyed by them)
+INPUT_FIELDS = ("layer", "timestep", "seed", "image_size", "policy", "antialias", "noise_device")
+#: settings of the cut on the feature grid (recorded in ``CutTree.params``)
+CUT_FIELDS = ("alpha", "tau", "mode", "min_size", "max_depth", "solver")
+#: settings from the grid labels to the output labels
+LABEL_FIELDS = (
+    "upsample", "refine", "mask_size", "refine_max_side", "pamr_iter", "pamr_dilations", "pamr_guide",
+    "median_size",
+)  # fmt: skip
+assert set(INPUT_FIELDS + CUT_FIELDS + LABEL_FIELDS) == set(DiffCutConfig.field_names())

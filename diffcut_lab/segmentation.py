@@ -1,0 +1,299 @@
+"""The segmentation core: every step from an image and its features to labels, written once.
+
+Every path that turns features into labels -- :class:`~diffcut_lab.pipeline.DiffCut`, the DiffCut method
+of :func:`~diffcut_lab.baselines.segment_features`, the ablation engine (and so ``diffcut-lab eval``), the
+cut stepper's recompute, the layer views and the benchmarks -- calls these functions with one
+:class:`~diffcut_lab.config.DiffCutConfig`::
+
+    image --network_input--> (region, x) --capture--> features (C, h, w)
+    features --cut_tree / cut_trees--> CutTree --grid_labels--> (h, w) ids
+    (h, w) ids --upsample_labels--> (H, W) --refine_labels (guide_image)--> labels
+
+:func:`pixel_labels` chains the last two for one output size, with an optional step between upsampling and
+refinement (the published evaluation's background merge runs there).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import DiffCutConfig, parse_size
+from .errors import FeatureError, ParameterError
+from .images import crop_region, resize_image
+
+__all__ = [
+    "PUBLISHED_ORDER_MAX_BYTES",
+    "cut_tree",
+    "cut_trees",
+    "grid_labels",
+    "guide_image",
+    "network_input",
+    "pixel_labels",
+    "recut",
+    "refine_labels",
+    "tree_config",
+    "upsample_labels",
+    "work_size",
+]
+
+#: paper mode upsamples the C-channel features before the concept-assignment dot products (as published)
+#: while they fit in this many bytes (128 x 128 x 1280 float32 is 84 MB); above, the scores are upsampled
+PUBLISHED_ORDER_MAX_BYTES = 512 * 2**20
+
+
+# ----------------------------------------------------------------------------------------------------
+# image -> network input
+
+
+def network_input(image: torch.Tensor, config: DiffCutConfig, size: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The segmented region of an image and the UNet input made from it.
+
+    Parameters
+    ----------
+    image : torch.Tensor
+        ``(3, H, W)`` float in [0, 1] (e.g. from :func:`~diffcut_lab.images.to_batch`).
+    config : DiffCutConfig
+        ``policy`` (whole image or the published centre crop) and ``antialias``.
+    size : (h, w)
+        UNet input size in pixels.
+
+    Returns
+    -------
+    region : torch.Tensor
+        ``(3, H', W')`` the part of the image that is segmented, at its own resolution.
+    x : torch.Tensor
+        ``(3, h, w)`` the region bilinearly resized to ``size``.
+    """
+    region = crop_region(image, config.policy)
+    return region, resize_image(region, parse_size(tuple(size)), antialias=config.antialias).clamp(0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# features -> cut tree
+
+
+def _grid_features(features: Any) -> torch.Tensor:
+    f = features if isinstance(features, torch.Tensor) else torch.as_tensor(np.asarray(features))
+    if f.ndim == 4 and f.shape[0] == 1:
+        f = f[0]
+    if f.ndim != 3 or min(f.shape) < 1:
+        raise FeatureError(
+            f"features must be a non-empty (C, h, w) map; got shape {tuple(f.shape)}. For a captured batch "
+            "pass one image, e.g. cache['diffcut', 50][0]."
+        )
+    f = f.detach().float()
+    if not torch.isfinite(f).all():
+        raise FeatureError("features contain NaN or Inf values; capture them in float32 or bfloat16.")
+    return f
+
+
+def cut_tree(features: Any, config: DiffCutConfig, *, tau: float | None = None) -> Any:
+    """The recursive normalized cut of one feature map, with every setting recorded in ``tree.params``.
+
+    The features are L2-normalised over channels, then :func:`~diffcut_lab.affinities.affinity`
+    (``alpha``; it normalises again, as the published code does twice) and
+    :func:`~diffcut_lab.ncut.recursive_ncut` (``tau``, ``mode``, ``min_size``, ``max_depth``,
+    ``solver``) partition the grid.
+
+    Parameters
+    ----------
+    features : torch.Tensor or numpy.ndarray
+        ``(C, h, w)`` features of one image.
+    config : DiffCutConfig
+    tau : float, optional
+        Cut at this tau instead of ``config.tau``.
+
+    Returns
+    -------
+    CutTree
+        ``tree.params`` holds ``alpha``, ``min_size``, ``max_depth`` and ``solver`` (``tree.tau`` and
+        ``tree.mode`` the rest): :func:`tree_config` rebuilds the settings from a tree.
+    """
+    from .affinities import affinity
+    from .ncut import recursive_ncut
+
+    f = _grid_features(features)
+    cfg = config if tau is None else config.replace(tau=tau)
+    h, w = f.shape[1:]
+    W = affinity(F.normalize(f, dim=0).cpu(), alpha=cfg.alpha)
+    tree = recursive_ncut(
+        W, tau=cfg.tau, grid=(h, w), mode=cfg.mode, min_size=cfg.min_size, max_depth=cfg.max_depth,
+        solver=cfg.solver,
+    )  # fmt: skip
+    tree.params["alpha"] = cfg.alpha
+    return tree
+
+
+def cut_trees(features: Any, config: DiffCutConfig, taus: Iterable[float]) -> dict[float, Any]:
+    """The trees of several taus from one recursion: cut at the largest, prune for the others.
+
+    Returns ``{tau: CutTree}``; each tree equals ``cut_tree(features, config, tau=tau)`` (a node's cut
+    never depends on tau, :meth:`~diffcut_lab.ncut.CutTree.prune`).
+    """
+    values = sorted({float(t) for t in taus}, reverse=True)
+    if not values:
+        raise ParameterError("cut_trees needs at least one tau.")
+    top = cut_tree(features, config, tau=values[0])
+    return {t: top if t == values[0] else top.prune(t) for t in values}
+
+
+def tree_config(tree: Any, base: DiffCutConfig | None = None) -> DiffCutConfig:
+    """The settings a tree was cut with (its ``tau``, ``mode`` and ``params``) over ``base``'s others."""
+    base = base or DiffCutConfig()
+    known = {k: v for k, v in tree.params.items() if k in ("alpha", "min_size", "max_depth", "solver")}
+    return base.replace(tau=float(tree.tau), mode=tree.mode, **known)
+
+
+def recut(tree: Any, features: Any, **changes: Any) -> Any:
+    """Cut ``features`` again with ``tree``'s settings, some changed (``alpha=...``, ``tau=...``).
+
+    With no change, the result equals ``tree`` when ``tree`` was cut from ``features`` by
+    :func:`cut_tree`: this is what the cut stepper's alpha and tau sliders call.
+    """
+    return cut_tree(features, tree_config(tree).replace(**changes))
+
+
+def grid_labels(tree: Any) -> np.ndarray:
+    """``(h, w)`` int64 segment ids of a tree, numbered as its mode numbers them.
+
+    Fixed mode: the tree's own raster order (:attr:`~diffcut_lab.ncut.CutTree.labels`); paper mode: the
+    published numbering (:meth:`~diffcut_lab.ncut.CutTree.published_labels`), which the median filter
+    after PAMR sees.
+    """
+    labels = tree.published_labels() if tree.mode == "paper" else tree.labels
+    return np.asarray(labels, dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------------------------------
+# grid labels -> pixel labels
+
+
+def work_size(out_size: Sequence[int], config: DiffCutConfig) -> tuple[int, int]:
+    """The size labels are upsampled and refined at: ``out_size`` with its longer side capped at
+    ``config.refine_max_side`` (PAMR's memory grows with the pixel count)."""
+    h, w = parse_size(tuple(out_size), "output size")
+    cap = config.refine_max_side
+    if cap is None or max(h, w) <= cap:
+        return h, w
+    s = cap / max(h, w)
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
+def upsample_labels(coarse: Any, features: Any, size: Sequence[int], config: DiffCutConfig) -> np.ndarray:
+    """``(h, w)`` grid ids -> ``(H, W)`` int64 compact ids (order kept): concept assignment or nearest.
+
+    Paper mode computes the concept-assignment scores in the published order (features upsampled first)
+    while they fit in :data:`PUBLISHED_ORDER_MAX_BYTES`.
+    """
+    from .refine import concept_assignment, nearest_upsample
+
+    size = parse_size(tuple(size), "size")
+    if config.upsample == "nearest":
+        return np.asarray(nearest_upsample(coarse, size), dtype=np.int64)
+    f = _grid_features(features)
+    published = config.mode == "paper" and f.shape[0] * size[0] * size[1] * 4 <= PUBLISHED_ORDER_MAX_BYTES
+    labels = concept_assignment(coarse, f, size, order="features" if published else "scores")
+    return np.asarray(labels, dtype=np.int64)
+
+
+def guide_image(region: torch.Tensor | None, x: torch.Tensor | None, size: Sequence[int],
+                config: DiffCutConfig) -> torch.Tensor:  # fmt: skip
+    """The ``(3, H, W)`` image PAMR follows at ``size``: the region (``pamr_guide="image"``) or the UNet
+    input (``"input"``, as published), bilinearly resized (antialiased as ``config.antialias``)."""
+    source = region if config.pamr_guide == "image" else x
+    if source is None:
+        raise ParameterError(
+            f"refine='pamr' with pamr_guide={config.pamr_guide!r} needs the "
+            f"{'image' if config.pamr_guide == 'image' else 'UNet input'}; pass it, or use refine='median' "
+            "or 'none'."
+        )
+    return resize_image(source, parse_size(tuple(size)), antialias=config.antialias).clamp(0.0, 1.0)
+
+
+def refine_labels(labels: Any, guide: torch.Tensor | None, config: DiffCutConfig) -> np.ndarray:
+    """Refine ``(H, W)`` labels: PAMR along ``guide``'s colour edges then the median filter
+    (``refine="pamr"``), the median alone (``"median"``) or nothing (``"none"``).
+
+    PAMR runs on ``guide``'s device (a GPU makes it nearly free); the labels come back as numpy int64.
+    """
+    from .refine import median_filter, pamr
+
+    out = np.asarray(labels, dtype=np.int64)
+    if config.refine == "pamr":
+        if guide is None:
+            raise ParameterError("refine='pamr' needs a guide image (guide_image(...)).")
+        lab = torch.as_tensor(out, device=guide.device)
+        out = pamr(guide, lab, num_iter=config.pamr_iter, dilations=config.pamr_dilations).cpu().numpy()
+    if config.refine in ("pamr", "median"):
+        out = median_filter(out, config.median_size)
+    return np.asarray(out, dtype=np.int64)
+
+
+def pixel_labels(
+    coarse: Any,
+    features: Any,
+    out_size: Sequence[int],
+    config: DiffCutConfig,
+    *,
+    region: torch.Tensor | None = None,
+    x: torch.Tensor | None = None,
+    device: torch.device | str | None = None,
+    before_refine: Callable[[np.ndarray], np.ndarray] | None = None,
+    timings: dict[str, float] | None = None,
+) -> np.ndarray:
+    """Grid labels to ``(H, W)`` int64 labels at ``out_size``: upsampling, then refinement.
+
+    Parameters
+    ----------
+    coarse : array_like
+        ``(h, w)`` ids on the feature grid (:func:`grid_labels` of a tree, or another method's labels).
+    features : torch.Tensor
+        ``(C, h, w)`` features of the grid (concept assignment reads them).
+    out_size : (H, W)
+        Output size; upsampling and refinement run at :func:`work_size`, then nearest resize.
+    config : DiffCutConfig
+    region, x : torch.Tensor, optional
+        The segmented region and the UNet input (:func:`network_input`); PAMR's guide is made from one of
+        them (``config.pamr_guide``).
+    device : torch.device or str, optional
+        Where PAMR runs (default the CPU).
+    before_refine : callable, optional
+        Applied to the upsampled labels before refinement (the published evaluation's background merge);
+        only where the work size is the output size.
+    timings : dict, optional
+        Filled with the seconds of ``"upsample"`` and ``"refine"``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W)`` int64 ids (compact after each step, order kept).
+    """
+    from .refine import nearest_upsample
+
+    out_size = parse_size(tuple(out_size), "output size")
+    work = work_size(out_size, config)
+    t0 = time.perf_counter()
+    labels = upsample_labels(coarse, features, work, config)
+    t1 = time.perf_counter()
+    if before_refine is not None:
+        if work != out_size:
+            raise ParameterError(
+                f"a step before refinement needs labels at the output size {out_size}, but refine_max_side "
+                f"caps them at {work}; raise refine_max_side."
+            )
+        labels = np.asarray(before_refine(labels), dtype=np.int64)
+    guide = None
+    if config.refine == "pamr":
+        guide = guide_image(region, x, work, config).to(device or "cpu")
+    labels = refine_labels(labels, guide, config)
+    if work != out_size:
+        labels = np.asarray(nearest_upsample(labels, out_size), dtype=np.int64)
+    if timings is not None:
+        timings.update(upsample=t1 - t0, refine=time.perf_counter() - t1)
+    return labels
