@@ -22,13 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffcut_lab.affinities import affinity
+from diffcut_lab import segmentation as core
 from diffcut_lab.backbones import load_backbone
+from diffcut_lab.config import DiffCutConfig
 from diffcut_lab.datasets.synthetic import synthetic_scenes
 from diffcut_lab.hooks import capture
 from diffcut_lab.metrics import hungarian_miou
-from diffcut_lab.ncut import recursive_ncut
-from diffcut_lab.refine import concept_assignment
 
 OUT = Path(__file__).parent / "results" / "ncut_modes.json"
 
@@ -54,20 +53,20 @@ def main(argv: list[str] | None = None) -> int:
     taus = sorted(args.taus)
     res: dict = {"setup": vars(args) | {"out": str(args.out), "layer": cache.layers[0]}, "modes": {}}
     for mode in ("paper", "fixed"):
+        cfg = DiffCutConfig(alpha=args.alpha, mode=mode, refine="none")
         preds: dict[float, list[np.ndarray]] = {t: [] for t in taus}
         dropped = []
         t0 = time.perf_counter()
         for i in range(feats.shape[0]):
-            tree = recursive_ncut(affinity(feats[i], alpha=args.alpha), tau=taus[-1],
-                                  grid=tuple(feats.shape[-2:]), mode=mode)
+            trees = core.cut_trees(feats[i], cfg, taus)
+            tree = trees[taus[-1]]
             if mode == "paper":
                 left_out = set()
                 for s in tree.steps:
                     left_out.update(np.setdiff1d(s.region, s.members).tolist())
                 dropped.append(len(left_out) / tree.labels.size)
             for t in taus:
-                lab = tree.prune(t).labels if t < taus[-1] else tree.labels
-                preds[t].append(np.asarray(concept_assignment(lab, feats[i], size)))
+                preds[t].append(core.pixel_labels(core.grid_labels(trees[t]), feats[i], size, cfg))
         seconds = time.perf_counter() - t0
         res["modes"][mode] = {
             "seconds_ncut_and_upsampling": round(seconds, 2),

@@ -42,42 +42,40 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from diffcut_lab.affinities import affinity
+from diffcut_lab import segmentation as core
 from diffcut_lab.backbones import load_backbone
 from diffcut_lab.baselines import segment_features
+from diffcut_lab.config import DiffCutConfig
 from diffcut_lab.datasets.samples import voc_photo
 from diffcut_lab.datasets.synthetic import synthetic_scenes
 from diffcut_lab.hooks import capture, list_hook_points
 from diffcut_lab.metrics import hungarian_miou
-from diffcut_lab.ncut import recursive_ncut
 from diffcut_lab.pocket.model import WEIGHTS_DIR, PocketConfig, PocketDenoiser, export_weights
-from diffcut_lab.refine import concept_assignment
 
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def ncut_trees(features: torch.Tensor, alpha: float, tau_max: float) -> Any:
-    """One recursive-NCut tree at the largest tau of a sweep (smaller taus are prunes of it)."""
-    _c, h, w = features.shape
-    W = affinity(features, alpha=alpha)
-    return recursive_ncut(W, tau=tau_max, grid=(h, w), mode="fixed")
+def _config(alpha: float) -> DiffCutConfig:
+    """DiffCut's settings for this benchmark: fixed mode, concept assignment, no refinement."""
+    return DiffCutConfig(alpha=alpha, refine="none")
+
+
+def segment(features: torch.Tensor, alpha: float, tau: float, size: tuple[int, int]) -> np.ndarray:
+    """Labels of one map at one tau, by the segmentation core."""
+    cfg = _config(alpha).replace(tau=tau)
+    return core.pixel_labels(core.grid_labels(core.cut_tree(features, cfg)), features, size, cfg)
 
 
 def tau_sweep(
     feature_maps: list[torch.Tensor], alpha: float, taus: list[float], size: tuple[int, int]
 ) -> dict[float, list[np.ndarray]]:
     """Upsampled labels of every map at every tau, from one tree per map (pruned for the smaller taus)."""
+    cfg = _config(alpha)
     preds: dict[float, list[np.ndarray]] = {tau: [] for tau in taus}
     for f in feature_maps:
-        tree = ncut_trees(f, alpha, max(taus))
-        for tau in taus:
-            lab = tree.prune(tau).labels if tau < tree.tau else tree.labels
-            preds[tau].append(upsample(lab, f, size))
+        for tau, tree in core.cut_trees(f, cfg, taus).items():
+            preds[tau].append(core.pixel_labels(core.grid_labels(tree), f, size, cfg))
     return preds
-
-
-def upsample(labels: np.ndarray, features: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    return np.asarray(concept_assignment(labels, features, size))
 
 
 def colour_grid(image: torch.Tensor, grid: tuple[int, int], variant: str) -> torch.Tensor:
@@ -223,11 +221,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             feats = cache[best["layer"], best["timestep"]]
             preds = []
             for i in range(feats.shape[0]):
-                tree = ncut_trees(feats[i], best["alpha"], best["tau"])
-                preds.append(upsample(tree.labels, feats[i], (size, size)))
+                preds.append(segment(feats[i], best["alpha"], best["tau"], (size, size)))
             pc = features_for(bb, photo_small, [best["layer"]], [best["timestep"]], args.seed)
             pf = pc[best["layer"], best["timestep"]][0]
-            plab = upsample(ncut_trees(pf, best["alpha"], best["tau"]).labels, pf, photo_size)
+            plab = segment(pf, best["alpha"], best["tau"], photo_size)
             results["methods"][name] = {
                 "settings": {k: best[k] for k in ("layer", "timestep", "alpha", "tau")},
                 "grid": list(feats.shape[-2:]),
@@ -247,9 +244,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     preds = []
     for img in test_images:
         g = colour_grid(img, grid, best["variant"])
-        preds.append(upsample(ncut_trees(g, best["alpha"], best["tau"]).labels, g, (size, size)))
+        preds.append(segment(g, best["alpha"], best["tau"], (size, size)))
     pg = colour_grid(photo_small[0], grid, best["variant"])
-    plab = upsample(ncut_trees(pg, best["alpha"], best["tau"]).labels, pg, photo_size)
+    plab = segment(pg, best["alpha"], best["tau"], photo_size)
     results["methods"]["colour-ncut"] = {
         "settings": {"grid": "x".join(map(str, grid)), "variant": best["variant"], "alpha": best["alpha"],
                      "tau": best["tau"]},

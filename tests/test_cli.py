@@ -43,3 +43,39 @@ def test_missing_command_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main([])
     assert exc.value.code == 2
+
+
+CONFIG_COMMANDS = ["segment", "report", "eval"]
+REQUIRED = {"segment": ["x.png"], "report": ["--samples"], "eval": ["--dataset", "synthetic"]}
+
+
+@pytest.mark.parametrize("command", CONFIG_COMMANDS)
+def test_settings_have_one_default_everywhere(command):
+    """Options made from DiffCutConfig's fields: no option given is DiffCutConfig(); --paper the preset."""
+    from diffcut_lab import DiffCutConfig
+    from diffcut_lab.commands._options import DEFAULT_MODEL, config_from_args
+
+    parser = cli.build_parser()
+    args = parser.parse_args([command, *REQUIRED[command]])
+    assert config_from_args(args) == DiffCutConfig()
+    assert args.model == DEFAULT_MODEL == "pocket"
+    args = parser.parse_args([command, *REQUIRED[command], "--paper", "--tau", "0.2", "--pamr-dilations", "1", "2",
+                              "--no-antialias", "--max-depth", "3"])  # fmt: skip
+    assert config_from_args(args) == DiffCutConfig.paper(tau=0.2, pamr_dilations=(1, 2), max_depth=3)
+
+
+@pytest.mark.parametrize("command", CONFIG_COMMANDS)
+@pytest.mark.parametrize(
+    ("option", "field"),
+    [(["--tau", "3"], "tau"), (["--alpha", "0"], "alpha"), (["--min-size", "0"], "min_size"),
+     (["--pamr-dilations", "0"], "pamr_dilations"), (["--mode", "paper", "--min-size", "4"], "min_size")],
+)  # fmt: skip
+def test_bad_settings_fail_before_any_work_naming_the_field(command, option, field, capsys, monkeypatch):
+    import diffcut_lab.backbones as backbones
+
+    def no_model(*a, **k):
+        raise AssertionError("a bad setting must fail before the model is loaded")
+
+    monkeypatch.setattr(backbones, "load_backbone", no_model)
+    assert cli.main([command, *REQUIRED[command], *option]) == 2
+    assert field in capsys.readouterr().err
