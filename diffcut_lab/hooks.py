@@ -34,6 +34,7 @@ import torch
 
 from .backbones import Backbone
 from .errors import FeatureError, ParameterError, UnknownLayerError
+from .options import KINDS
 
 __all__ = [
     "KINDS",
@@ -48,7 +49,6 @@ __all__ = [
 ]
 
 #: Kinds of hook points, in the order they are listed.
-KINDS = ("attn1", "attn2", "block", "attentions", "resnet", "probs")
 _STAGES = {"down_blocks": "down", "mid_block": "mid", "up_blocks": "up"}
 _STAGE_RANK = {"down": 0, "mid": 1, "up": 2}
 _SUB_RANK = {"attn1": 0, "attn2": 1}

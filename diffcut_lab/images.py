@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from .config import parse_size
 from .errors import ImageInputError, ParameterError
 from .options import POLICIES
 
@@ -137,25 +138,6 @@ def to_batch(
             "stacked into one batch."
         )
     return torch.stack(out).clamp_(0.0, 1.0)
-
-
-def parse_size(size: int | Sequence[int]) -> tuple[int, int]:
-    """Normalise an int or ``(H, W)`` to a ``(H, W)`` tuple of positive ints.
-
-    Raises
-    ------
-    ParameterError
-        Not an int or a pair of positive ints.
-    """
-    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
-        pair = (int(size), int(size))
-    elif isinstance(size, Sequence) and len(size) == 2 and all(isinstance(s, (int, np.integer)) for s in size):
-        pair = (int(size[0]), int(size[1]))
-    else:
-        raise ParameterError(f"invalid image size {size!r}; expected an int or a pair (H, W) of ints.")
-    if min(pair) < 1:
-        raise ParameterError(f"invalid image size {size!r}; sides must be positive.")
-    return pair
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ option is added here once.
 """
 
 __all__ = [
+    "KINDS",
     "MATCHES",
     "METHODS",
     "MODES",
@@ -25,4 +26,5 @@ POLICIES = ("resize", "center_crop")  # how a non-square image meets the square 
 NOISE_DEVICES = ("cpu", "model")  # where the noise added at the timestep is drawn
 PAMR_GUIDES = ("image", "input")  # the image PAMR follows: the image itself, or the UNet input (published)
 MATCHES = ("reference", "present")  # Hungarian matching: the published one (default), or present classes only
+KINDS = ("attn1", "attn2", "block", "attentions", "resnet", "probs")  # hook-point kinds
 TAU_MAX = 2.0  # the NCut of a two-way cut lies in [0, 2]; tau must be in (0, TAU_MAX]

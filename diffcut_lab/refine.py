@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from .config import parse_size
 from .errors import FeatureError, ImageInputError, ParameterError
 
 __all__ = ["compact_labels", "concept_assignment", "median_filter", "nearest_upsample", "pamr"]
@@ -33,18 +34,6 @@ __all__ = ["compact_labels", "concept_assignment", "median_filter", "nearest_ups
 
 # ----------------------------------------------------------------------------------------------------
 # helpers
-
-
-def _size2(size: Any, what: str = "size") -> tuple[int, int]:
-    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
-        size = (int(size), int(size))
-    try:
-        h, w = (int(s) for s in size)
-    except (TypeError, ValueError):
-        raise ParameterError(f"{what} must be an int or an (H, W) pair; got {size!r}.") from None
-    if h < 1 or w < 1:
-        raise ParameterError(f"{what} must be positive; got {(h, w)}.")
-    return h, w
 
 
 def _labels_tensor(labels: Any, what: str = "labels") -> tuple[torch.Tensor, bool]:
@@ -133,7 +122,7 @@ def concept_assignment(
            [0, 0, 1, 1],
            [0, 0, 1, 1]])
     """
-    out_size = _size2(size)
+    out_size = parse_size(size)
     lab, as_numpy = _labels_tensor(labels)
     f = _features_tensor(features)
     if lab.ndim != 2 or tuple(lab.shape) != tuple(f.shape[1:]):
@@ -163,7 +152,7 @@ def nearest_upsample(labels: Any, size: int | Sequence[int]) -> Any:
 
     Returns int64 compact ids (numpy or torch like the input).
     """
-    out_size = _size2(size)
+    out_size = parse_size(size)
     lab, as_numpy = _labels_tensor(labels)
     if lab.ndim not in (2, 3):
         raise ParameterError(f"labels must be (h, w) or (B, h, w); got shape {tuple(lab.shape)}.")

@@ -79,3 +79,9 @@ def test_bad_settings_fail_before_any_work_naming_the_field(command, option, fie
     monkeypatch.setattr(backbones, "load_backbone", no_model)
     assert cli.main([command, *REQUIRED[command], *option]) == 2
     assert field in capsys.readouterr().err
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from diffcut_lab import cli; cli.build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -79,8 +79,11 @@ def test_report_notebook_is_packaged_verbatim():
     src = "".join(c.source for c in _code_cells(nbformat.read(packaged, as_version=4)))
     assert 'pio.renderers.default = "plotly_mimetype+notebook"' in src
     params = _code_cells(nbformat.read(packaged, as_version=4))[0].source
-    for name in ("model", "images", "layer", "timestep", "alpha", "tau", "refine", "mode"):
+    from diffcut_lab.commands.report import ReportParams
+
+    for name in ReportParams().to_dict():  # the settings travel as one DiffCutConfig dict
         assert re.search(rf"^{name} = ", params, re.M), f"report parameter {name} missing"
+    assert "dl.DiffCutConfig.from_dict(config)" in src
 
 
 # --------------------------------------------------------------------------------------------- execution

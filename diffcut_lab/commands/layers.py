@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from ..hooks import KINDS
+from ..options import KINDS
 
 __all__ = ["register", "run"]
 
