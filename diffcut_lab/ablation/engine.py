@@ -35,8 +35,9 @@ import torch
 
 from .. import segmentation as core
 from ..config import CUT_FIELDS, DiffCutConfig
-from ..datasets.base import DatasetInfo, Sample, preprocess
+from ..datasets.base import DatasetInfo, Sample, preprocess_label
 from ..errors import ParameterError, UnknownLayerError
+from ..metrics import MIoUResult, image_counts, merge_background
 from .cache import FeatureStore, feature_key, image_hash, model_fingerprint
 from .grid import AblationGrid, Config
 
@@ -67,9 +68,8 @@ def resolve_layer(backbone: Any, spec: str) -> str:
 
 def eval_label(label: np.ndarray, size: int, label_size: int) -> np.ndarray:
     """The ground truth scored against predictions: cropped like the image, resized to ``label_size``
-    (:func:`~diffcut_lab.datasets.base.preprocess`)."""
-    _, y = preprocess(np.zeros((*np.shape(label), 3), np.uint8), label, size=size, label_size=label_size)
-    return y.numpy()
+    (:func:`~diffcut_lab.datasets.base.preprocess_label`)."""
+    return preprocess_label(label, size=size, label_size=label_size).numpy()
 
 
 def _features(
@@ -154,8 +154,6 @@ class _Scorer:
         self.scored_gt = gt
 
     def merge(self, pred: np.ndarray) -> np.ndarray:
-        from ..metrics import merge_background
-
         info = self.info
         pred, self.scored_gt = merge_background(
             pred, self.gt, info.num_classes, ignore_index=info.ignore_index, match=self.match
@@ -163,18 +161,9 @@ class _Scorer:
         return pred
 
     def counts(self, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        from ..metrics import image_counts
-
         info = self.info
         return image_counts(pred, self.scored_gt, info.num_classes, ignore_index=info.ignore_index,
                             match=self.match)  # fmt: skip
-
-
-def _image_miou(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> float:
-    denom = tp + fp + fn
-    if not (denom > 0).any():
-        return float("nan")
-    return float(np.mean(tp[denom > 0] / denom[denom > 0]))
 
 
 def compute_unit(
@@ -256,7 +245,7 @@ def compute_unit(
                 layer_name=names[layer], input_size=size, grid_h=int(f.shape[-2]), grid_w=int(f.shape[-1]),
                 n_segments=len(np.unique(coarse)), num_classes=info.num_classes,
                 background=info.two_stage_background, tp=tp.tolist(), fp=fp.tolist(), fn=fn.tolist(),
-                n_pixels=int(n), miou_image=_image_miou(tp, fp, fn),
+                n_pixels=int(n), miou_image=MIoUResult.from_counts(tp, fp, fn).miou,
                 accuracy=float(tp.sum() / n) if n else float("nan"), model_fingerprint=fingerprint,
                 seconds=secs + time.perf_counter() - t0, features_cached=cached,
             )  # fmt: skip

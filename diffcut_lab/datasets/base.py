@@ -33,6 +33,7 @@ __all__ = [
     "SegDataset",
     "center_crop_box",
     "preprocess",
+    "preprocess_label",
     "read_image",
     "read_label",
 ]
@@ -221,12 +222,22 @@ def preprocess(
     h, w = img.shape[:2]
     x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255.0
     x = resize_image(crop_region(x, "center_crop"), (size, size), antialias=False).clamp_(0.0, 1.0)
-    top, left, side = center_crop_box(h, w)
     if label is None:
         return x, None
     lab = np.asarray(label)
     if lab.shape != (h, w):
         raise ImageInputError(f"label shape {lab.shape} does not match the image's {(h, w)}")
+    return x, preprocess_label(lab, size=size, label_size=label_size)
+
+
+def preprocess_label(label: np.ndarray, *, size: int = 1024, label_size: int | None = 128) -> torch.Tensor:
+    """The ground truth as the paper's evaluation scores it (the label half of :func:`preprocess`).
+
+    The published centre crop (:func:`~diffcut_lab.images.center_crop_box`), nearest-exact resize to
+    ``size``, then nearest resize to ``label_size``; ``(label_size, label_size)`` int64.
+    """
+    lab = np.asarray(label)
+    top, left, side = center_crop_box(*lab.shape[:2])
     y = torch.from_numpy(np.ascontiguousarray(lab[top : top + side, left : left + side]).astype(np.float64))
     y = y[None, None]
     target = size if label_size is None else label_size
@@ -236,4 +247,4 @@ def preprocess(
             y = F.interpolate(y, size=(target, target), mode="nearest")
     else:
         y = F.interpolate(y, size=(target, target), mode="nearest-exact")
-    return x, y[0, 0].round().to(torch.int64)
+    return y[0, 0].round().to(torch.int64)
