@@ -31,6 +31,7 @@ __all__ = [
     "parse_size",
     "resize_image",
     "to_batch",
+    "unique_names",
 ]
 
 #: Anything :func:`load_image` accepts.
@@ -138,6 +139,47 @@ def to_batch(
             "stacked into one batch."
         )
     return torch.stack(out).clamp_(0.0, 1.0)
+
+
+def unique_names(paths: Sequence[str | os.PathLike], *, flat: bool = False) -> list[str]:
+    """One distinct, readable name per input path, in order (no two inputs ever share an output).
+
+    ``flat=False`` (names to show): the file name, else as many parent folders as make it distinct
+    (``d1/same.png``, ``d2/same.png``). ``flat=True`` (file-name stems to write): the stem, else the stem
+    with its suffix (``a_jpg``), else with a counter (``a_2``) -- always checked against every name
+    already given, so ``a.png a.jpg a_1.png`` cannot collide.
+
+    Examples
+    --------
+    >>> unique_names(["d1/same.png", "d2/same.png"])
+    ['d1/same.png', 'd2/same.png']
+    >>> unique_names(["a.png", "a.jpg", "a_1.png"], flat=True)
+    ['a', 'a_jpg', 'a_1']
+    """
+    ps = [Path(p) for p in paths]
+    if flat:
+        candidates = [[p.stem, f"{p.stem}_{p.suffix.lstrip('.')}" if p.suffix else p.stem] for p in ps]
+    else:  # the shortest tail of the path that no other input shares
+        depth = [1] * len(ps)
+        while True:
+            tails = ["/".join(p.parts[-d:]) for p, d in zip(ps, depth)]
+            grow = [i for i, t in enumerate(tails) if tails.count(t) > 1 and depth[i] < len(ps[i].parts)]
+            if not grow:
+                break
+            for i in grow:
+                depth[i] += 1
+        candidates = [[t] for t in tails]
+    used: set[str] = set()
+    out: list[str] = []
+    for cands in candidates:
+        name = next((c for c in cands if c not in used), None)
+        k = 2
+        while name is None or name in used:  # the same path twice, or every candidate already given
+            name = f"{cands[0]}_{k}" if flat else f"{cands[0]} ({k})"
+            k += 1
+        used.add(name)
+        out.append(name)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------

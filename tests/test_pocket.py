@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -153,3 +154,24 @@ def test_load_backbone_pocket_works_offline():
     seg = scene.mask[2::4, 2::4].ravel()
     same = seg[:, None] == seg[None, :]
     assert sim[same].mean() > sim[~same].mean() + 0.05
+
+
+class _Planted:
+    """An object whose unpickling would run code (it records that it ran)."""
+
+    def __reduce__(self):
+        return (os.makedirs, (os.environ["DIFFCUT_PLANTED_MARKER"],))
+
+
+def test_a_planted_checkpoint_is_refused_not_run(tmp_path, monkeypatch):
+    from diffcut_lab.errors import ModelLoadError
+
+    marker = tmp_path / "ran"
+    monkeypatch.setenv("DIFFCUT_PLANTED_MARKER", str(marker))
+    cfg = TrainConfig(steps=2, batch_size=2, checkpoint_every=1, seed=5)
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"model": _Planted(), "step": 0}, run / "checkpoint.pt")
+    with pytest.raises(ModelLoadError, match="not loaded"):
+        train(cfg, TINY, out=run, progress=False, export=False)
+    assert not marker.exists()

@@ -63,16 +63,22 @@ def test_segment_directory_mask_size_and_duplicate_names(model_dir, images, tmp_
     other = tmp_path / "other"
     other.mkdir()
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(other / "a.png")
+    Image.fromarray(np.full((16, 16, 3), 9, np.uint8)).save(other / "a_1.png")
     out = tmp_path / "out2"
-    argv = ["segment", str(images[0].parent), str(other / "a.png"), "--model", str(model_dir)]
+    argv = ["segment", str(images[0].parent), str(other / "a.png"), str(other / "a_1.png"), "--model",
+            str(model_dir)]  # fmt: skip
     code, _, err = _run(
         [*argv, "--mask-size", "16", "--refine", "none", "--out", str(out), "--quiet"], capsys
     )
     assert code == 0, err
     names = sorted(p.name for p in out.iterdir())
     expected = ["a_labels.png", "a_overlay.png", "b_labels.png", "b_overlay.png", "settings.json"]
-    assert names == sorted([*expected, "a_1_labels.png", "a_1_overlay.png"])
+    # a second a.png and an a_1.png: every input keeps its own files (a counter alone would collide)
+    assert names == sorted([*expected, "a_png_labels.png", "a_png_overlay.png", "a_1_labels.png",
+                            "a_1_overlay.png"])  # fmt: skip
     assert np.asarray(Image.open(out / "b_labels.png")).shape == (16, 16)
+    records = json.loads((out / "settings.json").read_text())["images"]
+    assert len({r["labels"] for r in records}) == len({r["image"] for r in records}) == 4
 
 
 @pytest.mark.parametrize(

@@ -108,26 +108,12 @@ def save_labels(labels: np.ndarray, path: Path) -> None:
     Image.fromarray(arr).save(path)
 
 
-def _output_stems(files: list[Path]) -> list[str]:
-    """Unique output names: the file stem, with a counter when two inputs share a stem."""
-    stems: list[str] = []
-    seen: dict[str, int] = {}
-    for f in files:
-        stem = f.stem
-        if stem in seen:
-            seen[stem] += 1
-            stem = f"{stem}_{seen[stem]}"
-        else:
-            seen[stem] = 0
-        stems.append(stem)
-    return stems
-
-
 def run(args: argparse.Namespace) -> int:
     """Segment ``args.images`` and write the outputs to ``args.out``; returns the exit status."""
     from PIL import Image
 
     from ..backbones import load_backbone
+    from ..images import unique_names
     from ..pipeline import DiffCut
 
     # everything that can be checked without the model is checked first
@@ -147,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     records = []
-    stems = _output_stems(files)
+    stems = unique_names(files, flat=True)
     for start in range(0, len(files), args.batch_size):
         chunk = files[start : start + args.batch_size]
         segs = dc.segment(list(chunk))

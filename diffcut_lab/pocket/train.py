@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..datasets.synthetic import SPLITS, make_scene
-from ..errors import ParameterError
+from ..errors import ModelLoadError, ParameterError
 from .model import PocketConfig, PocketDenoiser, build_scheduler, export_weights
 
 __all__ = ["TrainConfig", "TrainResult", "main", "train"]
@@ -167,6 +167,20 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)  # atomic: a kill leaves either the old or the new checkpoint
 
 
+def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
+    """Read a checkpoint as tensors and plain data only: a file that holds anything else (a pickled
+    object, which could run code) is refused."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ModelLoadError(
+            f"checkpoint {path} holds more than tensors and plain data, so it is not loaded (loading it "
+            f"could run code); delete it or use another --out. ({str(err).splitlines()[0]})"
+        ) from None
+
+
 def train(
     cfg: TrainConfig = TrainConfig(),
     model_config: PocketConfig = PocketConfig(),  # noqa: B008
@@ -214,7 +228,7 @@ def train(
     start = 0
     seconds = 0.0
     if resume and ckpt_path is not None and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        state = _load_checkpoint(ckpt_path, device)
         if state["train_config"] != cfg.to_dict() or state["model_config"] != model_config.to_dict():
             raise ParameterError(
                 f"checkpoint {ckpt_path} was made with other settings; use another --out, delete it, "
