@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -308,3 +309,55 @@ def test_plots(tiny_dir):
     assert {tuple(t.x) for t in bars.data} == {("diffcut", "kmeans")}
     with pytest.raises(ValueError, match="no rows"):
         miou_heatmap(df, select={"method": "spectral"})
+
+
+# --------------------------------------------------------------------------------------------- trust
+
+
+def test_one_writer_per_results_directory(tiny_dir, tmp_path):
+    grid = small_grid(tiny_dir, dataset_kwargs={"n": 1, "size": 64}, alphas=[10.0], taus=[0.5])
+    out = tmp_path / "r.parquet"
+    with ResultStore(out).lock():  # another run holds it
+        with pytest.raises(ParameterError, match="another ablation run is writing"):
+            run_ablation(grid, out=out, progress=False)
+    assert not ResultStore(out).parts()
+    assert len(run_ablation(grid, out=out, progress=False)) == len(grid)  # free again
+
+
+def test_duplicate_rows_on_disk_are_read_and_summarised_once(tiny_dir, tmp_path):
+    grid = small_grid(tiny_dir, dataset_kwargs={"n": 2, "size": 64}, alphas=[10.0], taus=[0.5])
+    out = tmp_path / "r.parquet"
+    rows = run_ablation(grid, out=out, progress=False)
+    for part in ResultStore(out).parts():  # as two unlocked runs used to leave it
+        shutil.copy(part, part.with_name(part.name.replace("part-", "part-copy")))
+    assert len(pd.read_parquet(out)) == 2 * len(rows)
+    again = ResultStore(out).read()
+    assert len(again) == len(rows)
+    summary = summarize(pd.read_parquet(out))
+    assert summary["n_images"].tolist() == [2] * len(grid)
+    pd.testing.assert_series_equal(summary["miou"], summarize(rows)["miou"])
+
+
+def test_results_of_other_data_are_never_mixed(tiny_dir, tmp_path):
+    out = tmp_path / "r.parquet"
+    a = small_grid(tiny_dir, dataset_kwargs={"n": 2, "size": 64}, alphas=[10.0], taus=[0.5])
+    b = small_grid(tiny_dir, dataset_kwargs={"n": 2, "size": 48}, alphas=[10.0], taus=[0.5])
+    run_ablation(a, out=out, progress=False)
+    with pytest.raises(ParameterError, match="other data"):
+        run_ablation(b, out=out, progress=False)
+    # rows carry the data they were computed on: the same settings on other data is another configuration
+    assert not {c.id for c in a.configs()} & {c.id for c in b.configs()}
+    fresh = run_ablation(b, out=tmp_path / "b.parquet", progress=False)
+    assert set(fresh["data"]) == {b.data_key()} != {a.data_key()}
+
+
+def test_a_corrupt_part_is_quarantined_and_recomputed(tiny_dir, tmp_path):
+    grid = small_grid(tiny_dir, dataset_kwargs={"n": 2, "size": 64}, alphas=[10.0], taus=[0.5])
+    out = tmp_path / "r.parquet"
+    first = run_ablation(grid, out=out, progress=False)
+    bad = ResultStore(out).parts()[0]
+    bad.write_bytes(bad.read_bytes()[: 100])  # a copy cut short
+    with pytest.warns(RuntimeWarning, match="cannot be read"):
+        again = run_ablation(grid, out=out, progress=False)
+    assert (out / "quarantine" / bad.name).exists() and not bad.exists()
+    pd.testing.assert_frame_equal(stable(again), stable(first))

@@ -24,14 +24,17 @@ from ..config import DiffCutConfig
 from ..errors import ParameterError
 from ..options import MATCHES, METHODS, REFINES
 
-__all__ = ["METHODS", "PRESETS", "REFINES", "AblationGrid", "Config", "config_id", "stable_hash"]
+__all__ = ["DATA_KEYS", "METHODS", "PRESETS", "REFINES", "AblationGrid", "Config", "config_id", "stable_hash"]
 
 
 #: configuration columns, in table order (everything that, with the image, determines one result row)
 CONFIG_COLUMNS = (
     "model", "layer", "timestep", "method", "alpha", "tau", "mode", "refine", "params", "seed",
-    "image_size", "label_size", "prompt", "preset", "settings", "match",
+    "image_size", "label_size", "prompt", "preset", "settings", "match", "data",
 )  # fmt: skip
+
+#: grid keys that choose the images and labels: a results directory holds one such choice
+DATA_KEYS = ("dataset", "root", "dataset_kwargs")
 
 #: base settings of a grid: DiffCutConfig's defaults, or the published evaluation pipeline
 PRESETS = ("default", "paper")
@@ -96,6 +99,7 @@ class Config:
     preset: str = "default"
     settings: str = "{}"  # JSON of DiffCutConfig fields every point shares
     match: str = "reference"
+    data: str = ""  # hash of the grid's DATA_KEYS: rows of other images or labels never share an id
 
     @property
     def id(self) -> str:
@@ -316,6 +320,10 @@ class AblationGrid:
 
     # -- expansion ---------------------------------------------------------------------------------
 
+    def data_key(self) -> str:
+        """A hash of what chooses the images and labels (dataset, root, loader arguments)."""
+        return stable_hash({k: getattr(self, k) for k in DATA_KEYS})
+
     def method_params(self, method: str) -> str:
         """The method's extra keyword arguments as canonical JSON."""
         return json.dumps(dict(self.method_kwargs.get(method, {})), sort_keys=True)
@@ -328,6 +336,7 @@ class AblationGrid:
         """
         size = self.image_size or 0
         settings = json.dumps(dict(self.settings), sort_keys=True)
+        data = self.data_key()
         out: list[Config] = []
         for m in self.models if model is None else (model,):
             for layer in self.layers:
@@ -347,7 +356,7 @@ class AblationGrid:
                             for refine in self.refines:
                                 out.append(Config(m, layer, int(t), method, alpha, tau, mode, refine, params,
                                                   self.seed, size, self.label_size, self.prompt, self.preset,
-                                                  settings, self.match))  # fmt: skip
+                                                  settings, self.match, data))  # fmt: skip
         return out
 
     def __len__(self) -> int:

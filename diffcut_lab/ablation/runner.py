@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..errors import ParameterError
 from .executors import execute
-from .grid import AblationGrid
+from .grid import DATA_KEYS, AblationGrid
 from .store import SCHEMA, ResultStore, sort_rows, to_schema
 from .worker import load_grid_dataset
 
@@ -98,9 +98,33 @@ def run_ablation(
             f"dataset {grid.dataset!r} has no labels; an ablation needs ground truth to score"
         )
     store = ResultStore(out) if out is not None else None
-    if store is not None:
-        store.out.mkdir(parents=True, exist_ok=True)
+    if store is None:
+        return _run(grid, ds, None, cache_dir, executor, workers, scheduler, client, progress)
+    with store.lock():
+        _check_same_data(grid, store.out / "_grid.yaml")
         grid.to_yaml(store.out / "_grid.yaml")
+        return _run(grid, ds, store, cache_dir, executor, workers, scheduler, client, progress)
+
+
+def _check_same_data(grid: AblationGrid, path: Path) -> None:
+    """Refuse to add rows of other data to a results directory (its rows are keyed by image name)."""
+    if not path.is_file():
+        return
+    try:
+        old = AblationGrid.from_yaml(path)
+    except ParameterError:
+        return  # unreadable description: the rows carry their own data key
+    differ = [k for k in DATA_KEYS if getattr(old, k) != getattr(grid, k)]
+    if differ:
+        raise ParameterError(
+            f"{path.parent} holds results on other data (the grid's {differ} differ: "
+            f"{[getattr(old, k) for k in differ]} there, {[getattr(grid, k) for k in differ]} now); pass "
+            "another --out, or the same data settings to resume"
+        )
+
+
+def _run(grid: AblationGrid, ds: Any, store: ResultStore | None, cache_dir: Any, executor: str,
+         workers: int | None, scheduler: str | None, client: Any, progress: bool) -> pd.DataFrame:  # fmt: skip
     done = store.done() if store is not None else set()
     tasks, n_rows = plan(grid, ds.names, done, None if cache_dir is None else str(cache_dir))
     frames: list[pd.DataFrame] = []

@@ -1,15 +1,26 @@
 """Results on disk: a Parquet dataset of part files, one per finished work unit.
 
 ``out`` (e.g. ``results.parquet``) is a directory that ``pandas.read_parquet(out)`` reads as one table.
-Each part is written under a hidden temporary name and renamed when complete (readers skip names that
-start with ``.``), so a killed run leaves only whole parts, and a re-run skips every
-(model, image, configuration) already present.
+What it guarantees:
+
+* **atomic parts**: each part is written under a hidden temporary name, flushed to disk (fsync) and then
+  renamed (readers skip names that start with ``.``), so a killed run, or a crash of the machine, leaves
+  only whole parts;
+* **resumable**: a re-run skips every (model, image, configuration) already present;
+* **one writer**: a run holds a lock on ``out`` (``.lock``); a second run on the same ``out`` stops at once
+  with a clear error instead of writing duplicate rows;
+* **no duplicates read back**: rows are read once per (model, image, configuration), whatever is on disk;
+* **corrupt parts quarantined**: a part that cannot be read (a disk error, a copy cut short) is moved to
+  ``out/quarantine/`` with a warning, and its rows are computed again by the next run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +29,10 @@ import pyarrow.parquet as pq
 
 from ..errors import ParameterError
 
-__all__ = ["SCHEMA", "SORT_COLUMNS", "VOLATILE_COLUMNS", "ResultStore", "sort_rows", "to_schema"]
+__all__ = ["ROW_KEY", "SCHEMA", "SORT_COLUMNS", "VOLATILE_COLUMNS", "ResultStore", "sort_rows", "to_schema"]
+
+#: what identifies a row: one result per (model, image, configuration)
+ROW_KEY = ["model", "image", "config_id"]
 
 _counts = pa.list_(pa.int64())
 
@@ -44,6 +58,7 @@ SCHEMA = pa.schema(
         ("preset", pa.string()),
         ("settings", pa.string()),
         ("match", pa.string()),
+        ("data", pa.string()),
         ("config_id", pa.string()),
         ("layer_name", pa.string()),
         ("input_size", pa.int64()),
@@ -100,21 +115,64 @@ class ResultStore:
             )
 
     def parts(self) -> list[Path]:
-        """The finished part files."""
+        """The finished, readable part files (unreadable ones are quarantined, with a warning)."""
         if not self.out.is_dir():
             return []
-        return sorted(p for p in self.out.glob("part-*.parquet"))
+        good = []
+        for p in sorted(self.out.glob("part-*.parquet")):
+            try:
+                pq.read_metadata(p)
+            except (OSError, pa.ArrowException) as err:
+                self._quarantine(p, err)
+            else:
+                good.append(p)
+        return good
+
+    def _quarantine(self, part: Path, err: Exception) -> None:
+        target = self.out / "quarantine"
+        target.mkdir(exist_ok=True)
+        os.replace(part, target / part.name)
+        warnings.warn(
+            f"{part} cannot be read ({type(err).__name__}: {err}); moved to {target}/. Its rows are "
+            "computed again on the next run.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the one-writer lock of ``out`` (``out/.lock``) for the body; raise if another run holds it."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no lock
+            yield
+            return
+        fd = os.open(self.out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ParameterError(
+                    f"another ablation run is writing to {self.out}; wait for it to finish, or pass another "
+                    "--out (two runs on one directory would write the same rows twice)"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
     def done(self) -> set[tuple[str, str, str]]:
         """``(model, image, config_id)`` of every row already stored."""
         parts = self.parts()
         if not parts:
             return set()
-        cols = _dataset(parts).to_table(columns=["model", "image", "config_id"]).to_pydict()
-        return set(zip(cols["model"], cols["image"], cols["config_id"]))
+        cols = _dataset(parts).to_table(columns=ROW_KEY).to_pydict()
+        return set(zip(*(cols[k] for k in ROW_KEY)))
 
     def write(self, rows: pd.DataFrame) -> Path | None:
-        """Append ``rows`` as one new part (atomic); returns its path (None for no rows)."""
+        """Append ``rows`` as one new part (atomic and durable); returns its path (None for no rows)."""
         if rows is None or len(rows) == 0:
             return None
         self.out.mkdir(parents=True, exist_ok=True)
@@ -122,16 +180,31 @@ class ResultStore:
         final = self.out / f"part-{uuid.uuid4().hex}.parquet"
         tmp = self.out / f".{final.name}.tmp"
         pq.write_table(table, tmp)
+        _fsync(tmp)
         os.replace(tmp, final)
+        _fsync(self.out)
         return final
 
     def read(self) -> pd.DataFrame:
-        """Every stored row, in a stable order (empty frame with the schema's columns if none)."""
+        """Every stored row once, in a stable order (empty frame with the schema's columns if none)."""
         parts = self.parts()
         if not parts:
             return SCHEMA.empty_table().to_pandas()
         df = _dataset(parts).to_table().to_pandas()
-        return sort_rows(df)
+        return sort_rows(df.drop_duplicates(ROW_KEY, keep="first"))
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file (or a directory's entries) to disk."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if path.is_dir() else os.O_RDONLY
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # pragma: no cover - directories cannot be opened on some systems
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _dataset(parts: list[Path]):

@@ -7,6 +7,7 @@ import pandas as pd
 
 from ..errors import ParameterError
 from .grid import CONFIG_COLUMNS
+from .store import ROW_KEY
 
 __all__ = ["summarize"]
 
@@ -35,6 +36,8 @@ def summarize(df: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
     """
     from ..metrics import MIoUResult
 
+    if set(ROW_KEY) <= set(df.columns):  # one row per (model, image, configuration), even if read twice
+        df = df.drop_duplicates(ROW_KEY, keep="first")
     keys = list(by) if by is not None else [k for k in SUMMARY_KEYS if k in df.columns]
     out_cols = [*keys, "miou", "accuracy", "n_images", "image_miou", "n_segments", "seconds", "iou"]
     if df.empty:
