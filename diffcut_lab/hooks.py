@@ -609,9 +609,9 @@ class FeatureCache:
             tensors = load_file(str(tensor_path), device=str(device))
         except Exception as err:
             raise FeatureError(f"cannot read the feature cache {tensor_path}: {err}") from err
-        if sidecar.get("format") != "diffcut_lab.FeatureCache":
+        if not isinstance(sidecar, dict) or sidecar.get("format") != "diffcut_lab.FeatureCache":
             raise FeatureError(f"{json_path} is not a diffcut_lab feature cache sidecar.")
-        feats = {(layer, int(t)): tensors[k] for k, (layer, t) in sidecar["keys"].items()}
+        feats = _checked_entries(sidecar, tensors, json_path)
         return cls(
             feats,
             layers=sidecar["layers"],
@@ -620,6 +620,24 @@ class FeatureCache:
             images=tensors.get("__images__"),
             aliases=sidecar.get("aliases", {}),
         )
+
+
+def _checked_entries(sidecar: dict, tensors: dict[str, torch.Tensor], json_path: Path) -> dict:
+    """The sidecar's (layer, t) -> tensor entries, each checked against the tensor file: a tensor is
+    stored under its own (layer, t) name, so a sidecar that names another one is refused, never believed."""
+    try:
+        entries = {k: (str(layer), int(t)) for k, (layer, t) in sidecar["keys"].items()}
+        layers, timesteps = list(sidecar["layers"]), [int(t) for t in sidecar["timesteps"]]
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
+        raise FeatureError(f"{json_path} is malformed ({type(err).__name__}: {err}); save the cache again.") from None
+    wrong = [k for k, (layer, t) in entries.items() if _key(layer, t) != k or k not in tensors]
+    stored = {k for k in tensors if k != "__images__"}
+    if wrong or stored != set(entries) or {(layer, t) for layer in layers for t in timesteps} != set(entries.values()):
+        raise FeatureError(
+            f"{json_path} does not describe the tensors beside it (entries {sorted(wrong or stored ^ set(entries))}); "
+            "the two files do not belong together: save the cache again."
+        )
+    return {lt: tensors[k] for k, lt in entries.items()}
 
 
 def _jsonable(obj: Any) -> Any:

@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 
+from diffcut_lab import errors as dl_errors
 from diffcut_lab.ablation import AblationGrid, run_ablation, summarize
 from diffcut_lab.ablation.cache import FeatureStore, feature_key, image_hash, model_fingerprint
 from diffcut_lab.ablation.grid import config_id
@@ -361,3 +362,35 @@ def test_a_corrupt_part_is_quarantined_and_recomputed(tiny_dir, tmp_path):
         again = run_ablation(grid, out=out, progress=False)
     assert (out / "quarantine" / bad.name).exists() and not bad.exists()
     pd.testing.assert_frame_equal(stable(again), stable(first))
+
+
+def test_a_feature_cache_entry_under_the_wrong_key_is_not_believed(tiny_dir, tmp_path):
+    grid = small_grid(tiny_dir, dataset_kwargs={"n": 1, "size": 64}, timesteps=[10, 50], alphas=[10.0],
+                      taus=[0.5])  # fmt: skip
+    cache = tmp_path / "c"
+    first = run_ablation(grid, out=None, cache_dir=cache, progress=False)
+    a, b = sorted(cache.rglob("*.safetensors"))  # swap the two timesteps' files
+    tmp = a.with_suffix(".x")
+    a.rename(tmp), b.rename(a), tmp.rename(b)
+    with pytest.warns(RuntimeWarning, match="holds another feature map"):
+        again = run_ablation(grid, out=None, cache_dir=cache, progress=False)
+    assert not again["features_cached"].any()
+    pd.testing.assert_frame_equal(stable(again), stable(first))
+
+
+def test_a_feature_cache_sidecar_that_does_not_match_is_refused(tmp_path):
+    from diffcut_lab.hooks import FeatureCache
+
+    f10, f50 = torch.zeros(1, 2, 3, 3), torch.ones(1, 2, 3, 3)
+    cache = FeatureCache({("l", 10): f10, ("l", 50): f50}, layers=["l"], timesteps=[10, 50], meta={})
+    path = cache.save(tmp_path / "c")
+    torch.testing.assert_close(FeatureCache.load(path)["l", 50], f50)
+    sidecar = path.with_suffix(".json")
+    data = yaml.safe_load(sidecar.read_text())
+    data["keys"] = {k: [v[0], 60 - v[1]] for k, v in data["keys"].items()}  # the timesteps swapped
+    sidecar.write_text(__import__("json").dumps(data))
+    with pytest.raises(dl_errors.FeatureError, match="does not describe the tensors"):
+        FeatureCache.load(path)
+    sidecar.write_text('{"format": "diffcut_lab.FeatureCache", "keys": 3}')
+    with pytest.raises(dl_errors.FeatureError, match="malformed"):
+        FeatureCache.load(path)

@@ -118,21 +118,34 @@ class FeatureStore:
         """Where the entry of ``key`` lives."""
         return self.root / key[:2] / f"{key}.safetensors"
 
-    def get(self, key: str) -> torch.Tensor | None:
-        """The cached tensor, or None (an unreadable entry counts as missing and is recomputed)."""
-        from safetensors.torch import load_file
+    def get(self, key: str, expect: dict[str, Any] | None = None) -> torch.Tensor | None:
+        """The cached tensor, or None: a missing or unreadable entry, or one whose stored metadata differs
+        from ``expect`` (a file moved under another key), counts as missing and is recomputed (with a
+        warning for the last two)."""
+        from safetensors import safe_open
 
         p = self.path(key)
         if not p.is_file():
             self.misses += 1
             return None
         try:
-            t = load_file(str(p))["features"]
-        except Exception:  # a truncated or foreign file: recompute
-            self.misses += 1
-            return None
+            with safe_open(str(p), framework="pt") as f:
+                meta = f.metadata() or {}
+                t = f.get_tensor("features")
+        except Exception as err:  # a truncated or foreign file: recompute
+            return self._bad(p, f"cannot be read ({type(err).__name__})")
+        wrong = {k: (meta.get(k), str(v)) for k, v in (expect or {}).items() if meta.get(k) != str(v)}
+        if wrong:
+            return self._bad(p, f"holds another feature map (stored, expected: {wrong})")
         self.hits += 1
         return t
+
+    def _bad(self, path: Path, why: str) -> None:
+        import warnings
+
+        warnings.warn(f"feature cache entry {path} {why}; computing it again", RuntimeWarning, stacklevel=3)
+        self.misses += 1
+        return None
 
     def put(self, key: str, tensor: torch.Tensor, meta: dict[str, Any] | None = None) -> Path:
         """Store ``tensor`` under ``key`` atomically; returns the file path."""

@@ -95,9 +95,10 @@ def _features(
         for name, t in needs
     }
     out: dict[tuple[str, int], torch.Tensor] = {}
+    meta = {(name, t): {"layer": name, "timestep": t, "size": size} for name, t in needs}
     if store is not None:
         for nt, key in keys.items():
-            hit = store.get(key)
+            hit = store.get(key, expect=meta[nt])  # what the entry must hold (a moved file is not believed)
             if hit is not None:
                 out[nt] = hit.float()
     missing = sorted(needs - set(out))
@@ -111,8 +112,7 @@ def _features(
             feats = cache[name, t][0].detach().float().cpu()
             out[name, t] = feats
             if store is not None:
-                meta = {"model": getattr(backbone, "name", ""), "layer": name, "timestep": t, "size": size}
-                store.put(keys[name, t], feats, meta)
+                store.put(keys[name, t], feats, {**meta[name, t], "model": getattr(backbone, "name", "")})
     return out, not missing
 
 
