@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import zipfile
@@ -205,3 +206,47 @@ def test_untrusted_names_are_escaped_and_same_names_kept(tmp_path):
     for name in ("d1/same.png", "d2/same.png"):
         assert re.search(rf"<h2[^>]*>{re.escape(name)}", html), name
     assert len(re.findall(r'class="plotly-graph-div"', html)) == 2 * len(paths)
+
+
+def _fake_papermill(monkeypatch):
+    """Notebook execution replaced by writing an empty executed notebook (the moves are under test)."""
+    import nbformat
+    import papermill
+
+    def fake(src, dst, **kw):
+        nbformat.write(nbformat.v4.new_notebook(), dst)
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake)
+
+
+def test_out_in_the_way_fails_before_running(tmp_path, images, no_papermill):
+    (tmp_path / "r.html").mkdir()
+    with pytest.raises(dl.ParameterError, match="in the way"):
+        rp.build_report(rp.ReportParams(images=tuple(map(str, images))), tmp_path / "r.html", quiet=True)
+    (tmp_path / "s.ipynb").mkdir()
+    with pytest.raises(dl.ParameterError, match="in the way"):
+        rp.build_report(rp.ReportParams(images=tuple(map(str, images))), tmp_path / "s.html", quiet=True)
+
+
+def test_a_failed_final_move_puts_the_previous_report_back(tmp_path, images, monkeypatch):
+    _fake_papermill(monkeypatch)
+    out = tmp_path / "r.html"
+    old = {out: "old html", out.with_suffix(".ipynb"): "old notebook", tmp_path / "r_figures" / "figure-01.png": "png"}
+    for path, text in old.items():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    real = os.replace
+    failed = []
+
+    def failing(src, dst):
+        if Path(dst) == out and Path(src).name == out.name and not failed:  # the new HTML's move, once
+            failed.append(src)
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(OSError, match="No space"):
+        rp.build_report(rp.ReportParams(images=tuple(map(str, images))), out, png=False, quiet=True)
+    assert {p: p.read_text() for p in old} == old
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".r", "r"))) == [
+        "r.html", "r.ipynb", "r_figures"]  # fmt: skip

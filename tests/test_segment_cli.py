@@ -119,3 +119,48 @@ def test_save_labels_16_bit(tmp_path):
     small = np.array([[0, 1], [2, 3]])
     save_labels(small, tmp_path / "s.png")
     assert np.asarray(Image.open(tmp_path / "s.png")).dtype == np.uint8
+
+
+def test_a_bad_image_later_in_the_list_fails_before_any_work(model_dir, images, tmp_path, capsys):
+    """Every input is read first; a failed run leaves the previous results of --out as they were."""
+    out = tmp_path / "out3"
+    code, _, err = _run(["segment", str(images[0]), "--model", str(model_dir), "--refine", "none", "--out",
+                         str(out), "--quiet"], capsys)  # fmt: skip
+    assert code == 0, err
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    bad = tmp_path / "zz_bad.png"
+    bad.write_bytes(b"not an image")
+    many = [str(images[0])] * 5 + [str(images[1]), str(bad)]
+    code, _, err = _run(["segment", *many, "--model", str(model_dir), "--batch-size", "2", "--out", str(out)],
+                        capsys)  # fmt: skip
+    assert code == 2 and "zz_bad.png" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not list(tmp_path.glob(".out3.*"))
+    (tmp_path / "file").write_text("x")
+    code, _, err = _run(["segment", str(images[0]), "--model", str(model_dir), "--out", str(tmp_path / "file")],
+                        capsys)  # fmt: skip
+    assert code == 2 and "is a file" in err
+
+
+def test_an_interrupted_run_leaves_the_previous_results(model_dir, images, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out4"
+    assert _run(["segment", str(images[0]), "--model", str(model_dir), "--refine", "none", "--out", str(out),
+                 "--quiet"], capsys)[0] == 0  # fmt: skip
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    import diffcut_lab.commands.segment as seg_cmd
+
+    calls = []
+
+    def fail_on_second(labels, path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(labels, path)
+
+    original = seg_cmd.save_labels
+    monkeypatch.setattr(seg_cmd, "save_labels", fail_on_second)
+    code, _, _ = _run(["segment", str(images[0]), str(images[1]), "--model", str(model_dir), "--tau", "0.9",
+                       "--batch-size", "1", "--out", str(out), "--quiet"], capsys)  # fmt: skip
+    assert code == 130
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not list(tmp_path.glob(".out4.*"))

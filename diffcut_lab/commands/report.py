@@ -198,6 +198,10 @@ def build_report(
     out = Path(out)
     if out.suffix.lower() != ".html":
         raise ParameterError(f"--out {out} must end in .html (the executed notebook and figures go beside it).")
+    nb_out, fig_out = out.with_suffix(".ipynb"), out.parent / f"{out.stem}_figures"
+    for path, want in ((out, "a file"), (nb_out, "a file"), (fig_out, "a folder")):
+        if path.exists() and path.is_dir() != (want == "a folder"):
+            raise ParameterError(f"{path} is in the way: the report writes {want} there; move it or pass another --out.")
     validate(params)
     out.parent.mkdir(parents=True, exist_ok=True)
     src = report_notebook_path()
@@ -232,14 +236,7 @@ def build_report(
             _log("rendering PNG figures", quiet)
             figures = export_pngs(plotly_figures(nb), fig_dir_tmp)
         # move into place: notebook and figures first, the HTML (what people open) last
-        nb_out = out.with_suffix(".ipynb")
-        fig_out = out.parent / f"{out.stem}_figures"
-        os.replace(nb_tmp, nb_out)
-        if fig_out.exists():
-            shutil.rmtree(fig_out)
-        if figures:
-            os.replace(fig_dir_tmp, fig_out)
-        os.replace(html_tmp, out)
+        _install([(nb_tmp, nb_out), (fig_dir_tmp if figures else None, fig_out), (html_tmp, out)], tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     seconds = time.perf_counter() - t0
@@ -247,6 +244,30 @@ def build_report(
     _log(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB), {nb_out.name}, {len(fig_paths)} PNG figure(s) "
          f"in {seconds:.1f} s", quiet)
     return {"html": out, "notebook": nb_out, "figures": fig_paths, "seconds": seconds}
+
+
+def _install(moves: list[tuple[Path | None, Path]], backup_dir: Path) -> None:
+    """Move each ``src`` onto ``dst`` (``None``: remove ``dst``), all or nothing: what was at each ``dst``
+    waits in ``backup_dir`` until every move succeeded, and is put back if one fails."""
+    replaced: list[tuple[Path, Path | None]] = []
+    try:
+        for i, (src, dst) in enumerate(moves):
+            backup = None
+            if dst.exists():
+                backup = backup_dir / f".previous-{i}"
+                os.replace(dst, backup)
+            replaced.append((dst, backup))
+            if src is not None:
+                os.replace(src, dst)
+    except BaseException:
+        for dst, backup in reversed(replaced):
+            if dst.is_dir():
+                shutil.rmtree(dst)
+            elif dst.exists():
+                dst.unlink()
+            if backup is not None:
+                os.replace(backup, dst)
+        raise
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:

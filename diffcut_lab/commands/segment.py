@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -110,10 +113,9 @@ def save_labels(labels: np.ndarray, path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Segment ``args.images`` and write the outputs to ``args.out``; returns the exit status."""
-    from PIL import Image
 
     from ..backbones import load_backbone
-    from ..images import unique_names
+    from ..images import load_image
     from ..pipeline import DiffCut
 
     # everything that can be checked without the model is checked first
@@ -124,13 +126,56 @@ def run(args: argparse.Namespace) -> int:
         raise ParameterError(f"--batch-size must be >= 1; got {args.batch_size}.")
     files = collect_images(args.images)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ParameterError(f"--out {out} is a file; pass a directory (it is created if missing).")
+    for f in files:  # every input is read once before any work: a bad one fails the run before it starts
+        load_image(f)
 
     t0 = time.perf_counter()
     backbone = load_backbone(args.model, device=args.device)
     t_load = time.perf_counter() - t0
     dc = DiffCut(backbone, config)
     layer = dc.check()  # --timestep, --image-size and --layer against the model, before any image is read
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # results go to a temporary folder beside --out and move in only when every image is done, so a
+    # failed or interrupted run leaves the previous contents of --out as they were
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        records = _segment_all(dc, files, tmp, out, args)
+        settings = {
+            "command": "segment",
+            "model": args.model,
+            "backbone": {
+                "name": backbone.name,
+                "family": backbone.family,
+                "image_size": backbone.image_size,
+                "device": str(backbone.device),
+                "dtype": str(backbone.dtype),
+            },
+            "layer": layer,
+            "config": config.to_dict(),
+            "overlay_alpha": args.overlay_alpha,
+            "model_load_seconds": round(t_load, 3),
+            "images": records,
+        }
+        (tmp / "settings.json").write_text(json.dumps(settings, indent=2))
+        out.mkdir(exist_ok=True)
+        for r in records:
+            for key in ("labels", "overlay"):
+                os.replace(tmp / r[key], out / r[key])
+        os.replace(tmp / "settings.json", out / "settings.json")  # last: it describes the files above
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not args.quiet:
+        print(f"wrote {len(records)} segmentation(s) and settings.json to {out}")
+    return 0
+
+
+def _segment_all(dc: Any, files: list[Path], tmp: Path, out: Path, args: argparse.Namespace) -> list[dict]:
+    """Segment ``files`` in batches, writing label maps and overlays into ``tmp``; one record per image."""
+    from PIL import Image
+
+    from ..images import unique_names
 
     records = []
     stems = unique_names(files, flat=True)
@@ -138,8 +183,8 @@ def run(args: argparse.Namespace) -> int:
         chunk = files[start : start + args.batch_size]
         segs = dc.segment(list(chunk))
         for f, stem, seg in zip(chunk, stems[start : start + len(chunk)], segs):
-            label_path = out / f"{stem}_labels.png"
-            overlay_path = out / f"{stem}_overlay.png"
+            label_path = tmp / f"{stem}_labels.png"
+            overlay_path = tmp / f"{stem}_overlay.png"
             save_labels(seg.labels, label_path)
             Image.fromarray(seg.overlay(args.overlay_alpha)).save(overlay_path)
             records.append(
@@ -155,24 +200,5 @@ def run(args: argparse.Namespace) -> int:
                 }
             )
             if not args.quiet:
-                print(f"{f} -> {label_path} ({seg.n_segments} segments)")
-    settings = {
-        "command": "segment",
-        "model": args.model,
-        "backbone": {
-            "name": backbone.name,
-            "family": backbone.family,
-            "image_size": backbone.image_size,
-            "device": str(backbone.device),
-            "dtype": str(backbone.dtype),
-        },
-        "layer": layer,
-        "config": config.to_dict(),
-        "overlay_alpha": args.overlay_alpha,
-        "model_load_seconds": round(t_load, 3),
-        "images": records,
-    }
-    (out / "settings.json").write_text(json.dumps(settings, indent=2))
-    if not args.quiet:
-        print(f"wrote {len(records)} segmentation(s) and settings.json to {out}")
-    return 0
+                print(f"{f} -> {out / label_path.name} ({seg.n_segments} segments)")
+    return records
