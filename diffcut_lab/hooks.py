@@ -23,6 +23,7 @@ import difflib
 import fnmatch
 import json
 import math
+import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -737,6 +738,7 @@ class _ProbsProcessor:
 
 
 _ACTIVE: weakref.WeakSet = weakref.WeakSet()  # UNets with a capture in progress (hooks are global state)
+_ACTIVE_LOCK = threading.Lock()  # makes "check, then mark as active" one step across threads
 
 
 def _grab(output: Any, store_dtype: torch.dtype) -> torch.Tensor:
@@ -812,13 +814,14 @@ def _hooks(
 ) -> Iterator[None]:
     """Install capture hooks (and probability processors); always remove/restore them."""
     unet = backbone.unet
-    if unet in _ACTIVE:
-        raise ParameterError(
-            "a capture is already running on this backbone (hooks are global state); finish it first."
-        )
+    with _ACTIVE_LOCK:
+        if unet in _ACTIVE:
+            raise ParameterError(
+                "a capture is already running on this backbone (hooks are global state); finish it first."
+            )
+        _ACTIVE.add(unet)
     handles: list[Any] = []
     swapped: list[tuple[Any, Any]] = []
-    _ACTIVE.add(unet)
     try:
         for p in points:
             module = unet.get_submodule(p.module_name)
@@ -848,7 +851,8 @@ def _hooks(
             h.remove()
         for module, processor in swapped:
             module.set_processor(processor)
-        _ACTIVE.discard(unet)
+        with _ACTIVE_LOCK:
+            _ACTIVE.discard(unet)
 
 
 def _timesteps(timesteps: int | Sequence[int]) -> list[int]:

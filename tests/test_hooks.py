@@ -384,3 +384,41 @@ def test_cuda_fp16_capture_matches_cpu_float32(tmp_path, images):
         assert float((a - b.float()).norm() / a.norm()) < 2e-2, key
     assert torch.allclose(got[f"{name}.probs", 50].float().sum(-1), torch.ones(2, 64), atol=1e-2)
     assert _no_hooks_left(gpu)
+
+
+def test_capture_guard_is_atomic_across_threads(monkeypatch):
+    """Two threads entering a capture on one UNet at once: exactly one gets in (the check and the mark
+    are one step; a slow membership test widens the window a race would need)."""
+    import threading
+    import time
+    import weakref
+
+    from diffcut_lab import hooks
+    from diffcut_lab.testing import tiny_backbone
+
+    class SlowSet(weakref.WeakSet):
+        def __contains__(self, item):
+            found = super().__contains__(item)
+            time.sleep(0.05)
+            return found
+
+    monkeypatch.setattr(hooks, "_ACTIVE", SlowSet())
+    bb = tiny_backbone("pixel")
+    results: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def enter():
+        barrier.wait()
+        try:
+            with hooks._hooks(bb, [], store={}, current_t=[0], store_dtype=torch.float32, early_exit=False):
+                results.append("in")
+                time.sleep(0.2)
+        except hooks.ParameterError:
+            results.append("refused")
+
+    threads = [threading.Thread(target=enter) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["in", "refused"]
