@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .config import MAX_DENSE_NODES
 from .errors import FeatureError, ParameterError
 
-__all__ = ["affinity", "feature_matrix"]
+__all__ = ["affinity", "feature_matrix", "safe_scale"]
 
 
 def feature_matrix(features: Any, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -75,6 +76,16 @@ def feature_matrix(features: Any, dtype: torch.dtype = torch.float32) -> torch.T
             f"features contain {bad} NaN or Inf values; the affinity would be undefined. Check the "
             "captured layer (fp16 overflow is a common cause: capture in float32 or bfloat16)."
         )
+    return x
+
+
+def safe_scale(x: torch.Tensor) -> torch.Tensor:
+    """``x`` divided by its largest magnitude when its squares would overflow or underflow (cosines do not
+    change; features of 1e19 would otherwise normalise to zeros, i.e. one segment). Untouched otherwise,
+    so the published arithmetic is kept for ordinary features."""
+    top = float(x.abs().max()) if x.numel() else 0.0
+    if top > 1e15 or 0.0 < top < 1e-15:
+        return x / top
     return x
 
 
@@ -162,8 +173,16 @@ def affinity(
     if dtype not in (torch.float32, torch.float64):
         raise ParameterError(f"dtype must be torch.float32 or torch.float64, got {dtype}.")
     z = feature_matrix(features, dtype)
-    z = torch.nn.functional.normalize(z, p=2, dim=0)
+    z = torch.nn.functional.normalize(safe_scale(z), p=2, dim=0)
     n = z.shape[1]
+    if knn is None and n > MAX_DENSE_NODES:
+        side = int(n**0.5)
+        raise ParameterError(
+            f"a dense affinity of {n:,} nodes (about {side} x {side}) would take "
+            f"{n * n * z.element_size() / 2**30:.0f} GiB; above {MAX_DENSE_NODES:,} nodes (128 x 128) pass "
+            "knn=K (e.g. 32: a sparse graph of each node's strongest edges), or read a coarser layer / a "
+            "smaller image_size."
+        )
     if knn is not None:
         if int(knn) < 1:
             raise ParameterError(f"knn must be a positive integer (neighbours per node), got {knn!r}.")

@@ -38,6 +38,8 @@ __all__ = [
     "CUT_FIELDS",
     "INPUT_FIELDS",
     "LABEL_FIELDS",
+    "MAX_DENSE_NODES",
+    "MAX_IMAGE_PIXELS",
     "PAPER_MASK_SIZE",
     "DiffCutConfig",
     "parse_size",
@@ -45,6 +47,10 @@ __all__ = [
 
 #: output side of the published evaluation (labels and predictions are 128 x 128)
 PAPER_MASK_SIZE = 128
+#: the largest image, input or output, in pixels (PIL's own decompression-bomb limit, about 9,459 squared)
+MAX_IMAGE_PIXELS = 89_478_485
+#: the largest feature grid cut with a dense affinity (128 x 128: a 1 GiB float32 matrix; above, use knn)
+MAX_DENSE_NODES = 128 * 128
 
 
 def _is_int(v: Any) -> bool:
@@ -135,6 +141,11 @@ class DiffCutConfig:
         Deepest recursion level (None = no limit).
     solver : {"auto", "dense", "eigsh", "torch32"}
         Eigen solver of :func:`~diffcut_lab.ncut.recursive_ncut` (``torch32``: paper mode only).
+    knn : int, optional
+        Keep only each node's ``knn`` strongest edges (:func:`~diffcut_lab.affinities.affinity`): a sparse
+        graph, whose memory grows with ``N x knn`` instead of ``N^2``. Needed above a 128 x 128 feature
+        grid (:data:`MAX_DENSE_NODES`), faster from 64 x 64; fixed mode only (the published recursion is
+        dense). None: the dense graph.
     """
 
     layer: str = _setting("diffcut", "hook point to read: 'diffcut' (the paper's layer for the model) or "
@@ -173,6 +184,8 @@ class DiffCutConfig:
                              "(fixed mode)", metavar="P")  # fmt: skip
     max_depth: int | None = _setting(None, "deepest recursion level", metavar="D")
     solver: str = _setting("auto", "eigen solver of the recursion", choices=("auto", "dense", "eigsh", "torch32"))
+    knn: int | None = _setting(None, "keep each node's K strongest edges (a sparse graph: needed above a "
+                               "128x128 feature grid, faster from 64x64; fixed mode)", metavar="K")  # fmt: skip
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -204,7 +217,9 @@ class DiffCutConfig:
             v = getattr(self, name)
             if not _is_int(v) or v < lo:
                 raise ParameterError(f"{name} must be an int >= {lo}; got {v!r}.")
-        for name, lo in (("refine_max_side", 1), ("max_depth", 0)):
+        if self.knn is not None and self.mode == "paper":
+            raise ParameterError("knn exists in mode 'fixed' only (the published recursion cuts the dense graph).")
+        for name, lo in (("refine_max_side", 1), ("max_depth", 0), ("knn", 1)):
             v = getattr(self, name)
             if v is not None and (not _is_int(v) or v < lo):
                 raise ParameterError(f"{name} must be None or an int >= {lo}; got {v!r}.")
@@ -220,7 +235,13 @@ class DiffCutConfig:
         for name in ("image_size", "mask_size"):
             v = getattr(self, name)
             set_(self, name, None if v is None else parse_size(v, name))
-        for name in ("pamr_iter", "median_size", "min_size", "refine_max_side", "max_depth"):
+            size = getattr(self, name)
+            if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+                raise ParameterError(
+                    f"{name} {size[0]} x {size[1]} is above the limit of {MAX_IMAGE_PIXELS:,} pixels; pass a "
+                    "smaller size."
+                )
+        for name in ("pamr_iter", "median_size", "min_size", "refine_max_side", "max_depth", "knn"):
             v = getattr(self, name)
             set_(self, name, None if v is None else int(v))
         set_(self, "pamr_dilations", tuple(int(d) for d in dil))
@@ -243,7 +264,7 @@ class DiffCutConfig:
             upsample="concept", seed=42, image_size=None, policy="center_crop", antialias=False,
             noise_device="model", mask_size=PAPER_MASK_SIZE, refine_max_side=None, pamr_iter=10,
             pamr_dilations=(1, 2, 4, 8), pamr_guide="input", median_size=3, min_size=1, max_depth=None,
-            solver="auto",
+            solver="auto", knn=None,
         )  # fmt: skip
         return base.replace(**overrides) if overrides else base
 
@@ -326,7 +347,7 @@ def _readable(name: str, value: Any) -> str:
 #: settings that decide the UNet input and the features (a feature cache is keyed by them)
 INPUT_FIELDS = ("layer", "timestep", "seed", "image_size", "policy", "antialias", "noise_device")
 #: settings of the cut on the feature grid (recorded in ``CutTree.params``)
-CUT_FIELDS = ("alpha", "tau", "mode", "min_size", "max_depth", "solver")
+CUT_FIELDS = ("alpha", "tau", "mode", "min_size", "max_depth", "solver", "knn")
 #: settings from the grid labels to the output labels
 LABEL_FIELDS = (
     "upsample", "refine", "mask_size", "refine_max_side", "pamr_iter", "pamr_dilations", "pamr_guide",

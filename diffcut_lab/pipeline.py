@@ -250,15 +250,30 @@ class DiffCut:
         return self.backbone
 
     def check(self) -> str:
-        """Validate the settings against the backbone (timestep, input size, layer); return the layer name.
+        """Validate the settings against the backbone (timestep, input size, layer, and that the feature
+        grid can be cut: dense up to :data:`~diffcut_lab.config.MAX_DENSE_NODES` nodes, else ``knn``);
+        return the layer name.
 
         Raises
         ------
         ParameterError, UnknownLayerError
         """
-        self._require_backbone().check_timestep(self.config.timestep)
-        self.input_size()
-        return self.layer_name()
+        from .config import MAX_DENSE_NODES
+        from .hooks import list_hook_points
+
+        bb = self._require_backbone()
+        bb.check_timestep(self.config.timestep)
+        size = self.input_size()
+        name = self.layer_name()
+        point = next(p for p in list_hook_points(bb, image_size=size) if p.name == name)
+        h, w = point.resolution
+        if self.config.knn is None and h * w > MAX_DENSE_NODES:
+            raise ParameterError(
+                f"layer {name} gives a {h} x {w} feature grid at a {size[1]} x {size[0]} input: a dense "
+                f"affinity of {h * w:,} nodes would take {(h * w) ** 2 * 4 / 2**30:.0f} GiB. Pass knn=32 (a "
+                "sparse graph), a smaller image_size, or a coarser layer."
+            )
+        return name
 
     def inputs(self, images: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``(region, x)`` per image: the part that is segmented, ``(3, H, W)`` at its own resolution,
@@ -313,6 +328,7 @@ class DiffCut:
         """
         from tqdm.auto import tqdm
 
+        self.check()  # settings against the model (and the grid's memory) before any image is encoded
         batch = _is_batch(images)
         inputs = self.inputs(images)
         t0 = time.perf_counter()

@@ -16,6 +16,7 @@ refinement (the published evaluation's background merge runs there).
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .affinities import safe_scale
 from .config import DiffCutConfig, parse_size
 from .errors import FeatureError, ParameterError
 from .images import crop_region, resize_image
@@ -90,7 +92,7 @@ def _grid_features(features: Any) -> torch.Tensor:
     f = f.detach().float()
     if not torch.isfinite(f).all():
         raise FeatureError("features contain NaN or Inf values; capture them in float32 or bfloat16.")
-    return f
+    return safe_scale(f)  # norms of 1e19 would overflow float32 and normalise to zeros
 
 
 def cut_tree(features: Any, config: DiffCutConfig, *, tau: float | None = None) -> Any:
@@ -112,8 +114,8 @@ def cut_tree(features: Any, config: DiffCutConfig, *, tau: float | None = None) 
     Returns
     -------
     CutTree
-        ``tree.params`` holds ``alpha``, ``min_size``, ``max_depth`` and ``solver`` (``tree.tau`` and
-        ``tree.mode`` the rest): :func:`tree_config` rebuilds the settings from a tree.
+        ``tree.params`` holds ``alpha``, ``knn``, ``min_size``, ``max_depth`` and ``solver`` (``tree.tau``
+        and ``tree.mode`` the rest): :func:`tree_config` rebuilds the settings from a tree.
     """
     from .affinities import affinity
     from .ncut import recursive_ncut
@@ -121,13 +123,28 @@ def cut_tree(features: Any, config: DiffCutConfig, *, tau: float | None = None) 
     f = _grid_features(features)
     cfg = config if tau is None else config.replace(tau=tau)
     h, w = f.shape[1:]
-    W = affinity(F.normalize(f, dim=0).cpu(), alpha=cfg.alpha)
+    W = affinity(F.normalize(f, dim=0).cpu(), alpha=cfg.alpha, knn=cfg.knn)
+    _warn_if_falling_apart(W, cfg.alpha)
     tree = recursive_ncut(
         W, tau=cfg.tau, grid=(h, w), mode=cfg.mode, min_size=cfg.min_size, max_depth=cfg.max_depth,
         solver=cfg.solver,
     )  # fmt: skip
-    tree.params["alpha"] = cfg.alpha
+    tree.params.update(alpha=cfg.alpha, knn=cfg.knn)
     return tree
+
+
+def _warn_if_falling_apart(W: torch.Tensor, alpha: float) -> None:
+    """Warn when ``alpha`` underflows every edge of some nodes: each becomes a segment of its own."""
+    if W.is_sparse:
+        return
+    alone = int(((W > 0).sum(1) <= 1).sum())  # only the node's own (diagonal) weight is left
+    if alone:
+        warnings.warn(
+            f"alpha={alpha:g} underflows every edge of {alone} of {W.shape[0]} nodes (their affinities are 0 "
+            "in float32): the graph falls apart into single nodes; lower alpha.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def cut_trees(features: Any, config: DiffCutConfig, taus: Iterable[float]) -> dict[float, Any]:
@@ -146,7 +163,7 @@ def cut_trees(features: Any, config: DiffCutConfig, taus: Iterable[float]) -> di
 def tree_config(tree: Any, base: DiffCutConfig | None = None) -> DiffCutConfig:
     """The settings a tree was cut with (its ``tau``, ``mode`` and ``params``) over ``base``'s others."""
     base = base or DiffCutConfig()
-    known = {k: v for k, v in tree.params.items() if k in ("alpha", "min_size", "max_depth", "solver")}
+    known = {k: v for k, v in tree.params.items() if k in ("alpha", "min_size", "max_depth", "solver", "knn")}
     return base.replace(tau=float(tree.tau), mode=tree.mode, **known)
 
 
