@@ -10,6 +10,7 @@ toolkit live here: the pipeline, the evaluation and the ablations all call them.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -17,9 +18,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .config import parse_size
+from .config import MAX_IMAGE_PIXELS, parse_size
 from .errors import ImageInputError, ParameterError
 from .options import POLICIES
 
@@ -49,8 +50,13 @@ def load_image(src: ImageLike) -> Image.Image:
           ``F``, ``CMYK``, ...); alpha is composited over white, 16-bit and float grey images are
           scaled by their type's range;
         - a numpy array ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` of dtype uint8
-          (0..255), uint16 (0..65535), bool, or float with values in [0, 1];
+          (0..255), uint16 (0..65535), bool, or float with values in [0, 1]; other integer dtypes only
+          with values in 0..255 (read as 8-bit; any other range is ambiguous and refused);
         - a torch tensor ``(3, H, W)``, ``(1, H, W)``, ``(H, W, 3)`` or ``(H, W)``, same dtype rules.
+
+        Files and PIL images are turned upright as their EXIF orientation says (as image viewers show
+        them). Images above :data:`~diffcut_lab.config.MAX_IMAGE_PIXELS` (about 89 MP) are refused
+        before they are decoded.
 
     Returns
     -------
@@ -71,6 +77,7 @@ def load_image(src: ImageLike) -> Image.Image:
     if isinstance(src, (str, os.PathLike)):
         return _load_path(Path(src))
     if isinstance(src, Image.Image):
+        _check_pixels(src.size, "(PIL image)")
         return _pil_to_rgb(src)
     if isinstance(src, torch.Tensor):
         return _array_to_rgb(_tensor_to_hwc(src), origin="torch tensor")
@@ -192,16 +199,31 @@ def _load_path(path: Path) -> Image.Image:
     if path.is_dir():
         raise ImageInputError(f"{str(path)!r} is a directory, not an image file.")
     try:
-        with Image.open(path) as img:
-            img.load()
-            return _pil_to_rgb(img)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                _check_pixels(img.size, repr(str(path)))  # before decoding a single pixel
+                img.load()
+                return _pil_to_rgb(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageInputError(f"image {str(path)!r} is too large to read safely ({err}).") from None
     except (UnidentifiedImageError, OSError) as err:
         raise ImageInputError(
             f"cannot read image {str(path)!r}: {err}; expected a file Pillow can open (PNG, JPEG, ...)."
         ) from err
 
 
+def _check_pixels(size: tuple[int, int], what: str) -> None:
+    w, h = size
+    if w * h > MAX_IMAGE_PIXELS:
+        raise ImageInputError(
+            f"image {what} is {w} x {h} = {w * h / 1e6:.0f} MP, above the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} "
+            "MP; downscale it first (DiffCut reads it at the model's input size anyway, e.g. 1024 px)."
+        )
+
+
 def _pil_to_rgb(img: Image.Image) -> Image.Image:
+    img = ImageOps.exif_transpose(img)  # as viewers show it: a portrait phone photo stays upright
     mode = img.mode
     if mode == "RGB":
         return img.copy()
@@ -217,9 +239,13 @@ def _pil_to_rgb(img: Image.Image) -> Image.Image:
         if mode.startswith("I;16"):
             arr = arr.astype(np.float32) / 65535.0
         elif mode == "I":
-            arr = arr.astype(np.float64)
-            hi = 65535.0 if arr.max(initial=0) > 255 else 255.0
-            arr = arr / hi
+            lo, hi = int(arr.min(initial=0)), int(arr.max(initial=0))
+            if lo < 0 or hi > 65535:
+                raise ImageInputError(
+                    f"a 32-bit integer image (PIL mode I) with values in [{lo}, {hi}] has no known range; "
+                    "convert it to 8 or 16 bits first."
+                )
+            arr = arr.astype(np.float64) / (65535.0 if hi > 255 else 255.0)
         return _array_to_rgb(np.asarray(arr, dtype=np.float32), origin=f"PIL image of mode {mode}")
     try:
         return img.convert("RGB")
@@ -253,6 +279,7 @@ def _array_to_rgb(arr: np.ndarray, *, origin: str) -> Image.Image:
         )
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ImageInputError(f"{origin} of shape {arr.shape} is empty.")
+    _check_pixels((arr.shape[1], arr.shape[0]), f"({origin})")
     if arr.dtype == np.bool_:
         f = arr.astype(np.float32)
     elif arr.dtype == np.uint8:
@@ -271,10 +298,15 @@ def _array_to_rgb(arr: np.ndarray, *, origin: str) -> Image.Image:
             )
         f = np.clip(f, 0.0, 1.0)
     elif np.issubdtype(arr.dtype, np.integer):
+        # the range of uint8 / uint16 is their dtype's; other integer arrays are read as 8-bit when their
+        # values fit, and refused otherwise (max 300 could be 9-bit, 12-bit or 16-bit data)
         lo, hi = int(arr.min()), int(arr.max())
-        if lo < 0 or hi > 65535:
-            raise ImageInputError(f"{origin} of dtype {arr.dtype} has values in [{lo}, {hi}]; expected 0..255.")
-        f = arr.astype(np.float32) / (255.0 if hi <= 255 else 65535.0)
+        if lo < 0 or hi > 255:
+            raise ImageInputError(
+                f"{origin} of dtype {arr.dtype} has values in [{lo}, {hi}]: its range is ambiguous. Pass uint8 "
+                "(0..255), uint16 (0..65535) or float in [0, 1]."
+            )
+        f = arr.astype(np.float32) / 255.0
     else:
         raise ImageInputError(f"{origin} has unsupported dtype {arr.dtype}; expected uint8, uint16 or float.")
     if f.ndim == 2:
