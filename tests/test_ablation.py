@@ -394,3 +394,31 @@ def test_a_feature_cache_sidecar_that_does_not_match_is_refused(tmp_path):
     sidecar.write_text('{"format": "diffcut_lab.FeatureCache", "keys": 3}')
     with pytest.raises(dl_errors.FeatureError, match="malformed"):
         FeatureCache.load(path)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("seed", 1.5, "'seed' must be an integer"), ("seed", "abc", "'seed' must be an integer"),
+     ("limit", "2", "'limit' must be an integer"), ("limit", 2.5, "'limit' must be an integer"),
+     ("label_size", -8, "'label_size' must be an integer >= 1"), ("image_size", 0, "'image_size'"),
+     ("taus", [5.0], "tau must satisfy"), ("dataset_kwargs", 3, "must be a mapping")],
+)  # fmt: skip
+def test_grid_values_are_checked_with_clear_messages(field, value, message):
+    with pytest.raises(ParameterError, match=message):
+        AblationGrid(dataset="synthetic", **{field: value})
+
+
+def test_grid_repeats_are_one_configuration_and_huge_studies_warn(monkeypatch):
+    g = AblationGrid(dataset="synthetic", taus=[0.5, 0.3, 0.5], alphas=[10, 10.0], methods=["diffcut", "kmeans"])
+    assert g.taus == (0.5, 0.3) and g.alphas == (10.0,)
+    assert len(g) == len(g.configs()) == len({c.id for c in g.configs()}) == 3
+    with pytest.raises(ParameterError, match="takes no argument"):
+        run_ablation(AblationGrid(dataset="synthetic", dataset_kwargs={"sizes": 3}), out=None, progress=False)
+    huge = AblationGrid(dataset="synthetic", dataset_kwargs={"n": 20}, taus=[0.1 + i / 1000 for i in range(1000)],
+                        alphas=[float(a) for a in range(1, 61)], limit=20)  # fmt: skip
+    assert len(huge) == 60_000
+    import diffcut_lab.ablation.runner as runner
+
+    monkeypatch.setattr(runner, "_run", lambda *a: "not run")  # the warning comes before any work
+    with pytest.warns(RuntimeWarning, match="1,200,000 results"):
+        assert run_ablation(huge, out=None, progress=False) == "not run"

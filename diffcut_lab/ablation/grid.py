@@ -68,6 +68,7 @@ def stable_hash(obj: Any, n: int = 16) -> str:
 
 
 def _tuple(value: Any, name: str, kind: type | tuple[type, ...]) -> tuple:
+    """An axis as a tuple of distinct values in their order (a repeated value is one configuration)."""
     if value is None:
         raise ParameterError(f"grid field {name!r} must not be empty")
     items = tuple(value) if isinstance(value, (list, tuple)) else (value,)
@@ -76,7 +77,16 @@ def _tuple(value: Any, name: str, kind: type | tuple[type, ...]) -> tuple:
     for v in items:
         if not isinstance(v, kind) or isinstance(v, bool):
             raise ParameterError(f"grid field {name!r} holds {v!r}; expected {kind}")
-    return items
+    return tuple(dict.fromkeys(items))
+
+
+def _count(value: Any, name: str, *, minimum: int, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ParameterError(
+            f"grid field {name!r} must be an integer >= {minimum}{' or null' if optional else ''}; got {value!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -228,8 +238,8 @@ class AblationGrid:
         set_(self, "models", _tuple(self.models, "models", str))
         set_(self, "layers", _tuple(self.layers, "layers", str))
         set_(self, "timesteps", _tuple(self.timesteps, "timesteps", int))
-        set_(self, "alphas", tuple(float(a) for a in _tuple(self.alphas, "alphas", (int, float))))
-        set_(self, "taus", tuple(float(t) for t in _tuple(self.taus, "taus", (int, float))))
+        set_(self, "alphas", tuple(dict.fromkeys(float(a) for a in _tuple(self.alphas, "alphas", (int, float)))))
+        set_(self, "taus", tuple(dict.fromkeys(float(t) for t in _tuple(self.taus, "taus", (int, float)))))
         for name in ("refines", "methods", "modes"):
             set_(self, name, _tuple(getattr(self, name), name, str))
         bad = [m for m in self.methods if m not in METHODS]
@@ -238,12 +248,14 @@ class AblationGrid:
         for key, value, allowed in (("preset", self.preset, PRESETS), ("match", self.match, MATCHES)):
             if value not in allowed:
                 raise ParameterError(f"grid field {key!r} is {value!r}; allowed values are {list(allowed)}")
-        if self.limit is not None and self.limit < 1:
-            raise ParameterError(f"limit must be >= 1 or None, got {self.limit}")
-        if self.threads is not None and self.threads < 1:
-            raise ParameterError(f"threads must be >= 1 or None, got {self.threads}")
-        if self.label_size < 1 or (self.image_size is not None and self.image_size < 1):
-            raise ParameterError("image_size and label_size must be positive")
+        _count(self.limit, "limit", minimum=1, optional=True)
+        _count(self.threads, "threads", minimum=1, optional=True)
+        _count(self.label_size, "label_size", minimum=1)
+        _count(self.image_size, "image_size", minimum=1, optional=True)
+        _count(self.seed, "seed", minimum=0)
+        for key in ("dataset_kwargs", "method_kwargs", "settings"):
+            if not isinstance(getattr(self, key), Mapping):
+                raise ParameterError(f"grid field {key!r} must be a mapping; got {getattr(self, key)!r}")
         unknown = set(self.method_kwargs) - set(METHODS)
         if unknown:
             raise ParameterError(
@@ -360,8 +372,10 @@ class AblationGrid:
         return out
 
     def __len__(self) -> int:
-        """Number of configurations per image."""
-        return len(self.configs())
+        """Number of configurations per image (counted, not expanded)."""
+        per_refine = len(self.refines) * len(self.layers) * len(self.timesteps)
+        diffcut = len(self.alphas) * len(self.taus) * len(self.modes) if "diffcut" in self.methods else 0
+        return per_refine * (diffcut + len(self.methods) - ("diffcut" in self.methods)) * len(self.models)
 
     def iter_units(self, names: Sequence[str]) -> Iterator[tuple[str, int, str]]:
         """The work units ``(model, image index, image name)``, model-major (one model loaded at a time)."""

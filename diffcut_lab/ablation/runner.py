@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,10 @@ from .grid import DATA_KEYS, AblationGrid
 from .store import SCHEMA, ResultStore, sort_rows, to_schema
 from .worker import load_grid_dataset
 
-__all__ = ["as_grid", "plan", "run_ablation"]
+__all__ = ["LARGE_STUDY_ROWS", "as_grid", "plan", "run_ablation"]
+
+#: studies with more results than this start with a warning
+LARGE_STUDY_ROWS = 1_000_000
 
 
 def as_grid(grid: AblationGrid | Mapping[str, Any] | str | Path) -> AblationGrid:
@@ -96,6 +100,14 @@ def run_ablation(
     if ds.info.num_classes < 1:
         raise ParameterError(
             f"dataset {grid.dataset!r} has no labels; an ablation needs ground truth to score"
+        )
+    total = len(grid) * len(ds)
+    if total > LARGE_STUDY_ROWS:
+        warnings.warn(
+            f"this study has {total:,} results to compute ({len(grid):,} configurations x {len(ds):,} "
+            "images); narrow an axis or set limit if that was not meant. It resumes where it stops.",
+            RuntimeWarning,
+            stacklevel=2,
         )
     store = ResultStore(out) if out is not None else None
     if store is None:

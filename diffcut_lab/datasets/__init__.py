@@ -27,6 +27,7 @@ package stays cheap.
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,5 +93,11 @@ def load_dataset(
         raise ParameterError(f"unknown dataset {name!r}; expected one of {list(DATASETS)}")
     module, func = DATASETS[key]
     loader = getattr(importlib.import_module(f"{__name__}.{module}"), func)
+    params = inspect.signature(loader).parameters
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    unknown = [] if open_ended else sorted(set(kwargs) - set(params))
+    if unknown:
+        known = [p for p in params if p != "root"]
+        raise ParameterError(f"dataset {key!r} takes no argument(s) {unknown}; its arguments are {known}")
     ds = loader(root, **kwargs) if key in ON_DISK else loader(**kwargs)
     return ds.subset(limit)
