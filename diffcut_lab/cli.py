@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -57,6 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except DiffCutLabError as err:
         print(f"diffcut-lab {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk, a missing permission, a file in the way: one line, not a traceback
+        if os.environ.get("DIFFCUT_LAB_TRACEBACK"):
+            raise
+        where = f": {err.filename}" if err.filename else ""
+        print(f"diffcut-lab {args.command}: error: {err.strerror or err}{where} (set DIFFCUT_LAB_TRACEBACK=1 "
+              "for the traceback)", file=sys.stderr)  # fmt: skip
         return 2
     except KeyboardInterrupt:
         print(f"diffcut-lab {args.command}: interrupted", file=sys.stderr)

@@ -422,3 +422,41 @@ def test_grid_repeats_are_one_configuration_and_huge_studies_warn(monkeypatch):
     monkeypatch.setattr(runner, "_run", lambda *a: "not run")  # the warning comes before any work
     with pytest.warns(RuntimeWarning, match="1,200,000 results"):
         assert run_ablation(huge, out=None, progress=False) == "not run"
+
+
+def _dies_once(task: dict) -> pd.DataFrame:
+    """A unit that kills its worker process the first time it runs (a crash, the OOM killer)."""
+    marker = Path(task["marker"])
+    if task["die"] and not marker.exists():
+        marker.write_text("died")
+        os._exit(1)
+    return pd.DataFrame({"unit": [task["i"]]})
+
+
+def test_a_dead_worker_process_is_replaced_and_its_units_run_again(tmp_path):
+    from diffcut_lab.ablation.executors import _processes
+
+    tasks = [{"i": i, "die": i == 2, "marker": str(tmp_path / "marker")} for i in range(5)]
+    got: list[int] = []
+    with pytest.warns(RuntimeWarning, match="worker process died"):
+        _processes(tasks, lambda rows: got.extend(rows["unit"]), workers=2, fn=_dies_once)
+    assert sorted(got) == list(range(5))  # every unit once: none lost, none twice
+
+
+def test_an_unreachable_dask_scheduler_is_a_clear_error():
+    from diffcut_lab.ablation.executors import execute
+
+    with pytest.raises(ParameterError, match="cannot reach the Dask scheduler"):
+        execute([{"x": 1}], lambda rows: None, scheduler="tcp://127.0.0.1:9")
+
+
+def test_a_full_cache_disk_does_not_stop_the_study(tiny_dir, tmp_path, monkeypatch):
+    grid = small_grid(tiny_dir, dataset_kwargs={"n": 1, "size": 64}, alphas=[10.0], taus=[0.5])
+
+    def full(self, key, tensor, meta=None):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(FeatureStore, "put", full)
+    with pytest.warns(RuntimeWarning, match="continuing without"):
+        rows = run_ablation(grid, out=tmp_path / "r.parquet", cache_dir=tmp_path / "c", progress=False)
+    assert len(rows) == len(grid)

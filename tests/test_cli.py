@@ -85,3 +85,19 @@ def test_help_does_not_import_torch():
     code = "import sys; from diffcut_lab import cli; cli.build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_os_errors_are_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
+    """A full disk (or a permission, or a file in the way) ends with exit 2 and one readable line."""
+    import diffcut_lab.commands.layers as layers
+
+    def full_disk(args):
+        raise OSError(28, "No space left on device", str(tmp_path / "out.png"))
+
+    monkeypatch.setattr(layers, "run", full_disk)
+    assert cli.main(["layers", "--model", "pocket"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err and "out.png" in err
+    (tmp_path / "blocker").write_text("x")
+    assert cli.main(["ablate", "examples/ablation_pocket.yaml", "--out", str(tmp_path / "blocker")]) == 2
+    assert "is a file" in capsys.readouterr().err

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -112,7 +113,12 @@ def _features(
             feats = cache[name, t][0].detach().float().cpu()
             out[name, t] = feats
             if store is not None:
-                store.put(keys[name, t], feats, {**meta[name, t], "model": getattr(backbone, "name", "")})
+                try:
+                    store.put(keys[name, t], feats, {**meta[name, t], "model": getattr(backbone, "name", "")})
+                except OSError as err:  # a full or read-only cache disk: the cache is optional
+                    warnings.warn(f"feature cache {store.root} cannot be written ({err}); continuing without it "
+                                  "for this image", RuntimeWarning, stacklevel=2)  # fmt: skip
+                    store = None
     return out, not missing
 
 
