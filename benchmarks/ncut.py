@@ -1,6 +1,6 @@
 """Benchmark: recursive NCut (paper and fixed modes) against the published algorithm, same run.
 
-The reference is the loop-based transcription in ``diffcut_lab._reference_ncut`` (dense float32 ``eigh``
+The reference is the loop-based transcription in ``tests/_reference_ncut.py`` (dense float32 ``eigh``
 per sub-graph, dense masking of the full matrix, a Python loop over 100 thresholds). All methods cut the
 same affinity built from the same synthetic clustered features (Voronoi regions, random centres plus
 Gaussian noise). Times are medians over repeats; the machine may be shared, so ratios matter, not seconds.
@@ -14,13 +14,16 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from diffcut_lab._reference_ncut import clustered_features, reference_affinity, reference_ncut
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the reference lives with the tests
+from _reference_ncut import clustered_features, reference_affinity, reference_ncut
+
 from diffcut_lab.affinities import affinity
 from diffcut_lab.ncut import recursive_ncut
 

@@ -6,7 +6,8 @@
   embedding plus ``time_ids``), two attention stages and two transformer blocks in the deepest one.
 - ``"pixel"``: no VAE (images enter as ``2 x - 1``), like the bundled pocket model.
 
-All weights come from ``torch.manual_seed(seed)``; the conditioning is a fixed random tensor.
+All weights come from ``torch.manual_seed(seed)`` inside ``torch.random.fork_rng`` (the caller's random
+state is left as it was); the conditioning is a fixed random tensor.
 """
 
 from __future__ import annotations
@@ -111,16 +112,12 @@ def _build_modules(family: Family, seed: int, image_size: int, dtype: torch.dtyp
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     cfgs = tiny_configs(family, image_size)
-    torch.manual_seed(seed)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)  # build directly in the target dtype
-    try:
-        unet = UNet2DConditionModel(**cfgs["unet"]).eval().requires_grad_(False)
-    finally:
-        torch.set_default_dtype(previous)
-    vae = None
-    if cfgs["vae"] is not None:
-        vae = AutoencoderKL(**cfgs["vae"]).eval().requires_grad_(False)
+    with torch.random.fork_rng(devices=[]):  # seeded weights; the caller's random state is left alone
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**cfgs["unet"]).to(dtype).eval().requires_grad_(False)
+        vae = None
+        if cfgs["vae"] is not None:
+            vae = AutoencoderKL(**cfgs["vae"]).eval().requires_grad_(False)
     return unet, vae, cfgs
 
 
@@ -283,6 +280,7 @@ def _save_text_encoders(root: Path, family: Family, seed: int) -> None:
             num_attention_heads=2, max_position_embeddings=max_len, projection_dim=_POOLED_DIM,
             bos_token_id=0, eos_token_id=1, pad_token_id=1,
         )
-        torch.manual_seed(seed + 100 + i)
         cls = CLIPTextModelWithProjection if suffix == "_2" else CLIPTextModel
-        cls(cfg).save_pretrained(root / f"text_encoder{suffix}")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 100 + i)
+            cls(cfg).save_pretrained(root / f"text_encoder{suffix}")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _reference_ncut import clustered_features, reference_affinity
 
-from diffcut_lab._reference_ncut import clustered_features, reference_affinity
 from diffcut_lab.affinities import affinity
 from diffcut_lab.errors import FeatureError, ParameterError
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from _reference_ncut import clustered_features, reference_affinity, reference_ncut
 from sklearn.metrics import adjusted_rand_score
 
 from diffcut_lab import _eigen
-from diffcut_lab._reference_ncut import clustered_features, reference_affinity, reference_ncut
 from diffcut_lab.affinities import affinity
 from diffcut_lab.errors import FeatureError, ParameterError
 from diffcut_lab.ncut import CutTree, _published_choice, recursive_ncut

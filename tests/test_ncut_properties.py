@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _reference_ncut import clustered_features
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import adjusted_rand_score
 
-from diffcut_lab._reference_ncut import clustered_features
 from diffcut_lab.affinities import affinity
 from diffcut_lab.errors import FeatureError
 from diffcut_lab.ncut import recursive_ncut

@@ -81,3 +81,16 @@ def test_save_tiny_model_layout(tmp_path, family):
     assert (root / "conditioning.safetensors").exists()
     assert (root / "diffcut_lab.json").exists()
     assert (root / "vae").is_dir() is (family != "pixel")
+
+
+def test_building_tiny_models_leaves_global_torch_state_alone():
+    import torch
+
+    from diffcut_lab.testing import tiny_backbone
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    tiny_backbone("sd1", dtype=torch.bfloat16)
+    assert torch.equal(torch.rand(3), expected)  # the caller's random stream is untouched
+    assert torch.get_default_dtype() == torch.float32
