@@ -59,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DiffCutLabError as err:
         print(f"diffcut-lab {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`diffcut-lab layers | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as err:  # a full disk, a missing permission, a file in the way: one line, not a traceback
         if os.environ.get("DIFFCUT_LAB_TRACEBACK"):
             raise

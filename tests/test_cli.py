@@ -101,3 +101,18 @@ def test_os_errors_are_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
     (tmp_path / "blocker").write_text("x")
     assert cli.main(["ablate", "examples/ablation_pocket.yaml", "--out", str(tmp_path / "blocker")]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_a_closed_pipe_ends_quietly():
+    """``diffcut-lab layers | head -1``: no BrokenPipeError traceback when the reader stops early."""
+    code = (
+        "import sys; from diffcut_lab import cli\n"
+        "sys.argv = ['diffcut-lab', 'layers', '--model', 'pocket']\n"
+        "raise SystemExit(cli.main(sys.argv[1:]))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away after one line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0
+    assert "Traceback" not in err and "BrokenPipe" not in err

@@ -80,13 +80,11 @@ def run_unit(task: dict[str, Any]) -> pd.DataFrame:
     """Compute one work unit described by a plain dict.
 
     Keys: ``grid`` (``AblationGrid.to_dict()``), ``model``, ``index``, ``image`` (name, checked against
-    the dataset), ``config_ids`` (list, or None for all of the model's), ``cache_dir`` (or None),
-    ``threads`` (or None).
+    the dataset), ``config_ids`` (list, or None for all of the model's), ``cache_dir`` (or None). The
+    unit runs with the grid's ``threads`` (:func:`fixed_threads`).
     """
     from .engine import compute_unit
 
-    if task.get("threads"):
-        init_worker(task["threads"])
     grid = AblationGrid.from_dict(task["grid"])
     ds = load_grid_dataset(grid)
     index = int(task["index"])
