@@ -30,6 +30,7 @@ from .errors import ModelLoadError, ParameterError, UnsupportedModelError
 from .options import NOISE_DEVICES
 
 __all__ = [
+    "DTYPES",
     "FAMILIES",
     "Backbone",
     "backbone_from_config",
@@ -37,6 +38,7 @@ __all__ = [
     "default_dtype",
     "detect_family",
     "load_backbone",
+    "parse_dtype",
     "pocket_weights_dir",
 ]
 
@@ -56,6 +58,26 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 def default_device() -> torch.device:
     """The device a backbone goes to when none is given: a CUDA GPU when available, else the CPU."""
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+#: dtype names the toolkit accepts (settings, YAML grids, the command line)
+DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float64": torch.float64, "fp64": torch.float64, "double": torch.float64,
+}  # fmt: skip
+
+
+def parse_dtype(dtype: torch.dtype | str | None, what: str = "dtype") -> torch.dtype | None:
+    """A floating torch dtype from a dtype or one of :data:`DTYPES`' names (``"torch.float16"`` too);
+    None stays None. Anything else raises ParameterError."""
+    if dtype is None or (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        return dtype
+    key = str(dtype).replace("torch.", "").lower() if isinstance(dtype, str) else None
+    if key not in DTYPES:
+        raise ParameterError(f"unknown {what} {dtype!r}; expected one of {sorted(DTYPES)}.")
+    return DTYPES[key]
 
 
 def default_dtype(device: torch.device | str) -> torch.dtype:

@@ -42,6 +42,7 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "PAPER_MASK_SIZE",
     "DiffCutConfig",
+    "check_tau",
     "parse_size",
 ]
 
@@ -70,6 +71,24 @@ def parse_size(value: Any, name: str = "size") -> tuple[int, int]:
     if h < 1 or w < 1:
         raise ParameterError(f"{name} must be positive; got {(int(h), int(w))}.")
     return int(h), int(w)
+
+
+def check_tau(value: Any) -> float:
+    """The one rule for an NCut threshold: a number with ``0 < tau <= 2`` (ParameterError otherwise).
+
+    A cut is accepted iff its NCut is below tau; the NCut of a bipartition lies in ``[0, 2)``, so a tau
+    above 2 accepts exactly what 2 does, and a tau of 0 or less accepts nothing.
+    """
+    try:
+        tau = float(value)
+    except (TypeError, ValueError):
+        tau = float("nan")
+    if not 0 < tau <= TAU_MAX:  # False for NaN too
+        raise ParameterError(
+            f"tau must satisfy 0 < tau <= {TAU_MAX:g} (normalized-cut values lie in [0, 2); the paper "
+            f"uses 0.5, larger tau gives more segments); got {value!r}."
+        )
+    return tau
 
 
 def _setting(default: Any, help: str, **meta: Any) -> Any:
@@ -193,14 +212,9 @@ class DiffCutConfig:
             raise ParameterError(f"layer must be a non-empty layer name or alias; got {self.layer!r}.")
         if not _is_int(self.timestep) or self.timestep < 0:
             raise ParameterError(f"timestep must be a non-negative int (the paper uses 50); got {self.timestep!r}.")
-        alpha, tau = _number(self.alpha, "alpha"), _number(self.tau, "tau")
+        alpha, tau = _number(self.alpha, "alpha"), check_tau(self.tau)
         if not alpha > 0:
             raise ParameterError(f"alpha must be a finite number > 0 (the paper uses 10); got {self.alpha!r}.")
-        if not 0 < tau <= TAU_MAX:
-            raise ParameterError(
-                f"tau must satisfy 0 < tau <= {TAU_MAX:g} (normalized-cut values lie in [0, 2); the paper "
-                f"uses 0.5, larger tau gives more segments); got {self.tau!r}."
-            )
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             if choices is not None and getattr(self, f.name) not in choices:

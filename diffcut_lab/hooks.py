@@ -53,12 +53,6 @@ __all__ = [
 _STAGES = {"down_blocks": "down", "mid_block": "mid", "up_blocks": "up"}
 _STAGE_RANK = {"down": 0, "mid": 1, "up": 2}
 _SUB_RANK = {"attn1": 0, "attn2": 1}
-_DTYPE_NAMES = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "float64": torch.float64,
-}
 _PROBS_CHUNK_BYTES = 1 << 28  # bound on the float32 attention scores materialised at once
 
 
@@ -870,13 +864,11 @@ def _timesteps(timesteps: int | Sequence[int]) -> list[int]:
 
 
 def _store_dtype(dtype: torch.dtype | str) -> torch.dtype:
-    if isinstance(dtype, str):
-        if dtype not in _DTYPE_NAMES:
-            raise ParameterError(f"unknown store dtype {dtype!r}; expected one of {list(_DTYPE_NAMES)}.")
-        return _DTYPE_NAMES[dtype]
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ParameterError(f"store_dtype must be a floating torch dtype; got {dtype!r}.")
-    return dtype
+    from .backbones import parse_dtype
+
+    if dtype is None:
+        raise ParameterError("store_dtype must be a floating torch dtype or its name; got None.")
+    return parse_dtype(dtype, "store dtype")
 
 
 def capture(

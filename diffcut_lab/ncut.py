@@ -29,6 +29,7 @@ import scipy.sparse as sp
 import torch
 
 from . import _eigen
+from .config import check_tau
 from .errors import FeatureError, ParameterError
 from .options import MODES
 
@@ -217,7 +218,7 @@ class CutTree:
         tau, so rejecting every step with ``ncut >= tau`` and dropping the steps below it gives exactly the
         tree ``recursive_ncut`` computes at that tau (same steps, node ids, labels) -- in both modes.
         """
-        tau = _check_tau(tau)
+        tau = check_tau(tau)
         if tau > self.tau:
             raise ParameterError(
                 f"prune can only lower tau (this tree was computed at tau={self.tau}, asked {tau}); "
@@ -295,19 +296,6 @@ class CutTree:
 
 
 # ----------------------------------------------------------------------------------------------- checks
-
-
-def _check_tau(tau: float) -> float:
-    try:
-        t = float(tau)
-    except (TypeError, ValueError) as exc:
-        raise ParameterError(f"tau must be a number >= 0, got {tau!r}.") from exc
-    if not np.isfinite(t) or t < 0:
-        raise ParameterError(
-            f"tau must be a finite number >= 0 (the published default is 0.5; a 2-way NCut lies in [0, 2]), "
-            f"got {tau!r}."
-        )
-    return t
 
 
 def _reason_rejected(ncut: float, tau: float) -> str:
@@ -702,7 +690,7 @@ def recursive_ncut(
     if solver not in SOLVERS or (mode == "fixed" and solver == "torch32"):
         allowed = SOLVERS if mode == "paper" else SOLVERS[:3]
         raise ParameterError(f"solver must be one of {allowed} in mode={mode!r}, got {solver!r}.")
-    tau = _check_tau(tau)
+    tau = check_tau(tau)
     if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 1:
         raise ParameterError(f"min_size must be an integer >= 1, got {min_size!r}.")
     if mode == "paper" and min_size != 1:

@@ -156,7 +156,10 @@ def test_prune_cannot_raise_tau() -> None:
     tree = recursive_ncut(two_cliques(), tau=0.3)
     with pytest.raises(ParameterError, match="lower"):
         tree.prune(0.5)
-    assert isinstance(tree.prune(0.0), CutTree) and tree.prune(0.0).n_segments == 1
+    assert isinstance(tree.prune(1e-9), CutTree) and tree.prune(1e-9).n_segments == 1
+    for bad in (0.0, 5.0, float("nan")):  # the one tau rule of the settings: 0 < tau <= 2
+        with pytest.raises(ParameterError, match="0 < tau <= 2"):
+            recursive_ncut(two_cliques(), tau=bad)
 
 
 def test_min_size_and_max_depth() -> None:

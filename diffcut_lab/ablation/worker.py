@@ -25,20 +25,11 @@ _MEMO_LOCK = threading.Lock()
 
 
 def dtype_from_name(name: str | None) -> Any:
-    """ "float16" / "fp16" / "bfloat16" / "float32" (or None) -> torch dtype (or None)."""
-    import torch
+    """ "float16" / "fp16" / "bfloat16" / "float32" (or None) -> torch dtype (or None)
+    (:func:`~diffcut_lab.backbones.parse_dtype`)."""
+    from ..backbones import parse_dtype
 
-    if name is None:
-        return None
-    table = {
-        "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-        "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-        "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-    }  # fmt: skip
-    key = str(name).replace("torch.", "").lower()
-    if key not in table:
-        raise ParameterError(f"unknown dtype {name!r}; expected one of {sorted(table)}")
-    return table[key]
+    return parse_dtype(name)
 
 
 def _memo(key: str, make: Any) -> Any:
