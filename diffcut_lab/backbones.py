@@ -455,8 +455,10 @@ class _Layout:
 
 
 def pocket_weights_dir() -> Path:
-    """Where the bundled pocket model's weights live (``diffcut_lab/pocket/weights``)."""
-    return Path(__file__).resolve().parent / "pocket" / "weights"
+    """Where the bundled pocket model's weights live (:data:`diffcut_lab.pocket.WEIGHTS_DIR`)."""
+    from .pocket import WEIGHTS_DIR
+
+    return WEIGHTS_DIR
 
 
 def load_backbone(

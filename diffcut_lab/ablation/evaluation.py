@@ -22,6 +22,7 @@ from ..errors import ParameterError
 from .cache import FeatureStore
 from .engine import compute_unit
 from .grid import GRID_OWNED, AblationGrid
+from .summary import pooled
 
 __all__ = ["PAPER_COLUMNS", "REPORTED", "EvalReport", "evaluate", "format_table", "grid_for"]
 
@@ -188,10 +189,7 @@ def evaluate(
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     n = dataset.info.num_classes
     if len(rows):
-        import numpy as np
-
-        tp, fp, fn = (np.sum(np.stack(rows[c].map(np.asarray).to_list()), axis=0) for c in ("tp", "fp", "fn"))
-        result = MIoUResult.from_counts(tp, fp, fn, n_pixels=int(rows["n_pixels"].sum()), n_images=len(rows))
+        result = pooled(rows)
     else:
         result = MIoUResult.from_counts([0] * n, [0] * n, [0] * n)
     cfg = configs[0].to_dict()

@@ -6,13 +6,24 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ParameterError
+from ..metrics import MIoUResult
 from .grid import CONFIG_COLUMNS
 from .store import ROW_KEY
 
-__all__ = ["summarize"]
+__all__ = ["pooled", "summarize"]
 
 #: columns a summary row is keyed by
 SUMMARY_KEYS = ("dataset", *CONFIG_COLUMNS)
+
+
+def pooled(rows: pd.DataFrame, *, what: str = "rows") -> MIoUResult:
+    """Dataset-level scores of result rows: their TP, FP and FN summed over images (the published pooling)."""
+    lengths = {len(v) for v in rows["tp"]}
+    if len(lengths) != 1:
+        raise ParameterError(f"{what} have different class counts {sorted(lengths)}; group by dataset")
+    tp, fp, fn = (np.sum(np.stack(rows[c].map(np.asarray).to_list()), axis=0) for c in ("tp", "fp", "fn"))
+    n_images = int(rows["image"].nunique()) if "image" in rows else len(rows)
+    return MIoUResult.from_counts(tp, fp, fn, n_pixels=int(rows["n_pixels"].sum()), n_images=n_images)
 
 
 def summarize(df: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
@@ -34,8 +45,6 @@ def summarize(df: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
         mIoU), ``n_segments`` (mean), ``seconds`` (mean per image) and ``iou`` (per-class array), sorted by
         the keys.
     """
-    from ..metrics import MIoUResult
-
     if set(ROW_KEY) <= set(df.columns):  # one row per (model, image, configuration), even if read twice
         df = df.drop_duplicates(ROW_KEY, keep="first")
     keys = list(by) if by is not None else [k for k in SUMMARY_KEYS if k in df.columns]
@@ -45,18 +54,7 @@ def summarize(df: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
     records = []
     for key, g in df.groupby(keys, dropna=False, sort=True):
         key = key if isinstance(key, tuple) else (key,)
-        lengths = {len(v) for v in g["tp"]}
-        if len(lengths) != 1:
-            raise ParameterError(
-                f"rows of group {key} have different class counts {sorted(lengths)}; group by dataset"
-            )
-        res = MIoUResult.from_counts(
-            np.sum(np.stack(g["tp"].map(np.asarray).to_list()), axis=0),
-            np.sum(np.stack(g["fp"].map(np.asarray).to_list()), axis=0),
-            np.sum(np.stack(g["fn"].map(np.asarray).to_list()), axis=0),
-            n_pixels=int(g["n_pixels"].sum()),
-            n_images=int(g["image"].nunique()) if "image" in g else len(g),
-        )
+        res = pooled(g, what=f"rows of group {key}")
         records.append({
             **dict(zip(keys, key)), "miou": res.miou, "accuracy": res.accuracy, "n_images": res.n_images,
             "image_miou": float(g["miou_image"].mean()), "n_segments": float(g["n_segments"].mean()),

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ..errors import ParameterError
+from . import WEIGHTS_DIR
 
 __all__ = [
     "WEIGHTS_DIR",
@@ -42,8 +43,6 @@ __all__ = [
     "export_weights",
 ]
 
-#: The shipped weights (diffusers layout + conditioning.safetensors + diffcut_lab.json).
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
 @dataclass(frozen=True)
