@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ParameterError
-from .options import MODES, NOISE_DEVICES, PAMR_GUIDES, POLICIES, REFINES, TAU_MAX, UPSAMPLES
+from .options import MODES, NOISE_DEVICES, PAMR_GUIDES, POLICIES, REFINES, SOLVERS, TAU_MAX, UPSAMPLES
 
 __all__ = [
     "CUT_FIELDS",
@@ -202,7 +202,7 @@ class DiffCutConfig:
     min_size: int = _setting(1, "smallest segment the recursion may cut off, in feature-grid cells "
                              "(fixed mode)", metavar="P")  # fmt: skip
     max_depth: int | None = _setting(None, "deepest recursion level", metavar="D")
-    solver: str = _setting("auto", "eigen solver of the recursion", choices=("auto", "dense", "eigsh", "torch32"))
+    solver: str = _setting("auto", "eigen solver of the recursion", choices=SOLVERS)
     knn: int | None = _setting(None, "keep each node's K strongest edges (a sparse graph: needed above a "
                                "128x128 feature grid, faster from 64x64; fixed mode)", metavar="K")  # fmt: skip
 

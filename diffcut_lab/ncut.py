@@ -31,11 +31,10 @@ import torch
 from . import _eigen
 from .config import check_tau
 from .errors import FeatureError, ParameterError
-from .options import MODES
+from .options import MODES, SOLVERS
 
 __all__ = ["CutStep", "CutTree", "recursive_ncut"]
 
-SOLVERS = ("auto", "dense", "eigsh", "torch32")
 PAPER_DENSE_MAX = 384  # paper mode, "auto": published float32 eigh up to this size, certified ARPACK above
 N_THRESHOLDS = 100
 _TIE_REL = 1e-5  # candidate NCut values closer than this are a tie in float32 arithmetic

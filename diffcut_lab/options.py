@@ -5,6 +5,8 @@ option is added here once.
 """
 
 __all__ = [
+    "BENCHMARKS",
+    "EXECUTORS",
     "KINDS",
     "MATCHES",
     "METHODS",
@@ -12,7 +14,10 @@ __all__ = [
     "NOISE_DEVICES",
     "PAMR_GUIDES",
     "POLICIES",
+    "QUIRKS",
     "REFINES",
+    "SCORED_DATASETS",
+    "SOLVERS",
     "TAU_MAX",
     "UPSAMPLES",
 ]
@@ -20,11 +25,16 @@ __all__ = [
 METHODS = ("diffcut", "kmeans", "spectral", "diffseg")  # segmentation methods compared in ablations
 
 MODES = ("fixed", "paper")  # recursive_ncut variants
+SOLVERS = ("auto", "dense", "eigsh", "torch32")  # eigen solvers of recursive_ncut (torch32: paper mode only)
 REFINES = ("pamr", "median", "none")  # pixel-level refinement after upsampling
 UPSAMPLES = ("concept", "nearest")  # grid-to-pixel upsampling
 POLICIES = ("resize", "center_crop")  # how a non-square image meets the square UNet input
 NOISE_DEVICES = ("cpu", "model")  # where the noise added at the timestep is drawn
 PAMR_GUIDES = ("image", "input")  # the image PAMR follows: the image itself, or the UNet input (published)
 MATCHES = ("reference", "present")  # Hungarian matching: the published one (default), or present classes only
+EXECUTORS = ("local", "processes", "dask")  # where ablation units run
+BENCHMARKS = ("voc", "context", "coco-object", "coco-stuff", "cityscapes", "ade20k")  # on disk, need a root
+SCORED_DATASETS = (*BENCHMARKS, "synthetic", "voc-photo")  # the datasets with labels (eval, ablations)
+QUIRKS = ("fixed", "paper")  # benchmark label mappings: this toolkit's, or the published loader's
 KINDS = ("attn1", "attn2", "block", "attentions", "resnet", "probs")  # hook-point kinds
 TAU_MAX = 2.0  # the NCut of a two-way cut lies in [0, 2]; tau must be in (0, TAU_MAX]

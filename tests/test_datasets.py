@@ -287,3 +287,14 @@ def test_voc_photo_builtin():
     assert s.image.shape[:2] == s.label.shape
     assert 20 in np.unique(s.label)  # background is the last class
     assert set(np.unique(s.label).tolist()) <= set(range(21)) | {IGNORE_INDEX}
+
+
+def test_choice_lists_agree_with_the_registries():
+    """The command line offers options.py's lists; they must name exactly what the loaders provide."""
+    from diffcut_lab.datasets import DATASETS, load_dataset
+    from diffcut_lab.datasets.benchmarks import BENCHMARKS as LOADERS
+    from diffcut_lab.options import BENCHMARKS, SCORED_DATASETS
+
+    assert set(BENCHMARKS) == set(LOADERS)
+    assert set(SCORED_DATASETS) == set(DATASETS) - {"samples"}
+    assert load_dataset("samples").info.num_classes == 0  # the one set without labels

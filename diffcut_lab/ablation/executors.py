@@ -15,11 +15,11 @@ from typing import Any
 import pandas as pd
 
 from ..errors import DiffCutLabError, ParameterError
+from ..options import EXECUTORS
 from .worker import init_worker, run_unit
 
 __all__ = ["EXECUTORS", "execute"]
 
-EXECUTORS = ("local", "processes", "dask")
 SCHEDULER_TIMEOUT = "10s"  # how long to try to reach a Dask scheduler
 
 OnResult = Callable[[pd.DataFrame], None]

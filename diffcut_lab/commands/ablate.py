@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..options import EXECUTORS
+
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``ablate`` parser."""
@@ -32,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("results.parquet"),
                    help="Parquet dataset directory for the rows (default results.parquet); existing rows are kept and skipped")  # fmt: skip
     p.add_argument("--cache-dir", type=Path, help="feature cache directory (shared path on a cluster)")
-    p.add_argument("--executor", default="local", choices=("local", "processes", "dask"),
+    p.add_argument("--executor", default="local", choices=EXECUTORS,
                    help="where images run: this process, a process pool, or Dask (default local)")  # fmt: skip
     p.add_argument("--workers", type=int, help="process-pool size (default: one per core)")
     p.add_argument(

@@ -6,19 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from ..options import MATCHES, METHODS
+from ..options import MATCHES, METHODS, QUIRKS, SCORED_DATASETS
 from ._options import add_config_options, add_model_option, config_from_args
-
-DATASET_CHOICES = (
-    "voc",
-    "context",
-    "coco-object",
-    "coco-stuff",
-    "cityscapes",
-    "ade20k",
-    "synthetic",
-    "voc-photo",
-)
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -43,12 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--dataset", required=True, choices=DATASET_CHOICES, help="benchmark or built-in set")
+    p.add_argument("--dataset", required=True, choices=SCORED_DATASETS, help="benchmark or built-in set")
     p.add_argument("--root", help="dataset directory (required for the six benchmarks)")
     add_model_option(p)
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
     p.add_argument("--split", default=None, help="dataset split (default: val; synthetic: test)")
-    p.add_argument("--quirks", default="fixed", choices=("fixed", "paper"),
+    p.add_argument("--quirks", default="fixed", choices=QUIRKS,
                    help="label mapping: 'paper' reproduces the published loader's quirks (see datasets.benchmarks)")  # fmt: skip
     p.add_argument("--method", default="diffcut", choices=METHODS,
                    help="segmenter on the same features (the DiffCut settings apply to diffcut)")  # fmt: skip

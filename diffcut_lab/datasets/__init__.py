@@ -31,6 +31,8 @@ import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..options import BENCHMARKS
+
 if TYPE_CHECKING:  # pragma: no cover
     from .base import SegDataset
 
@@ -50,7 +52,7 @@ DATASETS: dict[str, tuple[str, str]] = {
 }
 
 #: names that read from disk and need ``root``
-ON_DISK = frozenset({"voc", "context", "coco-object", "coco-stuff", "cityscapes", "ade20k"})
+ON_DISK = frozenset(BENCHMARKS)
 
 
 def list_datasets() -> list[str]:

@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageInputError, ParameterError
+from ..options import QUIRKS
 from . import mappings as M
 from .base import DatasetInfo, Sample, SegDataset, read_image, read_label
 
@@ -66,7 +67,6 @@ __all__ = [
     "load_voc",
 ]
 
-QUIRKS = ("fixed", "paper")
 COCO_CURATED_LIST = "Coco164kFull_Stuff_Coarse_7.txt"
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
