@@ -52,6 +52,7 @@ _EXPORTS: dict[str, str] = {
     "pamr": "refine",
     "median_filter": "refine",
     "cut_tree": "segmentation",
+    "laplacian_spectrum": "spectrum",
     "DiffCut": "pipeline",
     "DiffCutConfig": "config",
     "Segmentation": "pipeline",
@@ -113,3 +114,4 @@ if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
     from .pipeline import DiffCut, Segmentation
     from .refine import concept_assignment, median_filter, nearest_upsample, pamr
     from .segmentation import cut_tree
+    from .spectrum import laplacian_spectrum

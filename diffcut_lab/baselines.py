@@ -102,26 +102,16 @@ def _kmeans(f: torch.Tensor, *, n_clusters: int | None = None, seed: int = 0, n_
 
 
 def eigengap_k(W: Any, *, min_clusters: int = 2, max_clusters: int = 20) -> int:
-    """Number of clusters by the eigengap heuristic on the symmetric normalised Laplacian of ``W``.
-
-    Returns the ``k`` in ``[min_clusters, max_clusters]`` that maximises ``lambda_{k+1} - lambda_k``
-    (eigenvalues ascending, 1-based), i.e. the first ``k`` eigenvalues are small and the next is not.
-    """
-    from scipy.linalg import eigh
+    """Number of clusters by the eigengap rule (:func:`diffcut_lab.spectrum.eigengap`) on the symmetric
+    normalised Laplacian of ``W``: the ``k`` in ``[min_clusters, max_clusters]`` after which the gap
+    between consecutive eigenvalues is largest."""
+    from .spectrum import eigengap, laplacian_spectrum
 
     a = W.detach().cpu().double().numpy() if isinstance(W, torch.Tensor) else np.asarray(W, np.float64)
-    n = a.shape[0]
     lo = _positive_int(min_clusters, "min_clusters")
     hi = _positive_int(max_clusters, "max_clusters", lo)
-    hi = min(hi, n - 1)
-    if hi < lo:
-        return max(1, min(lo, n))
-    d = a.sum(1)
-    inv = np.where(d > 0, 1.0 / np.sqrt(np.maximum(d, 1e-300)), 0.0)
-    lap = np.eye(n) - inv[:, None] * a * inv[None, :]
-    ev = eigh(lap, eigvals_only=True, subset_by_index=[0, hi])
-    gaps = ev[lo : hi + 1] - ev[lo - 1 : hi]  # gap after the k-th eigenvalue, k = lo..hi
-    return int(lo + np.argmax(gaps))
+    spec = laplacian_spectrum(a, m=hi + 1, grid=(a.shape[0], 1))
+    return eigengap(spec.values, min_clusters=lo, max_clusters=hi)
 
 
 def _spectral(

@@ -127,7 +127,7 @@ def test_layer_grid_tiles_and_titles(tiny_cache):
 
 def test_eigenvectors_spectrum_and_gap():
     f = _blocks()
-    spec = viz.laplacian_spectrum(f, 10, alpha=10.0)
+    spec = dl.laplacian_spectrum(f, 10, alpha=10.0)
     assert spec.values[0] == pytest.approx(0.0, abs=1e-6)
     assert np.all(np.diff(spec.values) >= -1e-9)
     assert spec.largest_gap == 3  # four blocks: four near-zero eigenvalues

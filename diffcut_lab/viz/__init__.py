@@ -31,7 +31,6 @@ _EXPORTS: dict[str, str] = {
     "eigenvectors": "eigen",
     "eigenvector_explorer": "eigen",
     "EigenvectorExplorer": "eigen",
-    "laplacian_spectrum": "eigen",
     "cut_stepper": "stepper",
     "CutStepper": "stepper",
     "cut_steps_figure": "stepper",

@@ -1,4 +1,5 @@
-"""The spectrum behind the cuts: eigenvectors of the normalised Laplacian, eigengap, affinity rows.
+"""Views of the spectrum behind the cuts: eigenvectors of the normalised Laplacian, eigengap, affinity rows
+(the numbers come from :func:`diffcut_lab.spectrum.laplacian_spectrum`; this module only draws).
 
 :func:`eigenvectors` draws the first ``k`` generalized eigenvectors ``y = D^{-1/2} v`` of the patch graph
 (the vectors the normalized cut thresholds; ``y_1`` is the Fiedler vector of the first cut) as heatmaps on
@@ -10,84 +11,16 @@ slider recomputes the affinity when features are given.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..spectrum import Spectrum, laplacian_spectrum
 from ._common import HIGHLIGHT, as_rgb, downscale, image_trace, style_image_axes
 
-__all__ = ["EigenvectorExplorer", "Spectrum", "eigenvector_explorer", "eigenvectors", "laplacian_spectrum"]
-
-
-@dataclass(frozen=True)
-class Spectrum:
-    """Smallest eigenpairs of the symmetric normalised Laplacian ``I - D^{-1/2} W D^{-1/2}``.
-
-    ``values`` (m,) ascending; ``vectors`` (N, m) generalized eigenvectors ``D^{-1/2} v`` with a fixed
-    sign (largest magnitude entry positive); ``W`` the (N, N) affinity; ``grid`` (h, w).
-    """
-
-    values: np.ndarray
-    vectors: np.ndarray
-    W: np.ndarray
-    grid: tuple[int, int]
-
-    @property
-    def largest_gap(self) -> int:
-        """Index ``j >= 1`` with the largest ``values[j+1] - values[j]`` (``j + 1`` clusters)."""
-        if self.values.size < 3:
-            return 1
-        gaps = np.diff(self.values[1:])
-        return int(np.argmax(gaps)) + 1
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"values": self.values.tolist(), "grid": list(self.grid), "largest_gap": self.largest_gap}
-
-
-def _affinity_and_grid(W_or_features: Any, grid: tuple[int, int] | None, alpha: float) -> tuple[np.ndarray, tuple]:
-    x = W_or_features
-    if hasattr(x, "detach"):
-        x = x.detach().float().cpu().numpy()
-    x = np.asarray(x)
-    if x.ndim == 3:  # (C, h, w) features -> the library's affinity
-        from ..affinities import affinity
-
-        W = affinity(x, alpha=alpha)
-        W = W.detach().cpu().numpy() if hasattr(W, "detach") else np.asarray(W)
-        return W.astype(np.float64), (int(x.shape[1]), int(x.shape[2]))
-    if x.ndim == 2 and x.shape[0] == x.shape[1]:
-        if grid is None:
-            side = int(np.sqrt(x.shape[0]))
-            if side * side != x.shape[0]:
-                raise ValueError(f"an affinity of {x.shape[0]} nodes is not square: pass grid=(h, w)")
-            grid = (side, side)
-        if grid[0] * grid[1] != x.shape[0]:
-            raise ValueError(f"grid {grid} does not have {x.shape[0]} cells")
-        return x.astype(np.float64), (int(grid[0]), int(grid[1]))
-    raise ValueError(f"expected (C, h, w) features or an (N, N) affinity, got shape {x.shape}")
-
-
-def laplacian_spectrum(
-    W_or_features: Any, m: int = 20, grid: tuple[int, int] | None = None, *, alpha: float = 10.0
-) -> Spectrum:
-    """The ``m`` smallest eigenpairs of the normalised Laplacian of an affinity (or of ``affinity(features,
-    alpha)`` when ``(C, h, w)`` features are given), for display."""
-    from scipy.linalg import eigh
-
-    W, grid = _affinity_and_grid(W_or_features, grid, alpha)
-    n = W.shape[0]
-    m = int(min(max(m, 2), n))
-    d = W.sum(axis=1)
-    dinv = 1.0 / np.sqrt(np.maximum(d, 1e-12))
-    lap = np.eye(n) - dinv[:, None] * W * dinv[None, :]
-    vals, vecs = eigh(lap, subset_by_index=[0, m - 1], driver="evr")
-    ys = vecs * dinv[:, None]
-    idx = np.abs(ys).argmax(axis=0)
-    ys = ys * np.sign(ys[idx, np.arange(m)])[None, :]
-    return Spectrum(values=np.clip(vals, 0, None), vectors=ys, W=W, grid=grid)
+__all__ = ["EigenvectorExplorer", "eigenvector_explorer", "eigenvectors"]
 
 
 def _layout(k: int) -> tuple[int, int]:
