@@ -39,43 +39,12 @@ import numpy as np
 import torch
 
 from . import segmentation as core
+from .colors import label_colors, overlay
 from .config import DiffCutConfig, parse_size
 from .errors import FeatureError, ImageInputError, ParameterError
 from .images import resize_image
 
 __all__ = ["DiffCut", "DiffCutConfig", "Segmentation", "label_colors", "overlay"]
-
-
-# ----------------------------------------------------------------------------------------------------
-# colours (numpy only: computation modules never import plotting libraries)
-
-
-def label_colors(n: int) -> np.ndarray:
-    """``(n, 3)`` uint8 colours for ids ``0 .. n-1``: the PASCAL VOC bit-interleaved palette without black."""
-    ids = np.arange(1, n + 1)
-    rgb = np.zeros((n, 3), np.int64)
-    c = ids.copy()
-    for shift in range(7, -1, -1):
-        for ch in range(3):
-            rgb[:, ch] |= ((c >> ch) & 1) << shift
-        c >>= 3
-    return rgb.astype(np.uint8)
-
-
-def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5, *, edges: bool = True) -> np.ndarray:
-    """Blend label colours over an ``(H, W, 3)`` uint8 image; segment borders drawn white when ``edges``."""
-    labels = np.asarray(labels)
-    image = np.asarray(image)
-    if image.shape[:2] != labels.shape:
-        raise ParameterError(f"image {image.shape[:2]} and labels {labels.shape} differ in size.")
-    colours = label_colors(int(labels.max()) + 1 if labels.size else 1)[labels]
-    out = (1 - alpha) * image.astype(np.float64) + alpha * colours
-    if edges:
-        border = np.zeros(labels.shape, bool)
-        border[:-1] |= labels[:-1] != labels[1:]
-        border[:, :-1] |= labels[:, :-1] != labels[:, 1:]
-        out[border] = 255
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------------------------------

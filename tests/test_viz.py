@@ -161,3 +161,24 @@ def test_eigenvector_explorer_click_and_alpha():
     vals = app.spectrum.values.copy()
     app.alpha_slider.value = 2.0
     assert app.alpha == 2.0 and not np.allclose(vals, app.spectrum.values)
+
+
+def test_one_palette_and_legends_show_the_colour_seen():
+    """The CLI's PNGs (Segmentation.overlay) and the plotly views colour a label alike, and a legend
+    swatch is the colour the eye sees in the blended picture, not the bare palette colour."""
+    from diffcut_lab.colors import label_colors, overlay
+    from diffcut_lab.viz._common import blend_labels, label_palette
+    from diffcut_lab.viz.overlays import overlay_traces
+
+    assert [c.lower() for c in label_palette(60)] == ["#{:02x}{:02x}{:02x}".format(*c) for c in label_colors(60)]
+    img = np.full((40, 40, 3), 200, np.uint8)
+    lab = np.zeros((40, 40), np.int64)
+    lab[:, 20:] = 1
+    np.testing.assert_array_equal(blend_labels(img, lab, opacity=0.4), overlay(img, lab, 0.4))
+    traces = overlay_traces(img, lab, opacity=0.4, legend=True)
+    swatches = [t.marker.color for t in traces if getattr(t, "mode", None) == "markers"]
+    painted = overlay(img, lab, 0.4, edges=False)
+    for k, colour in enumerate(swatches):
+        seen = painted[lab == k].mean(0).round().astype(int)
+        assert colour.lower() == "#{:02x}{:02x}{:02x}".format(*seen)
+        assert colour.lower() != label_palette(2)[k].lower()  # not the bare palette colour

@@ -6,13 +6,10 @@ produces results (features, affinities, cuts, scores) is called from the library
 
 from __future__ import annotations
 
-import colorsys
 import re
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import plotly.colors as pcolors
 import plotly.graph_objects as go
 
 __all__ = [
@@ -35,22 +32,10 @@ HIGHLIGHT = "#ffb300"
 
 
 def label_palette(n: int) -> list[str]:
-    """Return ``n`` distinct colours as ``"#rrggbb"`` strings, stable for a given ``n``.
+    """``n`` label colours as ``"#rrggbb"``: the toolkit's one palette (:func:`diffcut_lab.colors.label_hex`)."""
+    from ..colors import label_hex
 
-    The first 48 come from plotly's Dark24 and Light24 qualitative palettes; further colours are spread
-    on the hue circle with the golden ratio so that neighbouring ids stay distinguishable.
-    """
-    base = list(pcolors.qualitative.Dark24) + list(pcolors.qualitative.Light24)
-    out = base[: max(n, 0)]
-    golden = 0.618033988749895
-    for i in range(len(out), n):
-        r, g, b = colorsys.hsv_to_rgb((i * golden) % 1.0, 0.65, 0.9)
-        out.append(f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}")
-    return out
-
-
-def _hex_to_rgb(colors: Sequence[str]) -> np.ndarray:
-    return np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in colors], dtype=np.float32)
+    return label_hex(n)
 
 
 def as_rgb(image: Any) -> np.ndarray:
@@ -102,18 +87,23 @@ def downscale(image: np.ndarray, max_side: int) -> np.ndarray:
 def blend_labels(
     image: np.ndarray, labels: np.ndarray, *, opacity: float = 0.5, boundaries: bool = True
 ) -> np.ndarray:
-    """Paint ``labels`` (any size, nearest-resized to the image) over ``image``; returns uint8 RGB."""
-    H, W = image.shape[:2]
-    lab = resize_labels(labels, (H, W))
-    n = int(lab.max()) + 1 if lab.size else 1
-    colors = _hex_to_rgb(label_palette(n))
-    painted = (1 - opacity) * image.astype(np.float32) + opacity * colors[np.clip(lab, 0, None)]
-    if boundaries:
-        edge = np.zeros((H, W), dtype=bool)
-        edge[:-1, :] |= lab[:-1, :] != lab[1:, :]
-        edge[:, :-1] |= lab[:, :-1] != lab[:, 1:]
-        painted[edge] = 255.0
-    return np.clip(painted, 0, 255).astype(np.uint8)
+    """Paint ``labels`` (any size, nearest-resized to the image) over ``image`` with the toolkit's one
+    overlay (:func:`diffcut_lab.colors.overlay`); returns uint8 RGB."""
+    from ..colors import overlay
+
+    return overlay(image, resize_labels(labels, image.shape[:2]), opacity, edges=boundaries)
+
+
+def seen_colors(painted: np.ndarray, labels: np.ndarray) -> dict[int, str]:
+    """The colour the eye sees for each segment of a painted overlay: the mean painted colour of its
+    pixels (``labels`` nearest-resized to the picture), as ``"#rrggbb"``. A legend swatch that shows it
+    matches the picture, where the palette colour alone would not (it is blended with the image)."""
+    lab = resize_labels(labels, painted.shape[:2])
+    ids, inverse = np.unique(lab, return_inverse=True)
+    sums = np.zeros((ids.size, 3))
+    np.add.at(sums, inverse.ravel(), painted.reshape(-1, 3).astype(np.float64))
+    means = sums / np.bincount(inverse.ravel())[:, None]
+    return {int(k): "#{:02x}{:02x}{:02x}".format(*np.round(m).astype(int)) for k, m in zip(ids, means)}
 
 
 def pca_rgb(features: Any, *, seed: int = 0) -> np.ndarray:

@@ -18,6 +18,7 @@ from ._common import (
     image_trace,
     label_palette,
     resize_labels,
+    seen_colors,
     style_image_axes,
 )
 
@@ -104,13 +105,14 @@ def overlay_traces(
     )
     if legend:
         palette = label_palette(int(lab.max()) + 1 if lab.size else 1)
+        seen = seen_colors(blend_labels(small, lab, opacity=opacity, boundaries=False), lab)
         for k in ids.tolist():
             traces.append(
                 go.Scatter(
                     x=[None],
                     y=[None],
                     mode="markers",
-                    marker={"symbol": "square", "size": 12, "color": palette[k]},
+                    marker={"symbol": "square", "size": 12, "color": seen.get(k, palette[k])},
                     name=f"{name_of(k)}: {sizes[k]:,} px ({100 * sizes[k] / total:.1f}%)",
                     legendgroup=legendgroup,
                     legendgrouptitle_text=legendgroup if legendgroup and k == ids[0] else None,
