@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_foundation_fullsize import SD15, SSD_1B
 
-from diffcut_lab import hooks
+from diffcut_lab import capturing, hooks
 from diffcut_lab.backbones import Backbone, sdxl_added_cond
 
 OUT = Path(__file__).parent / "results" / "hooks.json"
@@ -80,9 +80,9 @@ def run_variant(
         bb.forward(x_t, 50)
     else:
         embeds, added = bb.conditioning("")
-        with hooks._hooks(bb, points, store=store, current_t=[50], store_dtype=torch.float32, early_exit=early_exit):
-            hooks._forward_once(bb, x_t, 50, embeds=embeds, added=added, store=store, current_t=[50])
-        feats = hooks._collect(store, points, 50, store_device)
+        with capturing._hooks(bb, points, store=store, store_dtype=torch.float32, early_exit=early_exit):
+            capturing._forward_once(bb, x_t, 50, embeds=embeds, added=added, store=store)
+        feats = capturing._collect(store, points, 50, store_device)
         assert len(feats) == len(points)
     sync(device)
     return time.perf_counter() - t0

@@ -35,13 +35,13 @@ _EXPORTS: dict[str, str] = {
     # backbones and hooks
     "Backbone": "backbones",
     "load_backbone": "backbones",
-    "HookPoint": "hooks",
-    "FeatureCache": "hooks",
-    "capture": "hooks",
-    "list_hook_points": "hooks",
-    "hook_points_frame": "hooks",
-    "resolve_layers": "hooks",
-    "memory_estimate": "hooks",
+    "HookPoint": "hook_points",
+    "FeatureCache": "feature_cache",
+    "capture": "capturing",
+    "list_hook_points": "hook_points",
+    "hook_points_frame": "hook_points",
+    "resolve_layers": "hook_points",
+    "memory_estimate": "capturing",
     # segmentation core
     "affinity": "affinities",
     "recursive_ncut": "ncut",
@@ -88,6 +88,7 @@ if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
     from .affinities import affinity
     from .backbones import Backbone, load_backbone
     from .baselines import segment_features
+    from .capturing import capture, memory_estimate
     from .config import DiffCutConfig
     from .datasets import list_datasets, load_dataset
     from .errors import (
@@ -99,15 +100,8 @@ if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
         UnknownLayerError,
         UnsupportedModelError,
     )
-    from .hooks import (
-        FeatureCache,
-        HookPoint,
-        capture,
-        hook_points_frame,
-        list_hook_points,
-        memory_estimate,
-        resolve_layers,
-    )
+    from .feature_cache import FeatureCache
+    from .hook_points import HookPoint, hook_points_frame, list_hook_points, resolve_layers
     from .images import load_image, to_batch
     from .metrics import MIoUAccumulator, hungarian_miou
     from .ncut import CutStep, CutTree, recursive_ncut

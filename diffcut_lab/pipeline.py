@@ -194,7 +194,7 @@ class DiffCut:
 
     def layer_name(self) -> str:
         """The one hook-point name ``config.layer`` resolves to on this backbone."""
-        from .hooks import resolve_layers
+        from .hook_points import resolve_layers
 
         names = resolve_layers(self._require_backbone(), self.config.layer)
         if len(names) != 1:
@@ -228,7 +228,7 @@ class DiffCut:
         ParameterError, UnknownLayerError
         """
         from .config import MAX_DENSE_NODES
-        from .hooks import list_hook_points
+        from .hook_points import list_hook_points
 
         bb = self._require_backbone()
         bb.check_timestep(self.config.timestep)
@@ -259,7 +259,7 @@ class DiffCut:
         return self._capture([x for _, x in self.inputs(images)], batch_size=batch_size, progress=progress)
 
     def _capture(self, xs: list[torch.Tensor], *, batch_size: int | None, progress: bool) -> torch.Tensor:
-        from .hooks import capture
+        from .capturing import capture
 
         bb = self._require_backbone()
         cfg = self.config

@@ -23,7 +23,7 @@ def test_a_dense_affinity_too_large_is_refused_before_allocating():
 
 
 def test_diffcut_refuses_a_grid_too_large_before_running_the_unet(monkeypatch):
-    import diffcut_lab.hooks as hooks
+    import diffcut_lab.capturing as hooks
 
     def no_forward(*a, **k):
         raise AssertionError("the UNet must not run when the grid cannot be cut")

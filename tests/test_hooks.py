@@ -248,9 +248,9 @@ def test_probs_rows_sum_to_one_and_outputs_unchanged(sdxl, images):
 
 
 def test_probs_match_a_direct_softmax(sd1, images, monkeypatch):
-    from diffcut_lab import hooks
+    from diffcut_lab import _diffusers
 
-    monkeypatch.setattr(hooks, "_PROBS_CHUNK_BYTES", 4 * 2 * 4 * 256 * 7)  # force several chunks
+    monkeypatch.setattr(_diffusers, "PROBS_CHUNK_BYTES", 4 * 2 * 4 * 256 * 7)  # force several chunks
     name = "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
     inputs = {}
     attn = sd1.unet.get_submodule(name)
@@ -343,9 +343,9 @@ def test_feature_cache_access_save_load(tmp_path, sd1, images):
 
 
 def test_concurrent_capture_on_one_backbone_is_refused(sd1, images):
-    from diffcut_lab import hooks
+    from diffcut_lab import capturing
 
-    with hooks._hooks(sd1, [], store={}, current_t=[0], store_dtype=torch.float32, early_exit=False):
+    with capturing._hooks(sd1, [], store={}, store_dtype=torch.float32, early_exit=False):
         with pytest.raises(ParameterError, match="already running"):
             capture(sd1, images, "diffcut", 50)
     assert capture(sd1, images, "diffcut", 50)["diffcut"].shape[0] == 2
@@ -393,7 +393,7 @@ def test_capture_guard_is_atomic_across_threads(monkeypatch):
     import time
     import weakref
 
-    from diffcut_lab import hooks
+    from diffcut_lab import capturing
     from diffcut_lab.testing import tiny_backbone
 
     class SlowSet(weakref.WeakSet):
@@ -402,7 +402,7 @@ def test_capture_guard_is_atomic_across_threads(monkeypatch):
             time.sleep(0.05)
             return found
 
-    monkeypatch.setattr(hooks, "_ACTIVE", SlowSet())
+    monkeypatch.setattr(capturing, "_ACTIVE", SlowSet())
     bb = tiny_backbone("pixel")
     results: list[str] = []
     barrier = threading.Barrier(2)
@@ -410,10 +410,10 @@ def test_capture_guard_is_atomic_across_threads(monkeypatch):
     def enter():
         barrier.wait()
         try:
-            with hooks._hooks(bb, [], store={}, current_t=[0], store_dtype=torch.float32, early_exit=False):
+            with capturing._hooks(bb, [], store={}, store_dtype=torch.float32, early_exit=False):
                 results.append("in")
                 time.sleep(0.2)
-        except hooks.ParameterError:
+        except capturing.ParameterError:
             results.append("refused")
 
     threads = [threading.Thread(target=enter) for _ in range(2)]

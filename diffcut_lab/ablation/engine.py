@@ -56,7 +56,7 @@ def _capture_lock(backbone: Any) -> threading.Lock:
 
 def resolve_layer(backbone: Any, spec: str) -> str:
     """The one hook-point name a grid layer entry stands for (an alias or an exact name)."""
-    from ..hooks import resolve_layers
+    from ..hook_points import resolve_layers
 
     names = resolve_layers(backbone, spec)
     if len(names) != 1:
@@ -82,7 +82,7 @@ def _features(
     store: FeatureStore | None,
 ) -> tuple[dict[tuple[str, int], torch.Tensor], bool]:
     """Feature maps ``(C, h, w)`` float32 for every needed (hook name, timestep); True if all cached."""
-    from ..hooks import capture
+    from ..capturing import capture
 
     size = int(x.shape[-1])
     fp = model_fingerprint(backbone) if store is not None else ""

@@ -61,7 +61,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Print the hook-point table of ``args.model``; returns the exit status."""
     from ..backbones import load_backbone
-    from ..hooks import hook_points_frame
+    from ..hook_points import hook_points_frame
 
     backbone = load_backbone(args.model, weights=False, device="cpu")
     if args.image_size is not None:

@@ -1,0 +1,334 @@
+"""One-pass feature capture with early exit: :func:`capture` and :func:`memory_estimate`.
+
+:func:`capture` runs one UNet forward per timestep for all requested hook points
+(:mod:`diffcut_lab.hook_points`), stops the forward right after the deepest requested module (a private
+exception raised by a forward hook and caught around the call), and always removes its hooks and restores
+the attention processors. Attention probabilities are materialised only when asked for, by a chunked
+processor (:mod:`diffcut_lab._diffusers`).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from ._diffusers import ProbsProcessor as _ProbsProcessor
+from .backbones import Backbone
+from .errors import FeatureError, ParameterError, UnknownLayerError
+from .feature_cache import FeatureCache
+from .hook_points import HookPoint, LayerSpec, diffcut_layer_name, list_hook_points, order_key, resolve_layers
+
+__all__ = ["capture", "memory_estimate"]
+
+
+class _StopForward(Exception):
+    """Raised by the hook of the deepest requested module to end the UNet forward early."""
+
+
+_ACTIVE: weakref.WeakSet = weakref.WeakSet()  # UNets with a capture in progress (hooks are global state)
+_ACTIVE_LOCK = threading.Lock()  # makes "check, then mark as active" one step across threads
+
+
+def _grab(output: Any, store_dtype: torch.dtype) -> torch.Tensor:
+    """What a forward hook keeps: a detached copy in the store dtype, on the UNet's device.
+
+    Reshaping, the NaN check and the transfer to the store device wait until the forward has ended
+    (:func:`_as_map`), so a hook never synchronises a GPU.
+    """
+    x = output[0] if isinstance(output, (tuple, list)) else getattr(output, "sample", output)
+    return x.detach().to(dtype=store_dtype, copy=True)
+
+
+def _as_map(x: torch.Tensor, point: HookPoint, t: int, store_device: Any) -> torch.Tensor:
+    """A grabbed activation as ``(B, C, h, w)``, checked for NaN/Inf, on the store device."""
+    if x.ndim == 3 and point.kind != "probs":  # (B, N, C) tokens -> (B, C, h, w)
+        b, n, c = x.shape
+        h, w = point.resolution
+        if n != h * w:
+            raise FeatureError(
+                f"layer {point.name!r} at t={t} returned {n} tokens, expected {h}x{w}={h * w} for this input "
+                "size; the input size may not fit the UNet (use a multiple of backbone.size_multiple)."
+            )
+        x = x.transpose(1, 2).reshape(b, c, h, w)
+    if not torch.isfinite(x).all():
+        what = "probabilities" if point.kind == "probs" else "values"
+        raise FeatureError(
+            f"layer {point.name!r} at t={t} produced NaN or Inf {what}; with float16 this is usually an "
+            "overflow: load the backbone with dtype=torch.float32 (or torch.bfloat16) and try again."
+        )
+    return x.to(device=store_device).contiguous()
+
+
+def _forward_once(
+    backbone: Backbone,
+    x_t: torch.Tensor,
+    t: int,
+    *,
+    embeds: torch.Tensor | None,
+    added: dict[str, torch.Tensor] | None,
+    store: dict[str, torch.Tensor],
+) -> None:
+    """One UNet forward inside :func:`_hooks`; the early-exit exception ends it quietly."""
+    store.clear()
+    try:
+        backbone.forward(x_t, t, prompt_embeds=embeds, added_cond_kwargs=added)
+    except _StopForward:
+        pass
+
+
+def _collect(
+    store: dict[str, torch.Tensor], points: Sequence[HookPoint], t: int, store_device: Any
+) -> dict[str, torch.Tensor]:
+    """Turn what the hooks grabbed during one forward into checked feature maps."""
+    out = {}
+    for p in points:
+        if p.name not in store:
+            raise FeatureError(f"layer {p.name!r} did not run in the UNet forward at t={t}.")
+        out[p.name] = _as_map(store.pop(p.name), p, t, store_device)
+    return out
+
+
+@contextmanager
+def _hooks(
+    backbone: Backbone,
+    points: Sequence[HookPoint],
+    *,
+    store: dict[str, torch.Tensor],
+    store_dtype: torch.dtype,
+    early_exit: bool,
+) -> Iterator[None]:
+    """Install capture hooks (and probability processors); always remove/restore them."""
+    unet = backbone.unet
+    with _ACTIVE_LOCK:
+        if unet in _ACTIVE:
+            raise ParameterError(
+                "a capture is already running on this backbone (hooks are global state); finish it first."
+            )
+        _ACTIVE.add(unet)
+    handles: list[Any] = []
+    swapped: list[tuple[Any, Any]] = []
+    try:
+        for p in points:
+            module = unet.get_submodule(p.module_name)
+            if p.kind == "probs":
+
+                def sink(probs: torch.Tensor, p: HookPoint = p) -> None:
+                    store[p.name] = probs
+
+                swapped.append((module, module.processor))
+                module.set_processor(_ProbsProcessor(sink, store_dtype))
+            else:
+
+                def hook(_mod: Any, _inp: Any, out: Any, p: HookPoint = p) -> None:
+                    store[p.name] = _grab(out, store_dtype)
+
+                handles.append(module.register_forward_hook(hook))
+        if early_exit and points:
+            deepest = max(points, key=lambda p: order_key(p.name))
+
+            def stop(_mod: Any, _inp: Any, _out: Any) -> None:
+                raise _StopForward
+
+            handles.append(unet.get_submodule(deepest.module_name).register_forward_hook(stop))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        for module, processor in swapped:
+            module.set_processor(processor)
+        with _ACTIVE_LOCK:
+            _ACTIVE.discard(unet)
+
+
+def _timesteps(timesteps: int | Sequence[int]) -> list[int]:
+    items = [timesteps] if isinstance(timesteps, (int, torch.Tensor)) else list(timesteps)
+    out: list[int] = []
+    for t in items:
+        t = int(t.item()) if isinstance(t, torch.Tensor) else t
+        if isinstance(t, bool) or not isinstance(t, int):
+            raise ParameterError(f"timesteps must be ints; got {t!r}.")
+        if t not in out:
+            out.append(t)
+    if not out:
+        raise ParameterError("no timesteps given; the paper uses timesteps=50.")
+    return out
+
+
+def _store_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    from .backbones import parse_dtype
+
+    if dtype is None:
+        raise ParameterError("store_dtype must be a floating torch dtype or its name; got None.")
+    return parse_dtype(dtype, "store dtype")
+
+
+def capture(
+    backbone: Backbone,
+    images: Any,
+    layers: LayerSpec = "diffcut",
+    timesteps: int | Sequence[int] = 50,
+    *,
+    seed: int = 42,
+    prompt: str = "",
+    image_size: int | tuple[int, int] | None = None,
+    store_dtype: torch.dtype | str = torch.float32,
+    batch_size: int | None = None,
+    progress: bool = False,
+    policy: str = "resize",
+    store_device: torch.device | str = "cpu",
+    early_exit: bool = True,
+    antialias: bool = True,
+    noise_device: str = "cpu",
+) -> FeatureCache:
+    """Capture UNet activations: one forward per timestep serves every requested layer.
+
+    Images are resized to ``image_size`` (default: the backbone's native size), encoded (VAE mean x
+    scaling factor, or ``2 x - 1`` in pixel space), noised to each timestep with one seeded noise map
+    shared by the batch, and passed through the UNet with the ``prompt`` conditioning. The forward
+    stops right after the deepest requested module (no decoder work for encoder layers).
+
+    Parameters
+    ----------
+    backbone : Backbone
+    images : image, list of images, or (B, 3, H, W) tensor in [0, 1]
+        Anything :func:`diffcut_lab.images.to_batch` accepts.
+    layers : str, list of str or callable
+        See :func:`resolve_layers` (default ``"diffcut"``, the paper's layer).
+    timesteps : int or sequence of int
+        Noise levels in ``[0, num_train_timesteps)``; the paper uses 50.
+    seed : int
+        Seed of the noise (the same noise map for every image and timestep).
+    prompt : str
+        Conditioning prompt; ``""`` (the paper's) uses the embeddings stored in the backbone.
+    image_size : int or (H, W), optional
+        Input size in pixels, a multiple of ``backbone.size_multiple``.
+    store_dtype : torch.dtype or str
+        dtype the features are stored in (``torch.float16`` halves memory).
+    batch_size : int, optional
+        Images per UNet forward (default: all at once).
+    progress : bool
+        Show a progress bar.
+    policy : {"resize", "center_crop"}
+        How images are brought to ``image_size``.
+    store_device : torch.device or str
+        Where captured features are kept (the CPU by default; pass the backbone's device to keep them on
+        the GPU, which avoids a device-to-host copy per layer).
+    early_exit : bool
+        Stop the forward after the deepest requested module (default). ``False`` runs the whole UNet.
+    antialias : bool
+        Antialias the resize to ``image_size`` (the published code does not).
+    noise_device : {"cpu", "model"}
+        Where the seeded noise is drawn: the CPU (the same features on every device) or the model's
+        device (as published).
+
+    Returns
+    -------
+    FeatureCache
+        ``cache[layer, t]`` -> ``(B, C, h, w)`` (``probs``: ``(B, N, N)``).
+
+    Raises
+    ------
+    UnknownLayerError, ParameterError, ImageInputError, FeatureError
+    """
+    from tqdm.auto import tqdm
+
+    from .images import to_batch
+
+    size = backbone.check_image_size(backbone.image_size if image_size is None else image_size)
+    sdt = _store_dtype(store_dtype)
+    ts = _timesteps(timesteps)
+    for t in ts:
+        backbone.check_timestep(t)
+    names = resolve_layers(backbone, layers)
+    by_name = {p.name: p for p in list_hook_points(backbone, image_size=size)}
+    points = [by_name[n] for n in names]
+    batch = to_batch(images, size, policy=policy, antialias=antialias)
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ParameterError(f"batch_size must be a positive int or None; got {batch_size!r}.")
+    step = batch.shape[0] if batch_size is None else batch_size
+    embeds, added = backbone.conditioning(prompt)
+    chunks: dict[tuple[str, int], list[torch.Tensor]] = {(n, t): [] for n in names for t in ts}
+    store: dict[str, torch.Tensor] = {}
+    n_chunks = math.ceil(batch.shape[0] / step)
+    bar = tqdm(total=n_chunks * len(ts), disable=not progress, desc="capture", unit="pass")
+    try:
+        with _hooks(backbone, points, store=store, store_dtype=sdt, early_exit=early_exit):
+            for start in range(0, batch.shape[0], step):
+                latents = backbone.encode(batch[start : start + step])
+                for t in ts:
+                    x_t = backbone.add_noise(latents, t, seed=seed, noise_device=noise_device)
+                    _forward_once(backbone, x_t, t, embeds=embeds, added=added, store=store)
+                    for n, feat in _collect(store, points, t, store_device).items():
+                        chunks[(n, t)].append(feat)
+                    bar.update(1)
+    finally:
+        bar.close()
+    feats = {k: torch.cat(v) if len(v) > 1 else v[0] for k, v in chunks.items()}
+    aliases = {}
+    try:
+        aliases["diffcut"] = diffcut_layer_name(backbone)
+    except UnknownLayerError:
+        pass
+    meta = {
+        "model": backbone.name,
+        "family": backbone.family,
+        "layers": names,
+        "timesteps": ts,
+        "seed": seed,
+        "image_size": list(size),
+        "prompt": prompt,
+        "store_dtype": str(sdt).replace("torch.", ""),
+        "unet_dtype": str(backbone.dtype).replace("torch.", ""),
+        "latent_scale": backbone.latent_scale,
+        "policy": policy,
+        "antialias": antialias,
+        "noise_device": noise_device,
+        "kinds": {p.name: p.kind for p in points},
+        "resolutions": {p.name: list(p.resolution) for p in points},
+    }
+    return FeatureCache(feats, layers=names, timesteps=ts, meta=meta, images=batch, aliases=aliases)
+
+
+def memory_estimate(
+    backbone: Backbone,
+    layers: LayerSpec,
+    timesteps: int | Sequence[int],
+    batch: int,
+    image_size: int | tuple[int, int] | None = None,
+    *,
+    store_dtype: torch.dtype | str = torch.float32,
+) -> int:
+    """Bytes the features of a :func:`capture` call will hold (the images not counted).
+
+    Parameters
+    ----------
+    backbone : Backbone
+    layers : layer spec
+        As for :func:`resolve_layers`.
+    timesteps : int or sequence of int
+    batch : int
+        Number of images.
+    image_size : int or (H, W), optional
+        Default: the backbone's native size.
+    store_dtype : torch.dtype or str
+
+    Returns
+    -------
+    int
+        ``sum over layers of B x C x h x w`` (``B x N x N`` for ``probs``) x timesteps x bytes per value.
+    """
+    size = backbone.image_size if image_size is None else image_size
+    names = resolve_layers(backbone, layers)
+    by_name = {p.name: p for p in list_hook_points(backbone, image_size=size)}
+    itemsize = torch.empty((), dtype=_store_dtype(store_dtype)).element_size()
+    per_image = 0
+    for n in names:
+        p = by_name[n]
+        per_image += p.tokens * p.tokens if p.kind == "probs" else p.channels * p.tokens
+    return int(per_image * len(_timesteps(timesteps)) * int(batch) * itemsize)
