@@ -24,7 +24,7 @@ from .errors import FeatureError, ParameterError, UnknownLayerError
 from .feature_cache import FeatureCache
 from .hook_points import HookPoint, LayerSpec, diffcut_layer_name, list_hook_points, order_key, resolve_layers
 
-__all__ = ["capture", "memory_estimate"]
+__all__ = ["capture", "capture_lock", "memory_estimate"]
 
 
 class _StopForward(Exception):
@@ -33,6 +33,15 @@ class _StopForward(Exception):
 
 _ACTIVE: weakref.WeakSet = weakref.WeakSet()  # UNets with a capture in progress (hooks are global state)
 _ACTIVE_LOCK = threading.Lock()  # makes "check, then mark as active" one step across threads
+_WAIT_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # UNet -> lock, for capture_lock
+
+
+def capture_lock(backbone: Backbone) -> threading.Lock:
+    """A lock of the backbone's UNet for threads that share it (e.g. Dask's threads in one worker): hold
+    it around :func:`capture` to wait for the other thread's capture, where :func:`capture` alone would
+    refuse to run beside it (hooks are global state of the module)."""
+    with _ACTIVE_LOCK:
+        return _WAIT_LOCKS.setdefault(backbone.unet, threading.Lock())
 
 
 def _grab(output: Any, store_dtype: torch.dtype) -> torch.Tensor:

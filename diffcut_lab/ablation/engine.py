@@ -23,7 +23,6 @@ and the final matching.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import warnings
 from collections import defaultdict
@@ -43,15 +42,6 @@ from .cache import FeatureStore, feature_key, image_hash, model_fingerprint
 from .grid import AblationGrid, Config
 
 __all__ = ["compute_unit", "eval_label", "resolve_layer"]
-
-_LOCKS: dict[int, threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
-
-
-def _capture_lock(backbone: Any) -> threading.Lock:
-    """One lock per backbone: hooks are module state, so two threads must not capture on one UNet."""
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault(id(backbone), threading.Lock())
 
 
 def resolve_layer(backbone: Any, spec: str) -> str:
@@ -82,7 +72,7 @@ def _features(
     store: FeatureStore | None,
 ) -> tuple[dict[tuple[str, int], torch.Tensor], bool]:
     """Feature maps ``(C, h, w)`` float32 for every needed (hook name, timestep); True if all cached."""
-    from ..capturing import capture
+    from ..capturing import capture, capture_lock
 
     size = int(x.shape[-1])
     fp = model_fingerprint(backbone) if store is not None else ""
@@ -106,7 +96,7 @@ def _features(
     if missing:
         layers = sorted({n for n, _ in missing})
         steps = sorted({t for _, t in missing})
-        with _capture_lock(backbone):
+        with capture_lock(backbone):  # units of one process share the model: one capture at a time
             cache = capture(backbone, x[None], layers=layers, timesteps=steps, seed=base.seed,
                             prompt=grid.prompt, image_size=size, noise_device=base.noise_device)  # fmt: skip
         for name, t in missing:
