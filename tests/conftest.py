@@ -28,6 +28,14 @@ def artifacts_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    """A tiny pixel-space model saved as a diffusers directory (64 px input), shared by the suite."""
+    from diffcut_lab.testing import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny", family="pixel", image_size=64)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     """One torch thread and one BLAS thread for the whole suite.

@@ -15,22 +15,16 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from rows import stable
 
 from diffcut_lab import errors as dl_errors
 from diffcut_lab.ablation import AblationGrid, run_ablation, summarize
 from diffcut_lab.ablation.cache import FeatureStore, feature_key, image_hash, model_fingerprint
 from diffcut_lab.ablation.grid import config_id
-from diffcut_lab.ablation.store import VOLATILE_COLUMNS, ResultStore
+from diffcut_lab.ablation.store import ResultStore
 from diffcut_lab.errors import ParameterError
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    from diffcut_lab.testing import save_tiny_model
-
-    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny", family="pixel", image_size=64)
 
 
 def small_grid(model: Path, **kw) -> AblationGrid:
@@ -40,14 +34,6 @@ def small_grid(model: Path, **kw) -> AblationGrid:
     )  # fmt: skip
     base.update(kw)
     return AblationGrid(**base)
-
-
-def stable(df: pd.DataFrame) -> pd.DataFrame:
-    """The columns that must not depend on timing, caching or the executor."""
-    out = df.drop(columns=list(VOLATILE_COLUMNS)).reset_index(drop=True)
-    for c in ("tp", "fp", "fn"):
-        out[c] = out[c].map(lambda v: tuple(int(x) for x in v))
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------

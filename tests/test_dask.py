@@ -7,9 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from rows import stable
 
 from diffcut_lab.ablation import AblationGrid, run_ablation
-from diffcut_lab.ablation.store import VOLATILE_COLUMNS, ResultStore
+from diffcut_lab.ablation.store import ResultStore
 from diffcut_lab.errors import ParameterError
 
 
@@ -33,13 +34,6 @@ def reference(grid) -> pd.DataFrame:
         return run_ablation(grid, out=None, progress=False)
     finally:
         torch.set_num_threads(n)
-
-
-def stable(df: pd.DataFrame) -> pd.DataFrame:
-    out = df.drop(columns=list(VOLATILE_COLUMNS)).reset_index(drop=True)
-    for c in ("tp", "fp", "fn"):
-        out[c] = out[c].map(lambda v: tuple(int(x) for x in v))
-    return out
 
 
 @pytest.mark.slow

@@ -16,13 +16,6 @@ from diffcut_lab.datasets.base import DatasetInfo, preprocess
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    from diffcut_lab.testing import save_tiny_model
-
-    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny", family="pixel", image_size=64)
-
-
-@pytest.fixture(scope="module")
 def voc_root(tmp_path_factory) -> Path:
     """A VOC2012 devkit with three synthetic scenes (non-square), objects as VOC classes, void borders."""
     from diffcut_lab.datasets.synthetic import make_scene

@@ -26,13 +26,6 @@ from diffcut_lab.metrics import hungarian_miou
 LAYERS = ["diffcut", "down_blocks.1.attentions.0.transformer_blocks.0.attn1"]
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    from diffcut_lab.testing import save_tiny_model
-
-    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny", family="pixel", image_size=64)
-
-
 def _grid(model: Path, **kw) -> AblationGrid:
     base = dict(
         dataset="synthetic", dataset_kwargs={"n": 2, "size": 64}, models=[str(model)], layers=LAYERS,

@@ -11,12 +11,6 @@ from PIL import Image
 from diffcut_lab import cli
 from diffcut_lab.commands.segment import collect_images, save_labels
 from diffcut_lab.errors import ImageInputError
-from diffcut_lab.testing import save_tiny_model
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model", family="pixel")
 
 
 @pytest.fixture()
@@ -38,9 +32,9 @@ def _run(argv, capsys):
     return code, captured.out, captured.err
 
 
-def test_segment_writes_labels_overlays_and_settings(model_dir, images, tmp_path, capsys):
+def test_segment_writes_labels_overlays_and_settings(tiny_dir, images, tmp_path, capsys):
     out = tmp_path / "out"
-    argv = ["segment", *map(str, images), "--model", str(model_dir), "--tau", "0.5", "--refine", "pamr"]
+    argv = ["segment", *map(str, images), "--model", str(tiny_dir), "--tau", "0.5", "--refine", "pamr"]
     code, stdout, err = _run([*argv, "--pamr-iter", "3", "--out", str(out)], capsys)
     assert code == 0, err
     assert "a.png" in stdout and "2 segmentation(s)" in stdout
@@ -59,14 +53,14 @@ def test_segment_writes_labels_overlays_and_settings(model_dir, images, tmp_path
     assert settings["images"][1]["size"] == [30, 50]
 
 
-def test_segment_directory_mask_size_and_duplicate_names(model_dir, images, tmp_path, capsys):
+def test_segment_directory_mask_size_and_duplicate_names(tiny_dir, images, tmp_path, capsys):
     other = tmp_path / "other"
     other.mkdir()
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(other / "a.png")
     Image.fromarray(np.full((16, 16, 3), 9, np.uint8)).save(other / "a_1.png")
     out = tmp_path / "out2"
     argv = ["segment", str(images[0].parent), str(other / "a.png"), str(other / "a_1.png"), "--model",
-            str(model_dir)]  # fmt: skip
+            str(tiny_dir)]  # fmt: skip
     code, _, err = _run(
         [*argv, "--mask-size", "16", "--refine", "none", "--out", str(out), "--quiet"], capsys
     )
@@ -92,10 +86,10 @@ def test_segment_directory_mask_size_and_duplicate_names(model_dir, images, tmp_
         (["--image-size", "50"], "multiples"),
     ],
 )
-def test_segment_errors_exit_2(model_dir, images, tmp_path, capsys, extra, message):
+def test_segment_errors_exit_2(tiny_dir, images, tmp_path, capsys, extra, message):
     out = tmp_path / "never"
     code, _, err = _run(
-        ["segment", str(images[0]), "--model", str(model_dir), "--out", str(out), *extra], capsys
+        ["segment", str(images[0]), "--model", str(tiny_dir), "--out", str(out), *extra], capsys
     )
     assert code == 2
     assert "diffcut-lab segment: error:" in err and message in err
@@ -121,30 +115,30 @@ def test_save_labels_16_bit(tmp_path):
     assert np.asarray(Image.open(tmp_path / "s.png")).dtype == np.uint8
 
 
-def test_a_bad_image_later_in_the_list_fails_before_any_work(model_dir, images, tmp_path, capsys):
+def test_a_bad_image_later_in_the_list_fails_before_any_work(tiny_dir, images, tmp_path, capsys):
     """Every input is read first; a failed run leaves the previous results of --out as they were."""
     out = tmp_path / "out3"
-    code, _, err = _run(["segment", str(images[0]), "--model", str(model_dir), "--refine", "none", "--out",
+    code, _, err = _run(["segment", str(images[0]), "--model", str(tiny_dir), "--refine", "none", "--out",
                          str(out), "--quiet"], capsys)  # fmt: skip
     assert code == 0, err
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     bad = tmp_path / "zz_bad.png"
     bad.write_bytes(b"not an image")
     many = [str(images[0])] * 5 + [str(images[1]), str(bad)]
-    code, _, err = _run(["segment", *many, "--model", str(model_dir), "--batch-size", "2", "--out", str(out)],
+    code, _, err = _run(["segment", *many, "--model", str(tiny_dir), "--batch-size", "2", "--out", str(out)],
                         capsys)  # fmt: skip
     assert code == 2 and "zz_bad.png" in err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not list(tmp_path.glob(".out3.*"))
     (tmp_path / "file").write_text("x")
-    code, _, err = _run(["segment", str(images[0]), "--model", str(model_dir), "--out", str(tmp_path / "file")],
+    code, _, err = _run(["segment", str(images[0]), "--model", str(tiny_dir), "--out", str(tmp_path / "file")],
                         capsys)  # fmt: skip
     assert code == 2 and "is a file" in err
 
 
-def test_an_interrupted_run_leaves_the_previous_results(model_dir, images, tmp_path, capsys, monkeypatch):
+def test_an_interrupted_run_leaves_the_previous_results(tiny_dir, images, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out4"
-    assert _run(["segment", str(images[0]), "--model", str(model_dir), "--refine", "none", "--out", str(out),
+    assert _run(["segment", str(images[0]), "--model", str(tiny_dir), "--refine", "none", "--out", str(out),
                  "--quiet"], capsys)[0] == 0  # fmt: skip
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     import diffcut_lab.commands.segment as seg_cmd
@@ -159,7 +153,7 @@ def test_an_interrupted_run_leaves_the_previous_results(model_dir, images, tmp_p
 
     original = seg_cmd.save_labels
     monkeypatch.setattr(seg_cmd, "save_labels", fail_on_second)
-    code, _, _ = _run(["segment", str(images[0]), str(images[1]), "--model", str(model_dir), "--tau", "0.9",
+    code, _, _ = _run(["segment", str(images[0]), str(images[1]), "--model", str(tiny_dir), "--tau", "0.9",
                        "--batch-size", "1", "--out", str(out), "--quiet"], capsys)  # fmt: skip
     assert code == 130
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
