@@ -37,9 +37,12 @@ __all__ = [
     "HookPoint",
     "LayerSpec",
     "diffcut_layer_name",
+    "forward_order",
     "hook_points_frame",
+    "layer_stage",
     "list_hook_points",
     "resolve_layers",
+    "short_layer_name",
 ]
 
 #: Kinds of hook points, in the order they are listed.
@@ -117,6 +120,38 @@ def order_key(name: str) -> tuple:
     k = int(tail[1])
     sub = _SUB_RANK.get(tail[2], 9) if len(tail) > 2 else 9
     return (stage, block, j, 1, k, sub)
+
+
+def forward_order(name: str) -> tuple:
+    """:func:`order_key` for any name: names that are no full hook-point path sort after those that are,
+    by stage (down, mid, up, other), then by their parts with numbers compared as numbers."""
+    try:
+        return (0, order_key(name))
+    except (KeyError, ValueError, IndexError):
+        parts = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in name.split("."))
+        return (1, _STAGE_RANK.get(layer_stage(name), 3), parts)
+
+
+def layer_stage(name: str) -> str:
+    """``"down"``, ``"mid"``, ``"up"`` or ``"other"`` from a diffusers module path."""
+    return _STAGES.get(name.split(".")[0], "other")
+
+
+_ABBREV = [
+    ("down_blocks.", "down"),
+    ("up_blocks.", "up"),
+    ("mid_block", "mid"),
+    (".attentions.", ".att"),
+    (".transformer_blocks.", ".tb"),
+    (".resnets.", ".res"),
+]
+
+
+def short_layer_name(name: str) -> str:
+    """Compact label for a module path, e.g. ``down2.att1.tb3.attn1``."""
+    for long, short in _ABBREV:
+        name = name.replace(long, short)
+    return name
 
 
 def _resolutions(unet: Any, latent: tuple[int, int]) -> dict[str, tuple[int, int]]:

@@ -11,7 +11,7 @@ import pytest
 import diffcut_lab as dl
 from diffcut_lab import viz
 from diffcut_lab.affinities import affinity
-from diffcut_lab.viz import _common
+from diffcut_lab.hook_points import forward_order
 
 
 def _blocks(h: int = 16, w: int = 16, seed: int = 0) -> np.ndarray:
@@ -80,7 +80,7 @@ def test_label_palette_distinct():
 
 def test_layer_sort_key_forward_order():
     names = ["up_blocks.1.attentions.0.x", "mid_block.attentions.0.x", "down_blocks.10.a", "down_blocks.2.a"]
-    assert sorted(names, key=_common.layer_sort_key) == [
+    assert sorted(names, key=forward_order) == [
         "down_blocks.2.a", "down_blocks.10.a", "mid_block.attentions.0.x", "up_blocks.1.attentions.0.x"
     ]
 

@@ -6,7 +6,6 @@ produces results (features, affinities, cuts, scores) is called from the library
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
@@ -18,10 +17,8 @@ __all__ = [
     "blend_labels",
     "downscale",
     "label_palette",
-    "layer_sort_key",
     "pca_rgb",
     "resize_labels",
-    "short_layer_name",
     "style_image_axes",
 ]
 
@@ -136,41 +133,6 @@ def pca_rgb(features: Any, *, seed: int = 0) -> np.ndarray:
     return rgb.reshape(h, w, 3)
 
 
-_STAGE_RANK = {"down": 0, "mid": 1, "up": 2}
-
-
-def layer_stage(name: str) -> str:
-    """``"down"``, ``"mid"``, ``"up"`` or ``"other"`` from a diffusers module path."""
-    if name.startswith("down_blocks"):
-        return "down"
-    if name.startswith("mid_block"):
-        return "mid"
-    if name.startswith("up_blocks"):
-        return "up"
-    return "other"
-
-
-def layer_sort_key(name: str) -> tuple:
-    """Sort key that orders module paths as the UNet runs them: down, mid, up, then by index."""
-    parts = tuple(int(p) if p.isdigit() else p for p in re.split(r"[.]", name))
-    return (_STAGE_RANK.get(layer_stage(name), 3), tuple((0, p) if isinstance(p, int) else (1, p) for p in parts))
-
-
-_ABBREV = [
-    ("down_blocks.", "down"),
-    ("up_blocks.", "up"),
-    ("mid_block", "mid"),
-    (".attentions.", ".att"),
-    (".transformer_blocks.", ".tb"),
-    (".resnets.", ".res"),
-]
-
-
-def short_layer_name(name: str) -> str:
-    """Compact label for a module path, e.g. ``down2.att1.tb3.attn1``."""
-    for long, short in _ABBREV:
-        name = name.replace(long, short)
-    return name
 
 
 def style_image_axes(fig: go.Figure, row: int | None = None, col: int | None = None) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ._common import layer_sort_key, short_layer_name
+from ..hook_points import forward_order, short_layer_name
 
 __all__ = ["method_bars", "miou_heatmap", "sensitivity"]
 
@@ -50,7 +50,7 @@ def _reduce(df: pd.DataFrame, keys: Sequence[str], reduce: str) -> pd.DataFrame:
 
 def _layers_sorted(values: Sequence[str]) -> list[str]:
     aliases = [v for v in values if "." not in v]
-    names = sorted((v for v in values if "." in v), key=layer_sort_key)
+    names = sorted((v for v in values if "." in v), key=forward_order)
     return sorted(aliases) + names
 
 

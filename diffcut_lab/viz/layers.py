@@ -10,17 +10,15 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..hook_points import forward_order, layer_stage, short_layer_name
 from ._common import (
     as_labels,
     as_rgb,
     blend_labels,
     downscale,
     image_trace,
-    layer_sort_key,
-    layer_stage,
     pca_rgb,
     resize_labels,
-    short_layer_name,
     style_image_axes,
 )
 
@@ -157,7 +155,7 @@ def _sort(df: pd.DataFrame, sort_by: str) -> pd.DataFrame:
         raise ParameterError(f"sort_by={sort_by!r}; expected one of {SORT_KEYS}")
     if df.empty:
         return df
-    order = {name: i for i, name in enumerate(sorted(df["layer"].unique(), key=layer_sort_key))}
+    order = {name: i for i, name in enumerate(sorted(df["layer"].unique(), key=forward_order))}
     df = df.assign(_forward=df["layer"].map(order))
     if sort_by == "stage":
         keys, asc = ["_forward", "timestep", "image"], [True, True, True]
