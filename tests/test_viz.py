@@ -98,25 +98,25 @@ def tiny_cache():
 
 def test_layer_scores_and_sorting(tiny_cache):
     cache, scenes = tiny_cache
-    df = viz.layer_scores(cache, [s.mask for s in scenes])
+    df = dl.layer_scores(cache, [s.mask for s in scenes], num_classes=6)
     assert len(df) == len(cache.layers) * 2 * 2
     assert df["miou"].between(0, 1).all() and (df["n_segments"] >= 1).all()
     stages = df.drop_duplicates("layer")["stage"].tolist()
     assert stages == sorted(stages, key=["down", "mid", "up"].index)
-    by_miou = viz.layer_scores(cache, [s.mask for s in scenes], sort_by="miou")
+    by_miou = dl.layer_scores(cache, [s.mask for s in scenes], num_classes=6, sort_by="miou")
     means = by_miou.groupby("layer", sort=False)["miou"].mean().tolist()
     assert means == sorted(means, reverse=True)
-    no_gt = viz.layer_scores(cache, images=[0], timesteps=[50])
+    no_gt = dl.layer_scores(cache, images=[0], timesteps=[50])
     assert no_gt["miou"].isna().all() and len(no_gt) == len(cache.layers)
     with pytest.raises(dl.ParameterError):
-        viz.layer_scores(cache, sort_by="colour")
+        dl.layer_scores(cache, sort_by="colour")
     with pytest.raises(dl.UnknownLayerError):
-        viz.layer_scores(cache, layers=["nope"])
+        dl.layer_scores(cache, layers=["nope"])
 
 
 def test_layer_grid_tiles_and_titles(tiny_cache):
     cache, scenes = tiny_cache
-    fig = viz.layer_grid(cache, gt=scenes[0].mask, timesteps=[50])
+    fig = viz.layer_grid(cache, gt=scenes[0].mask, num_classes=6, timesteps=[50])
     images = [t for t in fig.data if isinstance(t, go.Image)]
     assert len(images) == 2 * len(cache.layers)  # PCA + segmentation per layer
     assert sum("mIoU" in (a.text or "") for a in fig.layout.annotations) == len(cache.layers)
@@ -182,3 +182,13 @@ def test_one_palette_and_legends_show_the_colour_seen():
         seen = painted[lab == k].mean(0).round().astype(int)
         assert colour.lower() == "#{:02x}{:02x}{:02x}".format(*seen)
         assert colour.lower() != label_palette(2)[k].lower()  # not the bare palette colour
+
+
+def test_layer_scores_need_the_class_count_with_ground_truth(tiny_cache):
+    """The published matching counts absent classes: the class count cannot be guessed from the ids."""
+    cache, scenes = tiny_cache
+    with pytest.raises(dl.ParameterError, match="num_classes"):
+        dl.layer_scores(cache, [s.mask for s in scenes])
+    few = dl.layer_scores(cache, [s.mask for s in scenes], num_classes=int(scenes[0].mask.max()) + 1, images=[0])
+    many = dl.layer_scores(cache, [s.mask for s in scenes], num_classes=40, images=[0])
+    assert (many["miou"] <= few["miou"] + 1e-12).all()  # more (absent) classes to match: never higher
