@@ -446,3 +446,12 @@ def test_a_full_cache_disk_does_not_stop_the_study(tiny_dir, tmp_path, monkeypat
     with pytest.warns(RuntimeWarning, match="continuing without"):
         rows = run_ablation(grid, out=tmp_path / "r.parquet", cache_dir=tmp_path / "c", progress=False)
     assert len(rows) == len(grid)
+
+
+def test_a_half_written_part_of_a_killed_writer_is_removed_on_the_next_run(tiny_dir, tmp_path):
+    grid = small_grid(tiny_dir, dataset_kwargs={"n": 1, "size": 64}, alphas=[10.0], taus=[0.5])
+    out = tmp_path / "r.parquet"
+    out.mkdir()
+    (out / ".part-0123.parquet.tmp").write_bytes(b"PAR1 cut short")  # killed while writing
+    rows = run_ablation(grid, out=out, progress=False)
+    assert len(rows) == len(grid) and not list(out.glob(".*.tmp"))

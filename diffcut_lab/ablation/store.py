@@ -8,7 +8,8 @@ What it guarantees:
   only whole parts;
 * **resumable**: a re-run skips every (model, image, configuration) already present;
 * **one writer**: a run holds a lock on ``out`` (``.lock``); a second run on the same ``out`` stops at once
-  with a clear error instead of writing duplicate rows;
+  with a clear error instead of writing duplicate rows; the run that holds it first removes the hidden
+  half-written parts of a writer that was killed;
 * **no duplicates read back**: rows are read once per (model, image, configuration), whatever is on disk;
 * **corrupt parts quarantined**: a part that cannot be read (a disk error, a copy cut short) is moved to
   ``out/quarantine/`` with a warning, and its rows are computed again by the next run.
@@ -159,6 +160,8 @@ class ResultStore:
                 ) from None
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
+            for stale in self.out.glob(".part-*.parquet.tmp"):  # left by a writer killed mid-write
+                stale.unlink(missing_ok=True)
             yield
         finally:
             os.close(fd)  # closing releases the lock
