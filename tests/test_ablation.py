@@ -19,10 +19,10 @@ from rows import stable
 
 from diffcut_lab import errors as dl_errors
 from diffcut_lab.ablation import AblationGrid, run_ablation, summarize
-from diffcut_lab.ablation.cache import FeatureStore, feature_key, image_hash, model_fingerprint
 from diffcut_lab.ablation.grid import config_id
 from diffcut_lab.ablation.store import ResultStore
 from diffcut_lab.errors import ParameterError
+from diffcut_lab.feature_cache import FeatureStore, feature_key, image_hash, model_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -82,10 +82,10 @@ def test_paper_preset_rows_are_the_pipeline_result(tiny_dir):
 
 def test_segment_and_eval_build_the_same_input(tiny_dir, tmp_path):
     """A non-square image: eval's cached features are exactly DiffCut's for the same settings."""
-    from diffcut_lab.ablation.cache import FeatureStore
     from diffcut_lab.ablation.evaluation import evaluate
     from diffcut_lab.datasets.base import DatasetInfo, Sample, SegDataset
     from diffcut_lab.datasets.synthetic import make_scene
+    from diffcut_lab.feature_cache import FeatureStore
 
     scene = make_scene(7, size=(40, 64))
     info = DatasetInfo("toy", 6, tuple("abcdef"))

@@ -37,8 +37,8 @@ from .. import segmentation as core
 from ..config import CUT_FIELDS, DiffCutConfig
 from ..datasets.base import DatasetInfo, Sample, preprocess_label
 from ..errors import ParameterError, UnknownLayerError
+from ..feature_cache import FeatureStore, feature_key, image_hash, model_fingerprint
 from ..metrics import MIoUResult, image_counts, merge_background
-from .cache import FeatureStore, feature_key, image_hash, model_fingerprint
 from .grid import AblationGrid, Config
 
 __all__ = ["compute_unit", "eval_label", "resolve_layer"]

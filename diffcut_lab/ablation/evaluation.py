@@ -19,7 +19,7 @@ import pandas as pd
 from ..config import PAPER_MASK_SIZE, DiffCutConfig
 from ..datasets.base import SegDataset
 from ..errors import ParameterError
-from .cache import FeatureStore
+from ..feature_cache import FeatureStore
 from .engine import compute_unit
 from .grid import GRID_OWNED, AblationGrid
 from .summary import pooled

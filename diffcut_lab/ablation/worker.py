@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import ParameterError
-from .cache import FeatureStore
+from ..feature_cache import FeatureStore
 from .grid import AblationGrid, stable_hash
 
 __all__ = ["dtype_from_name", "fixed_threads", "init_worker", "load_model", "run_unit"]
