@@ -84,7 +84,7 @@ def _diffcut(f: torch.Tensor, *, config: Any = None, seed: int | None = None, **
     from .config import DiffCutConfig
 
     del seed  # deterministic; accepted so that every method takes seed=
-    cfg = (config or DiffCutConfig()).replace(**cut)
+    cfg = DiffCutConfig.build(config, **cut)
     return core.grid_labels(core.cut_tree(f, cfg))
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .config import DiffCutConfig
 from .errors import ParameterError
 from .hook_points import forward_order, layer_stage, short_layer_name
 
@@ -53,12 +54,6 @@ def _features(cache: Any, layer: str, t: int, index: int) -> np.ndarray | None:
     if x.ndim != 4:  # attention probabilities (B, N, N) have no spatial layout of channels
         return None
     return x[index]
-
-
-def _config(config: Any, settings: dict[str, Any]) -> Any:
-    from .config import DiffCutConfig
-
-    return (config if config is not None else DiffCutConfig()).replace(**settings)
 
 
 def layer_scores(
@@ -110,7 +105,7 @@ def layer_scores(
     from . import segmentation as core
     from .metrics import hungarian_miou
 
-    cfg = _config(config, settings)
+    cfg = DiffCutConfig.build(config, **settings)
     chosen, ts = _select(cache, layers, timesteps)
     if gt is not None and num_classes is None:
         raise ParameterError("layer_scores with gt needs num_classes= (e.g. dataset.info.num_classes).")

@@ -174,11 +174,8 @@ class DiffCut:
     """
 
     def __init__(self, backbone: Any, config: DiffCutConfig | None = None, **fields: Any) -> None:
-        base = config if config is not None else DiffCutConfig()
-        if not isinstance(base, DiffCutConfig):
-            raise ParameterError(f"config must be a DiffCutConfig; got {type(base).__name__}.")
         self.backbone = backbone
-        self.config = base.replace(**fields) if fields else base
+        self.config = DiffCutConfig.build(config, **fields)
 
     def __repr__(self) -> str:
         return f"DiffCut({getattr(self.backbone, 'name', self.backbone)!r}, {self.config})"
@@ -256,18 +253,17 @@ class DiffCut:
 
     def features(self, images: Any, *, batch_size: int | None = None, progress: bool = False) -> torch.Tensor:
         """Capture the ``(B, C, h, w)`` features of ``images`` (after the input policy)."""
-        return self._capture([x for _, x in self.inputs(images)], batch_size=batch_size, progress=progress)
+        layer = self.check()
+        return self._capture([x for _, x in self.inputs(images)], layer, batch_size=batch_size, progress=progress)
 
-    def _capture(self, xs: list[torch.Tensor], *, batch_size: int | None, progress: bool) -> torch.Tensor:
+    def _capture(self, xs: list[torch.Tensor], layer: str, *, batch_size: int | None, progress: bool) -> torch.Tensor:
+        """Features of UNet inputs ``xs`` at ``layer`` (already checked by :meth:`check`)."""
         from .capturing import capture
 
-        bb = self._require_backbone()
         cfg = self.config
-        bb.check_timestep(cfg.timestep)
-        layer = self.layer_name()
         cache = capture(
-            bb, torch.stack(xs), layers=[layer], timesteps=[cfg.timestep], seed=cfg.seed,
-            image_size=self.input_size(), noise_device=cfg.noise_device, batch_size=batch_size,
+            self.backbone, torch.stack(xs), layers=[layer], timesteps=[cfg.timestep], seed=cfg.seed,
+            image_size=tuple(xs[0].shape[-2:]), noise_device=cfg.noise_device, batch_size=batch_size,
             progress=progress,
         )  # fmt: skip
         return cache[layer, cfg.timestep].detach().float()
@@ -297,11 +293,11 @@ class DiffCut:
         """
         from tqdm.auto import tqdm
 
-        self.check()  # settings against the model (and the grid's memory) before any image is encoded
+        layer = self.check()  # settings against the model (and the grid's memory) before any image is encoded
         batch = _is_batch(images)
         inputs = self.inputs(images)
         t0 = time.perf_counter()
-        feats = self._capture([x for _, x in inputs], batch_size=batch_size, progress=progress)
+        feats = self._capture([x for _, x in inputs], layer, batch_size=batch_size, progress=progress)
         t_feat = (time.perf_counter() - t0) / len(inputs)
         out = []
         for i, (region, x) in enumerate(tqdm(inputs, desc="DiffCut", disable=not progress)):

@@ -81,7 +81,7 @@ def layer_grid(
         image = (np.clip(np.moveaxis(x, 0, -1), 0, 1) * 255).round().astype(np.uint8)
     rgb = downscale(as_rgb(image), tile)
     gts = None if gt is None else [None] * image_index + [as_labels(gt)]
-    cfg = (config if config is not None else DiffCutConfig()).replace(**settings)
+    cfg = DiffCutConfig.build(config, **settings)
     df = layer_scores(
         cache, gts, layers=layers, timesteps=timesteps, images=[image_index], config=cfg,
         num_classes=num_classes, ignore_index=ignore_index, sort_by=sort_by, keep_labels=True,
