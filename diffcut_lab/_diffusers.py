@@ -1,16 +1,32 @@
-"""Every detail of diffusers' internals the hooks rely on, in one place (a diffusers upgrade touches this
-file): the module classes that carry hook points, and an attention processor that also keeps the
-attention probabilities.
+"""Every detail of diffusers' (and transformers') internals the package relies on, in one place: a
+diffusers upgrade touches this file.
+
+- Hooks: the module classes that carry hook points, and an attention processor that also keeps the
+  attention probabilities.
+- Models: UNet and VAE construction (seeded, or weightless on the meta device), loading a component
+  from a model folder, the noise schedulers, the VAE's latent scale, and the prompt encoder of the
+  Stable Diffusion / SDXL pipelines.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
-__all__ = ["PROBS_CHUNK_BYTES", "ProbsProcessor", "module_classes"]
+__all__ = [
+    "PROBS_CHUNK_BYTES",
+    "ProbsProcessor",
+    "ddim_scheduler",
+    "ddpm_scheduler",
+    "load_component",
+    "module_classes",
+    "new_unet",
+    "new_vae",
+    "prompt_encoder",
+    "vae_latent_scale",
+]
 
 PROBS_CHUNK_BYTES = 1 << 28  # bound on the float32 attention scores materialised at once
 
@@ -28,7 +44,6 @@ def module_classes() -> dict[str, type]:
         "attentions": Transformer2DModel,
         "resnet": ResnetBlock2D,
     }
-
 
 
 class ProbsProcessor:
@@ -107,3 +122,116 @@ class ProbsProcessor:
         hidden_states = hidden_states / attn.rescale_output_factor
         self.sink(probs)
         return hidden_states
+
+
+# ----------------------------------------------------------------------------------------------------
+# models
+
+
+def new_unet(config: Mapping[str, Any], *, seed: int | None = 0, empty: bool = False) -> Any:
+    """A ``UNet2DConditionModel`` from its config: seeded random weights, or none (``empty``: meta device).
+
+    The caller's global random state is left alone (the seed is applied inside a forked RNG).
+    """
+    from diffusers import UNet2DConditionModel
+
+    if empty:
+        from accelerate import init_empty_weights
+
+        with init_empty_weights():
+            return UNet2DConditionModel.from_config(dict(config))
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return UNet2DConditionModel(**config)
+
+
+def new_vae(config: Mapping[str, Any], *, seed: int = 0) -> Any:
+    """An ``AutoencoderKL`` with seeded random weights (the caller's random state is left alone)."""
+    from diffusers import AutoencoderKL
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoencoderKL(**config)
+
+
+def load_component(kind: str, root: str, subfolder: str, **kwargs: Any) -> Any:
+    """``from_pretrained`` of the ``"unet"`` or ``"vae"`` in ``root/subfolder``."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    cls = {"unet": UNet2DConditionModel, "vae": AutoencoderKL}[kind]
+    return cls.from_pretrained(root, subfolder=subfolder, **kwargs)
+
+
+def vae_latent_scale(vae_config: Mapping[str, Any] | Any) -> int:
+    """Pixels per latent cell of a VAE (its config, or the model): ``2 ** (levels - 1)``."""
+    cfg = getattr(vae_config, "config", vae_config)
+    channels = cfg.get("block_out_channels", (0,) * 4) if isinstance(cfg, Mapping) else cfg.block_out_channels
+    return 2 ** (len(channels) - 1)
+
+
+def ddim_scheduler(config: Mapping[str, Any] | None = None) -> Any:
+    """The DDIM scheduler whose ``add_noise`` noises images, as the paper does whatever the sampler.
+
+    From a model's ``scheduler_config.json`` when given (trailing timestep spacing), else Stable
+    Diffusion's schedule (scaled-linear betas 0.00085-0.012 over 1,000 steps).
+    """
+    from diffusers import DDIMScheduler
+
+    if config is not None:
+        return DDIMScheduler.from_config(dict(config), timestep_spacing="trailing")
+    return DDIMScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        clip_sample=False, set_alpha_to_one=False, timestep_spacing="trailing",
+    )
+
+
+def ddpm_scheduler(**config: Any) -> Any:
+    """A ``DDPMScheduler`` (training noise schedule) from keyword settings."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(**config)
+
+
+def prompt_encoder(root: str, subfolders: tuple[str, ...], device: torch.device) -> Callable:
+    """Load the tokenizer(s) and text encoder(s); return ``prompt -> (embeds, pooled)``.
+
+    One encoder (SD 1.x/2.x): the last hidden state. Two (SDXL): the penultimate hidden states of both,
+    concatenated along channels, and the pooled (projected) output of the second. Raises ``LookupError``
+    for an encoder class transformers does not have, and what ``from_pretrained`` raises (``OSError``,
+    ``ValueError``) for missing or broken files.
+    """
+    import json
+    from pathlib import Path
+
+    import transformers
+
+    encoders = []
+    for sub in subfolders:
+        tok_sub = sub.replace("text_encoder", "tokenizer")
+        cfg = json.loads((Path(root) / sub / "config.json").read_text())
+        arch = (cfg.get("architectures") or ["CLIPTextModel"])[0]
+        cls = getattr(transformers, arch, None)
+        if cls is None:
+            raise LookupError(f"text encoder class {arch!r} is not in transformers")
+        tok = transformers.AutoTokenizer.from_pretrained(root, subfolder=tok_sub)
+        enc = cls.from_pretrained(root, subfolder=sub)
+        encoders.append((tok, enc.to(device).eval().requires_grad_(False)))
+    sdxl = len(encoders) == 2
+
+    @torch.inference_mode()
+    def encode(prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        states, pooled = [], None
+        for tok, enc in encoders:
+            ids = tok(
+                [prompt], padding="max_length", max_length=tok.model_max_length, truncation=True,
+                return_tensors="pt",
+            ).input_ids.to(device)
+            out = enc(ids, output_hidden_states=True)
+            states.append(out.hidden_states[-2] if sdxl else out.last_hidden_state)
+            pooled = getattr(out, "text_embeds", None)
+            if pooled is None:
+                pooled = getattr(out, "pooler_output", None)
+        return torch.cat(states, dim=-1).float().cpu(), None if pooled is None else pooled.float().cpu()
+
+    return encode

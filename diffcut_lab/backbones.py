@@ -2,8 +2,9 @@
 
 A :class:`Backbone` holds only what feature extraction needs: the UNet, the VAE (``None`` for
 pixel-space models), a scheduler for ``add_noise`` and the conditioning of the empty prompt (text
-encoders are run once and dropped). Every diffusers-specific detail of loading lives here; hook
-points live in :mod:`diffcut_lab.hooks`.
+encoders are run once and dropped). This module owns the model folder's layout, the family rules,
+the conditioning and the errors a user sees; the calls into diffusers and transformers themselves live
+in :mod:`diffcut_lab._diffusers`, and hook points in :mod:`diffcut_lab.hook_points`.
 
 Sources accepted by :func:`load_backbone`:
 
@@ -26,6 +27,7 @@ from typing import Any
 
 import torch
 
+from . import _diffusers
 from .errors import ModelLoadError, ParameterError, UnsupportedModelError
 from .options import NOISE_DEVICES
 
@@ -137,11 +139,11 @@ class Backbone:
     ) -> None:
         self.unet = unet
         self.vae = vae
-        self.scheduler = scheduler if scheduler is not None else _default_scheduler()
+        self.scheduler = scheduler if scheduler is not None else _diffusers.ddim_scheduler()
         self.family = family
         self.name = name
         if latent_scale is None:
-            latent_scale = _vae_scale(vae) if vae is not None else 1
+            latent_scale = _diffusers.vae_latent_scale(vae) if vae is not None else 1
         self.latent_scale = int(latent_scale)
         if image_size is None:
             image_size = int(unet.config.sample_size) * self.latent_scale
@@ -682,15 +684,10 @@ def _fetch_from_hub(
 
 def _skeleton(layout: _Layout, *, name: str, image_size: int | None) -> Backbone:
     """A weightless backbone: the UNet built from its config on the meta device."""
-    from accelerate import init_empty_weights
-    from diffusers import UNet2DConditionModel
-
-    with init_empty_weights():
-        unet = UNet2DConditionModel.from_config(layout.unet_config)
+    unet = _diffusers.new_unet(layout.unet_config, empty=True)
     latent_scale = 1
     if layout.has_vae:
-        vae_cfg = _read_json(layout.root / "vae" / "config.json")
-        latent_scale = 2 ** (len(vae_cfg.get("block_out_channels", (0, 0, 0, 0))) - 1)
+        latent_scale = _diffusers.vae_latent_scale(_read_json(layout.root / "vae" / "config.json"))
     family = layout.meta.get("family") or detect_family(unet.config)
     if image_size is None:
         image_size = layout.meta.get("image_size") or int(unet.config.sample_size) * latent_scale
@@ -759,33 +756,14 @@ def _has_plain_weights(folder: Path, ext: str) -> bool:
     return any(f.name.endswith(f".{ext}") and "." not in f.name[: -len(ext) - 1] for f in folder.iterdir())
 
 
-def _vae_scale(vae: Any) -> int:
-    return 2 ** (len(vae.config.block_out_channels) - 1)
-
-
-def _default_scheduler() -> Any:
-    from diffusers import DDIMScheduler
-
-    return DDIMScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        clip_sample=False, set_alpha_to_one=False, timestep_spacing="trailing",
-    )
-
-
 def _load_scheduler(root: Path) -> Any:
-    from diffusers import DDIMScheduler
-
     cfg_path = root / "scheduler" / "scheduler_config.json"
-    if not cfg_path.exists():
-        return _default_scheduler()
-    # Like the paper: whatever the pipeline's sampler, noise with DDIM's (variance-preserving) add_noise.
-    cfg = _read_json(cfg_path)
-    return DDIMScheduler.from_config(cfg, timestep_spacing="trailing")
+    return _diffusers.ddim_scheduler(_read_json(cfg_path) if cfg_path.exists() else None)
 
 
-def _from_pretrained(cls: Any, root: Path, sub: str, name: str, **kwargs: Any) -> Any:
+def _from_pretrained(kind: str, root: Path, sub: str, name: str, **kwargs: Any) -> Any:
     try:
-        return cls.from_pretrained(str(root), subfolder=sub, **kwargs)
+        return _diffusers.load_component(kind, str(root), sub, **kwargs)
     except (OSError, ValueError) as err:
         raise ModelLoadError(
             f"cannot load {sub}/ of {name!r}: {err}. The weights may be missing or incomplete; "
@@ -807,8 +785,6 @@ def _build(
     variant: str | None,
     keep_text_encoders: bool,
 ) -> Backbone:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
     root = layout.root
     ext = "safetensors" if use_safetensors else "bin"
 
@@ -819,18 +795,18 @@ def _build(
             kw["variant"] = v
         return kw
 
-    unet = _from_pretrained(UNet2DConditionModel, root, "unet", name, torch_dtype=dtype, **weights_kw("unet"))
+    unet = _from_pretrained("unet", root, "unet", name, torch_dtype=dtype, **weights_kw("unet"))
     unet.to(device).eval().requires_grad_(False)
     vae = None
     if layout.has_vae:
-        vae = _from_pretrained(AutoencoderKL, root, "vae", name, torch_dtype=vae_dtype, **weights_kw("vae"))
+        vae = _from_pretrained("vae", root, "vae", name, torch_dtype=vae_dtype, **weights_kw("vae"))
         vae.to(device).eval().requires_grad_(False)
     elif int(unet.config.in_channels) != 3:
         raise ModelLoadError(
             f"{name!r} has no vae/ but its UNet takes {unet.config.in_channels} channels; a pixel-space "
             "model takes 3. Add the VAE the model was trained with."
         )
-    latent_scale = _vae_scale(vae) if vae is not None else 1
+    latent_scale = _diffusers.vae_latent_scale(vae) if vae is not None else 1
     family = layout.meta.get("family") or detect_family(unet.config)
     if image_size is None:
         image_size = layout.meta.get("image_size") or int(unet.config.sample_size) * latent_scale
@@ -924,47 +900,13 @@ def _read_conditioning(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def _text_encoder_fn(root: Path, subs: tuple[str, ...], name: str, device: torch.device) -> Any:
-    """Load the tokenizer(s) and text encoder(s); return ``prompt -> (embeds, pooled)``.
-
-    One encoder (SD 1.x/2.x): the last hidden state. Two (SDXL): the penultimate hidden states of both,
-    concatenated along channels, and the pooled (projected) output of the second.
-    """
-    import transformers
-
-    encoders = []
-    for sub in subs:
-        tok_sub = sub.replace("text_encoder", "tokenizer")
-        cfg = _read_json(root / sub / "config.json")
-        arch = (cfg.get("architectures") or ["CLIPTextModel"])[0]
-        cls = getattr(transformers, arch, None)
-        if cls is None:
-            raise UnsupportedModelError(f"{name!r}: text encoder class {arch!r} is not in transformers.")
-        try:
-            tok = transformers.AutoTokenizer.from_pretrained(str(root), subfolder=tok_sub)
-            enc = cls.from_pretrained(str(root), subfolder=sub)
-        except (OSError, ValueError) as err:
-            raise ModelLoadError(
-                f"cannot load {sub}/ or {tok_sub}/ of {name!r}: {err}. Pass prompt_embeds=... instead."
-            ) from err
-        encoders.append((tok, enc.to(device).eval().requires_grad_(False)))
-    sdxl = len(encoders) == 2
-
-    @torch.inference_mode()
-    def encode(prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        states, pooled = [], None
-        for tok, enc in encoders:
-            ids = tok(
-                [prompt], padding="max_length", max_length=tok.model_max_length, truncation=True,
-                return_tensors="pt",
-            ).input_ids.to(device)
-            out = enc(ids, output_hidden_states=True)
-            if sdxl:
-                states.append(out.hidden_states[-2])
-            else:
-                states.append(out.last_hidden_state)
-            pooled = getattr(out, "text_embeds", None)
-            if pooled is None:
-                pooled = getattr(out, "pooler_output", None)
-        return torch.cat(states, dim=-1).float().cpu(), None if pooled is None else pooled.float().cpu()
-
-    return encode
+    """The prompt encoder of the model in ``root`` (see :func:`diffcut_lab._diffusers.prompt_encoder`)."""
+    try:
+        return _diffusers.prompt_encoder(str(root), subs, device)
+    except LookupError as err:
+        raise UnsupportedModelError(f"{name!r}: {err}.") from err
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(
+            f"cannot load the text encoder(s) {', '.join(subs)} or their tokenizers of {name!r}: {err}. "
+            "Pass prompt_embeds=... instead."
+        ) from err

@@ -28,17 +28,14 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from . import _eigen
+from ._cut_attempt import fixed_attempt
+from ._paper_cut import paper_attempt
 from .config import check_tau
 from .errors import FeatureError, ParameterError
 from .options import MODES, SOLVERS
 
 __all__ = ["CutStep", "CutTree", "recursive_ncut"]
 
-PAPER_DENSE_MAX = 384  # paper mode, "auto": published float32 eigh up to this size, certified ARPACK above
-N_THRESHOLDS = 100
-_TIE_REL = 1e-5  # candidate NCut values closer than this are a tie in float32 arithmetic
-_EIG_ERR = 3e-8  # max |y64 - y32| <= 2 * _EIG_ERR / gap * max(D^-1/2): measured ratio <= 0.33, x3 margin
 
 
 @dataclass(frozen=True, eq=False)
@@ -359,246 +356,6 @@ def _as_graph(w: Any, mode: str) -> tuple[Any, int]:
     return g, int(shape[0])
 
 
-# ----------------------------------------------------------------------------------------- fixed mode
-
-
-def _subgraph(g: Any, idx: np.ndarray) -> Any:
-    """The induced sub-graph on ``idx`` (a copy), without self-loops.
-
-    Self-loops are dropped because they count in a node's degree but can never be cut: with
-    ``affinity``'s unit diagonal, a single pixel whose summed similarity ``c`` to the rest is below 1 has
-    ``NCut = c / (1 + c) + ... < 0.5`` and would be peeled off as its own segment on noisy features.
-    Without them, any cut with a one-pixel side has ``NCut >= 1``.
-    """
-    if sp.issparse(g):
-        sub = g[idx][:, idx].tocsr()
-        sub = (sub - sp.diags(sub.diagonal())).tocsr()
-        sub.eliminate_zeros()
-        return sub
-    sub = g[np.ix_(idx, idx)]
-    sub = sub.astype(np.float64, copy=False) if idx.shape[0] <= 4096 else sub
-    np.fill_diagonal(sub, 0.0)
-    return sub
-
-
-def _fixed_attempt(g: Any, members: np.ndarray, solver: str, warm: np.ndarray | None, min_size: int) -> dict:
-    sub = _subgraph(g, members)
-    d = _eigen.degrees(sub)
-    comp = _eigen.components(sub)
-    ncomp = int(comp.max()) + 1
-    if ncomp > 1:
-        vol = np.bincount(comp, weights=d, minlength=ncomp)
-        size = np.bincount(comp, minlength=ncomp)
-        big = int(np.lexsort((-size, -vol))[0])  # largest volume, then largest size, then first
-        pos = comp == big
-        if min(pos.sum(), (~pos).sum()) >= min_size:
-            y = pos.astype(np.float64)
-            return {
-                "fiedler": y,
-                "thresholds": np.array([0.5]),
-                "ncut_values": np.array([0.0]),
-                "threshold": 0.5,
-                "ncut": 0.0,
-                "positive": pos,
-                "solver": "components",
-                "lam2": 0.0,
-                "note": f"disconnected ({ncomp} components): largest component split off",
-            }
-        # a component too small to stand alone rides along on the negative side of a spectral cut
-        inner = np.flatnonzero(pos)
-        if inner.shape[0] < 2:
-            return {"reject": f"disconnected ({ncomp} components), none splittable under min_size"}
-        sub_in = sub[inner][:, inner] if sp.issparse(sub) else sub[np.ix_(inner, inner)]
-        f = _eigen.fiedler(sub_in, _eigen.degrees(sub_in), solver, None)
-        y = np.full(members.shape[0], f.y.min() - (np.ptp(f.y) + 1.0))
-        y[inner] = f.y
-        note = f"disconnected ({ncomp} components): spectral cut of the largest one"
-    else:
-        f = _eigen.fiedler(sub, d, solver, warm)
-        y = f.y
-        note = ""
-    thr, nc = _eigen.sweep(sub, d, y, min_size)
-    if thr.shape[0] == 0:
-        return {
-            "reject": "no threshold leaves min_size nodes on both sides",
-            "fiedler": y,
-            "solver": f.solver,
-        }
-    best = int(np.argmin(nc))
-    return {
-        "fiedler": y,
-        "thresholds": thr,
-        "ncut_values": nc,
-        "threshold": float(thr[best]),
-        "ncut": float(nc[best]),
-        "positive": y > thr[best],
-        "solver": f.solver,
-        "lam2": f.lam2,
-        "note": note,
-    }
-
-
-# ----------------------------------------------------------------------------------------- paper mode
-
-
-def _published_eigh(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor | None:
-    """Published numerics: float32 ``eigh`` of ``D^-1/2 (D - A) D^-1/2``, ``y = D^-1/2 v[:, 1]``, sign fixed.
-
-    The elementwise scaling rounds exactly like the published products with dense diagonal matrices.
-    """
-    s = 1 / d**0.5
-    lap = torch.diag(d) - a
-    try:
-        _, vecs = torch.linalg.eigh((s[:, None] * lap) * s[None, :])
-    except RuntimeError:  # torch.linalg.LinAlgError; the published code crashes on the next line
-        return None
-    y = s * vecs[:, 1]
-    return y * torch.sign(y[torch.argmax(torch.abs(y))])
-
-
-def _published_loop_scores(
-    a: torch.Tensor, d: torch.Tensor, y: torch.Tensor, thr: torch.Tensor
-) -> np.ndarray:
-    """The published per-threshold loop, float32, same operations (used only to settle near-ties)."""
-    deg = torch.diag(d)
-    lap = deg - a
-    total = torch.sum(deg)
-    out = []
-    for t in thr:
-        x = 2 * (1.0 * (y > t)) - 1
-        k = torch.sum(d * (x > 0)) / total
-        b = k / (1 - k)
-        z = (1 + x) - b * (1 - x)
-        out.append(((z @ lap @ z) / (z @ deg @ z)).item())
-    return np.array(out)
-
-
-def _paper_scores(a64: torch.Tensor, d64: torch.Tensor, y: torch.Tensor, thr: torch.Tensor) -> tuple:
-    """Vectorised discrete Shi-Malik NCut of the 100 candidates (float64, one matrix product).
-
-    Identical partitions (the candidates are nested, so equal positive counts) share one value, which
-    keeps the published first-minimum tie rule exact. Returns (values, counts, first index per distinct
-    partition, value per distinct partition, vol_p, vol_n, cut per distinct partition).
-    """
-    x = y[None, :] > thr[:, None]
-    counts = x.sum(1)
-    n = y.shape[0]
-    _, first, inverse = np.unique(counts.numpy(), return_index=True, return_inverse=True)
-    xu = x[torch.as_tensor(first)].to(torch.float64)
-    vol = d64.sum()
-    vol_p = xu @ d64
-    vol_n = vol - vol_p
-    frac = vol_p / vol
-    b = frac / (1 - frac)
-    z = torch.where(xu > 0, torch.full_like(xu, 2.0), (-2.0 * b)[:, None].expand_as(xu))
-    za = z @ a64
-    den = (z * z * d64).sum(1)
-    num = den - (za * z).sum(1)
-    val = (num / den).numpy()
-    cu = counts.numpy()[first]
-    val = np.where((cu == 0) | (cu == n), np.nan, val)
-    cut = (vol_p - (xu @ a64 * xu).sum(1)).numpy()
-    return val[inverse.reshape(-1)], first, val, vol_p.numpy(), vol_n.numpy(), cut
-
-
-def _published_choice(values: np.ndarray) -> tuple[int, float]:
-    """Published selection: partition = ``np.argmin`` (first NaN if any), value = Python ``min``."""
-    nan = np.isnan(values)
-    if nan.any():
-        j = int(np.argmax(nan))
-        return j, float("nan") if nan[0] else float(values[~nan].min())
-    j = int(np.argmin(values))
-    return j, float(values[j])
-
-
-def _near_tie(val_u: np.ndarray) -> bool:
-    v = np.sort(val_u[~np.isnan(val_u)])
-    return v.shape[0] > 1 and bool(v[1] - v[0] <= _TIE_REL * max(1.0, abs(v[0])))
-
-
-def _certified(y: np.ndarray, d: np.ndarray, gap: float, thr: np.ndarray, scores: tuple) -> bool:
-    """Would the published float32 eigh (perturbing ``y`` by about ``eps32 / gap``) choose the same cut?
-
-    Checks: the sign rule, the node-vs-chosen-threshold margins, and that no other candidate's NCut
-    interval (under the flips its near-threshold nodes allow, plus float32 rounding) reaches the best one.
-    """
-    first, val_u, vp, vn, cut = scores
-    if not np.isfinite(gap) or gap <= 1e-7 or np.isnan(val_u).any():
-        return False
-    delta = 2 * _EIG_ERR / gap * float((1 / np.sqrt(d)).max())
-    ab = np.abs(y)
-    top = int(np.argmax(ab))
-    if np.any((ab >= ab[top] - 2 * delta) & (np.sign(y) != np.sign(y[top]))):
-        return False
-    ys = np.sort(y)
-    lo_i = np.searchsorted(ys, thr[first] - 2 * delta)
-    hi_i = np.searchsorted(ys, thr[first] + 2 * delta)
-    order = np.argsort(y)
-    cd = np.concatenate([[0.0], np.cumsum(d[order])])
-    dd = cd[hi_i] - cd[lo_i]  # degree of the nodes that may switch side at each candidate
-    best = int(np.argmin(val_u))
-    if dd[best] > 0:
-        return False
-    vol = vp + vn
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lo = np.maximum(cut - dd, 0) * vol / ((vp + dd) * (vn + dd))  # lowest NCut a candidate can reach
-    tol = _TIE_REL * np.maximum(1.0, np.abs(val_u))
-    others = np.arange(val_u.shape[0]) != best
-    return not bool(np.any(others & (lo - tol <= val_u[best] + tol[best])))
-
-
-def _paper_attempt(w32: torch.Tensor, kept: np.ndarray, solver: str, warm: np.ndarray | None) -> dict:
-    idx = torch.as_tensor(kept)
-    a = w32[idx][:, idx].contiguous()
-    d = torch.sum(a, dim=1)
-    if bool((d <= 0).any()):
-        return {"reject": "zero degree: the published eigen problem is undefined (1/sqrt(0))"}
-    n = kept.shape[0]
-    a64, d64 = a.to(torch.float64), d.to(torch.float64)
-    fast = solver in ("eigsh", "dense") or (solver == "auto" and n > PAPER_DENSE_MAX)
-    y = None
-    used = "torch32"
-    if fast:
-        f = _eigen.fiedler(a64.numpy(), d64.numpy(), "dense" if solver == "dense" else "eigsh", warm)
-        y = torch.as_tensor(f.y, dtype=torch.float32)
-        thr = torch.linspace(y.min() * 0.99, y.max() * 0.99, N_THRESHOLDS)
-        values, first, val_u, vp, vn, cut = _paper_scores(a64, d64, y, thr)
-        gap = min(f.lam2, f.lam3 - f.lam2)
-        scores = (first, val_u, vp, vn, cut)
-        if solver != "auto" or _certified(f.y, d64.numpy(), gap, thr.numpy().astype(np.float64), scores):
-            used = f.solver
-        else:
-            y = None
-    if y is None:
-        y = _published_eigh(a, d)
-        if y is None or not bool(torch.isfinite(y).all()):
-            return {
-                "reject": "eigen solver failed (the published code would crash here)",
-                "solver": "torch32",
-            }
-        thr = torch.linspace(y.min() * 0.99, y.max() * 0.99, N_THRESHOLDS)
-        values, first, val_u, *_ = _paper_scores(a64, d64, y, thr)
-    if _near_tie(val_u):  # settle float32-level ties with the published arithmetic itself
-        if used != "torch32":
-            y = _published_eigh(a, d)
-            if y is None:
-                return {"reject": "eigen solver failed (the published code would crash here)", "solver": used}
-            thr = torch.linspace(y.min() * 0.99, y.max() * 0.99, N_THRESHOLDS)
-        values = _published_loop_scores(a, d, y, thr)
-        used = "torch32+loop"
-    j, ncut = _published_choice(values)
-    thr_np = thr.numpy().astype(np.float64)
-    return {
-        "fiedler": y.numpy().astype(np.float64),
-        "thresholds": thr_np,
-        "ncut_values": values,
-        "threshold": float(thr_np[j]),
-        "ncut": ncut,
-        "positive": (y > thr[j]).numpy(),
-        "solver": used,
-    }
-
-
 # ------------------------------------------------------------------------------------------ recursion
 
 
@@ -725,26 +482,25 @@ def recursive_ncut(
             pm, py = warm_src
             warm = py[np.searchsorted(pm, members)]
         if mode == "paper":
-            res = _paper_attempt(g, members, solver, warm)
+            res = paper_attempt(g, members, solver, warm)
         else:
-            res = _fixed_attempt(g, members, solver, warm, min_size)
-        empty = np.empty(0)
-        y = res.get("fiedler", empty)
-        positive = res.get("positive", np.zeros(members.shape[0], bool))
-        ncut = float(res.get("ncut", np.nan))
-        accepted = "reject" not in res and bool(ncut < tau)
+            res = fixed_attempt(g, members, solver, warm, min_size)
+        y = res.fiedler
+        positive = res.positive if res.positive is not None else np.zeros(members.shape[0], bool)
+        ncut = float(res.ncut)
+        accepted = res.reject is None and bool(ncut < tau)
         npos = int(positive.sum())
         if accepted and (npos == 0 or npos == members.shape[0]):
             accepted = False
             reason = "rejected: one side is empty (the published code would recurse without end)"
-        elif "reject" in res:
-            reason = "rejected: " + res["reject"]
+        elif res.reject is not None:
+            reason = "rejected: " + res.reject
         elif accepted:
             reason = f"accepted: ncut {ncut:.4g} < tau {tau:.4g}"
         else:
             reason = _reason_rejected(ncut, tau)
-        if res.get("note"):
-            reason += f" [{res['note']}]"
+        if res.note:
+            reason += f" [{res.note}]"
         children = None
         if accepted:
             children = (nxt, nxt + 1)
@@ -762,15 +518,15 @@ def recursive_ncut(
                 depth=depth,
                 members=members,
                 fiedler=y,
-                thresholds=res.get("thresholds", empty),
-                ncut_values=res.get("ncut_values", empty),
-                threshold=float(res.get("threshold", np.nan)),
+                thresholds=res.thresholds,
+                ncut_values=res.ncut_values,
+                threshold=float(res.threshold),
                 ncut=ncut,
                 accepted=accepted,
                 children=children,
                 region=region,
                 positive=positive,
-                solver=res.get("solver", "none"),
+                solver=res.solver,
                 reason=reason,
             )
         )

@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 import torch
 
-from .backbones import Backbone, _default_scheduler, sdxl_added_cond
+from . import _diffusers
+from .backbones import Backbone, sdxl_added_cond
 
 __all__ = ["TINY_FAMILIES", "save_tiny_model", "tiny_backbone", "tiny_configs"]
 
@@ -109,15 +110,12 @@ def _conditioning(family: Family, seed: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 def _build_modules(family: Family, seed: int, image_size: int, dtype: torch.dtype) -> tuple[Any, Any, dict]:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
     cfgs = tiny_configs(family, image_size)
-    with torch.random.fork_rng(devices=[]):  # seeded weights; the caller's random state is left alone
-        torch.manual_seed(seed)
-        unet = UNet2DConditionModel(**cfgs["unet"]).to(dtype).eval().requires_grad_(False)
-        vae = None
-        if cfgs["vae"] is not None:
-            vae = AutoencoderKL(**cfgs["vae"]).eval().requires_grad_(False)
+    # Seeded weights; the caller's random state is left alone.
+    unet = _diffusers.new_unet(cfgs["unet"], seed=seed).to(dtype).eval().requires_grad_(False)
+    vae = None
+    if cfgs["vae"] is not None:
+        vae = _diffusers.new_vae(cfgs["vae"], seed=seed).eval().requires_grad_(False)
     return unet, vae, cfgs
 
 
@@ -162,7 +160,7 @@ def tiny_backbone(
     return Backbone(
         unet,
         vae=vae,
-        scheduler=_default_scheduler(),
+        scheduler=_diffusers.ddim_scheduler(),
         prompt_embeds=embeds,
         added_cond_kwargs=None if pooled is None else sdxl_added_cond(pooled, image_size),
         family=cfgs["family"],
@@ -212,7 +210,7 @@ def save_tiny_model(
     unet.save_pretrained(root / "unet")
     if vae is not None:
         vae.save_pretrained(root / "vae")
-    _default_scheduler().save_pretrained(root / "scheduler")
+    _diffusers.ddim_scheduler().save_pretrained(root / "scheduler")
     pipeline = "StableDiffusionXLPipeline" if family == "sdxl" else "StableDiffusionPipeline"
     index: dict[str, Any] = {"_class_name": pipeline, "unet": ["diffusers", "UNet2DConditionModel"]}
     if vae is not None:

@@ -10,9 +10,10 @@ from _reference_ncut import clustered_features, reference_affinity, reference_nc
 from sklearn.metrics import adjusted_rand_score
 
 from diffcut_lab import _eigen
+from diffcut_lab._paper_cut import published_choice
 from diffcut_lab.affinities import affinity
 from diffcut_lab.errors import FeatureError, ParameterError
-from diffcut_lab.ncut import CutTree, _published_choice, recursive_ncut
+from diffcut_lab.ncut import CutTree, recursive_ncut
 
 
 def two_cliques(n: int = 10, inner: float = 1.0, bridge: float = 0.01) -> np.ndarray:
@@ -112,11 +113,11 @@ def test_paper_mode_drops_nodes_with_zero_rows_at_depth() -> None:
 
 def test_published_nan_rule() -> None:
     nan = float("nan")
-    assert _published_choice(np.array([0.3, 0.1, 0.2]))[0] == 1
-    assert _published_choice(np.array([0.3, 0.1, 0.1]))[0] == 1  # first minimum
-    j, v = _published_choice(np.array([0.3, nan, 0.1]))
+    assert published_choice(np.array([0.3, 0.1, 0.2]))[0] == 1
+    assert published_choice(np.array([0.3, 0.1, 0.1]))[0] == 1  # first minimum
+    j, v = published_choice(np.array([0.3, nan, 0.1]))
     assert j == 1 and v == 0.1  # np.argmin takes the NaN, Python min skips it
-    j, v = _published_choice(np.array([nan, 0.2, 0.1]))
+    j, v = published_choice(np.array([nan, 0.2, 0.1]))
     assert j == 0 and np.isnan(v)
 
 

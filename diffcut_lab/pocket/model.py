@@ -135,30 +135,31 @@ class PocketConfig:
 
 def build_unet(config: PocketConfig, *, seed: int = 0) -> Any:
     """A randomly initialised ``UNet2DConditionModel`` for `config` (seeded, CPU, float32)."""
-    from diffusers import UNet2DConditionModel
+    from .._diffusers import new_unet
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return UNet2DConditionModel(
-            sample_size=config.image_size,
-            in_channels=3,
-            out_channels=3,
-            block_out_channels=tuple(config.block_out_channels),
-            down_block_types=tuple(config.down_block_types),
-            up_block_types=tuple(config.up_block_types),
-            layers_per_block=config.layers_per_block,
-            transformer_layers_per_block=config.transformer_layers_per_block,
-            attention_head_dim=config.attention_heads,
-            cross_attention_dim=config.cross_attention_dim,
-            norm_num_groups=config.norm_num_groups,
-        )
+    return new_unet(
+        {
+            "sample_size": config.image_size,
+            "in_channels": 3,
+            "out_channels": 3,
+            "block_out_channels": tuple(config.block_out_channels),
+            "down_block_types": tuple(config.down_block_types),
+            "up_block_types": tuple(config.up_block_types),
+            "layers_per_block": config.layers_per_block,
+            "transformer_layers_per_block": config.transformer_layers_per_block,
+            "attention_head_dim": config.attention_heads,
+            "cross_attention_dim": config.cross_attention_dim,
+            "norm_num_groups": config.norm_num_groups,
+        },
+        seed=seed,
+    )
 
 
 def build_scheduler(config: PocketConfig) -> Any:
     """The DDPM noise scheduler used for training (and saved with the weights)."""
-    from diffusers import DDPMScheduler
+    from .._diffusers import ddpm_scheduler
 
-    return DDPMScheduler(
+    return ddpm_scheduler(
         num_train_timesteps=config.num_train_timesteps,
         beta_schedule=config.beta_schedule,
         beta_start=config.beta_start,
