@@ -112,7 +112,9 @@ def _conditioning(family: Family, seed: int) -> tuple[torch.Tensor, torch.Tensor
 def _build_modules(family: Family, seed: int, image_size: int, dtype: torch.dtype) -> tuple[Any, Any, dict]:
     cfgs = tiny_configs(family, image_size)
     # Seeded weights; the caller's random state is left alone.
-    unet = _diffusers.new_unet(cfgs["unet"], seed=seed).to(dtype).eval().requires_grad_(False)
+    unet = _diffusers.new_unet(cfgs["unet"], seed=seed).eval().requires_grad_(False)
+    if dtype != torch.float32:
+        unet.to(dtype)
     vae = None
     if cfgs["vae"] is not None:
         vae = _diffusers.new_vae(cfgs["vae"], seed=seed).eval().requires_grad_(False)

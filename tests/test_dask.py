@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
 import torch
@@ -82,4 +80,3 @@ def test_model_is_loaded_once_per_worker(grid):
     from diffcut_lab.ablation.worker import load_model
 
     assert load_model(grid.models[0]) is load_model(grid.models[0])
-    assert isinstance(Path(grid.models[0]), Path)

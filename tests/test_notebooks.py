@@ -7,7 +7,6 @@ import ast
 import json
 import os
 import re
-import time
 from pathlib import Path
 
 import nbformat
@@ -119,11 +118,9 @@ def test_notebook_executes(name, tmp_path):
         if name.startswith("06"):
             params["layers"] = ["diffcut"]
     out = tmp_path / f"{name}.ipynb"
-    t0 = time.perf_counter()
     pm.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(out), parameters=params,
                         cwd=str(tmp_path), progress_bar=False, kernel_name="python3",
                         request_save_on_cell_execute=False, execution_timeout=300)
-    seconds = time.perf_counter() - t0
     nb = json.loads(out.read_text())
     outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
     assert not [o for o in outputs if o["output_type"] == "error"]
@@ -132,4 +129,3 @@ def test_notebook_executes(name, tmp_path):
     if name.startswith("04"):
         widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
         assert len(widgets) == 2, "notebook 04 shows two steppers (fixed and paper mode)"
-    assert seconds < 120, f"{name} took {seconds:.0f} s"

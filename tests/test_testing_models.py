@@ -2,41 +2,23 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 
-from diffcut_lab.backbones import Backbone
 from diffcut_lab.hooks import diffcut_layer_name, list_hook_points
 from diffcut_lab.testing import TINY_FAMILIES, save_tiny_model, tiny_backbone, tiny_configs
 
 
 @pytest.mark.parametrize("family", TINY_FAMILIES)
-def test_tiny_backbone_is_small_fast_and_runs(family):
-    tiny_backbone(family)  # warm the imports
-    builds = []
-    for _ in range(3):  # best of three: the test machine may be shared
-        t0 = time.perf_counter()
-        bb = tiny_backbone(family)
-        builds.append(time.perf_counter() - t0)
-    build = min(builds)
-    assert isinstance(bb, Backbone)
+def test_tiny_backbone_is_small_and_runs(family):
+    """Small enough for every test to build; speed is measured in benchmarks/responsiveness.py."""
+    bb = tiny_backbone(family)
     assert sum(p.numel() for p in bb.unet.parameters()) < 3_000_000
     x = torch.rand(2, 3, bb.image_size, bb.image_size)
     z = bb.encode(x)
     assert z.shape == (2, bb.in_channels, bb.image_size // bb.latent_scale, bb.image_size // bb.latent_scale)
-    x_t = bb.add_noise(z, 50)
-    fwds = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        out = bb.forward(x_t, 50)
-        fwds.append(time.perf_counter() - t0)
-    fwd = min(fwds)
+    out = bb.forward(bb.add_noise(z, 50), 50)
     assert out.shape == z.shape and torch.isfinite(out).all()
-    # < 1 s and < 0.2 s on an idle 2-core CPU; generous bounds here, as the test machine may be shared
-    assert build < 5.0, build
-    assert fwd < 2.0, fwd
 
 
 def test_families_have_the_expected_structure():

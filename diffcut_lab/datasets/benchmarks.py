@@ -184,47 +184,64 @@ def _d2_split(split: str) -> str:
 # layouts
 
 
-def _voc_items(root: Path, split: str) -> _Items:
-    expected = []
-    for base in _candidates(root, ["VOCdevkit/VOC2012", "VOC2012"]):
-        lst = base / "ImageSets" / "Segmentation" / f"{split}.txt"
-        expected.append(f"raw devkit: {lst} with JPEGImages/ and SegmentationClass/ beside it")
+def _d2_items(
+    root: Path, split: str, subdirs: Sequence[str], annotations: str, expected: list[str],
+    label: str = "detectron2: ",
+) -> tuple[list[str], list[Path], list[Path]] | None:
+    """The ``images/<split>`` + ``<annotations>/<split>`` pairs of the first candidate folder holding both
+    (the detectron2 layout); what was looked for is appended to ``expected``."""
+    for base in _candidates(root, subdirs):
+        img_dir = base / "images" / _d2_split(split)
+        lab_dir = base / annotations / _d2_split(split)
+        expected.append(f"{label}{img_dir} and {lab_dir}")
+        if img_dir.is_dir() and lab_dir.is_dir():
+            return _pair_dirs(img_dir, lab_dir)
+    return None
+
+
+def _devkit_items(
+    root: Path, split: str, subdirs: Sequence[str], image_set: str, labels: str, expected: list[str], label: str
+) -> tuple[list[str], list[Path], list[Path]] | None:
+    """The ids of ``ImageSets/<image_set>/<split>.txt`` with ``JPEGImages/<id>.jpg`` and ``<labels>/<id>.png``
+    in the first candidate folder that has the list (the VOC devkit layout); what was looked for is appended
+    to ``expected``."""
+    for base in _candidates(root, subdirs):
+        lst = base / "ImageSets" / image_set / f"{split}.txt"
+        expected.append(f"{label}: {lst} with JPEGImages/ and {labels}/ beside it")
         if lst.is_file():
             ids = _read_list(lst)
             imgs, labs = _pair_from_list(
-                ids, lambda i, b=base: b / "JPEGImages" / f"{i}.jpg",
-                lambda i, b=base: b / "SegmentationClass" / f"{i}.png",
-            )  # fmt: skip
-            return _Items(ids, imgs, labs, "voc-devkit")
-    for base in _candidates(root, ["pascal_voc_d2"]):
-        img_dir = base / "images" / _d2_split(split)
-        lab_dir = base / "annotations_pascal20" / _d2_split(split)
-        expected.append(f"detectron2: {img_dir} and {lab_dir}")
-        if img_dir.is_dir() and lab_dir.is_dir():
-            names, imgs, labs = _pair_dirs(img_dir, lab_dir)
-            note = "annotations_pascal20 merges void into background, so void is scored as background"
-            return _Items(names, imgs, labs, "voc-d2", note)
+                ids, lambda i, b=base: b / "JPEGImages" / f"{i}.jpg", lambda i, b=base: b / labels / f"{i}.png"
+            )
+            return ids, imgs, labs
+    return None
+
+
+def _voc_items(root: Path, split: str) -> _Items:
+    expected: list[str] = []
+    found = _devkit_items(
+        root, split, ["VOCdevkit/VOC2012", "VOC2012"], "Segmentation", "SegmentationClass", expected, "raw devkit"
+    )
+    if found is not None:
+        return _Items(*found, "voc-devkit")
+    pairs = _d2_items(root, split, ["pascal_voc_d2"], "annotations_pascal20", expected)
+    if pairs is not None:
+        note = "annotations_pascal20 merges void into background, so void is scored as background"
+        return _Items(*pairs, "voc-d2", note)
     raise _not_found("voc", root, expected)
 
 
 def _context_items(root: Path, split: str) -> _Items:
-    expected = []
-    for base in _candidates(root, ["pascal_ctx_d2"]):
-        img_dir = base / "images" / _d2_split(split)
-        lab_dir = base / "annotations_ctx59" / _d2_split(split)
-        expected.append(f"detectron2: {img_dir} and {lab_dir}")
-        if img_dir.is_dir() and lab_dir.is_dir():
-            return _Items(*_pair_dirs(img_dir, lab_dir), "context-d2")
-    for base in _candidates(root, ["VOCdevkit/VOC2010", "VOC2010"]):
-        lst = base / "ImageSets" / "SegmentationContext" / f"{split}.txt"
-        expected.append(f"VOC2010: {lst} with JPEGImages/ and SegmentationClassContext/ beside it")
-        if lst.is_file():
-            ids = _read_list(lst)
-            imgs, labs = _pair_from_list(
-                ids, lambda i, b=base: b / "JPEGImages" / f"{i}.jpg",
-                lambda i, b=base: b / "SegmentationClassContext" / f"{i}.png",
-            )  # fmt: skip
-            return _Items(ids, imgs, labs, "context-voc2010")
+    expected: list[str] = []
+    pairs = _d2_items(root, split, ["pascal_ctx_d2"], "annotations_ctx59", expected)
+    if pairs is not None:
+        return _Items(*pairs, "context-d2")
+    found = _devkit_items(
+        root, split, ["VOCdevkit/VOC2010", "VOC2010"], "SegmentationContext", "SegmentationClassContext", expected,
+        "VOC2010",
+    )
+    if found is not None:
+        return _Items(*found, "context-voc2010")
     raise _not_found("context", root, expected)
 
 
@@ -309,12 +326,9 @@ def _cityscapes_items(root: Path, split: str) -> _Items:
 
 def _ade20k_items(root: Path, split: str) -> _Items:
     expected = []
-    for base in _candidates(root, ["ADEChallengeData2016"]):
-        img_dir = base / "images" / _d2_split(split)
-        lab_dir = base / "annotations" / _d2_split(split)
-        expected.append(f"{img_dir} and {lab_dir}")
-        if img_dir.is_dir() and lab_dir.is_dir():
-            return _Items(*_pair_dirs(img_dir, lab_dir), "ade20k")
+    pairs = _d2_items(root, split, ["ADEChallengeData2016"], "annotations", expected, label="")
+    if pairs is not None:
+        return _Items(*pairs, "ade20k")
     raise _not_found("ade20k", root, expected)
 
 

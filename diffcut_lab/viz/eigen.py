@@ -183,9 +183,13 @@ def eigenvectors(
 
 
 class EigenvectorExplorer:
-    """App form of :func:`eigenvectors`: click a heatmap to pick the pixel whose affinity row is shown; with
-    features, an alpha slider recomputes the affinity and the spectrum. Attributes: ``figure``
-    (FigureWidget), ``pixel``, ``alpha_slider`` (or ``None``), ``spectrum``, ``widget``."""
+    """Interactive :func:`eigenvectors`: click a heatmap to pick the pixel whose affinity row is shown; with
+    features, an alpha slider recomputes the affinity and the spectrum.
+
+    ``eigenvector_explorer(...)`` is the same class under the function-style name. Parameters as in
+    :func:`eigenvectors`, plus ``alpha_range`` (the slider's range). Attributes: ``figure``
+    (FigureWidget), ``pixel``, ``alpha_slider`` (or ``None``), ``spectrum``, ``widget``.
+    """
 
     def __init__(
         self,
@@ -274,17 +278,4 @@ class EigenvectorExplorer:
         return self.widget._repr_mimebundle_(**kwargs)
 
 
-def eigenvector_explorer(
-    W_or_features: Any,
-    k: int = 8,
-    grid: tuple[int, int] | None = None,
-    *,
-    alpha: float = 10.0,
-    image: Any = None,
-    n_eigenvalues: int = 20,
-    height: int | None = None,
-) -> EigenvectorExplorer:
-    """Interactive :func:`eigenvectors`: click a heatmap to pick a pixel; an alpha slider when features are
-    given. Parameters as in :func:`eigenvectors`."""
-    return EigenvectorExplorer(W_or_features, k, grid, alpha=alpha, image=image, n_eigenvalues=n_eigenvalues,
-                               height=height)
+eigenvector_explorer = EigenvectorExplorer  # the function-style name the notebooks and docs use

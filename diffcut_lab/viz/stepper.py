@@ -549,12 +549,44 @@ def cut_tree_figure(tree: Any, *, height: int = 320, title: str | None = None) -
 # the app
 # ----------------------------------------------------------------------------------------------------
 class CutStepper:
-    """An ipywidgets app to step through the cuts of a recursive normalized cut.
+    """An ipywidgets app to step through each recursive cut of ``tree`` (slider, previous/next, play).
 
-    Build it with :func:`cut_stepper`. Attributes a notebook (or a test) can drive: ``slider``
-    (1-based step), ``prev_button``, ``next_button``, ``tau_slider``, ``alpha_slider`` (``None`` without
-    features), ``figure`` (a plotly ``FigureWidget``), ``status`` (an HTML line), ``tree`` (the tree
-    shown now), ``widget`` (the whole app). Displaying the object displays the app.
+    ``cut_stepper(...)`` is the same class under the function-style name.
+
+    Parameters
+    ----------
+    tree
+        A :class:`~diffcut_lab.CutTree` built with ``grid=(h, w)``.
+    image
+        The segmented image; ``None`` shows the PCA colours of ``features`` (or a grey canvas).
+    features
+        The ``(C, h, w)`` features the tree was cut from. With them, ``alpha`` can be changed and ``tau``
+        raised above the tree's tau: the cuts are recomputed by the segmentation core
+        (:func:`~diffcut_lab.segmentation.recut`) with every other setting of the tree (mode, min_size,
+        max_depth, solver); without them ``tau`` can only be lowered (pruning, no recomputation).
+    alpha
+        The affinity exponent the tree was computed with (default: the tree's own, recorded by
+        :func:`~diffcut_lab.segmentation.cut_tree`, else 10).
+    tau_range, alpha_range
+        Slider ranges.
+    max_side
+        Longer side of the displayed image.
+    height, width
+        Size of the figure in pixels.
+
+    Attributes
+    ----------
+    slider, prev_button, next_button, tau_slider, alpha_slider, figure, status, tree, widget
+        What a notebook (or a test) can drive or read: the 1-based step slider, the buttons, the tau
+        and alpha sliders (``alpha_slider`` is ``None`` without features), the plotly ``FigureWidget``,
+        the HTML status line, the tree shown now and the whole app. Display the object (last expression
+        of a cell) to use it; drive it from code with ``show_step``, ``set_tau`` and ``set_alpha``.
+
+    Examples
+    --------
+    >>> import diffcut_lab as dl  # doctest: +SKIP
+    >>> tree = dl.cut_tree(feats, dl.DiffCutConfig(tau=0.5))  # doctest: +SKIP
+    >>> cut_stepper(tree, image, features=feats)  # doctest: +SKIP
     """
 
     def __init__(
@@ -748,54 +780,4 @@ class CutStepper:
         return self.widget._repr_mimebundle_(**kwargs)
 
 
-def cut_stepper(
-    tree: Any,
-    image: Any = None,
-    *,
-    features: Any = None,
-    alpha: float | None = None,
-    tau_range: tuple[float, float] = (0.05, 1.0),
-    alpha_range: tuple[float, float] = (1.0, 20.0),
-    max_side: int = 192,
-    height: int = 700,
-    width: int | None = None,
-) -> CutStepper:
-    """An app to step through each recursive cut of ``tree`` (slider, previous/next buttons, play).
-
-    Parameters
-    ----------
-    tree
-        A :class:`~diffcut_lab.CutTree` built with ``grid=(h, w)``.
-    image
-        The segmented image; ``None`` shows the PCA colours of ``features`` (or a grey canvas).
-    features
-        The ``(C, h, w)`` features the tree was cut from. With them, ``alpha`` can be changed and ``tau``
-        raised above the tree's tau: the cuts are recomputed by the segmentation core
-        (:func:`~diffcut_lab.segmentation.recut`) with every other setting of the tree (mode, min_size,
-        max_depth, solver); without them ``tau`` can only be lowered (pruning, no recomputation).
-    alpha
-        The affinity exponent the tree was computed with (default: the tree's own, recorded by
-        :func:`~diffcut_lab.segmentation.cut_tree`, else 10).
-    tau_range, alpha_range
-        Slider ranges.
-    max_side
-        Longer side of the displayed image.
-    height, width
-        Size of the figure in pixels.
-
-    Returns
-    -------
-    CutStepper
-        Display it (last expression of a cell) to use it; drive it from code with ``show_step``,
-        ``set_tau`` and ``set_alpha``.
-
-    Examples
-    --------
-    >>> import diffcut_lab as dl  # doctest: +SKIP
-    >>> tree = dl.cut_tree(feats, dl.DiffCutConfig(tau=0.5))  # doctest: +SKIP
-    >>> cut_stepper(tree, image, features=feats)  # doctest: +SKIP
-    """
-    return CutStepper(
-        tree, image, features=features, alpha=alpha, tau_range=tau_range, alpha_range=alpha_range,
-        max_side=max_side, height=height, width=width,
-    )
+cut_stepper = CutStepper  # the function-style name the notebooks and docs use
