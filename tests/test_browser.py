@@ -18,6 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,6 +130,38 @@ def _stepper_state(page) -> dict:
     )
 
 
+_FIGURE_STATE = """(index) => {
+    const gd = document.querySelectorAll('.diffcut-cut-stepper .js-plotly-plot')[index];
+    const pick = (t) => ({name: t.name, colorscale: JSON.stringify(t.colorscale === undefined ? null : t.colorscale),
+                          zmin: t.zmin, zmax: t.zmax, z: String(JSON.stringify(t.z)).slice(0, 4000),
+                          x: String(JSON.stringify(t.x)).slice(0, 4000), y: String(JSON.stringify(t.y)).slice(0, 4000)});
+    return {traces: gd.data.map(pick),
+            full: gd._fullData.map(t => JSON.stringify(t.colorscale === undefined ? null : t.colorscale)),
+            xrange: gd._fullLayout.xaxis3.range, yrange: gd._fullLayout.yaxis3.range,
+            curve: (() => { const t = gd._fullData.find(d => d.name === 'NCut(threshold)');
+                            const v = Array.from(t.y || []).filter(Number.isFinite);
+                            const x = Array.from(t.x || []).filter(Number.isFinite);
+                            return v.length ? [Math.min(...x), Math.max(...x), Math.max(...v)] : null; })(),
+            titles: gd._fullLayout.annotations.map(a => a.text)};
+}"""
+
+
+def _wait_status(page, index: int, text: str) -> None:
+    page.wait_for_function(
+        "([i, t]) => { const s = document.querySelectorAll('.diffcut-cut-stepper')[i]"
+        "  .querySelector('.widget-html-content'); return s && s.innerText.includes(t); }",
+        arg=[index, text], timeout=30_000,
+    )
+
+
+def _plot_pixels(locator) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(locator.screenshot())).convert("RGB"), dtype=np.int16)
+
+
 def test_stepper_in_jupyterlab(lab, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api")
     url, token = lab
@@ -155,6 +188,8 @@ def test_stepper_in_jupyterlab(lab, tmp_path):
             app = page.locator(".diffcut-cut-stepper").first
             app.scroll_into_view_if_needed()
             page.wait_for_timeout(500)
+            _check_first_frames(page)
+            app.scroll_into_view_if_needed()
             before = _stepper_state(page)
             assert before and "step 1 of" in before["status"], before
             assert before["readout"].strip() == "1"
@@ -187,3 +222,82 @@ def test_stepper_in_jupyterlab(lab, tmp_path):
     assert after["readout"].strip() == "2"
     assert after["z"] != before["z"], "the figure did not change with the slider"
     assert after["traces"] == before["traces"] >= 10
+
+
+def _check_first_frames(page) -> None:
+    """Every stepper's first frame, as drawn when the cell ran, equals step 1 redrawn (next, then prev):
+    same colour scales (no plotly default), same data, same axis ranges, and the same pixels."""
+    apps = page.locator(".diffcut-cut-stepper")
+    assert apps.count() == 2, "notebook 04 shows two steppers (fixed and paper mode)"
+    for i in range(apps.count()):
+        app = apps.nth(i)
+        app.scroll_into_view_if_needed()
+        page.wait_for_timeout(700)
+        plot = app.locator(".js-plotly-plot")
+        first = page.evaluate(_FIGURE_STATE, i)
+        first_px = _plot_pixels(plot)
+        page.screenshot(path=str(ARTIFACTS / f"04_stepper{i}_first_frame.png"))
+        assert "Plasma" not in str(first["full"]) and '"#0d0887"' not in str(first["full"]), (
+            "a heatmap fell back to plotly's default colour scale on the first frame"
+        )
+        app.locator("button:has-text('next')").click()
+        _wait_status(page, i, "step 2 of")
+        app.locator("button:has-text('prev')").click()
+        _wait_status(page, i, "step 1 of")
+        page.wait_for_timeout(900)
+        redrawn = page.evaluate(_FIGURE_STATE, i)
+        assert redrawn == first, f"stepper {i}: the first frame differs from step 1 redrawn"
+        diff = abs(_plot_pixels(plot) - first_px)
+        assert diff.shape == first_px.shape and float((diff.max(axis=2) > 40).mean()) < 0.002, (
+            f"stepper {i}: the first frame's pixels differ from step 1 redrawn"
+        )
+        assert first["curve"], f"stepper {i}: no NCut curve on the first frame"
+        x_lo, x_hi, y_hi = first["curve"]
+        assert first["xrange"][0] <= x_lo and x_hi <= first["xrange"][1], (first["xrange"], first["curve"])
+        assert y_hi <= first["yrange"][1], f"stepper {i}: the NCut curve runs above its axis on the first frame"
+
+
+def test_report_slider_frames_keep_the_curve_in_view(tmp_path):
+    """The report's step slider: at a later step the NCut curve, the chosen threshold and tau stay inside
+    the axes (each frame carries its own ranges)."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    import diffcut_lab as dl
+    from diffcut_lab import viz
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:24, :24]
+    seg = (xx >= 8).astype(int) + 2 * (yy >= 16) + (xx >= 18)
+    feats = (rng.normal(size=(8, 24, 24)) * 0.4 + rng.normal(size=(5, 8))[seg].transpose(2, 0, 1)).astype("float32")
+    tree = dl.cut_tree(feats, dl.DiffCutConfig(tau=0.6))
+    assert len(tree.steps) >= 4, tree
+    html = tmp_path / "steps.html"
+    viz.cut_steps_figure(tree, (seg * 50).astype("uint8")).write_html(html, include_plotlyjs=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 900})
+            page.goto(html.as_uri())
+            page.wait_for_function("() => document.querySelector('.js-plotly-plot')?._fullLayout", timeout=30_000)
+            for k in range(1, len(tree.steps) + 1):
+                page.evaluate(
+                    "(k) => Plotly.animate(document.querySelector('.js-plotly-plot'), [String(k)],"
+                    " {mode: 'immediate', frame: {duration: 0, redraw: true}, transition: {duration: 0}})", k,
+                )
+                page.wait_for_timeout(150)
+                st = page.evaluate(
+                    "() => { const gd = document.querySelector('.js-plotly-plot'); const L = gd._fullLayout;"
+                    " const A = (v) => Array.from(v || []).map(Number).filter(Number.isFinite);"
+                    " const F = gd._fullData;"
+                    " return {x: L.xaxis3.range, y: L.yaxis3.range, curve: [A(F[3].x), A(F[3].y)],"
+                    " chosen: [A(F[4].x), A(F[4].y)], tau: A(F[5].y)}; }"
+                )
+                cx = st["curve"][0] + st["chosen"][0]
+                cy = st["curve"][1] + st["chosen"][1] + st["tau"]
+                assert len(st["curve"][0]) > 10, f"step {k} has no NCut curve"
+                assert st["x"][0] <= min(cx) and max(cx) <= st["x"][1], (k, st["x"], min(cx), max(cx))
+                assert st["y"][0] <= min(cy) and max(cy) <= st["y"][1], (k, st["y"], max(cy))
+                if k == len(tree.steps):
+                    page.screenshot(path=str(ARTIFACTS / "report_steps_last.png"))
+        finally:
+            browser.close()

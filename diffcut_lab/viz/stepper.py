@@ -45,6 +45,7 @@ _PENDING = "#cfd8dc"  # a step not yet visited at the current position
 # trace order of the stepper figure (indices are relied on by updates and by the slider frames)
 T_IMAGE_A, T_SPLIT, T_FIEDLER, T_CURVE, T_CHOSEN, T_TAU, T_THRESH, T_IMAGE_D, T_PARTITION, T_ICICLE = range(10)
 _DYNAMIC = [T_SPLIT, T_FIEDLER, T_CURVE, T_CHOSEN, T_TAU, T_THRESH, T_PARTITION, T_ICICLE]
+_CURVE_X, _CURVE_Y = "xaxis3", "yaxis3"  # the NCut panel's axes (row 1, column 3 of the grid below)
 
 _PANEL_TITLES = (
     "sub-graph being cut",
@@ -249,11 +250,7 @@ class _StepData:
         finite = np.isfinite(ncuts)
         ncut = float(s.ncut) if s.ncut is not None else np.nan
         tau = float(self.tree.tau)
-        if thresholds.size:
-            xr = [float(thresholds.min()), float(thresholds.max())]
-        else:
-            xr = [-1.0, 1.0]
-        ytop = max(float(np.nanmax(ncuts[finite])) if finite.any() else 1.0, tau) * 1.05
+        xr, (_, ytop) = self.curve_ranges(i)
         zabs = float(np.nanmax(np.abs(fiedler - thr))) if fiedler.size and np.isfinite(thr) else 1.0
         part = self.partition(i + 1)
         k = int(part.max()) + 1 if part.size else 1
@@ -286,6 +283,26 @@ class _StepData:
             },
             T_ICICLE: self.icicle_props(i),
         }
+
+    def curve_ranges(self, i: int) -> tuple[list[float], list[float]]:
+        """``(x range, y range)`` of the NCut panel at step ``i``: the step's whole sweep, the chosen
+        threshold and the tau line, with room for their labels. Every frame carries its own."""
+        s = self.tree.steps[i]
+        thresholds = _as_np(s.thresholds).astype(np.float64).ravel()
+        ncuts = _as_np(s.ncut_values).astype(np.float64).ravel()
+        finite = np.isfinite(ncuts) & np.isfinite(thresholds) if thresholds.size == ncuts.size else np.isfinite(ncuts)
+        xs = thresholds[finite] if thresholds.size == ncuts.size and finite.any() else thresholds
+        thr = float(s.threshold) if s.threshold is not None else np.nan
+        xs = np.concatenate([xs[np.isfinite(xs)], [thr] if np.isfinite(thr) else []])
+        lo, hi = (float(xs.min()), float(xs.max())) if xs.size else (-1.0, 1.0)
+        pad = 0.04 * (hi - lo) if hi > lo else max(abs(lo), 1e-6) * 0.1
+        ytop = max(float(ncuts[np.isfinite(ncuts)].max()) if np.isfinite(ncuts).any() else 1.0, float(self.tree.tau))
+        return [lo - pad, hi + pad], [0.0, ytop * 1.12]
+
+    def layout_props(self, i: int) -> dict[str, Any]:
+        """The layout of step ``i``: the NCut panel's axis ranges (the titles go with the annotations)."""
+        xr, yr = self.curve_ranges(i)
+        return {f"{_CURVE_X}.range": xr, f"{_CURVE_Y}.range": yr}
 
     def titles(self, i: int) -> list[str]:
         s = self.tree.steps[i]
@@ -328,7 +345,6 @@ def _base_figure(
         horizontal_spacing=0.1,
         vertical_spacing=0.11,
         row_heights=[0.55, 0.45],
-        figure=go.FigureWidget() if widget else None,
     )
     geom = grid_geometry(background.shape[:2], data.grid)
     h, w = data.grid
@@ -398,7 +414,7 @@ def _base_figure(
     for r, c in ((1, 1), (1, 2), (2, 1)):
         style_image_axes(fig, r, c)
     fig.update_xaxes(title_text="threshold on the Fiedler vector", row=1, col=3, title_font={"size": 11})
-    fig.update_yaxes(title_text="NCut", row=1, col=3, rangemode="tozero", title_font={"size": 11})
+    fig.update_yaxes(title_text="NCut", row=1, col=3, title_font={"size": 11})
     fig.update_xaxes(title_text="pixels", row=2, col=2, range=[0, data.n], showgrid=False,
                      title_font={"size": 11})
     max_depth = max(data.layout.depth) if data.layout.depth else 0
@@ -421,7 +437,12 @@ def _base_figure(
         x=(sub.xaxis.domain[0] + sub.xaxis.domain[1]) / 2, len=0.8 * (sub.xaxis.domain[1] - sub.xaxis.domain[0]),
         y=sub.yaxis.domain[0] - 0.02,
     )
-    return fig
+    curve = fig.get_subplot(1, 3)
+    assert (curve.xaxis.plotly_name, curve.yaxis.plotly_name) == (_CURVE_X, _CURVE_Y)
+    _apply(fig, data, 0)
+    # The widget starts from the finished first frame: a FigureWidget edited before the front-end draws
+    # it loses properties (a batched restyle resets the unchanged ones to plotly's defaults there).
+    return go.FigureWidget(fig) if widget else fig
 
 
 def _apply(fig: go.Figure, data: _StepData, i: int) -> None:
@@ -429,6 +450,7 @@ def _apply(fig: go.Figure, data: _StepData, i: int) -> None:
         fig.data[idx].update(props)
     for ann, text in zip(fig.layout.annotations, data.titles(i)):
         ann.text = text
+    fig.layout.update(data.layout_props(i))
 
 
 def cut_steps_figure(
@@ -473,13 +495,16 @@ def cut_steps_figure(
         raise ValueError("the tree has no recorded steps (a graph of a single node cannot be cut)")
     bg = _background(image, features, data.grid, max_side)
     fig = _base_figure(data, bg, widget=False, height=height, width=width)
-    _apply(fig, data, 0)
     n = min(len(tree.steps), max_steps)
     frames = []
     for i in range(n):
         props = data.step_props(i)
-        frame_layout = {"annotations": [dict(a.to_plotly_json(), text=t)
-                                        for a, t in zip(fig.layout.annotations, data.titles(i))]}
+        xr, yr = data.curve_ranges(i)
+        frame_layout = {
+            "annotations": [dict(a.to_plotly_json(), text=t) for a, t in zip(fig.layout.annotations, data.titles(i))],
+            _CURVE_X: {"range": xr},
+            _CURVE_Y: {"range": yr},
+        }
         frames.append(
             go.Frame(
                 name=str(i + 1),
@@ -663,7 +688,7 @@ class CutStepper:
             ]
         )
         self.widget.add_class("diffcut-cut-stepper")
-        self._render()
+        self._render_status()  # the figure already shows step 1 (see _base_figure)
 
     # -- state ------------------------------------------------------------------------------------------
     @property
@@ -764,7 +789,7 @@ class CutStepper:
         if inds:
             self.show_step(int(inds[0]) + 1)
 
-    def _render(self) -> None:
+    def _render_status(self) -> None:
         i = self.step - 1
         s = self.tree.steps[i]
         color = ACCEPTED if _accepted(s) else REJECTED
@@ -773,8 +798,11 @@ class CutStepper:
             f"<span style='background:{color};color:white;border-radius:3px;padding:1px 6px'>"
             f"{'accepted' if _accepted(s) else 'rejected'}</span>"
         )
+
+    def _render(self) -> None:
+        self._render_status()
         with self.figure.batch_update():
-            _apply(self.figure, self._data, i)
+            _apply(self.figure, self._data, self.step - 1)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
