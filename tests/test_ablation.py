@@ -269,7 +269,29 @@ def test_ablate_command_prints_best(tiny_dir, tmp_path, capsys):
         main(["ablate", str(cfg), "--out", str(tmp_path / "o.parquet"), "--no-progress", "--top", "3"]) == 0
     )
     out = capsys.readouterr().out
-    assert "4 rows (4 configurations x 1 images)" in out and "miou" in out
+    assert "4 rows (4 configurations x 1 images)" in out
+    lines = out.splitlines()
+    assert lines[1] == "best 3 by mIoU (pooled over images, 0-1):" and "mIoU" in lines[2].split()
+    assert all(0 <= float(line.split()[-2]) <= 1 for line in lines[3:6])  # mIoU as a fraction
+
+
+def test_ablate_command_says_its_plan_progress_and_what_a_resume_skips(tiny_dir, tmp_path, capsys):
+    from diffcut_lab.cli import main
+
+    from diffcut_lab.ablation.worker import load_grid_dataset
+
+    grid = small_grid(tiny_dir, dataset_kwargs={"n": 2, "size": 64})
+    cfg, out = grid.to_yaml(tmp_path / "g.yaml"), tmp_path / "o.parquet"
+    first, second = load_grid_dataset(grid).names
+    assert main(["ablate", str(cfg), "--out", str(out), "--limit", "1"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == (f"{grid.name}: 4 configurations x 1 images = 4 rows in {out}; 0 done before, 4 to compute "
+                      "(1 image units, executor local)")  # fmt: skip
+    assert err[1] == f"{grid.name}: 1/1 {first} (4/4 rows)"
+    assert main(["ablate", str(cfg), "--out", str(out)]) == 0  # the second image is new, the first is stored
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].endswith("= 8 rows in " + str(out) + "; 4 done before, 4 to compute (1 image units, executor local)")
+    assert err[1] == f"{grid.name}: 2/2 {second} (4/4 rows)"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -287,7 +309,7 @@ def test_plots(tiny_dir):
     z = np.asarray(heat.data[0].z)
     assert z.shape == (1, 2)
     best = s[s["timestep"] == 10]["miou"].max()
-    assert z[0, 0] == pytest.approx(100 * best)
+    assert z[0, 0] == pytest.approx(best)  # a fraction, like every mIoU
     sens = sensitivity(s, select={"timestep": 50})
     assert len(sens.data) == 2 and list(sens.data[0].x) == [0.3, 0.5]
     fig7 = sensitivity(df, x="timestep", color="method")

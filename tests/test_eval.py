@@ -50,14 +50,14 @@ def test_eval_command_on_fake_voc(voc_root, tiny_dir, tmp_path, capsys):
     header = out.splitlines()[0]
     for col in ("Method", "VOC", "Context", "COCO-Object", "COCO-Stuff", "Cityscapes", "ADE20K", "images/s"):
         assert col in header
-    assert "DiffCut (paper, reported)" in out and "65.2" in out
+    assert "DiffCut (paper, reported)" in out and "0.652" in out
     assert "images/s" in out and "2 images in" in out
     data = json.loads(report.read_text())
     assert data["n_images"] == 2 and 0 <= data["miou"] <= 1 and data["images_per_second"] > 0
     assert len(data["iou"]) == 21 and data["config"]["tau"] == 0.4
     # the table row is the JSON's score
     row = next(line for line in out.splitlines() if line.startswith("| diffcut"))
-    assert f"{100 * data['miou']:.1f}" in row
+    assert f"{data['miou']:.3f}" in row
 
 
 @pytest.mark.parametrize("refine", ["none", "pamr"])
@@ -127,10 +127,10 @@ def test_format_table_layout():
     r = EvalReport("context", "pocket", cfg, res, 4, 2.0, rows=None)
     table = format_table([r], reported=False)
     lines = table.splitlines()
-    assert lines[0].split("|")[1].strip() == "Method"
+    assert lines[0].split("|")[1].strip() == "Method (mIoU, 0-1)"
     row = [c.strip() for c in lines[2].split("|")[1:-1]]
     assert row[0] == "diffcut (pocket, tau=0.5, pamr)"
-    assert row[1] == "-" and row[2] == f"{100 * res.miou:.1f}" and row[-2:] == ["4", "2.00"]
+    assert row[1] == "-" and row[2] == f"{res.miou:.3f}" and row[-2:] == ["4", "2.00"]
     synth = EvalReport("synthetic", "pocket", cfg, res, 1, 1.0, rows=None)
     assert "synthetic" in format_table([synth]).splitlines()[0]
 

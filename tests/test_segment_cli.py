@@ -37,7 +37,11 @@ def test_segment_writes_labels_overlays_and_settings(tiny_dir, images, tmp_path,
     argv = ["segment", *map(str, images), "--model", str(tiny_dir), "--tau", "0.5", "--refine", "pamr"]
     code, stdout, err = _run([*argv, "--pamr-iter", "3", "--out", str(out)], capsys)
     assert code == 0, err
-    assert "a.png" in stdout and "2 segmentation(s)" in stdout
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("segment: 2 image(s) with ") and lines[0].endswith(f"-> {out}/"), lines[0]
+    assert [ln.split(" -> ")[0] for ln in lines[1:3]] == [f"segment: 1/2 {images[0]}", f"segment: 2/2 {images[1]}"]
+    assert lines[3].startswith(f"wrote 2 segmentation(s) and settings.json to {out}/ in "), lines[3]
+    assert len(lines) == 4 and not stdout
     la = np.asarray(Image.open(out / "a_labels.png"))
     lb = np.asarray(Image.open(out / "b_labels.png"))
     assert la.shape == (48, 40) and la.dtype == np.uint8

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import ParameterError
+from ..progress import Progress
 from .executors import execute
 from .grid import DATA_KEYS, AblationGrid
 from .store import SCHEMA, ResultStore, sort_rows, to_schema
@@ -86,7 +88,9 @@ def run_ablation(
     client : dask.distributed.Client, optional
         An existing Dask client (e.g. on a ``LocalCluster``); left open.
     progress : bool
-        Show a ``tqdm.auto`` progress bar over units.
+        Print the plan (rows in all, done before, to compute) and show a progress bar over images
+        (:class:`~diffcut_lab.progress.Progress`: tqdm on a terminal or in Jupyter, a line per image in
+        a log).
 
     Returns
     -------
@@ -140,27 +144,27 @@ def _run(grid: AblationGrid, ds: Any, store: ResultStore | None, cache_dir: Any,
     done = store.done() if store is not None else set()
     tasks, n_rows = plan(grid, ds.names, done, None if cache_dir is None else str(cache_dir))
     frames: list[pd.DataFrame] = []
-
-    bar = None
-    if progress and tasks:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(tasks), desc=f"{grid.name}: {n_rows} rows", unit="image")
+    n_units = len(grid.models) * len(ds.names)
+    total_rows = len(grid) * len(ds.names)
+    if progress:
+        where = f"in {store.out}" if store is not None else "(kept in memory)"
+        print(f"{grid.name}: {len(grid)} configurations x {len(ds.names)} images = {total_rows} rows {where}; "
+              f"{total_rows - n_rows} done before, {n_rows} to compute ({len(tasks)} image units, "
+              f"executor {executor})", file=sys.stderr, flush=True)  # fmt: skip
+    written = 0
 
     def on_result(rows: pd.DataFrame) -> None:
+        nonlocal written
         if store is not None:
             store.write(rows)
         else:
             frames.append(rows)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(rows=len(rows))
+        written += len(rows)
+        name = rows["image"].iloc[0] if len(rows) else ""
+        bar.advance(f"{name} ({written}/{n_rows} rows)")
 
-    try:
+    with Progress(len(tasks), grid.name, initial=n_units - len(tasks), quiet=not (progress and tasks)) as bar:
         execute(tasks, on_result, executor=executor, workers=workers, scheduler=scheduler, client=client)
-    finally:
-        if bar is not None:
-            bar.close()
     if store is not None:
         df = store.read()
     else:

@@ -79,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
             "n_segments",
         ]
         best = summary.sort_values("miou", ascending=False).head(args.top)[cols].copy()
-        best["miou"] = (100 * best["miou"]).round(2)
+        best["miou"] = best["miou"].round(3)
+        best = best.rename(columns={"miou": "mIoU", "n_segments": "segments"})
+        print(f"best {len(best)} by mIoU (pooled over images, 0-1):")
         print(best.to_string(index=False))
     return 0

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_table([report]))
     r = report.result
     print(
-        f"\n{report.dataset}: mIoU {100 * r.miou:.2f}  pixel acc {100 * r.accuracy:.2f}  "
+        f"\n{report.dataset}: mIoU {r.miou:.3f}  pixel accuracy {r.accuracy:.3f}  "
         f"{report.n_images} images in {report.seconds:.1f} s ({report.images_per_second:.2f} images/s)  "
         f"model {report.model} ({report.dtype} on {report.device}), input {report.config['image_size']}px, "
         f"labels {report.config['label_size']}px"

@@ -20,13 +20,16 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..config import DiffCutConfig
+from ..datasets.samples import SAMPLE_NAMES
 from ..errors import DiffCutLabError, ImageInputError, ParameterError
+from ..progress import PROGRESS_ENV, Progress, watch
 from ._options import add_config_options, add_model_option, config_from_args
 
 __all__ = ["ReportParams", "build_report", "register", "report_notebook_path", "run", "validate"]
@@ -157,16 +160,45 @@ def export_pngs(figs: Sequence[dict], directory: Path, *, scale: float = 1.0) ->
                          width=[f.layout.width or 1100 for f in objs],
                          height=[f.layout.height or 500 for f in objs])
     except Exception as exc:
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        reason = reason if len(reason) <= 120 else reason[:117] + "..."
         warnings.warn(
-            f"PNG figures were not written: kaleido could not render them ({type(exc).__name__}: {exc}). "
-            "Install a Chromium (Debian: apt-get install chromium; or `plotly_get_chrome`) or set "
-            "BROWSER_PATH; the HTML report is complete without them.",
+            "PNG export needs a Chromium for kaleido (Debian: apt-get install chromium; or "
+            f"plotly_get_chrome); the HTML report is complete without them ({reason})",
             RuntimeWarning,
             stacklevel=2,
         )
         shutil.rmtree(directory, ignore_errors=True)
         return []
     return paths
+
+
+@contextmanager
+def _environ(name: str, value: str) -> Iterator[None]:
+    """Set an environment variable (inherited by the notebook's kernel) for the block."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+def _kernel_options() -> dict[str, Any]:
+    """Run the kernel over local IPC sockets where the platform has them: nothing listens on the network
+    (and the kernel does not warn about plain-text TCP)."""
+    if os.name != "posix":
+        return {}
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum
+
+    class IPCKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+    return {"kernel_manager_class": IPCKernelManager}
 
 
 def _log(msg: str, quiet: bool) -> None:
@@ -208,24 +240,30 @@ def build_report(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", suffix=".tmp", dir=out.parent))
     try:
         nb_tmp = tmp / f"{out.stem}.ipynb"
-        n = len(params.images) or "the sample"
-        _log(f"running {src.name} on {n} image(s) with model {params.model!r}", quiet)
-        try:
-            pm.execute_notebook(
-                str(src),
-                str(nb_tmp),
-                parameters=params.to_dict(),
-                kernel_name=kernel_name,
-                cwd=str(tmp),
-                progress_bar=False,
-                request_save_on_cell_execute=False,
-                execution_timeout=timeout,
-                log_output=False,
-            )
-        except pm.PapermillExecutionError as err:
-            raise DiffCutLabError(
-                f"the report notebook failed in cell {err.exec_count}: {err.ename}: {err.evalue}"
-            ) from None
+        n_images = len(params.images) or len(SAMPLE_NAMES)
+        what = f"{n_images} image(s)" if params.images else f"the {n_images} sample images"
+        _log(f"{what} with model {params.model!r} -> {out} (+ {nb_out.name}"
+             f"{f', {fig_out.name}/' if png else ''})", quiet)  # fmt: skip
+        progress_file = tmp / "progress.tsv"
+        with Progress(n_images, "diffcut-lab report: segmented", quiet=quiet) as bar, watch(progress_file, bar), \
+                _environ(PROGRESS_ENV, str(progress_file)):  # fmt: skip
+            try:
+                pm.execute_notebook(
+                    str(src),
+                    str(nb_tmp),
+                    parameters=params.to_dict(),
+                    kernel_name=kernel_name,
+                    cwd=str(tmp),
+                    progress_bar=False,
+                    request_save_on_cell_execute=False,
+                    execution_timeout=timeout,
+                    log_output=False,
+                    **_kernel_options(),
+                )
+            except pm.PapermillExecutionError as err:
+                raise DiffCutLabError(
+                    f"the report notebook failed in cell {err.exec_count}: {err.ename}: {err.evalue}"
+                ) from None
         nb = nbformat.read(nb_tmp, as_version=4)
         _log("exporting HTML", quiet)
         html_tmp = tmp / out.name
@@ -234,7 +272,11 @@ def build_report(
         figures: list[Path] = []
         if png:
             _log("rendering PNG figures", quiet)
-            figures = export_pngs(plotly_figures(nb), fig_dir_tmp)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", RuntimeWarning)
+                figures = export_pngs(plotly_figures(nb), fig_dir_tmp)
+            for w in caught:
+                _log(f"PNG figures skipped: {w.message}", quiet)
         # move into place: notebook and figures first, the HTML (what people open) last
         _install([(nb_tmp, nb_out), (fig_dir_tmp if figures else None, fig_out), (html_tmp, out)], tmp)
     finally:

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImageInputError, ParameterError
+from ..progress import Progress
 from ._options import add_config_options, add_model_option, config_from_args
 
 __all__ = ["IMAGE_SUFFIXES", "collect_images", "register", "run", "save_labels"]
@@ -136,6 +138,12 @@ def run(args: argparse.Namespace) -> int:
     t_load = time.perf_counter() - t0
     dc = DiffCut(backbone, config)
     layer = dc.check()  # --timestep, --image-size and --layer against the model, before any image is read
+    def say(msg: str) -> None:  # what runs and what came of it (stderr, like the progress lines)
+        if not args.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    say(f"segment: {len(files)} image(s) with {args.model!r} (layer {layer}, t={config.timestep}, "
+        f"tau {config.tau:g}, refine {config.refine}) -> {out}/")
     out.parent.mkdir(parents=True, exist_ok=True)
     # results go to a temporary folder beside --out and move in only when every image is done, so a
     # failed or interrupted run leaves the previous contents of --out as they were
@@ -166,8 +174,10 @@ def run(args: argparse.Namespace) -> int:
         os.replace(tmp / "settings.json", out / "settings.json")  # last: it describes the files above
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if not args.quiet:
-        print(f"wrote {len(records)} segmentation(s) and settings.json to {out}")
+    seconds = time.perf_counter() - t0
+    mean = sum(r["n_segments"] for r in records) / max(len(records), 1)
+    say(f"wrote {len(records)} segmentation(s) and settings.json to {out}/ in {seconds:.1f} s "
+        f"({mean:.1f} segments per image)")
     return 0
 
 
@@ -179,16 +189,15 @@ def _segment_all(dc: Any, files: list[Path], tmp: Path, out: Path, args: argpars
 
     records = []
     stems = unique_names(files, flat=True)
-    for start in range(0, len(files), args.batch_size):
-        chunk = files[start : start + args.batch_size]
-        segs = dc.segment(list(chunk))
-        for f, stem, seg in zip(chunk, stems[start : start + len(chunk)], segs):
-            label_path = tmp / f"{stem}_labels.png"
-            overlay_path = tmp / f"{stem}_overlay.png"
-            save_labels(seg.labels, label_path)
-            Image.fromarray(seg.overlay(args.overlay_alpha)).save(overlay_path)
-            records.append(
-                {
+    with Progress(len(files), "segment", quiet=args.quiet) as bar:
+        for start in range(0, len(files), args.batch_size):
+            chunk = files[start : start + args.batch_size]
+            for f, stem, seg in zip(chunk, stems[start : start + len(chunk)], dc.segment(list(chunk))):
+                label_path = tmp / f"{stem}_labels.png"
+                overlay_path = tmp / f"{stem}_overlay.png"
+                save_labels(seg.labels, label_path)
+                Image.fromarray(seg.overlay(args.overlay_alpha)).save(overlay_path)
+                records.append({
                     "image": str(f),
                     "labels": label_path.name,
                     "overlay": overlay_path.name,
@@ -197,8 +206,6 @@ def _segment_all(dc: Any, files: list[Path], tmp: Path, out: Path, args: argpars
                     "n_segments": seg.n_segments,
                     "n_cuts": len(seg.tree.steps),
                     "timings": {k: round(v, 4) for k, v in seg.timings.items()},
-                }
-            )
-            if not args.quiet:
-                print(f"{f} -> {out / label_path.name} ({seg.n_segments} segments)")
+                })  # fmt: skip
+                bar.advance(f"{f} -> {out / label_path.name} ({seg.n_segments} segments)")
     return records

@@ -62,6 +62,10 @@ def _hover(row: pd.Series, cols: Sequence[str]) -> str:
     return "<br>".join(parts)
 
 
+#: how every mIoU axis is labelled: one definition (TP/FP/FN pooled over the dataset, published
+#: Hungarian matching) and one unit (a fraction) across the toolkit
+MIOU_TITLE = "mIoU (pooled over images, 0-1)"
+
 _CONFIG = ("method", "alpha", "tau", "mode", "refine", "layer", "timestep")
 
 
@@ -76,7 +80,7 @@ def miou_heatmap(
 ) -> go.Figure:
     """Dataset-level mIoU over two configuration columns (default: layer x timestep).
 
-    Cells show mIoU in %; with ``reduce="max"`` the hover names the best configuration of each cell.
+    Cells show the dataset-pooled mIoU (0-1, the published metric); with ``reduce="max"`` the hover names the best configuration of each cell.
     """
     s = _reduce(_summary(df, select), [y, x], reduce)
     xs = sorted(s[x].unique().tolist())
@@ -85,13 +89,13 @@ def miou_heatmap(
     text = [["" for _ in xs] for _ in ys]
     for _, row in s.iterrows():
         i, j = ys.index(row[y]), xs.index(row[x])
-        z[i, j] = 100 * row["miou"]
+        z[i, j] = row["miou"]
         text[i][j] = _hover(row, [c for c in _CONFIG if c not in (x, y)])
     ylabels = [short_layer_name(v) for v in ys] if y == "layer" else [str(v) for v in ys]
     fig = go.Figure(
         go.Heatmap(
-            z=z, x=[str(v) for v in xs], y=ylabels, colorscale="Viridis", colorbar={"title": "mIoU %"},
-            text=text, texttemplate="%{z:.1f}", hovertemplate=f"{y}=%{{y}}<br>{x}=%{{x}}<br>mIoU=%{{z:.2f}}%"
+            z=z, x=[str(v) for v in xs], y=ylabels, colorscale="Viridis", colorbar={"title": "mIoU"},
+            text=text, texttemplate="%{z:.3f}", hovertemplate=f"{y}=%{{y}}<br>{x}=%{{x}}<br>mIoU=%{{z:.3f}}"
             "<br>%{text}<extra></extra>",
         )
     )  # fmt: skip
@@ -128,16 +132,16 @@ def sensitivity(
         g = g.sort_values(x)
         fig.add_trace(
             go.Scatter(
-                x=g[x], y=100 * g["miou"], mode="lines+markers", name=f"{color}={value:g}"
+                x=g[x], y=g["miou"], mode="lines+markers", name=f"{color}={value:g}"
                 if isinstance(value, float) else f"{color}={value}",
                 text=[_hover(r, [c for c in _CONFIG if c not in (x, color)]) for _, r in g.iterrows()],
-                hovertemplate=f"{x}=%{{x}}<br>mIoU=%{{y:.2f}}%<br>%{{text}}<extra></extra>",
+                hovertemplate=f"{x}=%{{x}}<br>mIoU=%{{y:.3f}}<br>%{{text}}<extra></extra>",
             )
         )  # fmt: skip
     fig.update_layout(
         title=title or f"mIoU sensitivity to {x} per {color}",
         xaxis_title=x,
-        yaxis_title="mIoU (%)",
+        yaxis_title=MIOU_TITLE,
         template="plotly_white",
         legend_title=color,
     )
@@ -162,8 +166,8 @@ def method_bars(
     for value, g in groups:
         fig.add_trace(
             go.Bar(
-                x=g[by].astype(str), y=100 * g["miou"], name="mIoU" if value is None else f"{color}={value}",
-                text=[f"{100 * m:.1f}" for m in g["miou"]], textposition="outside",
+                x=g[by].astype(str), y=g["miou"], name="mIoU" if value is None else f"{color}={value}",
+                text=[f"{m:.3f}" for m in g["miou"]], textposition="outside",
                 hovertext=[_hover(r, [c for c in _CONFIG if c not in keys]) for _, r in g.iterrows()],
             )
         )  # fmt: skip
@@ -171,7 +175,7 @@ def method_bars(
         barmode="group",
         title=title or f"mIoU per {by}",
         xaxis_title=by,
-        yaxis_title="mIoU (%)",
+        yaxis_title=MIOU_TITLE,
         template="plotly_white",
     )
     return fig
