@@ -189,8 +189,9 @@ def _drawn_figures_offline(html: Path) -> int:
 
 @pytest.mark.slow
 @pytest.mark.notebook
-def test_untrusted_names_are_escaped_and_same_names_kept(tmp_path):
-    """A file name is untrusted text: it must not become markup; two folders' same.png are both shown."""
+def test_untrusted_names_are_escaped_and_same_names_kept(tmp_path, capsys):
+    """A file name is untrusted text: it must not become markup; two folders' same.png are both shown.
+    The command says its plan, a line per image as the notebook finishes it, and what it wrote."""
     from diffcut_lab.datasets.synthetic import make_scene
 
     evil = "<img src=x onerror=alert(1)>.png"
@@ -199,8 +200,12 @@ def test_untrusted_names_are_escaped_and_same_names_kept(tmp_path):
         p.parent.mkdir(exist_ok=True)
         Image.fromarray(make_scene(40 + i, size=64).image).save(p)
     out = tmp_path / "r.html"
-    assert main(["report", "--images", *map(str, paths), "--refine", "none", "--no-png", "--out", str(out),
-                 "--quiet"]) == 0  # fmt: skip
+    assert main(["report", "--images", *map(str, paths), "--refine", "none", "--no-png", "--out", str(out)]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == f"diffcut-lab report: 3 image(s) with model 'pocket' -> {out} (+ r.ipynb)", lines
+    names = ["d1/same.png", "d2/same.png", evil]
+    assert lines[1:4] == [f"diffcut-lab report: segmented: {i}/3 {n}" for i, n in enumerate(names, 1)], lines
+    assert lines[-1].startswith(f"diffcut-lab report: wrote {out} (") and lines[-1].endswith(" s"), lines
     html = out.read_text()
     assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
     for name in ("d1/same.png", "d2/same.png"):

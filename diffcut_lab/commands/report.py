@@ -283,8 +283,8 @@ def build_report(
         shutil.rmtree(tmp, ignore_errors=True)
     seconds = time.perf_counter() - t0
     fig_paths = [fig_out / p.name for p in figures]
-    _log(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB), {nb_out.name}, {len(fig_paths)} PNG figure(s) "
-         f"in {seconds:.1f} s", quiet)
+    pngs = f", {len(fig_paths)} PNG figure(s) in {fig_out.name}/" if fig_paths else ""
+    _log(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB), {nb_out.name}{pngs} in {seconds:.1f} s", quiet)
     return {"html": out, "notebook": nb_out, "figures": fig_paths, "seconds": seconds}
 
 
