@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "report": "report",
     "eval": "evaluate",
     "ablate": "ablate",
+    "notebooks": "notebooks",
 }
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from diffcut_lab import cli
 
-EXPECTED = ["segment", "layers", "report", "eval", "ablate"]
+EXPECTED = ["segment", "layers", "report", "eval", "ablate", "notebooks"]
 
 
 def _registered() -> list[str]:
@@ -116,3 +117,26 @@ def test_a_closed_pipe_ends_quietly():
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_notebooks_command_copies_every_notebook_with_the_model_set(tmp_path, capsys):
+    import json
+
+    from diffcut_lab.cli import main
+
+    out = tmp_path / "mine"
+    assert main(["notebooks", str(out), "--model", "segmind/SSD-1B"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    shipped = sorted(p.name for p in (Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+    assert names == shipped and len(names) == 6
+    for path in out.iterdir():
+        nb = json.loads(path.read_text())
+        params = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+        assert 'model = "segmind/SSD-1B"' in "".join(params["source"]).splitlines(), path.name
+        assert not any(c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")
+    assert f"jupyter lab {out}" in capsys.readouterr().err
+    assert main(["notebooks", str(out)]) == 2  # nothing is overwritten without --force
+    assert "--force" in capsys.readouterr().err
+    assert main(["notebooks", str(out), "--force"]) == 0
+    params = next(c for c in json.loads((out / names[0]).read_text())["cells"] if c["cell_type"] == "code")
+    assert 'model = "pocket"' in "".join(params["source"])

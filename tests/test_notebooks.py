@@ -126,6 +126,12 @@ def test_notebook_executes(name, tmp_path):
     assert not [o for o in outputs if o["output_type"] == "error"]
     figures = [o for o in outputs if PLOTLY_MIME in o.get("data", {})]
     assert figures, f"{name} displayed no plotly figure"
+    if name.startswith("01"):  # the tau cell shows tau changing the result, not four equal pictures
+        fig = next(f[PLOTLY_MIME] for f in (o.get("data", {}) for o in outputs)
+                   if "four taus" in json.dumps(f.get(PLOTLY_MIME, {}).get("layout", {}).get("title", "")))
+        counts = [re.search(r"(\d+) segments", a["text"]).group(1) for a in fig["layout"]["annotations"]
+                  if "tau=" in a.get("text", "")]
+        assert len(counts) == 4 and len(set(counts)) >= 3, counts
     if name.startswith("04"):
         widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
         assert len(widgets) == 2, "notebook 04 shows two steppers (fixed and paper mode)"
