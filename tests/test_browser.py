@@ -149,7 +149,7 @@ _FIGURE_STATE = """(index) => {
 def _wait_status(page, index: int, text: str) -> None:
     page.wait_for_function(
         "([i, t]) => { const s = document.querySelectorAll('.diffcut-cut-stepper')[i]"
-        "  .querySelector('.widget-html-content'); return s && s.innerText.includes(t); }",
+        "  .querySelector('.widget-html-content'); return s && s.textContent.includes(t); }",
         arg=[index, text], timeout=30_000,
     )
 
@@ -216,6 +216,7 @@ def test_stepper_in_jupyterlab(lab, tmp_path):
             app.scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "04_stepper_step2.png"))
             app.screenshot(path=str(ARTIFACTS / "04_stepper_widget.png"))
+            _check_redisplay(page)
         finally:
             browser.close()
     assert "step 2 of" in after["status"]
@@ -301,3 +302,24 @@ def test_report_slider_frames_keep_the_curve_in_view(tmp_path):
                     page.screenshot(path=str(ARTIFACTS / "report_steps_last.png"))
         finally:
             browser.close()
+
+
+def _check_redisplay(page) -> None:
+    """A stepper displayed again from the kernel (a new cell) draws the state the kernel holds: the
+    same figure as the live view, not plotly's defaults."""
+    page.evaluate(
+        """() => { const nb = window.jupyterapp.shell.currentWidget.content; const n = nb.model.cells.length;
+            nb.model.sharedModel.insertCell(n, {cell_type: 'code', source: 'stepper.show_step(3)\\nstepper'});
+            nb.activeCellIndex = n; window.jupyterapp.commands.execute('notebook:run-cell'); return true; }"""
+    )
+    page.wait_for_function("() => document.querySelectorAll('.diffcut-cut-stepper .js-plotly-plot').length === 3",
+                           timeout=60_000)  # fmt: skip
+    for i in (0, 2):
+        _wait_status(page, i, "step 3 of")
+    states = []
+    for i in (0, 2):  # JupyterLab may detach cells out of view: read each one on screen
+        page.locator(".diffcut-cut-stepper").nth(i).scroll_into_view_if_needed()
+        page.wait_for_timeout(900)
+        states.append(page.evaluate(_FIGURE_STATE, i))
+    live, again = states
+    assert again == live, "a stepper displayed again differs from the live one"

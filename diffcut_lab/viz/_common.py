@@ -6,12 +6,14 @@ produces results (features, affinities, cuts, scores) is called from the library
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 
 __all__ = [
+    "app_mimebundle",
     "as_labels",
     "as_rgb",
     "blend_labels",
@@ -182,3 +184,16 @@ def grid_geometry(image_shape: tuple[int, int], grid: tuple[int, int]) -> dict[s
     h, w = grid
     sy, sx = H / h, W / w
     return {"x0": sx / 2 - 0.5, "dx": sx, "y0": sy / 2 - 0.5, "dy": sy}
+
+
+def app_mimebundle(app: Any, figures: Sequence[Any], **kwargs: Any) -> Any:
+    """The display bundle of an ipywidgets ``app`` holding plotly ``FigureWidget``s.
+
+    Each figure's whole state is sent to the front-end first (plotly does this when a figure itself is
+    displayed; inside a container it is not): the front-end's copy of a figure drops properties that
+    an update left unchanged on some traces, so a view drawn from it (the first one, or one displayed
+    again later) would show plotly's defaults instead.
+    """
+    for fig in figures:
+        fig._repr_mimebundle_()  # re-sends layout and data; the bundle itself is not needed
+    return app._repr_mimebundle_(**kwargs)

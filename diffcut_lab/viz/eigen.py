@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..spectrum import Spectrum, laplacian_spectrum
-from ._common import HIGHLIGHT, as_rgb, downscale, image_trace, style_image_axes
+from ._common import HIGHLIGHT, app_mimebundle, as_rgb, downscale, image_trace, style_image_axes
 
 __all__ = ["EigenvectorExplorer", "eigenvector_explorer", "eigenvectors"]
 
@@ -275,7 +275,7 @@ class EigenvectorExplorer:
         self.info.value = self._info_text(time.perf_counter() - t0)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self.widget._repr_mimebundle_(**kwargs)
+        return app_mimebundle(self.widget, [self.figure], **kwargs)
 
 
 eigenvector_explorer = EigenvectorExplorer  # the function-style name the notebooks and docs use

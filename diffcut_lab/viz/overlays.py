@@ -168,12 +168,18 @@ def overlay(
     4
     """
     lab = as_labels(labels)
-    traces = overlay_traces(image, lab, opacity=opacity, max_side=max_side, names=names)
+    rgb = as_rgb(image)
+    traces = overlay_traces(rgb, lab, opacity=opacity, max_side=max_side, names=names)
     fig = go.Figure(traces)
     n = len(np.unique(lab))
+    # as wide as the picture plus its legend: the legend sits beside the image, not across the page
+    aspect = rgb.shape[1] / rgb.shape[0]
+    longest = max((len(t.name) for t in traces[2:]), default=10)
+    width = int(10 + (height - 60) * aspect + 40 + 7 * longest + 40 + 10)
     fig.update_layout(
         title=title if title is not None else f"{n} segment{'s' if n != 1 else ''}",
         height=height,
+        width=width,
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
         legend={"title": {"text": "segments"}, "itemclick": False, "itemdoubleclick": False},
         plot_bgcolor="white",

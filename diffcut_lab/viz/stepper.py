@@ -29,6 +29,7 @@ from ._common import (
     ACCEPTED,
     HIGHLIGHT,
     REJECTED,
+    app_mimebundle,
     as_rgb,
     downscale,
     grid_geometry,
@@ -269,7 +270,7 @@ class _StepData:
             T_CHOSEN: {
                 "x": [thr] if np.isfinite(thr) and np.isfinite(ncut) else [],
                 "y": [ncut] if np.isfinite(thr) and np.isfinite(ncut) else [],
-                "text": [f"NCut {ncut:.3f}"] if np.isfinite(ncut) else [],
+                "text": [f"\u2002NCut {ncut:.3f}"] if np.isfinite(ncut) else [],  # clear of the threshold line
                 "marker": {"color": ACCEPTED if acc else REJECTED},
                 "textfont": {"color": ACCEPTED if acc else REJECTED},
             },
@@ -678,12 +679,15 @@ class CutStepper:
             self.alpha_slider.observe(self._on_alpha, names="value")
 
         controls = [self.tau_slider] + ([self.alpha_slider] if self.alpha_slider is not None else [])
+        self.info.layout = widgets.Layout(margin="0 0 0 12px")
         self.widget = widgets.VBox(
             [
                 widgets.HBox([self.prev_button, self.slider, self.next_button, self.play],
-                             layout=widgets.Layout(align_items="center")),
+                             layout=widgets.Layout(align_items="center", flex_flow="row wrap")),
                 self.status,
-                widgets.HBox([*controls, self.info], layout=widgets.Layout(align_items="center")),
+                # the sliders wrap as a group on narrow screens; the recompute note has a line of its own
+                widgets.HBox(controls, layout=widgets.Layout(align_items="center", flex_flow="row wrap")),
+                self.info,
                 self.figure,
             ]
         )
@@ -805,7 +809,7 @@ class CutStepper:
             _apply(self.figure, self._data, self.step - 1)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self.widget._repr_mimebundle_(**kwargs)
+        return app_mimebundle(self.widget, [self.figure], **kwargs)
 
 
 cut_stepper = CutStepper  # the function-style name the notebooks and docs use
