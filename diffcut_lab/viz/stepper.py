@@ -270,9 +270,7 @@ class _StepData:
             T_CHOSEN: {
                 "x": [thr] if np.isfinite(thr) and np.isfinite(ncut) else [],
                 "y": [ncut] if np.isfinite(thr) and np.isfinite(ncut) else [],
-                "text": [f"\u2002NCut {ncut:.3f}"] if np.isfinite(ncut) else [],  # clear of the threshold line
                 "marker": {"color": ACCEPTED if acc else REJECTED},
-                "textfont": {"color": ACCEPTED if acc else REJECTED},
             },
             T_TAU: {"x": xr, "y": [tau, tau], "text": ["", f"τ = {tau:.2f}"]},
             T_THRESH: {"x": [thr, thr] if np.isfinite(thr) else [], "y": [0.0, ytop]},
@@ -312,10 +310,13 @@ class _StepData:
         part = self.partition(i + 1)
         k = int(part.max()) + 1 if part.size else 1
         verdict = "accepted" if acc else "rejected"
+        ncut = float(s.ncut) if s.ncut is not None else np.nan
+        # the value is in the title, not beside the marker, where the curve or the threshold line crosses it
+        value = f"NCut {ncut:.3f} {'<' if acc else '≥'} τ {self.tree.tau:.2f}" if np.isfinite(ncut) else "NCut"
         return [
             f"sub-graph of step {i + 1}: {len(s.members)} px",
             "Fiedler vector (orange: side > threshold)",
-            f"NCut vs threshold: <span style='color:{color}'><b>{verdict}</b></span>",
+            f"{value}: <span style='color:{color}'><b>{verdict}</b></span>",
             f"partition after step {i + 1}: {k} segment{'s' if k != 1 else ''}",
             f"tree of cuts: {len(self.tree.steps)} steps, {self.k_final} leaves"
             + (" (click a node)" if self.interactive else ""),
@@ -375,8 +376,8 @@ def _base_figure(
         col=3,
     )
     fig.add_trace(
-        go.Scatter(x=[], y=[], mode="markers+text", name="chosen", marker={"size": 11, "symbol": "diamond"},
-                   textposition="top right", cliponaxis=False,
+        go.Scatter(x=[], y=[], mode="markers", name="chosen", marker={"size": 11, "symbol": "diamond"},
+                   cliponaxis=False,
                    hovertemplate="chosen threshold %{x:.4f}<br>NCut %{y:.4f}<extra></extra>"),
         row=1,
         col=3,
