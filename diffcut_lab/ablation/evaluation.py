@@ -20,6 +20,7 @@ from ..config import PAPER_MASK_SIZE, DiffCutConfig
 from ..datasets.base import SegDataset
 from ..errors import ParameterError
 from ..feature_cache import FeatureStore
+from ..progress import Progress
 from .engine import compute_unit
 from .grid import GRID_OWNED, AblationGrid
 from .summary import pooled
@@ -164,7 +165,7 @@ def evaluate(
     cache_dir : str, optional
         Feature cache directory (reused by later runs and ablations).
     progress : bool
-        tqdm.auto progress bar.
+        A progress bar over images (:class:`~diffcut_lab.progress.Progress`).
 
     Returns
     -------
@@ -177,15 +178,12 @@ def evaluate(
                     method_kwargs=method_kwargs, match=match)  # fmt: skip
     configs = grid.configs()
     store = FeatureStore(cache_dir) if cache_dir else None
-    iterator: Any = range(len(dataset))
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(iterator, desc=f"eval {dataset.info.name}", unit="img")
     frames = []
     t0 = time.perf_counter()
-    for i in iterator:
-        frames.append(compute_unit(backbone, grid, dataset[i], i, dataset.info, configs, store=store))
+    with Progress(len(dataset), f"eval {dataset.info.name}", quiet=not progress) as bar:
+        for i in range(len(dataset)):
+            frames.append(compute_unit(backbone, grid, dataset[i], i, dataset.info, configs, store=store))
+            bar.advance(str(frames[-1]["image"].iloc[0]) if len(frames[-1]) else "")
     seconds = time.perf_counter() - t0
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     n = dataset.info.num_classes
