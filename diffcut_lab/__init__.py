@@ -54,6 +54,7 @@ _EXPORTS: dict[str, str] = {
     "cut_tree": "segmentation",
     "laplacian_spectrum": "spectrum",
     "layer_scores": "layer_comparison",
+    "layer_ranking": "layer_comparison",
     "DiffCut": "pipeline",
     "DiffCutConfig": "config",
     "Segmentation": "pipeline",
@@ -104,7 +105,7 @@ if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
     from .feature_cache import FeatureCache
     from .hook_points import HookPoint, hook_points_frame, list_hook_points, resolve_layers
     from .images import load_image, to_batch
-    from .layer_comparison import layer_scores
+    from .layer_comparison import layer_ranking, layer_scores
     from .metrics import MIoUAccumulator, hungarian_miou
     from .ncut import CutStep, CutTree, recursive_ncut
     from .pipeline import DiffCut, Segmentation

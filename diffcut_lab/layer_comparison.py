@@ -17,7 +17,7 @@ from .config import DiffCutConfig
 from .errors import ParameterError
 from .hook_points import forward_order, layer_stage, short_layer_name
 
-__all__ = ["SORT_KEYS", "layer_scores"]
+__all__ = ["SORT_KEYS", "layer_ranking", "layer_scores"]
 
 
 def _label_map(labels: Any) -> np.ndarray:
@@ -68,16 +68,18 @@ def layer_scores(
     ignore_index: int = 255,
     sort_by: str = "stage",
     keep_labels: bool = False,
+    taus: Sequence[float] | None = None,
     **settings: Any,
 ) -> pd.DataFrame:
-    """DiffCut on every captured layer and timestep: one row per (layer, timestep, image).
+    """DiffCut on every captured layer and timestep: one row per (layer, timestep, image[, tau]).
 
     Parameters
     ----------
     cache
         A :class:`~diffcut_lab.FeatureCache` with ``(B, C, h, w)`` features.
     gt
-        Optional ground truth: one ``(H, W)`` map per image of the batch (a ``(B, H, W)`` array or a list).
+        Optional ground truth: one ``(H, W)`` map per image of the batch (a ``(B, H, W)`` array or a list;
+        ``None`` entries leave an image unscored).
         Predictions are made at its size by the segmentation core (upsampling and refinement as
         ``config`` says, guided by ``cache.images``) and scored with :func:`diffcut_lab.hungarian_miou`
         (the published matching).
@@ -96,11 +98,16 @@ def layer_scores(
         One of :data:`SORT_KEYS`.
     keep_labels
         Keep the ``(h, w)`` labels in a ``labels`` column (used by :func:`layer_grid`).
+    taus : sequence of float, optional
+        Score every tau of the list (one row each): one recursion at the largest, pruned for the others
+        (:func:`~diffcut_lab.segmentation.cut_trees`). Default: the config's tau only.
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``layer, short, stage, resolution, channels, timestep, image, n_segments, miou``.
+        Columns ``layer, short, stage, resolution, channels, timestep, image, tau, n_segments, miou`` and,
+        with ground truth, the image's ``tp, fp, fn`` per class and ``n_pixels`` (so that scores can be
+        pooled over images, as the published metric does: :func:`layer_ranking`).
     """
     from . import segmentation as core
     from .metrics import hungarian_miou
@@ -111,7 +118,9 @@ def layer_scores(
         raise ParameterError("layer_scores with gt needs num_classes= (e.g. dataset.info.num_classes).")
     gts = None
     if gt is not None:
-        gts = [_label_map(g) for g in (gt if isinstance(gt, (list, tuple)) or np.ndim(gt) == 3 else [gt])]
+        gts = [None if g is None else _label_map(g)
+               for g in (gt if isinstance(gt, (list, tuple)) or np.ndim(gt) == 3 else [gt])]  # fmt: skip
+    tau_list = sorted({float(t) for t in taus}) if taus is not None else [cfg.tau]
     rows = []
     for layer in chosen:
         for t in ts:
@@ -122,28 +131,31 @@ def layer_scores(
                 f = _features(cache, layer, t, i)
                 if f is None:
                     continue
-                labels = core.grid_labels(core.cut_tree(f, cfg))
-                miou = np.nan
-                if gts is not None and i < len(gts):
-                    g = gts[i]
-                    x = None if cache.images is None else cache.images[i]
-                    pred = core.pixel_labels(labels, f, g.shape, cfg, region=x, x=x)
-                    miou = hungarian_miou(pred, g, num_classes=num_classes, ignore_index=ignore_index).miou
-                row = {
-                    "layer": layer,
-                    "short": short_layer_name(layer),
-                    "stage": layer_stage(layer),
-                    "resolution": f"{f.shape[1]}x{f.shape[2]}",
-                    "channels": int(f.shape[0]),
-                    "timestep": int(t),
-                    "image": int(i),
-                    "n_segments": int(labels.max()) + 1,
-                    "miou": float(miou),
-                }
-                if keep_labels:
-                    row["labels"] = labels
-                    row["features"] = f
-                rows.append(row)
+                for tau, tree in core.cut_trees(f, cfg, tau_list).items():
+                    labels = core.grid_labels(tree)
+                    row = {
+                        "layer": layer,
+                        "short": short_layer_name(layer),
+                        "stage": layer_stage(layer),
+                        "resolution": f"{f.shape[1]}x{f.shape[2]}",
+                        "channels": int(f.shape[0]),
+                        "timestep": int(t),
+                        "image": int(i),
+                        "tau": float(tau),
+                        "n_segments": int(labels.max()) + 1,
+                        "miou": np.nan,
+                    }
+                    if gts is not None and i < len(gts) and gts[i] is not None:
+                        g = gts[i]
+                        img = None if cache.images is None else cache.images[i]
+                        pred = core.pixel_labels(labels, f, g.shape, cfg.replace(tau=tau), region=img, x=img)
+                        res = hungarian_miou(pred, g, num_classes=num_classes, ignore_index=ignore_index)
+                        row.update(miou=float(res.miou), tp=res.tp.tolist(), fp=res.fp.tolist(),
+                                   fn=res.fn.tolist(), n_pixels=int(res.n_pixels))  # fmt: skip
+                    if keep_labels:
+                        row["labels"] = labels
+                        row["features"] = f
+                    rows.append(row)
     df = pd.DataFrame(rows)
     return _sort(df, sort_by)
 
@@ -156,7 +168,7 @@ def _sort(df: pd.DataFrame, sort_by: str) -> pd.DataFrame:
     order = {name: i for i, name in enumerate(sorted(df["layer"].unique(), key=forward_order))}
     df = df.assign(_forward=df["layer"].map(order))
     if sort_by == "stage":
-        keys, asc = ["_forward", "timestep", "image"], [True, True, True]
+        keys, asc = ["_forward", "timestep", "image", "tau"], [True, True, True, True]
     elif sort_by == "miou":
         mean = df.groupby("layer")["miou"].transform("mean")
         df = df.assign(_key=mean)
@@ -170,5 +182,60 @@ def _sort(df: pd.DataFrame, sort_by: str) -> pd.DataFrame:
         keys, asc = ["_key", "_forward", "timestep", "image"], [True, True, True, True]
     else:
         keys, asc = ["layer", "timestep", "image"], [True, True, True]
+    present = [k in df.columns for k in keys]
+    keys = [k for k, ok in zip(keys, present) if ok]
+    asc = [a for a, ok in zip(asc, present) if ok]
     df = df.sort_values(keys, ascending=asc, kind="stable")
     return df.drop(columns=[c for c in ("_forward", "_key") if c in df.columns]).reset_index(drop=True)
+
+
+def layer_ranking(scores: pd.DataFrame, *, select: Sequence[int], test: Sequence[int]) -> pd.DataFrame:
+    """Each (layer, timestep) at its own best tau, chosen on some images and scored on others.
+
+    With one fixed tau a layer's rank measures the tau as much as the layer (a layer whose cuts all cost
+    more than tau is never cut). Here tau is chosen per layer and timestep as the one with the best
+    pooled mIoU on the ``select`` images, and reported on the ``test`` images (no image serves both).
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        :func:`layer_scores` with ground truth and several ``taus``.
+    select, test : sequence of int
+        Batch indices of the images that choose tau and of the images that score it.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (layer, timestep) in forward order: ``layer, short, stage, resolution, timestep, tau``
+        (chosen), ``miou`` (pooled over the test images at that tau, the published metric),
+        ``miou_min, miou_max`` (the test mIoU's range over every tau tried), ``n_segments`` (mean on the
+        test images at that tau).
+    """
+    from .ablation.summary import pooled
+
+    if "tp" not in scores.columns:
+        raise ParameterError("layer_ranking needs scores computed with ground truth (layer_scores(gt=...)).")
+    overlap = set(select) & set(test)
+    if overlap or not select or not test:
+        raise ParameterError(f"select and test must be non-empty and disjoint; both hold {sorted(overlap)}.")
+    keys = ["layer", "timestep", "tau"]
+
+    def pooled_miou(rows: pd.DataFrame) -> pd.Series:
+        return pd.Series({"miou": pooled(rows).miou, "n_segments": rows["n_segments"].mean()})
+
+    by_tau = {
+        name: scores[scores["image"].isin(list(ids))].groupby(keys, sort=False).apply(pooled_miou)
+        for name, ids in (("select", select), ("test", test))
+    }
+    out = []
+    for (layer, t), sel in by_tau["select"].groupby(level=[0, 1], sort=False):
+        tau = float(sel["miou"].idxmax()[2])
+        tst = by_tau["test"].loc[(layer, t)]
+        first = scores[(scores["layer"] == layer) & (scores["timestep"] == t)].iloc[0]
+        out.append({
+            "layer": layer, "short": first["short"], "stage": first["stage"], "resolution": first["resolution"],
+            "timestep": int(t), "tau": tau, "miou": float(tst.loc[tau, "miou"]),
+            "miou_min": float(tst["miou"].min()), "miou_max": float(tst["miou"].max()),
+            "n_segments": float(tst.loc[tau, "n_segments"]),
+        })  # fmt: skip
+    return _sort(pd.DataFrame(out), "stage")

@@ -88,10 +88,10 @@ def test_report_notebook_has_one_source():
 #: lighter parameters for CI (the defaults are what a user runs; these keep the suite within its budget)
 CI_PARAMETERS = {
     "01_quickstart": {"n_images": 2},
-    "02_compare_layers": {"n_scenes": 2, "timesteps": [10, 50]},
+    "02_compare_layers": {"n_scenes": 2, "timesteps": [10, 50], "taus": [0.5, 0.7, 0.9]},
     "03_affinity_eigenvectors": {},
     "04_step_through_recursive_cut": {},
-    "06_ablation_layers_timesteps": {"limit": 2, "taus": [0.5]},
+    "06_ablation_layers_timesteps": {"limit": 2, "taus": [0.5, 0.9]},
 }
 
 
@@ -118,10 +118,13 @@ def test_notebook_executes(name, tmp_path):
         if name.startswith("06"):
             params["layers"] = ["diffcut"]
     out = tmp_path / f"{name}.ipynb"
+    before = sorted((ROOT / "notebooks").rglob("*"))
     pm.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(out), parameters=params,
                         cwd=str(tmp_path), progress_bar=False, kernel_name="python3",
                         request_save_on_cell_execute=False, execution_timeout=300)
+    assert sorted((ROOT / "notebooks").rglob("*")) == before, "running a notebook left files in notebooks/"
     nb = json.loads(out.read_text())
+    assert _own_bytes(nb) < 5e6, f"{name}: {_own_bytes(nb) / 1e6:.1f} MB of outputs"
     outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
     assert not [o for o in outputs if o["output_type"] == "error"]
     figures = [o for o in outputs if PLOTLY_MIME in o.get("data", {})]
@@ -132,6 +135,34 @@ def test_notebook_executes(name, tmp_path):
         counts = [re.search(r"(\d+) segments", a["text"]).group(1) for a in fig["layout"]["annotations"]
                   if "tau=" in a.get("text", "")]
         assert len(counts) == 4 and len(set(counts)) >= 3, counts
+    plotly = [o["data"][PLOTLY_MIME] for o in figures]
+    if name.startswith("02"):  # layers ranked at their own tau, timesteps as categories, named rows
+        fig = next(f for f in plotly if "test scenes" in json.dumps(f["layout"].get("title", "")))
+        assert fig["layout"]["xaxis"]["type"] == "category" and fig["data"][0]["colorbar"]["title"]["text"]
+        assert all(y.split(".")[0] in ("down1", "down2", "mid", "up0", "up1", "up2") for y in fig["data"][0]["y"])
+    if name.startswith("03"):  # eigenvectors share one colour bar and scale; y0 is not drawn
+        fig = next(f for f in plotly if "eigenvectors y1" in json.dumps(f["layout"].get("title", "")))
+        assert fig["layout"]["coloraxis"]["colorbar"]["title"]["text"]
+        assert not any(t.get("name") == "y0" for t in fig["data"])
+    if name.startswith("06"):  # one metric and unit, named; categorical axes
+        heat = next(f for f in plotly if f["data"][0]["type"] == "heatmap")
+        assert "pooled" in json.dumps(heat["layout"]["title"]) and heat["layout"]["xaxis"]["type"] == "category"
+        assert "diffcut" not in json.dumps(heat["data"][0]["y"])  # rows are named by their layer
     if name.startswith("04"):
         widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
         assert len(widgets) == 2, "notebook 04 shows two steppers (fixed and paper mode)"
+
+
+def _own_bytes(nb: dict) -> int:
+    """Bytes of a notebook's outputs without the two libraries it carries for offline viewing: plotly.js
+    (embedded once, with the first figure, so exported HTML draws offline) and the FigureWidget's
+    front-end bundle (stored with the widget state)."""
+    total = 0
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []):
+            for mime, value in out.get("data", {}).items():
+                text = value if isinstance(value, str) else json.dumps(value)
+                if mime == "text/html" and "plotly.js v" in text[:2000]:
+                    continue
+                total += len(text)
+    return total

@@ -8,6 +8,7 @@ what                              static figure                   app
 segments over an image            :func:`overlay`                 -
 several segmentations side by side :func:`compare_overlays`       -
 layers x timesteps                :func:`layer_grid`              (table: :func:`diffcut_lab.layer_scores`)
+each layer at its best tau        :func:`layer_ranking_figure`    (table: ``layer_comparison.layer_ranking``)
 Laplacian eigenvectors, spectrum  :func:`eigenvectors`            :func:`eigenvector_explorer`
 every recursive cut               :func:`cut_steps_figure`        :func:`cut_stepper`
 the tree of cuts                  :func:`cut_tree_figure`         (inside :func:`cut_stepper`)
@@ -27,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "overlay_traces": "overlays",
     "compare_overlays": "overlays",
     "layer_grid": "layers",
+    "layer_ranking_figure": "layers",
     "eigenvectors": "eigen",
     "eigenvector_explorer": "eigen",
     "EigenvectorExplorer": "eigen",

@@ -100,10 +100,9 @@ def miou_heatmap(
         )
     )  # fmt: skip
     fig.update_layout(
-        title=title or f"mIoU over {y} x {x} ({reduce} over the other settings)",
-        xaxis_title=x,
-        yaxis_title=y,
-        yaxis={"autorange": "reversed"},
+        title=title or f"mIoU (pooled over images, 0-1) over {y} x {x}, {reduce} over the other settings",
+        xaxis={"title": x, "type": "category"},
+        yaxis={"title": y, "autorange": "reversed", "type": "category"},
         template="plotly_white",
     )
     return fig
@@ -141,7 +140,7 @@ def sensitivity(
     fig.update_layout(
         title=title or f"mIoU sensitivity to {x} per {color}",
         xaxis_title=x,
-        yaxis_title=MIOU_TITLE,
+        yaxis={"title": MIOU_TITLE, "rangemode": "tozero"},
         template="plotly_white",
         legend_title=color,
     )

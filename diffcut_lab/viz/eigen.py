@@ -32,13 +32,13 @@ def _build(
     spec: Spectrum, k: int, pixel: tuple[int, int], image: np.ndarray | None, *, widget: bool, height: int | None
 ) -> go.Figure:
     h, w = spec.grid
-    k = int(min(k, spec.vectors.shape[1]))
+    k = int(min(k, spec.vectors.shape[1] - 1))  # y1..yk; y0 is constant up to D^-1/2: no partition in it
     rows_ev, cols = _layout(k)
     cols = max(cols, 3 if image is None else 4)
     bottom: list[dict | None] = [{"colspan": 2}, None, {}] + ([{}] if image is not None else [])
     bottom += [None] * (cols - len(bottom))
     specs = [[{} for _ in range(cols)] for _ in range(rows_ev)] + [bottom]
-    titles = [f"y{j}  (λ{j} = {spec.values[j]:.4f})" for j in range(k)]
+    titles = [f"y{j}  (λ{j} = {spec.values[j]:.4f})" for j in range(1, k + 1)]
     titles += [""] * (rows_ev * cols - k)
     titles += ["eigenvalue spectrum", "affinity row of the picked pixel"]
     if image is not None:
@@ -50,26 +50,34 @@ def _build(
         subplot_titles=titles,
         horizontal_spacing=0.04,
         vertical_spacing=0.08,
-        figure=go.FigureWidget() if widget else None,
     )
-    for j in range(k):
-        r, c = divmod(j, cols)
-        z = spec.vectors[:, j].reshape(h, w)
-        lim = float(np.abs(z).max()) or 1.0
+    for n, j in enumerate(range(1, k + 1)):
+        r, c = divmod(n, cols)
+        y = spec.vectors[:, j].reshape(h, w)
+        # each vector on its own robust scale, centred at 0 (the generalized eigenvectors have zero
+        # D-weighted mean): a few extreme pixels saturate instead of washing out the rest
+        lim = float(np.percentile(np.abs(y), 98)) or float(np.abs(y).max()) or 1.0
         fig.add_trace(
-            go.Heatmap(z=np.round(z, 5), colorscale="RdBu_r", zmid=0, zmin=-lim, zmax=lim, showscale=False,
-                       name=f"y{j}", hovertemplate=f"y{j}" + "[%{y}, %{x}] = %{z:.4f}<extra></extra>"),
+            go.Heatmap(z=np.round(np.clip(y / lim, -1, 1), 4), customdata=np.round(y, 6), coloraxis="coloraxis",
+                       name=f"y{j}", hovertemplate=f"y{j}" + "[%{y}, %{x}] = %{customdata:.5f}<extra></extra>"),
             row=r + 1,
             col=c + 1,
         )
         style_image_axes(fig, r + 1, c + 1)
+    top = fig.get_subplot(1, cols).yaxis.domain[1]
+    low = fig.get_subplot(rows_ev, 1).yaxis.domain[0]
+    fig.update_layout(coloraxis={
+        "colorscale": "RdBu_r", "cmin": -1, "cmid": 0, "cmax": 1,
+        "colorbar": {"title": {"text": "y / 98th pct |y|", "side": "right"}, "thickness": 10,
+                     "y": (top + low) / 2, "len": top - low, "tickvals": [-1, 0, 1]},
+    })  # fmt: skip
     vals = spec.values
     g = spec.largest_gap
     r_sp = rows_ev + 1
     fig.add_trace(
         go.Scatter(x=np.arange(vals.size), y=vals, mode="lines+markers", name="eigenvalues",
                    line={"color": "#90a4ae"},
-                   marker={"color": ["#1565c0" if j < k else "#90a4ae" for j in range(vals.size)]},
+                   marker={"color": ["#1565c0" if 1 <= j <= k else "#90a4ae" for j in range(vals.size)]},
                    hovertemplate="λ%{x} = %{y:.4f}<extra></extra>"),
         row=r_sp,
         col=1,
@@ -91,7 +99,11 @@ def _build(
     # affinity row of the picked pixel
     fig.add_trace(
         go.Heatmap(z=_row(spec, pixel), colorscale="Viridis", zmin=0, zmax=1, name="affinity row",
-                   colorbar={"thickness": 10, "len": 0.3, "y": 0.15},
+                   colorbar={"thickness": 10, "title": {"text": "W[pixel, ·]", "side": "right"},
+                             "x": fig.get_subplot(r_sp, 3).xaxis.domain[1] + 0.005, "xanchor": "left",
+                             "y": sum(fig.get_subplot(r_sp, 3).yaxis.domain) / 2,
+                             "len": 0.9 * (fig.get_subplot(r_sp, 3).yaxis.domain[1]
+                                           - fig.get_subplot(r_sp, 3).yaxis.domain[0])},
                    hovertemplate="W[pixel, (%{y}, %{x})] = %{z:.4f}<extra></extra>"),
         row=r_sp,
         col=3,
@@ -123,11 +135,11 @@ def _build(
         showlegend=False,
         margin={"l": 10, "r": 10, "t": 60, "b": 30},
         plot_bgcolor="white",
-        title=f"normalised Laplacian: first {k} eigenvectors on the {h}×{w} grid (click a heatmap to pick a pixel)"
-        if widget else f"normalised Laplacian: first {k} eigenvectors on the {h}×{w} grid, pixel {tuple(pixel)}",
+        title=f"normalised Laplacian: eigenvectors y1-y{k} on the {h}×{w} grid (y0 is constant, not drawn); "
+        + ("click a heatmap to pick a pixel" if widget else f"affinity row of pixel {tuple(pixel)}"),
     )
     fig.update_annotations(font_size=11)
-    return fig
+    return go.FigureWidget(fig) if widget else fig
 
 
 def _row(spec: Spectrum, pixel: tuple[int, int]) -> np.ndarray:
@@ -157,7 +169,9 @@ def eigenvectors(
         An ``(N, N)`` affinity (then ``grid`` gives its ``(h, w)`` layout, a square grid is assumed
         otherwise) or ``(C, h, w)`` features (the affinity is ``diffcut_lab.affinity(features, alpha)``).
     k
-        Number of eigenvectors to draw (the first is constant up to ``D^{-1/2}``: a sanity check).
+        Number of eigenvectors to draw: ``y1 .. yk`` (``y0`` is constant up to ``D^{-1/2}`` and carries no
+        partition). Each is shown on its own robust scale (divided by its 98th percentile of ``|y|``),
+        centred at 0; the hover gives the raw value.
     grid
         ``(h, w)`` of an affinity's nodes.
     alpha

@@ -23,7 +23,7 @@ from ._common import (
     style_image_axes,
 )
 
-__all__ = ["layer_grid"]
+__all__ = ["layer_grid", "layer_ranking_figure"]
 
 def layer_grid(
     cache: Any,
@@ -36,7 +36,7 @@ def layer_grid(
     config: Any = None,
     num_classes: int | None = None,
     sort_by: str = "stage",
-    tile: int = 112,
+    tile: int = 140,
     ignore_index: int = 255,
     **settings: Any,
 ) -> go.Figure:
@@ -119,14 +119,51 @@ def layer_grid(
         rec = df[df["layer"] == layer].iloc[0]
         fig.update_yaxes(
             title_text=f"{rec['short']}<br>{rec['resolution']} · {rec['channels']} ch",
-            title_font={"size": 10}, row=r, col=1,
+            title_font={"size": 12}, row=r, col=1,
         )
-    fig.update_annotations(font_size=10)
+    fig.update_annotations(font_size=12)
     fig.update_layout(
         height=int(tile * 1.25 * len(row_layers) + 80),
-        width=int(tile * 1.08 * cols + 170),
-        margin={"l": 150, "r": 10, "t": 60, "b": 10},
+        width=int(tile * 1.08 * cols + 190),
+        margin={"l": 170, "r": 10, "t": 60, "b": 10},
         title=f"layers × timesteps (sorted by {sort_by}; α={cfg.alpha:g}, τ={cfg.tau:g}, {cfg.mode} mode)",
         showlegend=False,
+    )
+    return fig
+
+
+def layer_ranking_figure(ranking: Any, *, title: str | None = None, height: int | None = None) -> go.Figure:
+    """Heatmap of :func:`~diffcut_lab.layer_comparison.layer_ranking`: layers (forward order) x timesteps
+    (categories), each cell the test mIoU at the layer's own tau, written with that tau; the hover gives
+    the mIoU's range over every tau tried and the mean segment count.
+    """
+    layers = list(dict.fromkeys(ranking["layer"]))
+    ts = sorted(ranking["timestep"].unique().tolist())
+    z = np.full((len(layers), len(ts)), np.nan)
+    text = [["" for _ in ts] for _ in layers]
+    hover = [["" for _ in ts] for _ in layers]
+    for _, r in ranking.iterrows():
+        i, j = layers.index(r["layer"]), ts.index(r["timestep"])
+        z[i, j] = r["miou"]
+        text[i][j] = f"{r['miou']:.2f}<br>τ {r['tau']:g}"
+        hover[i][j] = (f"{r['layer']} ({r['resolution']})<br>t = {r['timestep']}, τ = {r['tau']:g}: mIoU "
+                       f"{r['miou']:.3f}<br>over every τ: {r['miou_min']:.3f} to {r['miou_max']:.3f}<br>"
+                       f"{r['n_segments']:.1f} segments per image")  # fmt: skip
+    short = {r["layer"]: f"{r['short']} ({r['resolution']})" for _, r in ranking.iterrows()}
+    fig = go.Figure(
+        go.Heatmap(
+            z=z, x=[f"t={t}" for t in ts], y=[short[name] for name in layers], text=text,
+            texttemplate="%{text}", textfont={"size": 13}, customdata=hover, hovertemplate="%{customdata}<extra></extra>",
+            colorscale="Viridis", zmin=0, zmax=max(float(np.nanmax(z)), 0.01) if np.isfinite(z).any() else 1,
+            colorbar={"title": {"text": "mIoU<br>(0-1)"}},
+        )
+    )  # fmt: skip
+    fig.update_xaxes(type="category", title_text="noising timestep", tickfont={"size": 13})
+    fig.update_yaxes(type="category", autorange="reversed", tickfont={"size": 13}, title_text="layer (forward order)")
+    fig.update_layout(
+        title=title or "mIoU per layer and timestep, each at its own τ",
+        height=height or int(90 + 56 * len(layers)),
+        margin={"l": 10, "r": 10, "t": 60, "b": 50},
+        template="plotly_white",
     )
     return fig
