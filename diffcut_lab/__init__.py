@@ -55,6 +55,7 @@ _EXPORTS: dict[str, str] = {
     "laplacian_spectrum": "spectrum",
     "layer_scores": "layer_comparison",
     "layer_ranking": "layer_comparison",
+    "layer_similarity": "layer_comparison",
     "DiffCut": "pipeline",
     "DiffCutConfig": "config",
     "Segmentation": "pipeline",
@@ -105,7 +106,7 @@ if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
     from .feature_cache import FeatureCache
     from .hook_points import HookPoint, hook_points_frame, list_hook_points, resolve_layers
     from .images import load_image, to_batch
-    from .layer_comparison import layer_ranking, layer_scores
+    from .layer_comparison import layer_ranking, layer_scores, layer_similarity
     from .metrics import MIoUAccumulator, hungarian_miou
     from .ncut import CutStep, CutTree, recursive_ncut
     from .pipeline import DiffCut, Segmentation

@@ -1,8 +1,11 @@
-"""Layer comparison: DiffCut on every captured layer and timestep, scored against ground truth.
+"""Layer comparison: DiffCut on every captured layer and timestep, scored against ground truth, and how
+alike the layers' features are.
 
 :func:`layer_scores` is the table behind the layer views (:func:`diffcut_lab.viz.layer_grid` draws it):
 each (layer, timestep, image) is segmented by the segmentation core with one
-:class:`~diffcut_lab.config.DiffCutConfig` and scored with the published Hungarian matching.
+:class:`~diffcut_lab.config.DiffCutConfig` and scored with the published Hungarian matching;
+:func:`layer_ranking` scores each layer at its own tau; :func:`layer_similarity` is the linear CKA
+between every pair of captured maps (which layers carry the same information).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from .config import DiffCutConfig
 from .errors import ParameterError
 from .hook_points import forward_order, layer_stage, short_layer_name
 
-__all__ = ["SORT_KEYS", "layer_ranking", "layer_scores"]
+__all__ = ["SORT_KEYS", "layer_ranking", "layer_scores", "layer_similarity", "linear_cka"]
 
 
 def _label_map(labels: Any) -> np.ndarray:
@@ -239,3 +242,61 @@ def layer_ranking(scores: pd.DataFrame, *, select: Sequence[int], test: Sequence
             "n_segments": float(tst.loc[tau, "n_segments"]),
         })  # fmt: skip
     return _sort(pd.DataFrame(out), "stage")
+
+
+def linear_cka(x: Any, y: Any) -> float:
+    """Linear centred kernel alignment of two representations of the same ``n`` examples.
+
+    ``x`` is ``(n, p)``, ``y`` is ``(n, q)``; columns are centred, then
+    ``CKA = ||y^T x||_F^2 / (||x^T x||_F ||y^T y||_F)`` (Kornblith et al., ICML 2019): 1 for
+    representations equal up to rotation and isotropic scaling, near 0 for unrelated ones.
+    """
+    a = np.asarray(x, dtype=np.float64)
+    b = np.asarray(y, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[0]:
+        raise ParameterError(f"linear_cka needs (n, p) and (n, q) arrays; got {a.shape} and {b.shape}.")
+    a = a - a.mean(axis=0)
+    b = b - b.mean(axis=0)
+    cross = np.linalg.norm(b.T @ a) ** 2
+    norm = np.linalg.norm(a.T @ a) * np.linalg.norm(b.T @ b)
+    return float(cross / norm) if norm > 0 else float("nan")
+
+
+def layer_similarity(
+    cache: Any, *, layers: Sequence[str] | None = None, timesteps: Sequence[int] | None = None
+) -> pd.DataFrame:
+    """Linear CKA between every pair of captured (layer, timestep) feature maps of a cache.
+
+    The examples are the patches of every image of the batch. Maps of different resolutions are compared
+    on the coarsest grid among them (area-averaged), so that rows are the same image regions.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Square, symmetric, indexed and columned by ``"layer@timestep"`` (forward order, then timestep);
+        1 on the diagonal.
+    """
+    import torch.nn.functional as F
+
+    chosen, ts = _select(cache, layers, timesteps)
+    chosen = sorted(chosen, key=forward_order)
+    maps = {}
+    for layer in chosen:
+        for t in ts:
+            x = cache[layer, t]
+            if x.ndim == 4:  # (B, C, h, w); attention probabilities have no channels to compare
+                maps[f"{layer}@{t}"] = x.detach().float().cpu()
+    if not maps:
+        raise ParameterError("layer_similarity needs (B, C, h, w) feature maps in the cache.")
+    h = min(m.shape[2] for m in maps.values())
+    w = min(m.shape[3] for m in maps.values())
+    reps = {
+        key: F.adaptive_avg_pool2d(m, (h, w)).permute(0, 2, 3, 1).reshape(-1, m.shape[1]).numpy()
+        for key, m in maps.items()
+    }
+    keys = list(reps)
+    out = np.eye(len(keys))
+    for i in range(len(keys)):
+        for j in range(i + 1, len(keys)):
+            out[i, j] = out[j, i] = linear_cka(reps[keys[i]], reps[keys[j]])
+    return pd.DataFrame(out, index=keys, columns=keys)

@@ -9,6 +9,7 @@ segments over an image            :func:`overlay`                 -
 several segmentations side by side :func:`compare_overlays`       -
 layers x timesteps                :func:`layer_grid`              (table: :func:`diffcut_lab.layer_scores`)
 each layer at its best tau        :func:`layer_ranking_figure`    (table: ``layer_comparison.layer_ranking``)
+layer similarity (linear CKA)     :func:`layer_similarity_figure` (table: :func:`diffcut_lab.layer_similarity`)
 Laplacian eigenvectors, spectrum  :func:`eigenvectors`            :func:`eigenvector_explorer`
 every recursive cut               :func:`cut_steps_figure`        :func:`cut_stepper`
 the tree of cuts                  :func:`cut_tree_figure`         (inside :func:`cut_stepper`)
@@ -29,6 +30,7 @@ _EXPORTS: dict[str, str] = {
     "compare_overlays": "overlays",
     "layer_grid": "layers",
     "layer_ranking_figure": "layers",
+    "layer_similarity_figure": "layers",
     "eigenvectors": "eigen",
     "eigenvector_explorer": "eigen",
     "EigenvectorExplorer": "eigen",

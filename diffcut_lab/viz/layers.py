@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..config import DiffCutConfig
+from ..hook_points import short_layer_name
 from ..layer_comparison import layer_scores
 from ._common import (
     as_labels,
@@ -23,7 +24,7 @@ from ._common import (
     style_image_axes,
 )
 
-__all__ = ["layer_grid", "layer_ranking_figure"]
+__all__ = ["layer_grid", "layer_ranking_figure", "layer_similarity_figure"]
 
 def layer_grid(
     cache: Any,
@@ -165,5 +166,34 @@ def layer_ranking_figure(ranking: Any, *, title: str | None = None, height: int 
         height=height or int(90 + 56 * len(layers)),
         margin={"l": 10, "r": 10, "t": 60, "b": 50},
         template="plotly_white",
+    )
+    return fig
+
+
+def layer_similarity_figure(similarity: Any, *, title: str | None = None, height: int | None = None) -> go.Figure:
+    """Heatmap of :func:`~diffcut_lab.layer_comparison.layer_similarity` (linear CKA, 0-1), rows and columns
+    ``layer@timestep`` with short layer names."""
+    keys = list(similarity.index)
+
+    def label(key: str) -> str:
+        layer, t = key.rsplit("@", 1)
+        return f"{short_layer_name(layer)} t={t}"
+
+    labels = [label(k) for k in keys]
+    z = np.asarray(similarity, dtype=float)
+    fig = go.Figure(
+        go.Heatmap(
+            z=np.round(z, 3), x=labels, y=labels, zmin=0, zmax=1, colorscale="Viridis",
+            text=[[f"{v:.2f}" for v in row] for row in z], texttemplate="%{text}" if len(keys) <= 16 else None,
+            colorbar={"title": {"text": "linear<br>CKA"}},
+            hovertemplate="%{y}<br>%{x}<br>CKA %{z:.3f}<extra></extra>",
+        )
+    )  # fmt: skip
+    fig.update_xaxes(type="category", tickangle=-40)
+    fig.update_yaxes(type="category", autorange="reversed")
+    fig.update_layout(
+        title=title or "how alike the layers' features are (linear CKA over the patches of every image)",
+        height=height or int(160 + 34 * len(keys)), width=int(260 + 34 * len(keys)) if len(keys) > 8 else None,
+        margin={"l": 10, "r": 10, "t": 60, "b": 10}, template="plotly_white",
     )
     return fig
