@@ -276,9 +276,8 @@ def test_ablate_command_prints_best(tiny_dir, tmp_path, capsys):
 
 
 def test_ablate_command_says_its_plan_progress_and_what_a_resume_skips(tiny_dir, tmp_path, capsys):
-    from diffcut_lab.cli import main
-
     from diffcut_lab.ablation.worker import load_grid_dataset
+    from diffcut_lab.cli import main
 
     grid = small_grid(tiny_dir, dataset_kwargs={"n": 2, "size": 64})
     cfg, out = grid.to_yaml(tmp_path / "g.yaml"), tmp_path / "o.parquet"
