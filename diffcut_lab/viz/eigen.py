@@ -96,14 +96,13 @@ def _build(
         )
     fig.update_xaxes(title_text="index", row=r_sp, col=1, dtick=2)
     fig.update_yaxes(title_text="eigenvalue", row=r_sp, col=1, rangemode="tozero")
-    # affinity row of the picked pixel
+    # affinity row of the picked pixel, its colour bar beside it
+    row_x, row_y = fig.get_subplot(r_sp, 3).xaxis.domain, fig.get_subplot(r_sp, 3).yaxis.domain
     fig.add_trace(
         go.Heatmap(z=_row(spec, pixel), colorscale="Viridis", zmin=0, zmax=1, name="affinity row",
                    colorbar={"thickness": 10, "title": {"text": "W[pixel, ·]", "side": "right"},
-                             "x": fig.get_subplot(r_sp, 3).xaxis.domain[1] + 0.005, "xanchor": "left",
-                             "y": sum(fig.get_subplot(r_sp, 3).yaxis.domain) / 2,
-                             "len": 0.9 * (fig.get_subplot(r_sp, 3).yaxis.domain[1]
-                                           - fig.get_subplot(r_sp, 3).yaxis.domain[0])},
+                             "x": row_x[1] + 0.005, "xanchor": "left", "y": (row_y[0] + row_y[1]) / 2,
+                             "len": 0.9 * (row_y[1] - row_y[0])},
                    hovertemplate="W[pixel, (%{y}, %{x})] = %{z:.4f}<extra></extra>"),
         row=r_sp,
         col=3,
