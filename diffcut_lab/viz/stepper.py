@@ -257,7 +257,7 @@ class _StepData:
         k = int(part.max()) + 1 if part.size else 1
         acc = _accepted(s)
         return {
-            # every property a frame needs, colour scales included: the static figure's frames replace whole traces
+            # every property a step needs, colour scales included: the static figure's frames are built from these
             T_SPLIT: {"z": split.reshape(h, w).astype(np.int8), "colorscale": _SPLIT_SCALE, "zmin": 0, "zmax": 3},
             T_FIEDLER: {
                 "z": _round(fz.reshape(h, w)),
