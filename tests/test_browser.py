@@ -323,3 +323,45 @@ def _check_redisplay(page) -> None:
         states.append(page.evaluate(_FIGURE_STATE, i))
     live, again = states
     assert again == live, "a stepper displayed again differs from the live one"
+
+
+def test_eigenvector_explorer_first_frame_in_jupyterlab(lab, tmp_path):
+    """Notebook 03's explorer, as JupyterLab first draws it: the eigenvectors on their shared diverging
+    scale and the affinity row on its own (not plotly's defaults), every panel present."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    url, token = lab
+    src = ROOT / "notebooks" / "03_affinity_eigenvectors.ipynb"
+    nb = json.loads(src.read_text())
+    if MODEL != "pocket":
+        for cell in nb["cells"]:
+            if "parameters" in cell.get("metadata", {}).get("tags", []):
+                cell["source"] = "".join(cell["source"]).replace('model = "pocket"', f"model = {MODEL!r}")
+    (tmp_path / src.name).write_text(json.dumps(nb))
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(f"{url}/lab/tree/{src.name}?token={token}", wait_until="domcontentloaded")
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+            _settle_dialogs(page)
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
+            page.wait_for_function("() => window.jupyterapp !== undefined", timeout=30_000)
+            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); return true; }")
+            page.wait_for_selector(".widget-vbox .js-plotly-plot", timeout=180_000)
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=180_000)
+            app = page.locator(".widget-vbox").last
+            app.scroll_into_view_if_needed()
+            page.wait_for_timeout(1500)
+            state = page.evaluate(
+                """() => { const gd = document.querySelector('.widget-vbox .js-plotly-plot');
+                    const row = gd._fullData.find(t => t.name === 'affinity row');
+                    return {names: gd._fullData.map(t => t.name), axis: gd._fullLayout.coloraxis.colorscale,
+                            row: row.colorscale, range: [gd._fullLayout.coloraxis.cmin, gd._fullLayout.coloraxis.cmax]}; }"""
+            )
+            app.screenshot(path=str(ARTIFACTS / "03_explorer_first_frame.png"))
+        finally:
+            browser.close()
+    assert [f"y{j}" for j in range(1, 9)] == [n for n in state["names"] if n.startswith("y")]
+    assert state["axis"][0][1] == "rgb(5,48,97)" and state["range"] == [-1, 1]  # RdBu reversed, centred at 0
+    assert state["row"][0][1] == "#440154"  # Viridis

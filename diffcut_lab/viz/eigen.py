@@ -100,9 +100,9 @@ def _build(
     row_x, row_y = fig.get_subplot(r_sp, 3).xaxis.domain, fig.get_subplot(r_sp, 3).yaxis.domain
     fig.add_trace(
         go.Heatmap(z=_row(spec, pixel), colorscale="Viridis", zmin=0, zmax=1, name="affinity row",
-                   colorbar={"thickness": 10, "title": {"text": "W[pixel, ·]", "side": "right"},
-                             "x": row_x[1] + 0.005, "xanchor": "left", "y": (row_y[0] + row_y[1]) / 2,
-                             "len": 0.9 * (row_y[1] - row_y[0])},
+                   colorbar={"orientation": "h", "thickness": 8, "title": {"text": "W[pixel, ·]", "side": "bottom"},
+                             "x": (row_x[0] + row_x[1]) / 2, "xanchor": "center", "y": row_y[0] - 0.02,
+                             "yanchor": "top", "len": 0.9 * (row_x[1] - row_x[0]), "tickfont": {"size": 9}},
                    hovertemplate="W[pixel, (%{y}, %{x})] = %{z:.4f}<extra></extra>"),
         row=r_sp,
         col=3,
@@ -134,8 +134,7 @@ def _build(
         showlegend=False,
         margin={"l": 10, "r": 10, "t": 60, "b": 30},
         plot_bgcolor="white",
-        title=f"normalised Laplacian: eigenvectors y1-y{k} on the {h}×{w} grid (y0 is constant, not drawn); "
-        + ("click a heatmap to pick a pixel" if widget else f"affinity row of pixel {tuple(pixel)}"),
+        title=f"eigenvectors y1-y{k} of the normalised Laplacian, {h}×{w} grid (y0 is constant: not drawn)",
     )
     fig.update_annotations(font_size=11)
     return go.FigureWidget(fig) if widget else fig
@@ -243,7 +242,8 @@ class EigenvectorExplorer:
 
     def _info_text(self, seconds: float) -> str:
         s = self.spectrum
-        return (f"<span style='color:#555'>pixel {self.pixel} · largest eigengap after λ{s.largest_gap} "
+        return (f"<span style='color:#555'>click a heatmap to pick a pixel · pixel {self.pixel} · largest "
+                f"eigengap after λ{s.largest_gap} "
                 f"({s.largest_gap + 1} clusters)" + (f" · computed in {1000 * seconds:.0f} ms" if seconds else "")
                 + "</span>")
 
