@@ -118,9 +118,12 @@ def track(items: Iterable[T], *, total: int | None = None, label: Any = _label) 
     n = len(items) if total is None else total  # type: ignore[arg-type]
     for i, item in enumerate(items, 1):
         yield item
-        with open(path, "a", encoding="utf-8") as f:
-            name = " ".join(str(label(item)).split())  # one line, whatever the name holds
-            f.write(f"{i}\t{n}\t{name}\n")
+        name = " ".join(str(label(item)).split())  # one line, whatever the name holds
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(f"{i}\t{n}\t{name}\n")
+        except OSError:  # progress is a courtesy: it never stops the work
+            pass
 
 
 @contextmanager

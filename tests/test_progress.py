@@ -36,3 +36,8 @@ def test_track_reports_each_finished_item_to_the_watching_command(monkeypatch, t
         for name, _ in track({"d1/a.png": 1, "odd\nname.png": 2}.items()):
             assert not out.getvalue().count(name)  # reported once finished, not when started
     assert out.getvalue().splitlines() == ["report: 1/2 d1/a.png", "report: 2/2 odd name.png"]
+
+
+def test_track_never_stops_the_work_when_the_progress_file_cannot_be_written(monkeypatch, tmp_path):
+    monkeypatch.setenv(PROGRESS_ENV, str(tmp_path / "missing-dir" / "progress.tsv"))
+    assert list(track(["a", "b"])) == ["a", "b"]

@@ -244,7 +244,7 @@ def build_report(
         what = f"{n_images} image(s)" if params.images else f"the {n_images} sample images"
         _log(f"{what} with model {params.model!r} -> {out} (+ {nb_out.name}"
              f"{f', {fig_out.name}/' if png else ''})", quiet)  # fmt: skip
-        progress_file = tmp / "progress.tsv"
+        progress_file = (tmp / "progress.tsv").resolve()  # the kernel runs in another directory
         with Progress(n_images, "diffcut-lab report: segmented", quiet=quiet) as bar, watch(progress_file, bar), \
                 _environ(PROGRESS_ENV, str(progress_file)):  # fmt: skip
             try:
