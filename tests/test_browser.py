@@ -45,16 +45,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _copy_notebook(dest: Path) -> Path:
-    nb = json.loads(NOTEBOOK.read_text())
+def _copy_notebook(dest: Path, source: Path = NOTEBOOK) -> Path:
+    nb = json.loads(source.read_text())
     if MODEL != "pocket":  # test runs against another local model (e.g. a tiny one while pocket is absent)
         for cell in nb["cells"]:
             if "parameters" in cell.get("metadata", {}).get("tags", []):
                 src = "".join(cell["source"])
                 cell["source"] = src.replace('model = "pocket"', f"model = {MODEL!r}")
-    out = dest / NOTEBOOK.name
+    out = dest / source.name
     out.write_text(json.dumps(nb))
     return out
+
+
+def _open_and_run_all(page, url: str, token: str, name: str) -> None:
+    """Open notebook ``name`` in JupyterLab, wait for its kernel and run every cell."""
+    page.goto(f"{url}/lab/tree/{name}?token={token}", wait_until="domcontentloaded")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    _settle_dialogs(page)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
+    page.wait_for_function("() => window.jupyterapp !== undefined", timeout=30_000)
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); return true; }")
 
 
 @pytest.fixture()
@@ -171,12 +181,7 @@ def test_stepper_in_jupyterlab(lab, tmp_path):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(f"{url}/lab/tree/{nb_path.name}?token={token}", wait_until="domcontentloaded")
-            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-            _settle_dialogs(page)
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
-            page.wait_for_function("() => window.jupyterapp !== undefined", timeout=30_000)
-            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); return true; }")
+            _open_and_run_all(page, url, token, nb_path.name)
             # the stepper is displayed once its cell ran and the widget manager rendered it
             page.wait_for_selector(".diffcut-cut-stepper .js-plotly-plot", timeout=180_000)
             page.wait_for_function(
@@ -330,24 +335,13 @@ def test_eigenvector_explorer_first_frame_in_jupyterlab(lab, tmp_path):
     scale and the affinity row on its own (not plotly's defaults), every panel present."""
     playwright = pytest.importorskip("playwright.sync_api")
     url, token = lab
-    src = ROOT / "notebooks" / "03_affinity_eigenvectors.ipynb"
-    nb = json.loads(src.read_text())
-    if MODEL != "pocket":
-        for cell in nb["cells"]:
-            if "parameters" in cell.get("metadata", {}).get("tags", []):
-                cell["source"] = "".join(cell["source"]).replace('model = "pocket"', f"model = {MODEL!r}")
-    (tmp_path / src.name).write_text(json.dumps(nb))
+    nb_path = _copy_notebook(tmp_path, ROOT / "notebooks" / "03_affinity_eigenvectors.ipynb")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(f"{url}/lab/tree/{src.name}?token={token}", wait_until="domcontentloaded")
-            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-            _settle_dialogs(page)
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
-            page.wait_for_function("() => window.jupyterapp !== undefined", timeout=30_000)
-            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); return true; }")
+            _open_and_run_all(page, url, token, nb_path.name)
             page.wait_for_selector(".widget-vbox .js-plotly-plot", timeout=180_000)
             page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=180_000)
             app = page.locator(".widget-vbox").last
