@@ -16,7 +16,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -109,6 +112,18 @@ def lab(tmp_path):
         log.close()
 
 
+@contextmanager
+def _chromium_page(width: int, height: int) -> Iterator[Any]:
+    """A page of Debian's Chromium driven by Playwright (skips when Playwright is not installed)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport={"width": width, "height": height})
+        finally:
+            browser.close()
+
+
 def _settle_dialogs(page) -> None:
     """Accept the kernel dialog (python3 is preselected) and decline the news toast, when they appear."""
     try:
@@ -173,57 +188,51 @@ def _plot_pixels(locator) -> np.ndarray:
 
 
 def test_stepper_in_jupyterlab(lab, tmp_path):
-    playwright = pytest.importorskip("playwright.sync_api")
     url, token = lab
     nb_path = _copy_notebook(tmp_path)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            _open_and_run_all(page, url, token, nb_path.name)
-            # the stepper is displayed once its cell ran and the widget manager rendered it
-            page.wait_for_selector(".diffcut-cut-stepper .js-plotly-plot", timeout=180_000)
-            page.wait_for_function(
-                "() => { const s = document.querySelector('.diffcut-cut-stepper .widget-html-content');"
-                " return s && s.innerText.includes('step 1 of'); }",
-                timeout=60_000,
-            )
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=180_000)
-            app = page.locator(".diffcut-cut-stepper").first
-            app.scroll_into_view_if_needed()
-            page.wait_for_timeout(500)
-            _check_first_frames(page)
-            app.scroll_into_view_if_needed()
-            before = _stepper_state(page)
-            assert before and "step 1 of" in before["status"], before
-            assert before["readout"].strip() == "1"
-            assert before["z"], "the Fiedler heatmap has no data"
-            page.screenshot(path=str(ARTIFACTS / "04_stepper_step1.png"))
+    with _chromium_page(1400, 1100) as page:
+        _open_and_run_all(page, url, token, nb_path.name)
+        # the stepper is displayed once its cell ran and the widget manager rendered it
+        page.wait_for_selector(".diffcut-cut-stepper .js-plotly-plot", timeout=180_000)
+        page.wait_for_function(
+            "() => { const s = document.querySelector('.diffcut-cut-stepper .widget-html-content');"
+            " return s && s.innerText.includes('step 1 of'); }",
+            timeout=60_000,
+        )
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=180_000)
+        app = page.locator(".diffcut-cut-stepper").first
+        app.scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        _check_first_frames(page)
+        app.scroll_into_view_if_needed()
+        before = _stepper_state(page)
+        assert before and "step 1 of" in before["status"], before
+        assert before["readout"].strip() == "1"
+        assert before["z"], "the Fiedler heatmap has no data"
+        page.screenshot(path=str(ARTIFACTS / "04_stepper_step1.png"))
 
-            handle = app.locator(".widget-slider .noUi-handle").first
-            handle.focus()
-            handle.press("ArrowRight")
-            page.wait_for_function(
-                "() => { const s = document.querySelector('.diffcut-cut-stepper .widget-html-content');"
-                " return s && s.innerText.includes('step 2 of'); }",
-                timeout=30_000,
-            )
-            page.wait_for_function(
-                "(z0) => { const gd = document.querySelector('.diffcut-cut-stepper .js-plotly-plot');"
-                " const tr = gd && gd.data && gd.data.find(t => t.name === 'Fiedler');"
-                " return tr && JSON.stringify(tr.z).slice(0, 20000) !== z0; }",
-                arg=before["z"],
-                timeout=30_000,
-            )
-            page.wait_for_timeout(700)  # let plotly repaint before the screenshot
-            after = _stepper_state(page)
-            app.scroll_into_view_if_needed()
-            page.screenshot(path=str(ARTIFACTS / "04_stepper_step2.png"))
-            app.screenshot(path=str(ARTIFACTS / "04_stepper_widget.png"))
-            _check_redisplay(page)
-        finally:
-            browser.close()
+        handle = app.locator(".widget-slider .noUi-handle").first
+        handle.focus()
+        handle.press("ArrowRight")
+        page.wait_for_function(
+            "() => { const s = document.querySelector('.diffcut-cut-stepper .widget-html-content');"
+            " return s && s.innerText.includes('step 2 of'); }",
+            timeout=30_000,
+        )
+        page.wait_for_function(
+            "(z0) => { const gd = document.querySelector('.diffcut-cut-stepper .js-plotly-plot');"
+            " const tr = gd && gd.data && gd.data.find(t => t.name === 'Fiedler');"
+            " return tr && JSON.stringify(tr.z).slice(0, 20000) !== z0; }",
+            arg=before["z"],
+            timeout=30_000,
+        )
+        page.wait_for_timeout(700)  # let plotly repaint before the screenshot
+        after = _stepper_state(page)
+        app.scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "04_stepper_step2.png"))
+        app.screenshot(path=str(ARTIFACTS / "04_stepper_widget.png"))
+        _check_redisplay(page)
     assert "step 2 of" in after["status"]
     assert after["readout"].strip() == "2"
     assert after["z"] != before["z"], "the figure did not change with the slider"
@@ -266,7 +275,6 @@ def _check_first_frames(page) -> None:
 def test_report_slider_frames_keep_the_curve_in_view(tmp_path):
     """The report's step slider: at a later step the NCut curve, the chosen threshold and tau stay inside
     the axes (each frame carries its own ranges)."""
-    playwright = pytest.importorskip("playwright.sync_api")
     import diffcut_lab as dl
     from diffcut_lab import viz
 
@@ -279,34 +287,29 @@ def test_report_slider_frames_keep_the_curve_in_view(tmp_path):
     html = tmp_path / "steps.html"
     viz.cut_steps_figure(tree, (seg * 50).astype("uint8")).write_html(html, include_plotlyjs=True)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1300, "height": 900})
-            page.goto(html.as_uri())
-            page.wait_for_function("() => document.querySelector('.js-plotly-plot')?._fullLayout", timeout=30_000)
-            for k in range(1, len(tree.steps) + 1):
-                page.evaluate(
-                    "(k) => Plotly.animate(document.querySelector('.js-plotly-plot'), [String(k)],"
-                    " {mode: 'immediate', frame: {duration: 0, redraw: true}, transition: {duration: 0}})", k,
-                )
-                page.wait_for_timeout(150)
-                st = page.evaluate(
-                    "() => { const gd = document.querySelector('.js-plotly-plot'); const L = gd._fullLayout;"
-                    " const A = (v) => Array.from(v || []).map(Number).filter(Number.isFinite);"
-                    " const F = gd._fullData;"
-                    " return {x: L.xaxis3.range, y: L.yaxis3.range, curve: [A(F[3].x), A(F[3].y)],"
-                    " chosen: [A(F[4].x), A(F[4].y)], tau: A(F[5].y)}; }"
-                )
-                cx = st["curve"][0] + st["chosen"][0]
-                cy = st["curve"][1] + st["chosen"][1] + st["tau"]
-                assert len(st["curve"][0]) > 10, f"step {k} has no NCut curve"
-                assert st["x"][0] <= min(cx) and max(cx) <= st["x"][1], (k, st["x"], min(cx), max(cx))
-                assert st["y"][0] <= min(cy) and max(cy) <= st["y"][1], (k, st["y"], max(cy))
-                if k == len(tree.steps):
-                    page.screenshot(path=str(ARTIFACTS / "report_steps_last.png"))
-        finally:
-            browser.close()
+    with _chromium_page(1300, 900) as page:
+        page.goto(html.as_uri())
+        page.wait_for_function("() => document.querySelector('.js-plotly-plot')?._fullLayout", timeout=30_000)
+        for k in range(1, len(tree.steps) + 1):
+            page.evaluate(
+                "(k) => Plotly.animate(document.querySelector('.js-plotly-plot'), [String(k)],"
+                " {mode: 'immediate', frame: {duration: 0, redraw: true}, transition: {duration: 0}})", k,
+            )
+            page.wait_for_timeout(150)
+            st = page.evaluate(
+                "() => { const gd = document.querySelector('.js-plotly-plot'); const L = gd._fullLayout;"
+                " const A = (v) => Array.from(v || []).map(Number).filter(Number.isFinite);"
+                " const F = gd._fullData;"
+                " return {x: L.xaxis3.range, y: L.yaxis3.range, curve: [A(F[3].x), A(F[3].y)],"
+                " chosen: [A(F[4].x), A(F[4].y)], tau: A(F[5].y)}; }"
+            )
+            cx = st["curve"][0] + st["chosen"][0]
+            cy = st["curve"][1] + st["chosen"][1] + st["tau"]
+            assert len(st["curve"][0]) > 10, f"step {k} has no NCut curve"
+            assert st["x"][0] <= min(cx) and max(cx) <= st["x"][1], (k, st["x"], min(cx), max(cx))
+            assert st["y"][0] <= min(cy) and max(cy) <= st["y"][1], (k, st["y"], max(cy))
+            if k == len(tree.steps):
+                page.screenshot(path=str(ARTIFACTS / "report_steps_last.png"))
 
 
 def _check_redisplay(page) -> None:
@@ -333,29 +336,23 @@ def _check_redisplay(page) -> None:
 def test_eigenvector_explorer_first_frame_in_jupyterlab(lab, tmp_path):
     """Notebook 03's explorer, as JupyterLab first draws it: the eigenvectors on their shared diverging
     scale and the affinity row on its own (not plotly's defaults), every panel present."""
-    playwright = pytest.importorskip("playwright.sync_api")
     url, token = lab
     nb_path = _copy_notebook(tmp_path, ROOT / "notebooks" / "03_affinity_eigenvectors.ipynb")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            _open_and_run_all(page, url, token, nb_path.name)
-            page.wait_for_selector(".widget-vbox .js-plotly-plot", timeout=180_000)
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=180_000)
-            app = page.locator(".widget-vbox").last
-            app.scroll_into_view_if_needed()
-            page.wait_for_timeout(1500)
-            state = page.evaluate(
-                """() => { const gd = document.querySelector('.widget-vbox .js-plotly-plot');
-                    const row = gd._fullData.find(t => t.name === 'affinity row');
-                    return {names: gd._fullData.map(t => t.name), axis: gd._fullLayout.coloraxis.colorscale,
-                            row: row.colorscale, range: [gd._fullLayout.coloraxis.cmin, gd._fullLayout.coloraxis.cmax]}; }"""
-            )
-            app.screenshot(path=str(ARTIFACTS / "03_explorer_first_frame.png"))
-        finally:
-            browser.close()
+    with _chromium_page(1400, 1100) as page:
+        _open_and_run_all(page, url, token, nb_path.name)
+        page.wait_for_selector(".widget-vbox .js-plotly-plot", timeout=180_000)
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=180_000)
+        app = page.locator(".widget-vbox").last
+        app.scroll_into_view_if_needed()
+        page.wait_for_timeout(1500)
+        state = page.evaluate(
+            """() => { const gd = document.querySelector('.widget-vbox .js-plotly-plot');
+                const row = gd._fullData.find(t => t.name === 'affinity row');
+                return {names: gd._fullData.map(t => t.name), axis: gd._fullLayout.coloraxis.colorscale,
+                        row: row.colorscale, range: [gd._fullLayout.coloraxis.cmin, gd._fullLayout.coloraxis.cmax]}; }"""
+        )
+        app.screenshot(path=str(ARTIFACTS / "03_explorer_first_frame.png"))
     assert [f"y{j}" for j in range(1, 9)] == [n for n in state["names"] if n.startswith("y")]
     assert state["axis"][0][1] == "rgb(5,48,97)" and state["range"] == [-1, 1]  # RdBu reversed, centred at 0
     assert state["row"][0][1] == "#440154"  # Viridis
