@@ -151,7 +151,7 @@ def layer_scores(
                     if gts is not None and i < len(gts) and gts[i] is not None:
                         g = gts[i]
                         img = None if cache.images is None else cache.images[i]
-                        pred = core.pixel_labels(labels, f, g.shape, cfg.replace(tau=tau), region=img, x=img)
+                        pred = core.pixel_labels(labels, f, g.shape, cfg, region=img, x=img)
                         res = hungarian_miou(pred, g, num_classes=num_classes, ignore_index=ignore_index)
                         row.update(miou=float(res.miou), tp=res.tp.tolist(), fp=res.fp.tolist(),
                                    fn=res.fn.tolist(), n_pixels=int(res.n_pixels))  # fmt: skip
