@@ -44,6 +44,12 @@ def published_eigh(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor | None:
     return y * torch.sign(y[torch.argmax(torch.abs(y))])
 
 
+def _thresholds(y: torch.Tensor) -> torch.Tensor:
+    """The published candidates: ``linspace(0.99 min y, 0.99 max y, 100)`` (float32, on ``y``'s device)."""
+    lo, hi = float(y.min() * 0.99), float(y.max() * 0.99)
+    return torch.linspace(lo, hi, N_THRESHOLDS, dtype=y.dtype, device=y.device)
+
+
 def published_loop_scores(
     a: torch.Tensor, d: torch.Tensor, y: torch.Tensor, thr: torch.Tensor
 ) -> np.ndarray:
@@ -81,8 +87,8 @@ def paper_scores(a64: torch.Tensor, d64: torch.Tensor, y: torch.Tensor, thr: tor
     x = y[None, :] > thr[:, None]
     counts = x.sum(1)
     n = y.shape[0]
-    _, first, inverse = np.unique(counts.numpy(), return_index=True, return_inverse=True)
-    xu = x[torch.as_tensor(first)].to(torch.float64)
+    _, first, inverse = np.unique(counts.cpu().numpy(), return_index=True, return_inverse=True)
+    xu = x[torch.as_tensor(first, device=x.device)].to(torch.float64)
     vol = d64.sum()
     vol_p = xu @ d64
     vol_n = vol - vol_p
@@ -92,11 +98,11 @@ def paper_scores(a64: torch.Tensor, d64: torch.Tensor, y: torch.Tensor, thr: tor
     za = z @ a64
     den = (z * z * d64).sum(1)
     num = den - (za * z).sum(1)
-    val = (num / den).numpy()
-    cu = counts.numpy()[first]
+    val = (num / den).cpu().numpy()
+    cu = counts.cpu().numpy()[first]
     val = np.where((cu == 0) | (cu == n), np.nan, val)
-    cut = (vol_p - (xu @ a64 * xu).sum(1)).numpy()
-    return Scores(val[inverse.reshape(-1)], first, val, vol_p.numpy(), vol_n.numpy(), cut)
+    cut = (vol_p - (xu @ a64 * xu).sum(1)).cpu().numpy()
+    return Scores(val[inverse.reshape(-1)], first, val, vol_p.cpu().numpy(), vol_n.cpu().numpy(), cut)
 
 
 def published_choice(values: np.ndarray) -> tuple[int, float]:
@@ -147,23 +153,24 @@ def certified(y: np.ndarray, d: np.ndarray, gap: float, thr: np.ndarray, scores:
 
 def paper_attempt(w32: torch.Tensor, kept: np.ndarray, solver: str, warm: np.ndarray | None) -> Attempt:
     """The published cut of the sub-graph on ``kept`` (see :func:`diffcut_lab.ncut.recursive_ncut`)."""
-    idx = torch.as_tensor(kept)
+    idx = torch.as_tensor(kept, device=w32.device)
     a = w32[idx][:, idx].contiguous()
     d = torch.sum(a, dim=1)
     if bool((d <= 0).any()):
         return Attempt.rejected("zero degree: the published eigen problem is undefined (1/sqrt(0))")
     n = kept.shape[0]
     a64, d64 = a.to(torch.float64), d.to(torch.float64)
-    fast = solver in ("eigsh", "dense") or (solver == "auto" and n > PAPER_DENSE_MAX)
+    # on an accelerator "auto" is the published float32 eigh at every size (it is the cheap part there)
+    fast = solver in ("eigsh", "dense") or (solver == "auto" and n > PAPER_DENSE_MAX and a.device.type == "cpu")
     y = None
     used = "torch32"
     if fast:
-        f = _eigen.fiedler(a64.numpy(), d64.numpy(), "dense" if solver == "dense" else "eigsh", warm)
-        y = torch.as_tensor(f.y, dtype=torch.float32)
-        thr = torch.linspace(y.min() * 0.99, y.max() * 0.99, N_THRESHOLDS)
+        f = _eigen.fiedler(a64.cpu().numpy(), d64.cpu().numpy(), "dense" if solver == "dense" else "eigsh", warm)
+        y = torch.as_tensor(f.y, dtype=torch.float32, device=a.device)
+        thr = _thresholds(y)
         scores = paper_scores(a64, d64, y, thr)
         gap = min(f.lam2, f.lam3 - f.lam2)
-        if solver != "auto" or certified(f.y, d64.numpy(), gap, thr.numpy().astype(np.float64), scores):
+        if solver != "auto" or certified(f.y, d64.cpu().numpy(), gap, thr.cpu().numpy().astype(np.float64), scores):
             used = f.solver
         else:
             y = None
@@ -171,7 +178,7 @@ def paper_attempt(w32: torch.Tensor, kept: np.ndarray, solver: str, warm: np.nda
         y = published_eigh(a, d)
         if y is None or not bool(torch.isfinite(y).all()):
             return Attempt.rejected(_SOLVE_FAILED, solver="torch32")
-        thr = torch.linspace(y.min() * 0.99, y.max() * 0.99, N_THRESHOLDS)
+        thr = _thresholds(y)
         scores = paper_scores(a64, d64, y, thr)
     values = scores.values
     if _near_tie(scores.distinct):  # settle float32-level ties with the published arithmetic itself
@@ -179,17 +186,17 @@ def paper_attempt(w32: torch.Tensor, kept: np.ndarray, solver: str, warm: np.nda
             y = published_eigh(a, d)
             if y is None:
                 return Attempt.rejected(_SOLVE_FAILED, solver=used)
-            thr = torch.linspace(y.min() * 0.99, y.max() * 0.99, N_THRESHOLDS)
+            thr = _thresholds(y)
         values = published_loop_scores(a, d, y, thr)
         used = "torch32+loop"
     j, ncut = published_choice(values)
-    thr_np = thr.numpy().astype(np.float64)
+    thr_np = thr.cpu().numpy().astype(np.float64)
     return Attempt(
-        fiedler=y.numpy().astype(np.float64),
+        fiedler=y.cpu().numpy().astype(np.float64),
         thresholds=thr_np,
         ncut_values=values,
         threshold=float(thr_np[j]),
         ncut=ncut,
-        positive=(y > thr[j]).numpy(),
+        positive=(y > thr[j]).cpu().numpy(),
         solver=used,
     )

@@ -199,8 +199,8 @@ def _knn_affinity(z: torch.Tensor, alpha: Any, k: int, chunk: int) -> torch.Tens
     n = z.shape[1]
     k = min(k + 1, n)  # the node itself is always its own nearest neighbour
     zt = torch.t(z).contiguous()
-    smin = torch.tensor(float("inf"), dtype=z.dtype)
-    smax = torch.tensor(float("-inf"), dtype=z.dtype)
+    smin = torch.tensor(float("inf"), dtype=z.dtype, device=z.device)
+    smax = torch.tensor(float("-inf"), dtype=z.dtype, device=z.device)
     vals, cols = [], []
     for start in range(0, n, chunk):
         s = zt[start : start + chunk] @ z
@@ -211,7 +211,7 @@ def _knn_affinity(z: torch.Tensor, alpha: Any, k: int, chunk: int) -> torch.Tens
         cols.append(c)
     v = torch.cat(vals).reshape(-1)
     c = torch.cat(cols).reshape(-1)
-    r = torch.arange(n).repeat_interleave(k)
+    r = torch.arange(n, device=z.device).repeat_interleave(k)
     if not bool(smax > smin):
         v = torch.ones_like(v)
     else:

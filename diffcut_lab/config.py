@@ -158,8 +158,10 @@ class DiffCutConfig:
         Smallest segment the recursion may cut off, in grid cells (fixed mode; 1 = no limit).
     max_depth : int, optional
         Deepest recursion level (None = no limit).
-    solver : {"auto", "dense", "eigsh", "torch32"}
-        Eigen solver of :func:`~diffcut_lab.ncut.recursive_ncut` (``torch32``: paper mode only).
+    solver : {"auto", "dense", "eigsh", "torch32", "torch64"}
+        Eigen solver of :func:`~diffcut_lab.ncut.recursive_ncut` (``torch32``: paper mode only;
+        ``torch64``: fixed mode only, dense float64 ``eigh`` on the features' device). ``"auto"`` chooses
+        by device and size: on an accelerator the whole cut stays there.
     knn : int, optional
         Keep only each node's ``knn`` strongest edges (:func:`~diffcut_lab.affinities.affinity`): a sparse
         graph, whose memory grows with ``N x knn`` instead of ``N^2``. Needed above a 128 x 128 feature
@@ -221,6 +223,8 @@ class DiffCutConfig:
                 raise ParameterError(f"unknown {f.name} {getattr(self, f.name)!r}; expected one of {choices}.")
         if self.solver == "torch32" and self.mode != "paper":
             raise ParameterError("solver 'torch32' (the published float32 eigh) exists in mode 'paper' only.")
+        if self.solver == "torch64" and self.mode != "fixed":
+            raise ParameterError("solver 'torch64' (dense float64 eigh on the device) exists in mode 'fixed' only.")
         if self.mode == "paper" and self.min_size != 1:
             raise ParameterError("min_size must be 1 in mode 'paper' (the published recursion has no minimum).")
         if not isinstance(self.antialias, bool):

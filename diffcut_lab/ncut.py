@@ -29,6 +29,7 @@ import scipy.sparse as sp
 import torch
 
 from ._cut_attempt import fixed_attempt
+from ._eigen_torch import torch_attempt, uses_device_path
 from ._paper_cut import paper_attempt
 from .config import check_tau
 from .errors import FeatureError, ParameterError
@@ -75,8 +76,8 @@ class CutStep:
     positive : numpy.ndarray
         Boolean mask over ``members``: the positive side of the chosen split.
     solver : str
-        How the Fiedler vector was obtained ("dense", "eigsh", "eigsh->dense", "torch32", "components",
-        "none").
+        How the Fiedler vector was obtained ("dense", "eigsh", "eigsh->dense", "torch32", "torch64",
+        "components", "none").
     reason : str
         Why the cut was accepted or rejected, in words.
     """
@@ -298,8 +299,13 @@ def _reason_rejected(ncut: float, tau: float) -> str:
     return f"rejected: ncut {ncut:.4g} >= tau {tau:.4g}" if np.isfinite(ncut) else "rejected: ncut undefined"
 
 
-def _as_graph(w: Any, mode: str) -> tuple[Any, int]:
-    """Validate ``w``; return (torch float32 dense for paper | numpy/scipy for fixed, N)."""
+def _as_graph(w: Any, mode: str, solver: str = "auto") -> tuple[Any, int]:
+    """Validate ``w``; return (graph, N).
+
+    The graph is a torch float32 dense matrix on ``w``'s device for paper mode; for fixed mode a dense
+    torch matrix on ``w``'s device where the device path applies (:func:`~diffcut_lab._eigen_torch.uses_device_path`),
+    else numpy/scipy on the host.
+    """
     if isinstance(w, torch.Tensor) and w.layout != torch.strided:
         w = w.to_sparse_coo().coalesce() if w.layout != torch.sparse_coo else w.coalesce()
         idx = w.indices().cpu().numpy()
@@ -315,7 +321,7 @@ def _as_graph(w: Any, mode: str) -> tuple[Any, int]:
         data = g.data
     else:
         if isinstance(w, torch.Tensor):
-            arr = w.detach().cpu()
+            arr = w.detach()
         else:
             try:
                 arr = torch.as_tensor(np.asarray(w))
@@ -341,11 +347,15 @@ def _as_graph(w: Any, mode: str) -> tuple[Any, int]:
     if negative:
         raise ParameterError("W has negative entries; NCut needs non-negative affinities (see affinity()).")
     if data is None:
+        big = shape[0] > 4096  # sub-graphs above this size stay float32 on the host (memory)
         if mode == "paper":
             g = g.to(torch.float32).contiguous()
+        elif uses_device_path(g, solver):
+            g = g.to(torch.float32 if big else torch.float64).contiguous()
         else:
-            g = g.numpy().astype(np.float64 if shape[0] <= 4096 else np.float32, copy=False)
-        sym = bool(torch.allclose(torch.as_tensor(g), torch.as_tensor(g).T, rtol=1e-5, atol=1e-7))
+            g = g.cpu().numpy().astype(np.float32 if big else np.float64, copy=False)
+        t = torch.as_tensor(g)
+        sym = bool(torch.allclose(t, t.T, rtol=1e-5, atol=1e-7))
     else:
         diff = g - g.T
         sym = diff.nnz == 0 or float(np.abs(diff.data).max()) <= 1e-6 * max(float(np.abs(data).max()), 1e-30)
@@ -387,13 +397,18 @@ def recursive_ncut(
         only considers such cuts). Paper mode: must stay 1 (the published code has no minimum).
     max_depth : int, optional
         No cut is attempted at depth ``>= max_depth`` (both modes; None = unlimited, as published).
-    solver : {"auto", "dense", "eigsh", "torch32"}, default "auto"
+    solver : {"auto", "dense", "eigsh", "torch32", "torch64"}, default "auto"
         Fixed mode: "dense" float64 LAPACK, "eigsh" ARPACK Lanczos (one BLAS thread, warm-started from the
         parent's Fiedler vector), "auto" = dense up to 256 nodes. Paper mode: "torch32" = always the
         published float32 ``torch.linalg.eigh``; "auto" = that up to 384 nodes and, above, a float64
         Lanczos solve whose cut is kept only when it is certified to equal the one float32 ``eigh`` would
         give (enough eigengap and no node or candidate within the float32 error of the decision),
         otherwise the published solve; "eigsh" / "dense" = that solver without the certificate.
+        Either mode, on an accelerator (``W`` on a CUDA device): "auto" keeps the graph there -- fixed
+        mode solves with a dense float64 ``torch.linalg.eigh`` up to
+        :data:`~diffcut_lab._eigen_torch.DEVICE_DENSE_MAX` nodes ("torch64"; ask for it on the CPU with
+        ``solver="torch64"``: the same partitions as "dense", slower there), paper mode with the published
+        float32 one at every size.
 
     Returns
     -------
@@ -443,8 +458,8 @@ def recursive_ncut(
     """
     if mode not in MODES:
         raise ParameterError(f"mode must be one of {MODES}, got {mode!r}.")
-    if solver not in SOLVERS or (mode == "fixed" and solver == "torch32"):
-        allowed = SOLVERS if mode == "paper" else SOLVERS[:3]
+    allowed = tuple(s for s in SOLVERS if s != ("torch64" if mode == "paper" else "torch32"))
+    if solver not in allowed:
         raise ParameterError(f"solver must be one of {allowed} in mode={mode!r}, got {solver!r}.")
     tau = check_tau(tau)
     if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 1:
@@ -453,14 +468,14 @@ def recursive_ncut(
         raise ParameterError("mode='paper' has no minimum segment size (as published); use mode='fixed'.")
     if max_depth is not None and (not isinstance(max_depth, (int, np.integer)) or max_depth < 0):
         raise ParameterError(f"max_depth must be None or an integer >= 0, got {max_depth!r}.")
-    g, n = _as_graph(W, mode)
+    g, n = _as_graph(W, mode, solver)
     if grid is not None:
         if len(tuple(grid)) != 2 or int(grid[0]) * int(grid[1]) != n:
             raise ParameterError(
                 f"grid {grid!r} does not match N = {n} nodes; expected (h, w) with h * w = N."
             )
         grid = (int(grid[0]), int(grid[1]))
-    zero_rows = (g == 0).any(dim=1).numpy() if mode == "paper" else None
+    zero_rows = (g == 0).any(dim=1).cpu().numpy() if mode == "paper" else None
     steps: list[CutStep] = []
     # stack entries: node id, parent id, depth, region, (parent members, parent fiedler) for warm starts
     stack: list[tuple[int, int | None, int, np.ndarray, tuple | None]] = [(0, None, 0, np.arange(n), None)]
@@ -483,6 +498,8 @@ def recursive_ncut(
             warm = py[np.searchsorted(pm, members)]
         if mode == "paper":
             res = paper_attempt(g, members, solver, warm)
+        elif isinstance(g, torch.Tensor):
+            res = torch_attempt(g, members, min_size)
         else:
             res = fixed_attempt(g, members, solver, warm, min_size)
         y = res.fiedler

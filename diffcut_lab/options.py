@@ -25,7 +25,8 @@ __all__ = [
 METHODS = ("diffcut", "kmeans", "spectral", "diffseg")  # segmentation methods compared in ablations
 
 MODES = ("fixed", "paper")  # recursive_ncut variants
-SOLVERS = ("auto", "dense", "eigsh", "torch32")  # eigen solvers of recursive_ncut (torch32: paper mode only)
+# eigen solvers of recursive_ncut (torch32: paper mode only; torch64: fixed mode only)
+SOLVERS = ("auto", "dense", "eigsh", "torch32", "torch64")
 REFINES = ("pamr", "median", "none")  # pixel-level refinement after upsampling
 UPSAMPLES = ("concept", "nearest")  # grid-to-pixel upsampling
 POLICIES = ("resize", "center_crop")  # how a non-square image meets the square UNet input

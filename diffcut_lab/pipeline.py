@@ -64,14 +64,14 @@ class Segmentation:
     tree : CutTree
         The recursive cut on the feature grid (``tree.labels`` is the ``(h, w)`` partition).
     features : torch.Tensor
-        ``(C, h, w)`` float32 features that were cut (CPU).
+        ``(C, h, w)`` float32 features that were cut (a CPU copy; the cut ran on the backbone's device).
     image : numpy.ndarray or None
         ``(H, W, 3)`` uint8 image aligned with ``labels`` (None when segmenting features alone).
     config : DiffCutConfig
         The settings used.
     timings : dict
-        Seconds spent per stage (``"features"`` is the batch's share, ``"ncut"``, ``"upsample"``,
-        ``"refine"``).
+        Seconds spent per stage: ``"features"`` (the image's share of the batch's capture), ``"affinity"``,
+        ``"cut"``, ``"ncut"`` (the two together), ``"upsample"``, ``"refine"``.
     """
 
     labels: np.ndarray
@@ -254,19 +254,26 @@ class DiffCut:
     def features(self, images: Any, *, batch_size: int | None = None, progress: bool = False) -> torch.Tensor:
         """Capture the ``(B, C, h, w)`` features of ``images`` (after the input policy)."""
         layer = self.check()
-        return self._capture([x for _, x in self.inputs(images)], layer, batch_size=batch_size, progress=progress)
+        xs = [x for _, x in self.inputs(images)]
+        return self._capture(xs, layer, batch_size=batch_size, progress=progress, store_device="cpu")
 
-    def _capture(self, xs: list[torch.Tensor], layer: str, *, batch_size: int | None, progress: bool) -> torch.Tensor:
-        """Features of UNet inputs ``xs`` at ``layer`` (already checked by :meth:`check`)."""
+    def _capture(
+        self, xs: list[torch.Tensor], layer: str, *, batch_size: int | None, progress: bool, store_device: Any
+    ) -> torch.Tensor:
+        """Features of UNet inputs ``xs`` at ``layer`` (already checked by :meth:`check`) on ``store_device``."""
         from .capturing import capture
 
         cfg = self.config
         cache = capture(
             self.backbone, torch.stack(xs), layers=[layer], timesteps=[cfg.timestep], seed=cfg.seed,
             image_size=tuple(xs[0].shape[-2:]), noise_device=cfg.noise_device, batch_size=batch_size,
-            progress=progress,
+            progress=progress, store_device=store_device,
         )  # fmt: skip
         return cache[layer, cfg.timestep].detach().float()
+
+    def _device(self) -> torch.device:
+        """Where the chain runs: the backbone's device (the CPU without a backbone)."""
+        return torch.device(getattr(self.backbone, "device", None) or "cpu")
 
     # -- public --------------------------------------------------------------------------------------
 
@@ -297,7 +304,9 @@ class DiffCut:
         batch = _is_batch(images)
         inputs = self.inputs(images)
         t0 = time.perf_counter()
-        feats = self._capture([x for _, x in inputs], layer, batch_size=batch_size, progress=progress)
+        # the features stay on the backbone's device from capture to labels; only the labels come back
+        feats = self._capture([x for _, x in inputs], layer, batch_size=batch_size, progress=progress,
+                              store_device=self._device())  # fmt: skip
         t_feat = (time.perf_counter() - t0) / len(inputs)
         out = []
         for i, (region, x) in enumerate(tqdm(inputs, desc="DiffCut", disable=not progress)):
@@ -348,11 +357,12 @@ class DiffCut:
         self, f: torch.Tensor, region: torch.Tensor | None, x: torch.Tensor | None, out_size: tuple[int, int]
     ) -> Segmentation:
         cfg = self.config
-        t0 = time.perf_counter()
-        tree = core.cut_tree(f, cfg)
-        timings = {"ncut": time.perf_counter() - t0}
-        # PAMR runs where the backbone runs (a GPU makes it nearly free at 1024 px); labels come back to numpy
-        device = getattr(self.backbone, "device", None)
+        device = self._device()
+        f = f.to(device)
+        timings: dict[str, float] = {}
+        tree = core.cut_tree(f, cfg, timings=timings)
+        timings["ncut"] = timings["affinity"] + timings["cut"]
+        # upsampling and PAMR run where the backbone runs (a GPU makes them nearly free at 1024 px)
         labels = core.pixel_labels(core.grid_labels(tree), f, out_size, cfg, region=region, x=x,
                                    device=device, timings=timings)  # fmt: skip
         image = None

@@ -95,13 +95,16 @@ def _grid_features(features: Any) -> torch.Tensor:
     return safe_scale(f)  # norms of 1e19 would overflow float32 and normalise to zeros
 
 
-def cut_tree(features: Any, config: DiffCutConfig, *, tau: float | None = None) -> Any:
+def cut_tree(
+    features: Any, config: DiffCutConfig, *, tau: float | None = None, timings: dict[str, float] | None = None
+) -> Any:
     """The recursive normalized cut of one feature map, with every setting recorded in ``tree.params``.
 
     The features are L2-normalised over channels, then :func:`~diffcut_lab.affinities.affinity`
     (``alpha``; it normalises again, as the published code does twice) and
     :func:`~diffcut_lab.ncut.recursive_ncut` (``tau``, ``mode``, ``min_size``, ``max_depth``,
-    ``solver``) partition the grid.
+    ``solver``) partition the grid. Everything runs on the features' device: on an accelerator the
+    affinity never leaves it and the solver is chosen for it (``CutStep.solver`` records which).
 
     Parameters
     ----------
@@ -110,6 +113,8 @@ def cut_tree(features: Any, config: DiffCutConfig, *, tau: float | None = None) 
     config : DiffCutConfig
     tau : float, optional
         Cut at this tau instead of ``config.tau``.
+    timings : dict, optional
+        Filled with the seconds of ``"affinity"`` and ``"cut"``.
 
     Returns
     -------
@@ -123,13 +128,17 @@ def cut_tree(features: Any, config: DiffCutConfig, *, tau: float | None = None) 
     f = _grid_features(features)
     cfg = config if tau is None else config.replace(tau=tau)
     h, w = f.shape[1:]
-    W = affinity(F.normalize(f, dim=0).cpu(), alpha=cfg.alpha, knn=cfg.knn)
-    _warn_if_falling_apart(W, cfg.alpha)
+    t0 = time.perf_counter()
+    W = affinity(F.normalize(f, dim=0), alpha=cfg.alpha, knn=cfg.knn)
+    _warn_if_falling_apart(W, cfg.alpha)  # reads W back: the affinity's time is complete here
+    t1 = time.perf_counter()
     tree = recursive_ncut(
         W, tau=cfg.tau, grid=(h, w), mode=cfg.mode, min_size=cfg.min_size, max_depth=cfg.max_depth,
         solver=cfg.solver,
     )  # fmt: skip
     tree.params.update(alpha=cfg.alpha, knn=cfg.knn)
+    if timings is not None:
+        timings.update(affinity=t1 - t0, cut=time.perf_counter() - t1)
     return tree
 
 
@@ -279,7 +288,7 @@ def pixel_labels(
         The segmented region and the UNet input (:func:`network_input`); PAMR's guide is made from one of
         them (``config.pamr_guide``).
     device : torch.device or str, optional
-        Where PAMR runs (default the CPU).
+        Where PAMR runs (default the CPU); concept assignment runs on the features' device.
     before_refine : callable, optional
         Applied to the upsampled labels before refinement (the published evaluation's background merge);
         only where the work size is the output size.
@@ -306,8 +315,9 @@ def pixel_labels(
             )
         labels = np.asarray(before_refine(labels), dtype=np.int64)
     guide = None
-    if config.refine == "pamr":
-        guide = guide_image(region, x, work, config).to(device or "cpu")
+    if config.refine == "pamr":  # made on the device PAMR runs on
+        dev = torch.device(device or "cpu")
+        guide = guide_image(*(None if t is None else t.to(dev) for t in (region, x)), work, config)
     labels = refine_labels(labels, guide, config)
     if work != out_size:
         labels = np.asarray(nearest_upsample(labels, out_size), dtype=np.int64)
