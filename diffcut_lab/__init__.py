@@ -52,6 +52,8 @@ _EXPORTS: dict[str, str] = {
     "pamr": "refine",
     "median_filter": "refine",
     "cut_tree": "segmentation",
+    "kway_ncut": "kway",
+    "walk_affinity": "walks",
     "laplacian_spectrum": "spectrum",
     "layer_scores": "layer_comparison",
     "layer_ranking": "layer_comparison",
@@ -106,6 +108,7 @@ if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
     from .feature_cache import FeatureCache
     from .hook_points import HookPoint, hook_points_frame, list_hook_points, resolve_layers
     from .images import load_image, to_batch
+    from .kway import kway_ncut
     from .layer_comparison import layer_ranking, layer_scores, layer_similarity
     from .metrics import MIoUAccumulator, hungarian_miou
     from .ncut import CutStep, CutTree, recursive_ncut
@@ -113,3 +116,4 @@ if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
     from .refine import concept_assignment, median_filter, nearest_upsample, pamr
     from .segmentation import cut_tree
     from .spectrum import laplacian_spectrum
+    from .walks import walk_affinity

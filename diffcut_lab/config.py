@@ -32,7 +32,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ParameterError
-from .options import MODES, NOISE_DEVICES, PAMR_GUIDES, POLICIES, REFINES, SOLVERS, TAU_MAX, UPSAMPLES
+from .options import (
+    AFFINITIES,
+    AUTO,
+    AUTO_RULES,
+    MODES,
+    NOISE_DEVICES,
+    PAMR_GUIDES,
+    PARTITIONS,
+    POLICIES,
+    REFINES,
+    SOLVERS,
+    TAU_MAX,
+    UPSAMPLES,
+)
 
 __all__ = [
     "CUT_FIELDS",
@@ -73,20 +86,24 @@ def parse_size(value: Any, name: str = "size") -> tuple[int, int]:
     return int(h), int(w)
 
 
-def check_tau(value: Any) -> float:
-    """The one rule for an NCut threshold: a number with ``0 < tau <= 2`` (ParameterError otherwise).
+def check_tau(value: Any, *, auto: bool = False) -> float | str:
+    """The one rule for an NCut threshold: a number with ``0 < tau <= 2``, or ``"auto"`` where ``auto``
+    allows it (ParameterError otherwise).
 
     A cut is accepted iff its NCut is below tau; the NCut of a bipartition lies in ``[0, 2)``, so a tau
     above 2 accepts exactly what 2 does, and a tau of 0 or less accepts nothing.
     """
+    if auto and isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
     try:
         tau = float(value)
     except (TypeError, ValueError):
         tau = float("nan")
     if not 0 < tau <= TAU_MAX:  # False for NaN too
+        or_auto = ", or 'auto'" if auto else ""
         raise ParameterError(
             f"tau must satisfy 0 < tau <= {TAU_MAX:g} (normalized-cut values lie in [0, 2); the paper "
-            f"uses 0.5, larger tau gives more segments); got {value!r}."
+            f"uses 0.5, larger tau gives more segments){or_auto}; got {value!r}."
         )
     return tau
 
@@ -115,9 +132,10 @@ class DiffCutConfig:
         Noising timestep, ``0 <= t < num_train_timesteps`` (checked against the backbone; paper: 50).
     alpha : float
         Affinity exponent, ``> 0`` (paper: 10).
-    tau : float
+    tau : float or "auto"
         NCut threshold, ``0 < tau <= 2``: a cut is accepted iff its NCut is below tau (paper: 0.5). The
         NCut of a bipartition lies in ``[0, 2)``, so ``tau > 2`` would accept exactly what 2 accepts.
+        ``"auto"``: no tau; the recursion stops by ``auto_rule`` (:mod:`~diffcut_lab.stopping`).
     mode : {"fixed", "paper"}
         Recursion variant of :func:`~diffcut_lab.ncut.recursive_ncut`. ``"paper"`` also numbers the
         segments as the published code does (its 3 x 3 median filter after PAMR sees the ids) and, up to
@@ -167,14 +185,32 @@ class DiffCutConfig:
         graph, whose memory grows with ``N x knn`` instead of ``N^2``. Needed above a 128 x 128 feature
         grid (:data:`MAX_DENSE_NODES`), faster from 64 x 64; fixed mode only (the published recursion is
         dense). None: the dense graph.
+    affinity : {"cosine", "attention"}
+        The graph that is cut: DiffCut's ``alpha``-sharpened feature cosines, or ``walk_steps``-step random
+        walks on the layer's self-attention probabilities (:mod:`~diffcut_lab.walks`; needs the
+        attention, which :class:`~diffcut_lab.pipeline.DiffCut` captures in the same forward).
+    walk_steps : int
+        Steps of the attention random walk (``affinity="attention"``): more steps, a smoother graph and
+        fewer segments.
+    partition : {"recursive", "kway"}
+        Recursive two-way normalized cuts (DiffCut), or one K-way normalized cut (:mod:`~diffcut_lab.kway`)
+        whose K is ``n_segments``, else the automatic rule (``tau="auto"``), else the number of segments
+        the recursive cut gives at ``tau``.
+    n_segments : int, optional
+        K of the K-way cut (``partition="kway"``).
+    auto_rule : {"dynamic", "stable"}
+        The stopping rule of ``tau="auto"``: ``"dynamic"``, a threshold per cut read from the spectrum of
+        the region being cut (the eigengap of its normalised Laplacian); ``"stable"``, one tau per image,
+        the middle of the widest range of tau over which the partition does not change.
     """
 
     layer: str = _setting("diffcut", "hook point to read: 'diffcut' (the paper's layer for the model) or "
                           "one name from 'diffcut-lab layers'")  # fmt: skip
     timestep: int = _setting(50, "noising timestep t", metavar="T")
     alpha: float = _setting(10.0, "affinity exponent, > 0", metavar="A")
-    tau: float = _setting(0.5, "normalized-cut threshold, 0 < tau <= 2: a cut is kept when its NCut is "
-                          "below tau; larger tau, more and smaller segments", metavar="TAU")  # fmt: skip
+    tau: float | str = _setting(0.5, "normalized-cut threshold, 0 < tau <= 2: a cut is kept when its NCut "
+                                "is below tau; larger tau, more and smaller segments; 'auto': stop by "
+                                "--auto-rule", metavar="TAU")  # fmt: skip
     mode: str = _setting("fixed", "'fixed': exact threshold, guarded solver, no dropped pixels; 'paper': "
                          "the published recursion with its quirks", choices=MODES)  # fmt: skip
     refine: str = _setting("pamr", "refinement: PAMR along colour edges then a median filter, the median "
@@ -207,6 +243,16 @@ class DiffCutConfig:
     solver: str = _setting("auto", "eigen solver of the recursion", choices=SOLVERS)
     knn: int | None = _setting(None, "keep each node's K strongest edges (a sparse graph: needed above a "
                                "128x128 feature grid, faster from 64x64; fixed mode)", metavar="K")  # fmt: skip
+    affinity: str = _setting("cosine", "the graph that is cut: feature cosines (DiffCut) or random walks "
+                             "on the layer's self-attention", choices=AFFINITIES)  # fmt: skip
+    walk_steps: int = _setting(1, "steps of the attention random walk (affinity 'attention'); more steps, "
+                               "fewer segments", metavar="K")  # fmt: skip
+    partition: str = _setting("recursive", "recursive two-way cuts (DiffCut) or one K-way normalized cut",
+                              choices=PARTITIONS)  # fmt: skip
+    n_segments: int | None = _setting(None, "K of the K-way cut (default: the recursive cut's count at "
+                                      "tau, or with tau 'auto')", metavar="K")  # fmt: skip
+    auto_rule: str = _setting("dynamic", "stopping rule of tau 'auto': a threshold per cut from the "
+                              "region's spectrum, or the most stable tau of the image", choices=AUTO_RULES)  # fmt: skip
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -214,7 +260,7 @@ class DiffCutConfig:
             raise ParameterError(f"layer must be a non-empty layer name or alias; got {self.layer!r}.")
         if not _is_int(self.timestep) or self.timestep < 0:
             raise ParameterError(f"timestep must be a non-negative int (the paper uses 50); got {self.timestep!r}.")
-        alpha, tau = _number(self.alpha, "alpha"), check_tau(self.tau)
+        alpha, tau = _number(self.alpha, "alpha"), check_tau(self.tau, auto=True)
         if not alpha > 0:
             raise ParameterError(f"alpha must be a finite number > 0 (the paper uses 10); got {self.alpha!r}.")
         for f in dataclasses.fields(self):
@@ -237,7 +283,18 @@ class DiffCutConfig:
                 raise ParameterError(f"{name} must be an int >= {lo}; got {v!r}.")
         if self.knn is not None and self.mode == "paper":
             raise ParameterError("knn exists in mode 'fixed' only (the published recursion cuts the dense graph).")
-        for name, lo in (("refine_max_side", 1), ("max_depth", 0), ("knn", 1)):
+        if self.affinity == "attention" and self.knn is not None:
+            raise ParameterError("knn applies to the cosine affinity; the attention walk graph is dense.")
+        if self.partition == "kway" and self.mode != "fixed":
+            raise ParameterError("partition 'kway' has no paper mode (the published method is recursive); "
+                                 "use mode='fixed'.")  # fmt: skip
+        if self.n_segments is not None and self.partition != "kway":
+            raise ParameterError("n_segments sets K of partition='kway'; the recursive cut's granularity is tau.")
+        for name, lo in (("walk_steps", 1),):
+            v = getattr(self, name)
+            if not _is_int(v) or v < lo:
+                raise ParameterError(f"{name} must be an int >= {lo}; got {v!r}.")
+        for name, lo in (("refine_max_side", 1), ("max_depth", 0), ("knn", 1), ("n_segments", 1)):
             v = getattr(self, name)
             if v is not None and (not _is_int(v) or v < lo):
                 raise ParameterError(f"{name} must be None or an int >= {lo}; got {v!r}.")
@@ -259,7 +316,8 @@ class DiffCutConfig:
                     f"{name} {size[0]} x {size[1]} is above the limit of {MAX_IMAGE_PIXELS:,} pixels; pass a "
                     "smaller size."
                 )
-        for name in ("pamr_iter", "median_size", "min_size", "refine_max_side", "max_depth", "knn"):
+        for name in ("pamr_iter", "median_size", "min_size", "refine_max_side", "max_depth", "knn", "walk_steps",
+                     "n_segments"):  # fmt: skip
             v = getattr(self, name)
             set_(self, name, None if v is None else int(v))
         set_(self, "pamr_dilations", tuple(int(d) for d in dil))
@@ -282,7 +340,8 @@ class DiffCutConfig:
             upsample="concept", seed=42, image_size=None, policy="center_crop", antialias=False,
             noise_device="model", mask_size=PAPER_MASK_SIZE, refine_max_side=None, pamr_iter=10,
             pamr_dilations=(1, 2, 4, 8), pamr_guide="input", median_size=3, min_size=1, max_depth=None,
-            solver="auto", knn=None,
+            solver="auto", knn=None, affinity="cosine", walk_steps=1, partition="recursive", n_segments=None,
+            auto_rule="dynamic",
         )  # fmt: skip
         return base.replace(**overrides) if overrides else base
 
@@ -354,6 +413,7 @@ _NONE_TEXT = {
     "mask_size": "the image's size",
     "refine_max_side": "no limit",
     "max_depth": "no limit",
+    "n_segments": "automatic",
 }
 
 
@@ -375,7 +435,8 @@ def _readable(name: str, value: Any) -> str:
 #: settings that decide the UNet input and the features (a feature cache is keyed by them)
 INPUT_FIELDS = ("layer", "timestep", "seed", "image_size", "policy", "antialias", "noise_device")
 #: settings of the cut on the feature grid (recorded in ``CutTree.params``)
-CUT_FIELDS = ("alpha", "tau", "mode", "min_size", "max_depth", "solver", "knn")
+CUT_FIELDS = ("alpha", "tau", "mode", "min_size", "max_depth", "solver", "knn", "affinity", "walk_steps", "partition",
+              "n_segments", "auto_rule")  # fmt: skip
 #: settings from the grid labels to the output labels
 LABEL_FIELDS = (
     "upsample", "refine", "mask_size", "refine_max_side", "pamr_iter", "pamr_dilations", "pamr_guide",

@@ -28,12 +28,13 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from . import _eigen
 from ._cut_attempt import fixed_attempt
 from ._eigen_torch import torch_attempt, uses_device_path
 from ._paper_cut import paper_attempt
 from .config import check_tau
 from .errors import FeatureError, ParameterError
-from .options import MODES, SOLVERS
+from .options import AUTO, AUTO_RULES, AUTO_TAU, MODES, SOLVERS
 
 __all__ = ["CutStep", "CutTree", "recursive_ncut"]
 
@@ -155,6 +156,18 @@ class CutTree:
         self._flat = self._flat_labels(len(steps))
         self.labels = self._shape(self._flat)
 
+    @classmethod
+    def from_partition(
+        cls, labels: Any, *, grid: tuple[int, int] | None, tau: float, mode: str, params: dict[str, Any]
+    ) -> CutTree:
+        """A partition found at once (a K-way cut), as a tree without steps: ``labels`` (renumbered by raster
+        order of first pixels) are the tree's, ``labels_at(0)`` is them too, and ``params`` records how they
+        were found (``params["partition"] == "kway"``)."""
+        flat = _relabel(np.asarray(labels, dtype=np.int64).reshape(-1))
+        tree = cls([], flat.shape[0], grid=grid, tau=tau, mode=mode, params=params)
+        tree._flat, tree.labels = flat, tree._shape(flat)
+        return tree
+
     def _flat_labels(self, k: int) -> np.ndarray:
         codes = np.zeros(self.n_nodes, dtype=np.int64)
         nxt = 1
@@ -188,7 +201,7 @@ class CutTree:
         """Partition after the first ``k`` steps (0 = one segment), numbered like :attr:`labels`."""
         if not 0 <= int(k) <= len(self.steps):
             raise ParameterError(f"k must be between 0 and {len(self.steps)} (the number of steps), got {k}.")
-        return self._shape(self._flat_labels(int(k)))
+        return self.labels.copy() if int(k) == len(self.steps) else self._shape(self._flat_labels(int(k)))
 
     def published_labels(self) -> np.ndarray:
         """The partition of :attr:`labels`, numbered as the published code numbers it.
@@ -216,6 +229,8 @@ class CutTree:
         tree ``recursive_ncut`` computes at that tau (same steps, node ids, labels) -- in both modes.
         """
         tau = check_tau(tau)
+        if self.params.get("partition") == "kway":
+            raise ParameterError("a K-way partition has no steps to prune; cut again with the other setting.")
         if tau > self.tau:
             raise ParameterError(
                 f"prune can only lower tau (this tree was computed at tau={self.tau}, asked {tau}); "
@@ -248,7 +263,9 @@ class CutTree:
                     reason=reason,
                 )
             )
-        return CutTree(out, self.n_nodes, grid=self.grid, tau=tau, mode=self.mode, params=self.params)
+        # a pruned automatic tree is a tree of its numeric tau (the automatic decisions stay in the steps)
+        params = {k: v for k, v in self.params.items() if k not in ("tau", "auto_reason")}
+        return CutTree(out, self.n_nodes, grid=self.grid, tau=tau, mode=self.mode, params=params)
 
     def to_frame(self) -> Any:
         """One row per step: index, node, parent, depth, size, region_size, dropped, threshold, ncut,
@@ -371,13 +388,14 @@ def _as_graph(w: Any, mode: str, solver: str = "auto") -> tuple[Any, int]:
 
 def recursive_ncut(
     W: Any,
-    tau: float = 0.5,
+    tau: float | str = 0.5,
     *,
     grid: tuple[int, int] | None = None,
     mode: str = "fixed",
     min_size: int = 1,
     max_depth: int | None = None,
     solver: str = "auto",
+    auto_rule: str = "dynamic",
 ) -> CutTree:
     """Recursive two-way normalized cut of an affinity graph, every attempted cut recorded.
 
@@ -386,8 +404,10 @@ def recursive_ncut(
     W : torch.Tensor or numpy.ndarray or scipy.sparse matrix
         ``(N, N)`` symmetric non-negative affinity, e.g. from :func:`diffcut_lab.affinity`. Sparse input
         (``affinity(..., knn=k)``) is accepted in ``mode="fixed"``.
-    tau : float, default 0.5
-        A cut is accepted iff its NCut value is ``< tau`` (strict). Larger tau, more segments.
+    tau : float or "auto", default 0.5
+        A cut is accepted iff its NCut value is ``< tau`` (strict). Larger tau, more segments. ``"auto"``:
+        ``auto_rule`` decides, below NCut :data:`~diffcut_lab.options.AUTO_TAU` (``tree.params["tau"]``
+        is then ``"auto"``, and every step's reason says why it was cut or not).
     grid : tuple of int, optional
         ``(h, w)`` with ``h * w == N``; labels are then ``(h, w)``.
     mode : {"fixed", "paper"}, default "fixed"
@@ -409,6 +429,12 @@ def recursive_ncut(
         :data:`~diffcut_lab._eigen_torch.DEVICE_DENSE_MAX` nodes ("torch64"; ask for it on the CPU with
         ``solver="torch64"``: the same partitions as "dense", slower there), paper mode with the published
         float32 one at every size.
+    auto_rule : {"dynamic", "stable"}, default "dynamic"
+        With ``tau="auto"``: ``"dynamic"`` accepts a cut iff its NCut is below a threshold read from the
+        spectrum of the region being cut (:func:`~diffcut_lab.stopping.dynamic_accept`; ``tree.tau`` is
+        :data:`~diffcut_lab.options.AUTO_TAU`); ``"stable"`` cuts at that upper tau, then keeps the tau
+        whose partition is stable over the widest range (:func:`~diffcut_lab.stopping.stable_tau`;
+        ``tree.tau`` is the one chosen, ``tree.params["auto_reason"]`` says why).
 
     Returns
     -------
@@ -461,7 +487,11 @@ def recursive_ncut(
     allowed = tuple(s for s in SOLVERS if s != ("torch64" if mode == "paper" else "torch32"))
     if solver not in allowed:
         raise ParameterError(f"solver must be one of {allowed} in mode={mode!r}, got {solver!r}.")
-    tau = check_tau(tau)
+    tau = check_tau(tau, auto=True)
+    auto = tau == AUTO
+    if auto_rule not in AUTO_RULES:
+        raise ParameterError(f"auto_rule must be one of {AUTO_RULES}, got {auto_rule!r}.")
+    run_tau = AUTO_TAU if auto else float(tau)
     if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 1:
         raise ParameterError(f"min_size must be an integer >= 1, got {min_size!r}.")
     if mode == "paper" and min_size != 1:
@@ -505,17 +535,19 @@ def recursive_ncut(
         y = res.fiedler
         positive = res.positive if res.positive is not None else np.zeros(members.shape[0], bool)
         ncut = float(res.ncut)
-        accepted = res.reject is None and bool(ncut < tau)
+        accepted = res.reject is None and bool(ncut < run_tau)
         npos = int(positive.sum())
         if accepted and (npos == 0 or npos == members.shape[0]):
             accepted = False
             reason = "rejected: one side is empty (the published code would recurse without end)"
         elif res.reject is not None:
             reason = "rejected: " + res.reject
+        elif accepted and auto and auto_rule == "dynamic":
+            accepted, reason = _dynamic(g, members, res, positive, depth, n)
         elif accepted:
-            reason = f"accepted: ncut {ncut:.4g} < tau {tau:.4g}"
+            reason = f"accepted: ncut {ncut:.4g} < tau {run_tau:.4g}"
         else:
-            reason = _reason_rejected(ncut, tau)
+            reason = _reason_rejected(ncut, run_tau)
         if res.note:
             reason += f" [{res.note}]"
         children = None
@@ -548,4 +580,30 @@ def recursive_ncut(
             )
         )
     params = {"min_size": int(min_size), "max_depth": max_depth, "solver": solver}
-    return CutTree(steps, n, grid=grid, tau=tau, mode=mode, params=params)
+    tree = CutTree(steps, n, grid=grid, tau=run_tau, mode=mode, params=params)
+    if auto and auto_rule == "stable":
+        from .stopping import stable_tau
+
+        chosen, why = stable_tau(tree)
+        tree = tree.prune(chosen)
+        tree.params["auto_reason"] = why
+    if auto:
+        tree.params.update(tau=AUTO, auto_rule=auto_rule)
+    return tree
+
+
+def _dynamic(g: Any, members: np.ndarray, res: Any, positive: np.ndarray, depth: int, n: int) -> tuple[bool, str]:
+    """The automatic per-step decision (``tau="auto"``, ``auto_rule="dynamic"``) on the sub-graph's weights
+    without self-loops, in float64 on the host."""
+    from ._cut_attempt import _subgraph
+    from .stopping import dynamic_accept
+
+    if isinstance(g, torch.Tensor):
+        idx = torch.as_tensor(members, device=g.device)
+        sub = g[idx][:, idx].to(torch.float64).fill_diagonal_(0.0).cpu().numpy()
+    else:
+        sub = _subgraph(g, members)
+    return dynamic_accept(
+        sub, _eigen.degrees(sub), res.fiedler, res.thresholds, res.ncut_values, float(res.ncut), depth=depth,
+        n_total=n, positive=positive,
+    )  # fmt: skip

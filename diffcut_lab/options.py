@@ -5,6 +5,10 @@ option is added here once.
 """
 
 __all__ = [
+    "AFFINITIES",
+    "AUTO",
+    "AUTO_RULES",
+    "AUTO_TAU",
     "BENCHMARKS",
     "EXECUTORS",
     "KINDS",
@@ -13,6 +17,7 @@ __all__ = [
     "MODES",
     "NOISE_DEVICES",
     "PAMR_GUIDES",
+    "PARTITIONS",
     "POLICIES",
     "QUIRKS",
     "REFINES",
@@ -27,6 +32,8 @@ METHODS = ("diffcut", "kmeans", "spectral", "diffseg")  # segmentation methods c
 MODES = ("fixed", "paper")  # recursive_ncut variants
 # eigen solvers of recursive_ncut (torch32: paper mode only; torch64: fixed mode only)
 SOLVERS = ("auto", "dense", "eigsh", "torch32", "torch64")
+AFFINITIES = ("cosine", "attention")  # the graph that is cut: feature cosines, or attention random walks
+PARTITIONS = ("recursive", "kway")  # recursive two-way cuts, or one K-way normalized cut
 REFINES = ("pamr", "median", "none")  # pixel-level refinement after upsampling
 UPSAMPLES = ("concept", "nearest")  # grid-to-pixel upsampling
 POLICIES = ("resize", "center_crop")  # how a non-square image meets the square UNet input
@@ -39,3 +46,6 @@ SCORED_DATASETS = (*BENCHMARKS, "synthetic", "voc-photo")  # the datasets with l
 QUIRKS = ("fixed", "paper")  # benchmark label mappings: this toolkit's, or the published loader's
 KINDS = ("attn1", "attn2", "block", "attentions", "resnet", "probs")  # hook-point kinds
 TAU_MAX = 2.0  # the NCut of a two-way cut lies in [0, 2]; tau must be in (0, TAU_MAX]
+AUTO = "auto"  # tau="auto": the recursion stops by an automatic rule
+AUTO_RULES = ("dynamic", "stable")  # per-step threshold from the region's spectrum; the most stable tau
+AUTO_TAU = 1.0  # automatic rules search below this NCut (a cut of NCut 1 is no better than a random split)

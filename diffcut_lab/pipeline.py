@@ -231,7 +231,13 @@ class DiffCut:
         bb.check_timestep(self.config.timestep)
         size = self.input_size()
         name = self.layer_name()
-        point = next(p for p in list_hook_points(bb, image_size=size) if p.name == name)
+        points = {p.name: p for p in list_hook_points(bb, image_size=size)}
+        point = points[name]
+        if self.config.affinity == "attention" and f"{name}.probs" not in points:
+            raise ParameterError(
+                f"affinity='attention' walks on a self-attention layer's probabilities, and {name} has none; "
+                "pass an attn1 layer (see `diffcut-lab layers --kind attn1`)."
+            )
         h, w = point.resolution
         if self.config.knn is None and h * w > MAX_DENSE_NODES:
             raise ParameterError(
@@ -255,21 +261,24 @@ class DiffCut:
         """Capture the ``(B, C, h, w)`` features of ``images`` (after the input policy)."""
         layer = self.check()
         xs = [x for _, x in self.inputs(images)]
-        return self._capture(xs, layer, batch_size=batch_size, progress=progress, store_device="cpu")
+        return self._capture(xs, layer, batch_size=batch_size, progress=progress, store_device="cpu")[0]
 
     def _capture(
         self, xs: list[torch.Tensor], layer: str, *, batch_size: int | None, progress: bool, store_device: Any
-    ) -> torch.Tensor:
-        """Features of UNet inputs ``xs`` at ``layer`` (already checked by :meth:`check`) on ``store_device``."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Features of UNet inputs ``xs`` at ``layer`` (already checked by :meth:`check`) on ``store_device``,
+        and, for ``affinity="attention"``, the layer's ``(B, N, N)`` attention probabilities (same forward)."""
         from .capturing import capture
 
         cfg = self.config
+        probs = f"{layer}.probs" if cfg.affinity == "attention" else None
         cache = capture(
-            self.backbone, torch.stack(xs), layers=[layer], timesteps=[cfg.timestep], seed=cfg.seed,
-            image_size=tuple(xs[0].shape[-2:]), noise_device=cfg.noise_device, batch_size=batch_size,
-            progress=progress, store_device=store_device,
+            self.backbone, torch.stack(xs), layers=[layer] + ([probs] if probs else []), timesteps=[cfg.timestep],
+            seed=cfg.seed, image_size=tuple(xs[0].shape[-2:]), noise_device=cfg.noise_device,
+            batch_size=batch_size, progress=progress, store_device=store_device,
         )  # fmt: skip
-        return cache[layer, cfg.timestep].detach().float()
+        attention = cache[probs, cfg.timestep].detach().float() if probs else None
+        return cache[layer, cfg.timestep].detach().float(), attention
 
     def _device(self) -> torch.device:
         """Where the chain runs: the backbone's device (the CPU without a backbone)."""
@@ -305,19 +314,19 @@ class DiffCut:
         inputs = self.inputs(images)
         t0 = time.perf_counter()
         # the features stay on the backbone's device from capture to labels; only the labels come back
-        feats = self._capture([x for _, x in inputs], layer, batch_size=batch_size, progress=progress,
-                              store_device=self._device())  # fmt: skip
+        feats, attention = self._capture([x for _, x in inputs], layer, batch_size=batch_size, progress=progress,
+                                         store_device=self._device())  # fmt: skip
         t_feat = (time.perf_counter() - t0) / len(inputs)
         out = []
         for i, (region, x) in enumerate(tqdm(inputs, desc="DiffCut", disable=not progress)):
             size = self.config.mask_size or tuple(region.shape[-2:])
-            seg = self._segment_one(feats[i], region, x, size)
+            seg = self._segment_one(feats[i], region, x, size, None if attention is None else attention[i])
             seg.timings["features"] = t_feat
             out.append(seg)
         return out if batch else out[0]
 
     def segment_features(
-        self, features: Any, image: Any = None, size: int | Sequence[int] | None = None
+        self, features: Any, image: Any = None, size: int | Sequence[int] | None = None, *, attention: Any = None
     ) -> Segmentation:
         """Segment already captured features (e.g. ``cache["diffcut", 50][i]``).
 
@@ -332,6 +341,9 @@ class DiffCut:
             ``refine="pamr"`` needs it.
         size : int or (H, W), optional
             Output size (default: ``mask_size``, else the image's size, else the feature grid).
+        attention : torch.Tensor, optional
+            ``(N, N)`` self-attention probabilities of the same layer and image (e.g.
+            ``cache["<attn1 name>.probs", 50][i]``), which ``affinity="attention"`` cuts.
 
         Returns
         -------
@@ -351,16 +363,17 @@ class DiffCut:
         out_size = (None if size is None else parse_size(size, "size")) or self.config.mask_size
         if out_size is None:
             out_size = tuple(region.shape[-2:]) if region is not None else tuple(f.shape[1:])
-        return self._segment_one(f.detach().float(), region, region, out_size)
+        return self._segment_one(f.detach().float(), region, region, out_size, attention)
 
     def _segment_one(
-        self, f: torch.Tensor, region: torch.Tensor | None, x: torch.Tensor | None, out_size: tuple[int, int]
-    ) -> Segmentation:
+        self, f: torch.Tensor, region: torch.Tensor | None, x: torch.Tensor | None, out_size: tuple[int, int],
+        attention: Any = None,
+    ) -> Segmentation:  # fmt: skip
         cfg = self.config
         device = self._device()
         f = f.to(device)
         timings: dict[str, float] = {}
-        tree = core.cut_tree(f, cfg, timings=timings)
+        tree = core.cut_tree(f, cfg, timings=timings, attention=attention)
         timings["ncut"] = timings["affinity"] + timings["cut"]
         # upsampling and PAMR run where the backbone runs (a GPU makes them nearly free at 1024 px)
         labels = core.pixel_labels(core.grid_labels(tree), f, out_size, cfg, region=region, x=x,

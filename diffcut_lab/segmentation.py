@@ -28,6 +28,7 @@ from .affinities import safe_scale
 from .config import DiffCutConfig, parse_size
 from .errors import FeatureError, ParameterError
 from .images import crop_region, resize_image
+from .options import AUTO, AUTO_TAU
 
 __all__ = [
     "PUBLISHED_ORDER_MAX_BYTES",
@@ -96,15 +97,23 @@ def _grid_features(features: Any) -> torch.Tensor:
 
 
 def cut_tree(
-    features: Any, config: DiffCutConfig, *, tau: float | None = None, timings: dict[str, float] | None = None
+    features: Any,
+    config: DiffCutConfig,
+    *,
+    tau: float | None = None,
+    timings: dict[str, float] | None = None,
+    attention: Any = None,
 ) -> Any:
-    """The recursive normalized cut of one feature map, with every setting recorded in ``tree.params``.
+    """The normalized cut of one feature map, with every setting recorded in ``tree.params``.
 
-    The features are L2-normalised over channels, then :func:`~diffcut_lab.affinities.affinity`
-    (``alpha``; it normalises again, as the published code does twice) and
-    :func:`~diffcut_lab.ncut.recursive_ncut` (``tau``, ``mode``, ``min_size``, ``max_depth``,
-    ``solver``) partition the grid. Everything runs on the features' device: on an accelerator the
-    affinity never leaves it and the solver is chosen for it (``CutStep.solver`` records which).
+    The graph (:func:`affinity_graph`) is DiffCut's: the features L2-normalised over channels, then
+    :func:`~diffcut_lab.affinities.affinity` (``alpha``; it normalises again, as the published code does
+    twice) -- or, with ``affinity="attention"``, the ``walk_steps``-step random walk on the layer's
+    self-attention (:func:`~diffcut_lab.walks.walk_affinity`). :func:`~diffcut_lab.ncut.recursive_ncut`
+    (``tau``, ``mode``, ``min_size``, ``max_depth``, ``solver``) partitions it, or with
+    ``partition="kway"`` one K-way cut (:func:`~diffcut_lab.kway.kway_ncut`; a tree without steps).
+    Everything runs on the features' device: on an accelerator the graph never leaves it and the solver is
+    chosen for it (``CutStep.solver`` records which).
 
     Parameters
     ----------
@@ -115,31 +124,97 @@ def cut_tree(
         Cut at this tau instead of ``config.tau``.
     timings : dict, optional
         Filled with the seconds of ``"affinity"`` and ``"cut"``.
+    attention : torch.Tensor, optional
+        ``(N, N)`` self-attention probabilities of the same layer (``affinity="attention"`` needs them).
 
     Returns
     -------
     CutTree
-        ``tree.params`` holds ``alpha``, ``knn``, ``min_size``, ``max_depth`` and ``solver`` (``tree.tau``
-        and ``tree.mode`` the rest): :func:`tree_config` rebuilds the settings from a tree.
+        ``tree.params`` holds ``alpha``, ``knn``, ``min_size``, ``max_depth``, ``solver``, ``affinity``,
+        ``walk_steps``, ``partition`` and ``n_segments`` (``tree.tau`` and ``tree.mode`` the rest):
+        :func:`tree_config` rebuilds the settings from a tree.
     """
-    from .affinities import affinity
-    from .ncut import recursive_ncut
-
     f = _grid_features(features)
     cfg = config if tau is None else config.replace(tau=tau)
-    h, w = f.shape[1:]
     t0 = time.perf_counter()
-    W = affinity(F.normalize(f, dim=0), alpha=cfg.alpha, knn=cfg.knn)
-    _warn_if_falling_apart(W, cfg.alpha)  # reads W back: the affinity's time is complete here
+    W = affinity_graph(f, cfg, attention)
     t1 = time.perf_counter()
-    tree = recursive_ncut(
-        W, tau=cfg.tau, grid=(h, w), mode=cfg.mode, min_size=cfg.min_size, max_depth=cfg.max_depth,
-        solver=cfg.solver,
-    )  # fmt: skip
-    tree.params.update(alpha=cfg.alpha, knn=cfg.knn)
+    tree = _partition(W, cfg, tuple(f.shape[1:]))
     if timings is not None:
         timings.update(affinity=t1 - t0, cut=time.perf_counter() - t1)
     return tree
+
+
+def _recursive(W: Any, config: DiffCutConfig, grid: tuple[int, int]) -> Any:
+    from .ncut import recursive_ncut
+
+    return recursive_ncut(
+        W, tau=config.tau, grid=grid, mode=config.mode, min_size=config.min_size, max_depth=config.max_depth,
+        solver=config.solver, auto_rule=config.auto_rule,
+    )  # fmt: skip
+
+
+def _partition(W: Any, config: DiffCutConfig, grid: tuple[int, int], recursive: Any = None) -> Any:
+    """The tree of ``config`` on the graph ``W`` (``recursive``: its recursive tree, when already cut)."""
+    if config.partition == "kway" and config.n_segments:
+        tree = _kway_tree(W, config, grid, config.n_segments, "n_segments")
+    else:
+        tree = recursive if recursive is not None else _recursive(W, config, grid)
+        if config.partition == "kway":
+            source = "the automatic rule" if config.tau == AUTO else f"the recursive cut at tau {tree.tau:g}"
+            tree = _kway_tree(W, config, grid, tree.n_segments, source, start=tree.labels)
+    tree.params.update({k: getattr(config, k) for k in _TREE_PARAMS if k not in tree.params})
+    return tree
+
+
+#: the settings a tree records in ``params`` (with its ``tau`` and ``mode``: all of CUT_FIELDS)
+_TREE_PARAMS = ("alpha", "knn", "min_size", "max_depth", "solver", "affinity", "walk_steps", "partition", "n_segments",
+                "auto_rule")  # fmt: skip
+
+
+def affinity_graph(features: torch.Tensor, config: DiffCutConfig, attention: Any = None) -> torch.Tensor:
+    """The graph a cut partitions, on the features' device: DiffCut's affinity of the ``(C, h, w)``
+    features (``alpha``, ``knn``), or the attention random walk (``affinity="attention"``, ``walk_steps``)."""
+    from .affinities import affinity
+
+    if config.affinity == "attention":
+        from .walks import walk_affinity
+
+        if attention is None:
+            raise ParameterError(
+                "affinity='attention' cuts the layer's self-attention: pass attention=... (the '<attn1>.probs' "
+                "capture of the same layer), or segment images with a backbone (DiffCut captures it)."
+            )
+        n = features.shape[1] * features.shape[2]
+        a = attention if isinstance(attention, torch.Tensor) else torch.as_tensor(np.asarray(attention))
+        a = a[0] if a.ndim == 3 and a.shape[0] == 1 else a
+        if tuple(a.shape) != (n, n):
+            raise FeatureError(
+                f"attention must be ({n}, {n}) for a {features.shape[1]} x {features.shape[2]} feature grid; got "
+                f"shape {tuple(a.shape)} (pass one image's probabilities of the same layer)."
+            )
+        return walk_affinity(a.to(features.device), config.walk_steps)
+    W = affinity(F.normalize(features, dim=0), alpha=config.alpha, knn=config.knn)
+    _warn_if_falling_apart(W, config.alpha)  # reads W back: the affinity's time is complete here
+    return W
+
+
+def _kway_tree(W: torch.Tensor, config: DiffCutConfig, grid: tuple[int, int], k: int, k_from: str,
+               start: Any = None) -> Any:  # fmt: skip
+    """One K-way cut of ``W`` as a tree without steps (``params`` says where K came from).
+
+    ``start``: labels to improve (the recursive cut's partition, which the K-way cut then never makes
+    worse); else seeded restarts."""
+    from .kway import kway_ncut
+    from .ncut import CutTree
+
+    init = "k-means++" if start is None else np.asarray(start).reshape(-1)
+    res = kway_ncut(W, min(int(k), W.shape[0]), seed=0, init=init)
+    params = {"ncut": float(res.ncut), "k_from": k_from, "n_iter": int(res.n_iter), "converged": bool(res.converged)}
+    if config.tau == AUTO:
+        params["tau"] = AUTO
+    tau = AUTO_TAU if config.tau == AUTO else config.tau
+    return CutTree.from_partition(res.labels, grid=grid, tau=tau, mode=config.mode, params=params)
 
 
 def _warn_if_falling_apart(W: torch.Tensor, alpha: float) -> None:
@@ -156,24 +231,43 @@ def _warn_if_falling_apart(W: torch.Tensor, alpha: float) -> None:
         )
 
 
-def cut_trees(features: Any, config: DiffCutConfig, taus: Iterable[float]) -> dict[float, Any]:
-    """The trees of several taus from one recursion: cut at the largest, prune for the others.
+def cut_trees(
+    features: Any, config: DiffCutConfig, taus: Iterable[float | str], *, attention: Any = None
+) -> dict[float | str, Any]:
+    """The trees of several taus from one graph and one recursion: cut at the largest, prune for the others.
 
     Returns ``{tau: CutTree}``; each tree equals ``cut_tree(features, config, tau=tau)`` (a node's cut
-    never depends on tau, :meth:`~diffcut_lab.ncut.CutTree.prune`).
+    never depends on tau, :meth:`~diffcut_lab.ncut.CutTree.prune`). ``"auto"`` among the taus is cut on
+    its own (same graph). With ``partition="kway"`` each tau's K-way cut starts from that recursive
+    partition (or from ``n_segments``).
     """
-    values = sorted({float(t) for t in taus}, reverse=True)
-    if not values:
+    from .config import check_tau
+
+    asked = {check_tau(t, auto=True) for t in taus}
+    if not asked:
         raise ParameterError("cut_trees needs at least one tau.")
-    top = cut_tree(features, config, tau=values[0])
-    return {t: top if t == values[0] else top.prune(t) for t in values}
+    values = sorted((t for t in asked if t != AUTO), reverse=True)
+    f = _grid_features(features)
+    grid = tuple(f.shape[1:])
+    W = affinity_graph(f, config, attention)
+    out: dict[float | str, Any] = {}
+    if AUTO in asked:
+        out[AUTO] = _partition(W, config.replace(tau=AUTO), grid)
+    if values:
+        top_cfg = config.replace(tau=values[0])
+        top = None if config.partition == "kway" and config.n_segments else _recursive(W, top_cfg, grid)
+        for t in values:
+            rec = None if top is None else (top if t == values[0] else top.prune(t))
+            out[t] = _partition(W, top_cfg.replace(tau=t), grid, rec)
+    return out
 
 
 def tree_config(tree: Any, base: DiffCutConfig | None = None) -> DiffCutConfig:
     """The settings a tree was cut with (its ``tau``, ``mode`` and ``params``) over ``base``'s others."""
     base = base or DiffCutConfig()
-    known = {k: v for k, v in tree.params.items() if k in ("alpha", "min_size", "max_depth", "solver", "knn")}
-    return base.replace(tau=float(tree.tau), mode=tree.mode, **known)
+    known = {k: v for k, v in tree.params.items() if k in _TREE_PARAMS}
+    tau = AUTO if tree.params.get("tau") == AUTO else float(tree.tau)
+    return base.replace(tau=tau, mode=tree.mode, **known)
 
 
 def recut(tree: Any, features: Any, **changes: Any) -> Any:

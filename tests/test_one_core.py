@@ -113,7 +113,10 @@ def test_stepper_recompute_keeps_every_tree_setting():
     feats = _random_features()
     cfg = dl.DiffCutConfig(tau=0.9, alpha=10.0, min_size=6, max_depth=4)
     tree = core.cut_tree(feats, cfg)
-    assert tree.params == {"alpha": 10.0, "knn": None, "min_size": 6, "max_depth": 4, "solver": "auto"}
+    assert tree.params == {
+        "alpha": 10.0, "knn": None, "min_size": 6, "max_depth": 4, "solver": "auto", "affinity": "cosine",
+        "walk_steps": 1, "partition": "recursive", "n_segments": None, "auto_rule": "dynamic",
+    }  # fmt: skip
     app = viz.cut_stepper(tree, features=feats)
     app.set_alpha(10.0)  # the same alpha: the same tree
     np.testing.assert_array_equal(app.tree.labels, tree.labels)

@@ -123,7 +123,7 @@ def _baseline_labels(method: str, feats: torch.Tensor, params: str, seed: int, a
 
 
 def _grid_labels(
-    feats: torch.Tensor, configs: Sequence[Config], cfgs: dict[str, DiffCutConfig]
+    feats: torch.Tensor, configs: Sequence[Config], cfgs: dict[str, DiffCutConfig], attention: Any = None
 ) -> dict[str, tuple[np.ndarray, float]]:
     """DiffCut grid labels (h, w) per configuration id: one recursion per cut setting at the largest tau."""
     out: dict[str, tuple[np.ndarray, float]] = {}
@@ -132,13 +132,13 @@ def _grid_labels(
         groups[tuple(getattr(cfgs[c.id], f) for f in CUT_FIELDS if f != "tau")].append(c)
     for group in groups.values():
         t0 = time.perf_counter()
-        trees = core.cut_trees(feats, cfgs[group[0].id], [c.tau for c in group])
+        taus = [cfgs[c.id].tau for c in group]  # numbers, or "auto"
+        trees = core.cut_trees(feats, cfgs[group[0].id], taus, attention=attention)
         base = time.perf_counter() - t0
-        top = max(trees)
-        for c in group:
+        for i, (c, tau) in enumerate(zip(group, taus)):
             t1 = time.perf_counter()
-            labels = core.grid_labels(trees[c.tau])
-            out[c.id] = (labels, (base if c.tau == top else 0.0) + time.perf_counter() - t1)
+            labels = core.grid_labels(trees[tau])
+            out[c.id] = (labels, (base if i == 0 else 0.0) + time.perf_counter() - t1)  # the cut's time: once
     return out
 
 
@@ -208,7 +208,11 @@ def compute_unit(
     gt = eval_label(sample.label, size, grid.label_size)
     names = {layer: resolve_layer(backbone, layer) for layer in {c.layer for c in configs}}
     needs = {(names[c.layer], c.timestep) for c in configs}
-    needs |= {(f"{names[c.layer]}.probs", c.timestep) for c in configs if c.method == "diffseg"}
+    needs |= {
+        (f"{names[c.layer]}.probs", c.timestep)
+        for c in configs
+        if c.method == "diffseg" or (c.method == "diffcut" and cfgs[c.id].affinity == "attention")
+    }
     feats, cached = _features(backbone, grid, x, base, needs, store)
     fingerprint = model_fingerprint(backbone)
     device = getattr(backbone, "device", None)
@@ -219,12 +223,12 @@ def compute_unit(
     rows: list[dict[str, Any]] = []
     for (layer, t), group in by_features.items():
         f = feats[names[layer], t]
-        labelled = _grid_labels(f, [c for c in group if c.method == "diffcut"], cfgs)
+        attn = feats.get((f"{names[layer]}.probs", t))  # (N, N): one image's probabilities
+        labelled = _grid_labels(f, [c for c in group if c.method == "diffcut"], cfgs, attn)
         for c in group:
             if c.method != "diffcut":
                 t0 = time.perf_counter()
-                attn = feats.get((f"{names[layer]}.probs", t))
-                labels = _baseline_labels(c.method, f, c.params, grid.seed, None if attn is None else attn[0])
+                labels = _baseline_labels(c.method, f, c.params, grid.seed, attn)
                 labelled[c.id] = (labels, time.perf_counter() - t0)
         for c in group:
             coarse, secs = labelled[c.id]

@@ -22,7 +22,7 @@ from ..errors import ParameterError
 from ..feature_cache import FeatureStore
 from ..progress import Progress
 from .engine import compute_unit
-from .grid import GRID_OWNED, AblationGrid
+from .grid import GRID_OWNED, AblationGrid, tau_text
 from .summary import pooled
 
 __all__ = ["PAPER_COLUMNS", "REPORTED", "EvalReport", "evaluate", "format_table", "grid_for"]
@@ -229,7 +229,7 @@ def format_table(reports: list[EvalReport], *, reported: bool = True) -> str:
     by_label: dict[str, dict[str, EvalReport]] = {}
     for r in reports:
         c = r.config
-        extra = f", tau={c['tau']:g}" if c["method"] == "diffcut" else ""
+        extra = f", tau={tau_text(c['tau'])}" if c["method"] == "diffcut" else ""
         label = f"{c['method']} ({r.model}{extra}{', ' + c['refine'] if c['refine'] != 'none' else ''})"
         by_label.setdefault(label, {})[r.dataset] = r
     for label, per in by_label.items():

@@ -22,9 +22,12 @@ from typing import Any
 
 from ..config import DiffCutConfig
 from ..errors import ParameterError
-from ..options import MATCHES, METHODS, REFINES
+from ..options import AUTO, MATCHES, METHODS, REFINES
 
-__all__ = ["DATA_KEYS", "METHODS", "PRESETS", "REFINES", "AblationGrid", "Config", "config_id", "stable_hash"]
+__all__ = [
+    "DATA_KEYS", "METHODS", "PRESETS", "REFINES", "AblationGrid", "Config", "config_id", "stable_hash", "tau_setting",
+    "tau_text",
+]  # fmt: skip
 
 
 #: configuration columns, in table order (everything that, with the image, determines one result row)
@@ -130,8 +133,18 @@ class Config:
             refine_max_side=None,
         )  # fmt: skip
         if self.method == "diffcut":
-            changes.update(json.loads(self.params), alpha=self.alpha, tau=self.tau, mode=self.mode)
+            changes.update(json.loads(self.params), alpha=self.alpha, tau=tau_setting(self.tau), mode=self.mode)
         return base.replace(**changes)
+
+
+def tau_setting(tau: float) -> float | str:
+    """A DiffCut row's ``tau`` column as the setting: NaN is ``"auto"`` (the column is numeric)."""
+    return AUTO if tau != tau else float(tau)
+
+
+def tau_text(tau: float) -> str:
+    """A DiffCut row's ``tau`` as text for tables and plots: ``"auto"`` or the number."""
+    return AUTO if tau != tau else f"{tau:g}"
 
 
 def config_id(cfg: Mapping[str, Any]) -> str:
@@ -162,7 +175,8 @@ class AblationGrid:
     timesteps : sequence of int
         Noising timesteps.
     alphas, taus : sequence of float
-        Affinity exponents and NCut thresholds (DiffCut only).
+        Affinity exponents and NCut thresholds (DiffCut only); a tau may be ``"auto"`` (the automatic
+        stopping rule; its rows hold NaN in the numeric ``tau`` column, :func:`tau_text` shows it).
     refines : sequence of {"none", "median", "pamr"}
         Refinement after upsampling to the label size.
     methods : sequence of {"diffcut", "kmeans", "spectral", "diffseg"}
@@ -185,6 +199,10 @@ class AblationGrid:
         Per method, extra keyword arguments (``{"kmeans": {"n_clusters": 6}}``); for ``"diffcut"``, any
         :class:`~diffcut_lab.config.DiffCutConfig` field the grid does not set itself
         (``{"diffcut": {"min_size": 20, "pamr_iter": 30}}``).
+    variants : sequence of mapping
+        DiffCut variants crossed with the other axes: each one a set of DiffCutConfig fields over
+        ``method_kwargs["diffcut"]`` (``[{}, {"affinity": "attention", "walk_steps": 2}, {"partition":
+        "kway"}]``); the variant is part of the row's ``params``. Default: one, the plain DiffCut.
     prompt : str
         Conditioning prompt of the capture (the paper's is empty).
     dtype, device : str, optional
@@ -224,6 +242,7 @@ class AblationGrid:
     root: str | None = None
     dataset_kwargs: Mapping[str, Any] = field(default_factory=dict)
     method_kwargs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    variants: tuple[Mapping[str, Any], ...] = ({},)
     prompt: str = ""
     dtype: str | None = None
     device: str | None = None
@@ -239,7 +258,8 @@ class AblationGrid:
         set_(self, "layers", _tuple(self.layers, "layers", str))
         set_(self, "timesteps", _tuple(self.timesteps, "timesteps", int))
         set_(self, "alphas", tuple(dict.fromkeys(float(a) for a in _tuple(self.alphas, "alphas", (int, float)))))
-        set_(self, "taus", tuple(dict.fromkeys(float(t) for t in _tuple(self.taus, "taus", (int, float)))))
+        taus = _tuple(self.taus, "taus", (int, float, str))
+        set_(self, "taus", tuple(dict.fromkeys(t.strip().lower() if isinstance(t, str) else float(t) for t in taus)))
         for name in ("refines", "methods", "modes"):
             set_(self, name, _tuple(getattr(self, name), name, str))
         bad = [m for m in self.methods if m not in METHODS]
@@ -264,14 +284,19 @@ class AblationGrid:
         set_(self, "dataset_kwargs", dict(self.dataset_kwargs))
         set_(self, "method_kwargs", {k: dict(v) for k, v in self.method_kwargs.items()})
         set_(self, "settings", dict(self.settings))
+        variants = self.variants if isinstance(self.variants, (list, tuple)) else None
+        if not variants or not all(isinstance(v, Mapping) for v in variants):
+            raise ParameterError(f"grid field 'variants' must be a non-empty list of mappings; got {self.variants!r}")
+        set_(self, "variants", tuple(dict(v) for v in variants))
         self._check_settings()
 
     def _check_settings(self) -> None:
         """Every axis value and DiffCut override is a valid DiffCutConfig setting (before any work)."""
         base = _preset(self.preset)
+        diffcut_owned = {**GRID_OWNED, **SHARED}
         for key, values, owner in (
             ("settings", self.settings, GRID_OWNED),
-            ("method_kwargs['diffcut']", self.method_kwargs.get("diffcut", {}), {**GRID_OWNED, **SHARED}),
+            ("method_kwargs['diffcut']", self.method_kwargs.get("diffcut", {}), diffcut_owned),
         ):
             owned = sorted(set(values) & set(owner))
             if owned:
@@ -281,6 +306,16 @@ class AblationGrid:
                 base = base.replace(**values)
             except ParameterError as err:
                 raise ParameterError(f"{key}: {err}") from None
+        for i, variant in enumerate(self.variants):
+            owned = sorted(set(variant) & set(diffcut_owned))
+            if owned:
+                where = "; ".join(f"{k!r} is set by {diffcut_owned[k]}" for k in owned)
+                raise ParameterError(f"variants[{i}] cannot set {owned}: {where}")
+            try:
+                for mode in self.modes:
+                    base.replace(**variant, mode=mode)
+            except ParameterError as err:
+                raise ParameterError(f"variants[{i}] (with mode {mode!r}): {err}") from None
         for axis, name in AXES.items():
             for value in getattr(self, axis):
                 try:
@@ -336,9 +371,9 @@ class AblationGrid:
         """A hash of what chooses the images and labels (dataset, root, loader arguments)."""
         return stable_hash({k: getattr(self, k) for k in DATA_KEYS})
 
-    def method_params(self, method: str) -> str:
-        """The method's extra keyword arguments as canonical JSON."""
-        return json.dumps(dict(self.method_kwargs.get(method, {})), sort_keys=True)
+    def method_params(self, method: str, variant: Mapping[str, Any] | None = None) -> str:
+        """The method's extra keyword arguments (and a DiffCut variant over them) as canonical JSON."""
+        return json.dumps({**self.method_kwargs.get(method, {}), **(variant or {})}, sort_keys=True)
 
     def configs(self, model: str | None = None) -> list[Config]:
         """Every configuration (of one model, or of all), in a stable order.
@@ -354,17 +389,18 @@ class AblationGrid:
             for layer in self.layers:
                 for t in self.timesteps:
                     for method in self.methods:
-                        params = self.method_params(method)
                         if method == "diffcut":
                             sweep = [
-                                (a, tau, mode)
+                                (a, tau, mode, self.method_params(method, v))
+                                for v in self.variants
                                 for a in self.alphas
                                 for mode in self.modes
                                 for tau in self.taus
                             ]
                         else:
-                            sweep = [(float("nan"), float("nan"), "")]
-                        for alpha, tau, mode in sweep:
+                            sweep = [(float("nan"), float("nan"), "", self.method_params(method))]
+                        for alpha, tau, mode, params in sweep:
+                            tau = float("nan") if tau == AUTO else tau  # the tau column is numeric: NaN = auto
                             for refine in self.refines:
                                 out.append(Config(m, layer, int(t), method, alpha, tau, mode, refine, params,
                                                   self.seed, size, self.label_size, self.prompt, self.preset,
@@ -374,7 +410,7 @@ class AblationGrid:
     def __len__(self) -> int:
         """Number of configurations per image (counted, not expanded)."""
         per_refine = len(self.refines) * len(self.layers) * len(self.timesteps)
-        diffcut = len(self.alphas) * len(self.taus) * len(self.modes) if "diffcut" in self.methods else 0
+        diffcut = len(self.variants) * len(self.alphas) * len(self.taus) * len(self.modes) if "diffcut" in self.methods else 0
         return per_refine * (diffcut + len(self.methods) - ("diffcut" in self.methods)) * len(self.models)
 
     def iter_units(self, names: Sequence[str]) -> Iterator[tuple[str, int, str]]:

@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from ..ablation import AblationGrid, run_ablation, summarize
+    from ..ablation.grid import tau_text
 
     grid = AblationGrid.from_yaml(args.config)
     if args.limit is not None:
@@ -78,7 +79,12 @@ def run(args: argparse.Namespace) -> int:
             "miou",
             "n_segments",
         ]
+        if summary["params"].nunique() > 1:  # variants or method settings differ: show them
+            cols.insert(cols.index("refine") + 1, "params")
         best = summary.sort_values("miou", ascending=False).head(args.top)[cols].copy()
+        diffcut = best["method"] == "diffcut"
+        best["tau"] = best["tau"].astype(object)
+        best.loc[diffcut, "tau"] = best.loc[diffcut, "tau"].map(tau_text)
         best["miou"] = best["miou"].round(3)
         best = best.rename(columns={"miou": "mIoU", "n_segments": "segments"})
         print(f"best {len(best)} by mIoU (pooled over images, 0-1):")

@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
             print(msg, file=sys.stderr, flush=True)
 
     say(f"segment: {len(files)} image(s) with {args.model!r} (layer {layer}, t={config.timestep}, "
-        f"tau {config.tau:g}, refine {config.refine}) -> {out}/")
+        f"tau {config.tau}, refine {config.refine}) -> {out}/")
     out.parent.mkdir(parents=True, exist_ok=True)
     # results go to a temporary folder beside --out and move in only when every image is done, so a
     # failed or interrupted run leaves the previous contents of --out as they were
