@@ -249,8 +249,7 @@ class DiffCutConfig:
                                "fewer segments", metavar="K")  # fmt: skip
     partition: str = _setting("recursive", "recursive two-way cuts (DiffCut) or one K-way normalized cut",
                               choices=PARTITIONS)  # fmt: skip
-    n_segments: int | None = _setting(None, "K of the K-way cut (default: the recursive cut's count at "
-                                      "tau, or with tau 'auto')", metavar="K")  # fmt: skip
+    n_segments: int | None = _setting(None, "K of the K-way cut (partition 'kway')", metavar="K")
     auto_rule: str = _setting("dynamic", "stopping rule of tau 'auto': a threshold per cut from the "
                               "region's spectrum, or the most stable tau of the image", choices=AUTO_RULES)  # fmt: skip
 
@@ -413,7 +412,7 @@ _NONE_TEXT = {
     "mask_size": "the image's size",
     "refine_max_side": "no limit",
     "max_depth": "no limit",
-    "n_segments": "automatic",
+    "n_segments": "the recursive cut's count (at tau, or by the automatic rule)",
 }
 
 

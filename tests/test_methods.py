@@ -150,3 +150,20 @@ def test_grid_checks_variants():
         _grid("pocket", variants=[{"tau": 0.4}])  # the taus axis sets it
     with pytest.raises(dl.ParameterError, match="paper"):
         _grid("pocket", variants=[{"partition": "kway"}], modes=["paper"])
+
+
+def test_command_line_takes_the_new_settings(tiny_dir, tmp_path, capsys):
+    from PIL import Image
+
+    from diffcut_lab import cli
+
+    img = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(img)
+    argv = ["segment", str(img), "--model", str(tiny_dir), "--refine", "none", "--tau", "auto", "--partition",
+            "kway", "--affinity", "attention", "--walk-steps", "2", "--knn", "none", "--out", str(tmp_path / "o")]  # fmt: skip
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    config = json.loads((tmp_path / "o" / "settings.json").read_text())["config"]
+    assert (config["tau"], config["partition"], config["affinity"], config["walk_steps"]) == ("auto", "kway", "attention", 2)
+    assert cli.main(["segment", str(img), "--model", str(tiny_dir), "--n-segments", "3", "--partition", "kway",
+                     "--refine", "none", "--out", str(tmp_path / "k")]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "k" / "settings.json").read_text())["images"][0]["n_segments"] == 3

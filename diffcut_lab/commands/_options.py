@@ -38,6 +38,15 @@ def _int_or_none(text: str) -> int | None:
     return None if text.lower() in ("none", "0") else int(text)
 
 
+def _tau(text: str) -> float | str:
+    """A number, or 'auto' (the automatic stopping rule)."""
+    return "auto" if text.strip().lower() == "auto" else float(text)
+
+
+#: settings whose value is an int or None (the command line takes 'none' or 0 for None)
+_OPTIONAL_INTS = ("image_size", "mask_size", "refine_max_side", "max_depth", "knn", "n_segments")
+
+
 def add_config_options(
     parser: argparse.ArgumentParser,
     *,
@@ -74,9 +83,11 @@ def add_config_options(
             kw.update(action=argparse.BooleanOptionalAction)
         elif isinstance(default, tuple):
             kw.update(type=int, nargs="+")
+        elif f.name == "tau":
+            kw.update(type=_tau)
         elif isinstance(default, float):
             kw.update(type=float)
-        elif isinstance(default, int) or f.name in ("image_size", "mask_size", "refine_max_side", "max_depth"):
+        elif isinstance(default, int) or f.name in _OPTIONAL_INTS:
             kw.update(type=_int_or_none if default is None or f.name == "refine_max_side" else int)
             if f.name == "refine_max_side":
                 text += " ('none': no limit)"
