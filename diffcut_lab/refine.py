@@ -14,6 +14,14 @@
 Every function returns int64 labels with compact ids ``0 .. K-1`` numbered in increasing order of the input
 ids (a segment that disappears, e.g. smaller than a pixel after upsampling, frees its id). numpy in gives
 numpy out, torch in gives torch out (on the input's device).
+
+Speed without changing a label: every float is computed by the same operations, in the same order, as the
+plain formulation each docstring describes (``tests/_reference_refine.py`` keeps that formulation, and the
+tests compare bit for bit). What is saved is work that cannot change a value: PAMR computes each segment's
+channel only in the rows its probability can have reached (elsewhere it is exactly 0), in bands of rows
+that stay in cache, with neighbours as views of one padded buffer; argmax runs plane by plane (the first
+maximum wins, as in ``torch.argmax``); ids are compacted by counting; the 3 x 3 median is a min/max network
+on a small integer dtype. ``benchmarks/postprocess.py`` measures it against the plain code.
 """
 
 from __future__ import annotations
@@ -54,11 +62,40 @@ def _out(t: torch.Tensor, as_numpy: bool) -> Any:
     return t.cpu().numpy().astype(np.int64, copy=False) if as_numpy else t
 
 
+def _compact_ids(t: torch.Tensor) -> torch.Tensor:
+    """``torch.unique(t, return_inverse=True)[1]`` (int64, ``t``'s shape), by counting when ids span little."""
+    flat = t.reshape(-1)
+    if flat.numel() == 0:
+        return torch.unique(t, return_inverse=True)[1].reshape(t.shape).long()
+    lo, hi = (int(v) for v in torch.aminmax(flat))
+    span = hi - lo + 1
+    if span > max(4 * flat.numel(), 4096):  # sparse huge ids: sorting is cheaper than counting
+        return torch.unique(t, return_inverse=True)[1].reshape(t.shape).long()
+    shifted = flat - lo if lo else flat
+    present = torch.zeros(span, dtype=torch.bool, device=t.device)
+    present[shifted] = True  # (not bincount: CUDA has no deterministic one)
+    return (present.cumsum(0) - 1)[shifted].reshape(t.shape)
+
+
 def compact_labels(labels: Any) -> Any:
     """Renumber ids to ``0 .. K-1`` in increasing order of the original ids (int64; numpy or torch)."""
     t, as_numpy = _labels_tensor(labels)
-    _, inverse = torch.unique(t, return_inverse=True)
-    return _out(inverse.reshape(t.shape).long(), as_numpy)
+    return _out(_compact_ids(t), as_numpy)
+
+
+def _first_argmax(planes: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Index of the largest of ``K`` equally shaped planes, the first on ties (``torch.argmax(stack, 0)``).
+
+    One pass per plane instead of a strided reduction over the stacked dimension: several times faster on
+    the CPU for ``(K, H, W)`` scores. The planes must be finite (``torch.argmax`` would rank NaN first).
+    """
+    best = planes[0].clone()
+    dtype = torch.uint8 if len(planes) <= 256 else torch.long
+    index = torch.zeros(best.shape, dtype=dtype, device=best.device)
+    for k, plane in enumerate(planes[1:], start=1):
+        index.masked_fill_(plane > best, k)
+        torch.maximum(best, plane, out=best)
+    return index.long()
 
 
 def _features_tensor(features: Any) -> torch.Tensor:
@@ -140,11 +177,11 @@ def concept_assignment(
         centroids = fn @ (onehot / (onehot.sum(0, keepdim=True) + 1e-8))  # (C, K)
         up = F.interpolate(fn.reshape(1, c, h, w), size=out_size, mode="bilinear", align_corners=False)
         winner = (up.reshape(c, -1).T @ centroids).argmax(1).reshape(out_size)
-        return compact_labels(_out(winner, as_numpy))
+        return _out(_compact_ids(winner), as_numpy)
     centroids = (fn @ onehot) / onehot.sum(0, keepdim=True)  # (C, K): mean normalised feature
     scores = (centroids.T @ fn).reshape(1, -1, h, w)  # (1, K, h, w)
     scores = F.interpolate(scores, size=out_size, mode="bilinear", align_corners=False)
-    return compact_labels(_out(scores[0].argmax(0), as_numpy))
+    return _out(_compact_ids(_first_argmax(scores[0])), as_numpy)
 
 
 def nearest_upsample(labels: Any, size: int | Sequence[int]) -> Any:
@@ -196,58 +233,172 @@ def _image_batch(image: Any) -> torch.Tensor:
     return x
 
 
-def _shifts(x: torch.Tensor, d: int, *, center: bool) -> list[torch.Tensor]:
-    """The 8 (or 9 with the centre) neighbours of every pixel at dilation ``d``, replicate-padded."""
-    h, w = x.shape[-2:]
-    pad = F.pad(x, [d, d, d, d], mode="replicate")
-    out = []
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            if dy == 0 and dx == 0 and not center:
-                continue
-            out.append(pad[..., d + dy * d : d + dy * d + h, d + dx * d : d + dx * d + w])
-    return out
+_OFFSETS_9 = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))  # a 3x3 window, row-major
+_OFFSETS_8 = tuple(o for o in _OFFSETS_9 if o != (0, 0))
+# elements per torch thread of one band (live channels x rows x width) the CPU propagates per operation:
+# few enough that each thread's share of a band's accumulator and products stays in cache, enough that
+# per-operation overhead (and the threads' hand-offs on a busy machine) stay small
+_BAND_ELEMENTS = 2**19
 
 
-def _neighbour_kernel(center: bool) -> torch.Tensor:
-    """One-hot 3x3 kernels picking the 8 (or 9) positions of a 3x3 window, row-major."""
-    idx = [i for i in range(9) if center or i != 4]
-    k = torch.zeros(len(idx), 1, 3, 3)
-    for o, i in enumerate(idx):
-        k[o, 0, i // 3, i % 3] = 1.0
-    return k
+def _taps(padded: torch.Tensor, margin: int, d: int, size: tuple[int, int],
+          offsets: Sequence[tuple[int, int]]) -> list[torch.Tensor]:  # fmt: skip
+    """Views of ``padded`` (replicate-padded by ``margin`` >= ``d``) at the ``offsets`` x ``d`` neighbours."""
+    h, w = size
+    return [
+        padded[..., margin + dy * d : margin + dy * d + h, margin + dx * d : margin + dx * d + w]
+        for dy, dx in offsets
+    ]
 
 
-def _window(x: torch.Tensor, d: int, kernel: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C, P, H, W): the kernel's positions at dilation ``d``, replicate-padded."""
-    b, c, h, w = x.shape
-    pad = F.pad(x.reshape(b * c, 1, h, w), [d, d, d, d], mode="replicate")
-    return F.conv2d(pad, kernel.to(x), dilation=d).reshape(b, c, -1, h, w)
+def _window_sums(
+    values: torch.Tensor, margin: int, dilations: Sequence[int], size: tuple[int, int]
+) -> torch.Tensor:
+    """The sum of the 3x3 window values at every dilation, as ``torch.sum`` over each stacked window and
+    then across the dilations: ``((t0 + t1) + t2) + ...`` per window, windows added in order."""
+    window = torch.empty(values.shape[:-2] + size, dtype=values.dtype, device=values.device)
+    total = None
+    for d in dilations:
+        taps = _taps(values, margin, d, size, _OFFSETS_9)
+        torch.add(taps[0], taps[1], out=window)
+        for t in taps[2:]:
+            window.add_(t)
+        total = window.clone() if total is None else total.add_(window)
+    return total
 
 
 def _pamr_affinity(img: torch.Tensor, dilations: Sequence[int]) -> torch.Tensor:
     """(B, 3, H, W) -> (B, P, H, W) propagation weights (softmax over the P = 8 x len(dilations) neighbours)."""
     # local standard deviation per channel over the 3x3 windows of every dilation (the centre counted once
-    # per dilation), unbiased; accumulated one dilation at a time (float64) to keep memory O(9 x B x 3 x H x W)
-    k9, k8 = _neighbour_kernel(True), _neighbour_kernel(False)
+    # per dilation), unbiased, in float64
+    b, _, h, w = img.shape
+    margin = max(dilations)
+    padded = F.pad(img, [margin] * 4, mode="replicate")
+    values = padded.double()
     n = 9 * len(dilations)
-    total = torch.zeros(img.shape, dtype=torch.float64, device=img.device)
-    total_sq = torch.zeros_like(total)
-    for d in dilations:
-        win = _window(img, d, k9).double()
-        total += win.sum(2)
-        total_sq += win.square().sum(2)
+    total = _window_sums(values, margin, dilations, (h, w))
+    total_sq = _window_sums(values.square_(), margin, dilations, (h, w))
     var = ((total_sq - total.square() / n) / (n - 1)).clamp_min(0.0)
     inv_scale = 1.0 / (1e-8 + 0.1 * var.sqrt().float())  # (B, 3, H, W)
-    logits = torch.cat(
-        [
-            # -|I_i - I_j| / (1e-8 + 0.1 std_i), averaged over the colour channels
-            -((img[:, :, None] - _window(img, d, k8)).abs() * inv_scale[:, :, None]).mean(1)
-            for d in dilations
-        ],
-        dim=1,
-    )
+    # -|I_i - I_j| / (1e-8 + 0.1 std_i), averaged over the colour channels (summed in order, then divided,
+    # as torch's CPU mean does), one neighbour j at a time
+    logits = torch.empty(b, 8 * len(dilations), h, w, device=img.device)
+    term = torch.empty_like(img)
+    neighbours = (t for d in dilations for t in _taps(padded, margin, d, (h, w), _OFFSETS_8))
+    for p, nb in enumerate(neighbours):
+        torch.sub(img, nb, out=term).abs_().mul_(inv_scale)
+        torch.add(term[:, 0], term[:, 1], out=logits[:, p]).add_(term[:, 2]).div_(3).neg_()
     return torch.softmax(logits, dim=1)
+
+
+def _support_rows(mask: torch.Tensor) -> list[tuple[int, int] | None]:
+    """Rows ``[y0, y1)`` holding each channel's non-zero values in ``(K, H, W)`` (``None``: all zero)."""
+    rows: list[tuple[int, int] | None] = []
+    for r in (mask != 0).any(2).cpu():  # (K, H)
+        ys = torch.nonzero(r).flatten()
+        rows.append(None if ys.numel() == 0 else (int(ys[0]), int(ys[-1]) + 1))
+    return rows
+
+
+def _bands(spans: Sequence[tuple[int, int]], h: int, rows: int) -> list[tuple[int, int, int, int]]:
+    """``(c0, c1, r0, r1)`` per band of ``rows`` rows that some channel's span reaches: the channel range
+    ``[c0, c1)`` from the first to the last such channel (spans sorted, so ranges stay short)."""
+    out = []
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        active = [i for i, (y0, y1) in enumerate(spans) if y0 < r1 and y1 > r0]
+        if active:
+            out.append((active[0], active[-1] + 1, r0, r1))
+    return out
+
+
+def _fill_border(buf: torch.Tensor, margin: int) -> None:
+    """Replicate the interior's edge into the ``margin``-wide border of ``(K, H + 2m, W + 2m)``, in place."""
+    m = margin
+    buf[:, :m, m:-m] = buf[:, m : m + 1, m:-m]
+    buf[:, -m:, m:-m] = buf[:, -m - 1 : -m, m:-m]
+    buf[:, :, :m] = buf[:, :, m : m + 1]
+    buf[:, :, -m:] = buf[:, :, -m - 1 : -m]
+
+
+def _propagate_band(src: torch.Tensor, dst: torch.Tensor, aff: torch.Tensor, dilations: Sequence[int],
+                    band: tuple[int, int, int, int], scratch: torch.Tensor) -> None:  # fmt: skip
+    """One PAMR step on one band: ``dst = sum_p neighbour_p(src) * aff_p``, summed in neighbour order.
+
+    ``src`` and ``dst`` are ``(K, H + 2m, W + 2m)`` replicate-padded buffers (``m = max(dilations)``);
+    ``aff`` is ``(P, H, W)``. Each product is rounded to float32 and then added, as ``new += s * a`` does.
+    """
+    c0, c1, r0, r1 = band
+    m = max(dilations)
+    w = aff.shape[-1]
+    acc = dst[c0:c1, m + r0 : m + r1, m : m + w]
+    product = scratch[: acc.numel()].view(acc.shape)
+    window = src[c0:c1, r0 : r1 + 2 * m]
+    neighbours = (t for d in dilations for t in _taps(window, m, d, (r1 - r0, w), _OFFSETS_8))
+    for p, nb in enumerate(neighbours):
+        if p == 0:
+            torch.mul(nb, aff[p, r0:r1], out=acc)  # 0 + x == x: the zero start needs no pass
+        else:
+            torch.mul(nb, aff[p, r0:r1], out=product)
+            acc.add_(product)
+
+
+def _propagate(
+    mask: torch.Tensor,
+    aff: torch.Tensor,
+    dilations: Sequence[int],
+    num_iter: int,
+    *,
+    band_elements: int | None = None,
+) -> list[torch.Tensor | None]:
+    """``num_iter`` PAMR steps on one image's ``(K, H, W)`` label probabilities: one ``(H, W)`` plane per
+    channel, ``None`` for a channel that is exactly 0 everywhere.
+
+    A step moves probability at most ``m = max(dilations)`` rows, so a channel is exactly 0 outside the
+    rows of its initial support grown by ``m`` per step. Channels are sorted by those rows and the image is
+    cut into bands of rows; each band computes only the range of channels whose rows reach it, and every
+    other value stays the exact 0 the full computation gives. On the CPU a band holds about
+    ``band_elements`` values (default: ``_BAND_ELEMENTS`` per torch thread); elsewhere one band spans the
+    image (fewest kernel launches).
+    """
+    k, h, w = mask.shape
+    spans = _support_rows(mask)
+    live = sorted((c for c in range(k) if spans[c] is not None), key=lambda c: spans[c])
+    live_spans = [spans[c] for c in live]
+    m = max(dilations)
+    cur = F.pad(mask[live][None], [m] * 4, mode="replicate")[0].contiguous()  # (L, H + 2m, W + 2m)
+    if num_iter:
+        # bands and channel ranges only grow, so after the first step every stale value is overwritten
+        nxt = torch.zeros_like(cur)
+        band_elements = band_elements or _BAND_ELEMENTS * torch.get_num_threads()
+        rows = h if mask.device.type != "cpu" else max(1, min(h, band_elements // (len(live) * w)))
+        scratch = torch.empty(len(live) * rows * w, dtype=cur.dtype, device=cur.device)
+    for _ in range(num_iter):
+        live_spans = [(max(0, y0 - m), min(h, y1 + m)) for y0, y1 in live_spans]
+        for band in _bands(live_spans, h, rows):
+            _propagate_band(cur, nxt, aff, dilations, band, scratch)
+        _fill_border(nxt, m)
+        cur, nxt = nxt, cur
+    planes: list[torch.Tensor | None] = [None] * k
+    for c, plane in zip(live, cur[:, m : m + h, m : m + w]):
+        planes[c] = plane
+    return planes
+
+
+def _pamr_labels(planes: Sequence[torch.Tensor | None]) -> torch.Tensor:
+    """``(H, W)`` compact ids of the most probable channel (the first on ties; ``None`` planes are 0)."""
+    some = next(p for p in planes if p is not None)
+    zero = torch.zeros_like(some)
+    return _compact_ids(_first_argmax([zero if p is None else p for p in planes]))
+
+
+def _initial_masks(inverse: torch.Tensor, k: int, size: tuple[int, int]) -> torch.Tensor:
+    """``(B, h, w)`` compact ids -> ``(B, K, H, W)`` float one-hot masks, bilinearly resized to ``size``."""
+    if tuple(inverse.shape[-2:]) == size:
+        mask = torch.zeros((inverse.shape[0], k, *size), device=inverse.device)
+        return mask.scatter_(1, inverse[:, None], 1.0)
+    mask = F.one_hot(inverse, k).permute(0, 3, 1, 2).float()
+    return F.interpolate(mask, size=size, mode="bilinear", align_corners=True)
 
 
 def pamr(
@@ -304,27 +455,45 @@ def pamr(
         raise ParameterError(
             f"got {img.shape[0]} image(s) but {lab.shape[0]} label map(s); pass one label map per image."
         )
-    device = img.device
-    lab = lab.to(device)
-    b = lab.shape[0]
-    inverse = [torch.unique(lab[i], return_inverse=True)[1] for i in range(b)]
-    k = max(int(inv.max()) + 1 for inv in inverse)
-    mask = torch.stack([F.one_hot(inv, k) for inv in inverse]).permute(0, 3, 1, 2).float()
-    size = tuple(img.shape[-2:])
-    if tuple(mask.shape[-2:]) != size:
-        mask = F.interpolate(mask, size=size, mode="bilinear", align_corners=True)
+    inverse = torch.stack([_compact_ids(one) for one in lab.to(img.device)])
+    mask = _initial_masks(inverse, int(inverse.max()) + 1, tuple(img.shape[-2:]))
     with torch.no_grad():
         aff = _pamr_affinity(img, dil)  # (B, P, H, W)
-        for _ in range(int(num_iter)):
-            new = torch.zeros_like(mask)
-            p = 0
-            for d in dil:
-                for s in _shifts(mask, d, center=False):
-                    new += s * aff[:, p : p + 1]
-                    p += 1
-            mask = new
-    out = torch.stack([compact_labels(m) for m in mask.argmax(1)])
+        out = torch.stack(
+            [_pamr_labels(_propagate(mask[i], aff[i], dil, int(num_iter))) for i in range(len(mask))]
+        )
     return _out(out[0] if single else out, as_numpy)
+
+
+def _median_3x3(x: torch.Tensor) -> torch.Tensor:
+    """Exact 3 x 3 median of ``(..., H, W)`` integers, borders reflected (``scipy.ndimage``'s default).
+
+    Each column triple is sorted once (``lo <= mid <= hi``); the median of a window is then the median of
+    (the largest ``lo``, the median ``mid``, the smallest ``hi``) of its three columns (Paeth's identity).
+    """
+    x = torch.cat([x[..., :1, :], x, x[..., -1:, :]], dim=-2)  # reflecting one pixel repeats the edge
+    x = torch.cat([x[..., :1], x, x[..., -1:]], dim=-1)
+    top, mid, bottom = x[..., :-2, :], x[..., 1:-1, :], x[..., 2:, :]
+    lo, hi = torch.minimum(top, mid), torch.maximum(top, mid)
+    lo, upper = torch.minimum(lo, bottom), torch.maximum(lo, bottom)
+    mid, hi = torch.minimum(hi, upper), torch.maximum(hi, upper)
+    left, centre, right = (slice(None, -2), slice(1, -1), slice(2, None))
+    max_lo = torch.maximum(torch.maximum(lo[..., left], lo[..., centre]), lo[..., right])
+    min_hi = torch.minimum(torch.minimum(hi[..., left], hi[..., centre]), hi[..., right])
+    return _median_of_3(max_lo, _median_of_3(mid[..., left], mid[..., centre], mid[..., right]), min_hi)
+
+
+def _median_of_3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    return torch.maximum(torch.minimum(a, b), torch.minimum(torch.maximum(a, b), c))
+
+
+def _small_int(ids: torch.Tensor) -> torch.Tensor:
+    """Compact ids ``0 .. K-1`` in the smallest integer dtype that holds them (medians run faster)."""
+    k = int(ids.max()) + 1 if ids.numel() else 0
+    for dtype in (torch.uint8, torch.int16, torch.int32):
+        if k <= torch.iinfo(dtype).max + 1:
+            return ids.to(dtype)
+    return ids
 
 
 def median_filter(labels: Any, size: int = 3) -> Any:
@@ -332,17 +501,22 @@ def median_filter(labels: Any, size: int = 3) -> Any:
 
     ``scipy.ndimage.median_filter`` with its default reflect border, as in the DiffCut evaluation. The
     median of an odd window is one of its values, so no new id appears; ids are compacted afterwards.
+    Renumbering ids in order does not move a median, so the filter runs on compact ids in a small dtype
+    (an exact min/max network for ``size=3``, scipy otherwise).
     """
     if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
         raise ParameterError(f"size must be a positive integer; got {size!r}.")
     lab, as_numpy = _labels_tensor(labels)
     if lab.ndim not in (2, 3):
         raise ParameterError(f"labels must be (H, W) or (B, H, W); got shape {tuple(lab.shape)}.")
-    arr = lab.cpu().numpy()
-    footprint = (size, size) if arr.ndim == 2 else (1, size, size)
-    filtered = torch.from_numpy(ndimage.median_filter(arr, size=footprint))
-    if filtered.ndim == 3:
-        filtered = torch.stack([compact_labels(f) for f in filtered])
+    ids = _small_int(_compact_ids(lab))
+    if size == 3 and ids.numel():
+        filtered = _median_3x3(ids).long()
     else:
-        filtered = compact_labels(filtered)
+        footprint = (size, size) if ids.ndim == 2 else (1, size, size)
+        filtered = torch.from_numpy(ndimage.median_filter(ids.cpu().numpy(), size=footprint)).long()
+    if filtered.ndim == 3:
+        filtered = torch.stack([_compact_ids(f) for f in filtered])
+    else:
+        filtered = _compact_ids(filtered)
     return _out(filtered.to(lab.device), as_numpy)

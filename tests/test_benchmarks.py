@@ -73,3 +73,13 @@ def test_ablation_cost_runs_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "cost.json"
     assert _load("ablation_cost").main(["--images", "1", "--size", "64", "--out", str(out)]) == 0
     assert json.loads(out.read_text())
+
+
+def test_postprocess_runs_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "postprocess.json"
+    argv = ["--sizes", "48", "--grid", "6", "--channels", "8", "--segments", "4", "--repeats", "1",
+            "--threads", "1", "--out", str(out)]  # fmt: skip
+    assert _load("postprocess").main(argv) == 0
+    res = json.loads(out.read_text())["results"]
+    assert len(res) == 1 and res[0]["size"] == [48, 48]
+    assert all(res[0]["identical"].values())  # the fast refine gives the reference's labels
