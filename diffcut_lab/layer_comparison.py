@@ -214,34 +214,19 @@ def layer_ranking(scores: pd.DataFrame, *, select: Sequence[int], test: Sequence
         ``miou_min, miou_max`` (the test mIoU's range over every tau tried), ``n_segments`` (mean on the
         test images at that tau).
     """
-    from .ablation.summary import pooled
+    from .ablation.summary import tuned
 
     if "tp" not in scores.columns:
         raise ParameterError("layer_ranking needs scores computed with ground truth (layer_scores(gt=...)).")
-    overlap = set(select) & set(test)
-    if overlap or not select or not test:
-        raise ParameterError(f"select and test must be non-empty and disjoint; both hold {sorted(overlap)}.")
-    keys = ["layer", "timestep", "tau"]
-
-    def pooled_miou(rows: pd.DataFrame) -> pd.Series:
-        return pd.Series({"miou": pooled(rows).miou, "n_segments": rows["n_segments"].mean()})
-
-    by_tau = {
-        name: scores[scores["image"].isin(list(ids))].groupby(keys, sort=False).apply(pooled_miou)
-        for name, ids in (("select", select), ("test", test))
-    }
-    out = []
-    for (layer, t), sel in by_tau["select"].groupby(level=[0, 1], sort=False):
-        tau = float(sel["miou"].idxmax()[2])
-        tst = by_tau["test"].loc[(layer, t)]
-        first = scores[(scores["layer"] == layer) & (scores["timestep"] == t)].iloc[0]
-        out.append({
-            "layer": layer, "short": first["short"], "stage": first["stage"], "resolution": first["resolution"],
-            "timestep": int(t), "tau": tau, "miou": float(tst.loc[tau, "miou"]),
-            "miou_min": float(tst["miou"].min()), "miou_max": float(tst["miou"].max()),
-            "n_segments": float(tst.loc[tau, "n_segments"]),
-        })  # fmt: skip
-    return _sort(pd.DataFrame(out), "stage")
+    best = tuned(scores, ["layer", "timestep"], select=list(select), test=list(test))
+    best = best[best["stopping"] == "tau chosen"]
+    first = scores.drop_duplicates("layer").set_index("layer")
+    out = best.assign(
+        short=best["layer"].map(first["short"]), stage=best["layer"].map(first["stage"]),
+        resolution=best["layer"].map(first["resolution"]), timestep=best["timestep"].astype(int),
+    )  # fmt: skip
+    cols = ["layer", "short", "stage", "resolution", "timestep", "tau", "miou", "miou_min", "miou_max", "n_segments"]
+    return _sort(out[cols].reset_index(drop=True), "stage")
 
 
 def linear_cka(x: Any, y: Any) -> float:
