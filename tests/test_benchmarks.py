@@ -83,3 +83,22 @@ def test_postprocess_runs_end_to_end(tmp_path: Path) -> None:
     res = json.loads(out.read_text())["results"]
     assert len(res) == 1 and res[0]["size"] == [48, 48]
     assert all(res[0]["identical"].values())  # the fast refine gives the reference's labels
+
+
+def test_device_benchmark_runs_the_whole_chain_on_the_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "device.json"
+    res = _load("device").main(
+        ["--model", "tiny", "--size", "64", "--device", "cpu", "--batches", "1", "2", "--repeats", "1", "--out", str(out)]
+    )
+    assert json.loads(out.read_text()) == res
+    for r in res["results"]:
+        assert set(r["per_image_s"]) == {"features", "affinity", "cut", "upsample", "refine"}
+        assert 0 < r["unet_share"] < 1 and r["images_per_s"] > 0
+
+
+def test_segment_stages_measures_every_stage_of_this_tree() -> None:
+    bench = _load("segment_stages")
+    runs = bench.measure(1)
+    assert {"features", "affinity", "cut", "upsample", "refine", "total"} <= set(runs)
+    summary = bench._summary([runs])
+    assert summary["post"] == pytest.approx(summary["ncut"] + summary["upsample"] + summary["refine"], abs=1e-3)
