@@ -58,6 +58,7 @@ _EXPORTS: dict[str, str] = {
     "layer_scores": "layer_comparison",
     "layer_ranking": "layer_comparison",
     "layer_similarity": "layer_comparison",
+    "method_comparison": "layer_comparison",
     "DiffCut": "pipeline",
     "DiffCutConfig": "config",
     "Segmentation": "pipeline",
@@ -109,7 +110,7 @@ if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
     from .hook_points import HookPoint, hook_points_frame, list_hook_points, resolve_layers
     from .images import load_image, to_batch
     from .kway import kway_ncut
-    from .layer_comparison import layer_ranking, layer_scores, layer_similarity
+    from .layer_comparison import layer_ranking, layer_scores, layer_similarity, method_comparison
     from .metrics import MIoUAccumulator, hungarian_miou
     from .ncut import CutStep, CutTree, recursive_ncut
     from .pipeline import DiffCut, Segmentation

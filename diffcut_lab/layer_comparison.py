@@ -10,6 +10,7 @@ between every pair of captured maps (which layers carry the same information).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +21,7 @@ from .config import DiffCutConfig
 from .errors import ParameterError
 from .hook_points import forward_order, layer_stage, short_layer_name
 
-__all__ = ["SORT_KEYS", "layer_ranking", "layer_scores", "layer_similarity", "linear_cka"]
+__all__ = ["SORT_KEYS", "layer_ranking", "layer_scores", "layer_similarity", "linear_cka", "method_comparison"]
 
 
 def _label_map(labels: Any) -> np.ndarray:
@@ -57,6 +58,16 @@ def _features(cache: Any, layer: str, t: int, index: int) -> np.ndarray | None:
     if x.ndim != 4:  # attention probabilities (B, N, N) have no spatial layout of channels
         return None
     return x[index]
+
+
+def _attention(cache: Any, layer: str, t: int, index: int) -> Any:
+    key = f"{layer}.probs"
+    if key not in cache.layers:
+        raise ParameterError(
+            f"affinity='attention' cuts the layer's self-attention, and the cache has no {key!r}: capture it "
+            f"with the features (layers=[{layer!r}, {key!r}])."
+        )
+    return cache[key, t][index]
 
 
 def layer_scores(
@@ -101,16 +112,19 @@ def layer_scores(
         One of :data:`SORT_KEYS`.
     keep_labels
         Keep the ``(h, w)`` labels in a ``labels`` column (used by :func:`layer_grid`).
-    taus : sequence of float, optional
+    taus : sequence of float or "auto", optional
         Score every tau of the list (one row each): one recursion at the largest, pruned for the others
-        (:func:`~diffcut_lab.segmentation.cut_trees`). Default: the config's tau only.
+        (:func:`~diffcut_lab.segmentation.cut_trees`); ``"auto"`` (the automatic stopping rule) is cut on
+        its own and its rows hold NaN in the numeric ``tau`` column. Default: the config's tau only.
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``layer, short, stage, resolution, channels, timestep, image, tau, n_segments, miou`` and,
-        with ground truth, the image's ``tp, fp, fn`` per class and ``n_pixels`` (so that scores can be
-        pooled over images, as the published metric does: :func:`layer_ranking`).
+        Columns ``layer, short, stage, resolution, channels, timestep, image, tau, n_segments, miou,
+        seconds`` (the cut's, per image: the graph and the recursion shared by the numeric taus, the
+        automatic cut alone) and, with ground truth, the image's ``tp, fp, fn`` per class and ``n_pixels``
+        (so that scores can be pooled over images, as the published metric does: :func:`layer_ranking`).
+        ``affinity="attention"`` reads the layer's ``"<layer>.probs"`` from the cache.
     """
     from . import segmentation as core
     from .metrics import hungarian_miou
@@ -123,7 +137,11 @@ def layer_scores(
     if gt is not None:
         gts = [None if g is None else _label_map(g)
                for g in (gt if isinstance(gt, (list, tuple)) or np.ndim(gt) == 3 else [gt])]  # fmt: skip
-    tau_list = sorted({float(t) for t in taus}) if taus is not None else [cfg.tau]
+    from .config import check_tau
+    from .options import AUTO
+
+    asked = [check_tau(t, auto=True) for t in taus] if taus is not None else [cfg.tau]
+    tau_groups = [g for g in (sorted({t for t in asked if t != AUTO}), [AUTO] if AUTO in asked else []) if g]
     rows = []
     for layer in chosen:
         for t in ts:
@@ -134,7 +152,13 @@ def layer_scores(
                 f = _features(cache, layer, t, i)
                 if f is None:
                     continue
-                for tau, tree in core.cut_trees(f, cfg, tau_list).items():
+                attention = _attention(cache, layer, t, i) if cfg.affinity == "attention" else None
+                trees, seconds = {}, {}
+                for group in tau_groups:
+                    t0 = time.perf_counter()
+                    trees.update(core.cut_trees(f, cfg, group, attention=attention))
+                    seconds.update(dict.fromkeys(group, time.perf_counter() - t0))
+                for tau, tree in trees.items():
                     labels = core.grid_labels(tree)
                     row = {
                         "layer": layer,
@@ -144,9 +168,10 @@ def layer_scores(
                         "channels": int(f.shape[0]),
                         "timestep": int(t),
                         "image": int(i),
-                        "tau": float(tau),
+                        "tau": float("nan") if tau == AUTO else float(tau),
                         "n_segments": int(labels.max()) + 1,
                         "miou": np.nan,
+                        "seconds": seconds[tau],
                     }
                     if gts is not None and i < len(gts) and gts[i] is not None:
                         g = gts[i]
@@ -227,6 +252,65 @@ def layer_ranking(scores: pd.DataFrame, *, select: Sequence[int], test: Sequence
     )  # fmt: skip
     cols = ["layer", "short", "stage", "resolution", "timestep", "tau", "miou", "miou_min", "miou_max", "n_segments"]
     return _sort(out[cols].reset_index(drop=True), "stage")
+
+
+def method_comparison(
+    cache: Any,
+    gt: Any,
+    methods: Any,
+    *,
+    select: Sequence[int],
+    test: Sequence[int],
+    taus: Sequence[float],
+    num_classes: int,
+    layer: str | None = None,
+    timestep: int | None = None,
+    ignore_index: int = 255,
+) -> pd.DataFrame:
+    """Partitioners and affinities on the same captured features, each at its best tau and automatically.
+
+    Parameters
+    ----------
+    cache : FeatureCache
+        Features of one layer (and, for ``affinity="attention"``, its ``"<layer>.probs"``).
+    gt : array_like
+        Ground truth, one map per image (as :func:`layer_scores`).
+    methods : mapping of str to DiffCutConfig
+        The methods by name, e.g. ``{"DiffCut": DiffCutConfig(), "walk k=2": DiffCutConfig(affinity=
+        "attention", walk_steps=2), "K-way": DiffCutConfig(partition="kway")}``.
+    select, test : sequence of int
+        Images (batch indices) that choose tau, and images that score it (disjoint).
+    taus : sequence of float
+        The taus tried on ``select``; ``"auto"`` is always scored too.
+    num_classes, ignore_index
+        As :func:`layer_scores`.
+    layer, timestep : optional
+        Which captured map (default: the cache's only feature layer and timestep).
+
+    Returns
+    -------
+    pandas.DataFrame
+        :func:`~diffcut_lab.ablation.summary.tuned` per method: ``method, stopping`` ("tau chosen" or
+        "auto"), ``tau, miou`` (pooled over the test images, the published metric), ``miou_min,
+        miou_max, n_segments, seconds`` (the cut, per image).
+    """
+    from .ablation.summary import tuned
+
+    layers = [n for n in cache.layers if not n.endswith(".probs")] if layer is None else [layer]
+    steps = list(cache.timesteps) if timestep is None else [timestep]
+    if len(layers) != 1 or len(steps) != 1:
+        raise ParameterError(f"pass layer= and timestep=: the cache holds {layers} at {steps}.")
+    frames = [
+        layer_scores(cache, gt, layers=layers, timesteps=steps, config=cfg, taus=[*taus, "auto"],
+                     num_classes=num_classes, ignore_index=ignore_index).assign(method=name)
+        for name, cfg in dict(methods).items()
+    ]
+    table = tuned(pd.concat(frames, ignore_index=True), ["method"], select=list(select), test=list(test))
+    order = {name: i for i, name in enumerate(dict(methods))}
+    rank = {"method": order, "stopping": {"tau chosen": 0, "auto": 1}}
+    return table.sort_values(["method", "stopping"], key=lambda c: c.map(rank[c.name]), kind="stable").reset_index(
+        drop=True
+    )
 
 
 def linear_cka(x: Any, y: Any) -> float:

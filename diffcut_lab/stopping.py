@@ -118,7 +118,9 @@ def laplacian_eigenvalues(
     if mu is None:
         dense = w.toarray() if sp.issparse(w) else w
         a = s[:, None] * np.asarray(dense, np.float64) * s[None, :]
-        mu = scipy.linalg.eigh(a, subset_by_index=[n - m, n - 1], eigvals_only=True, check_finite=False)
+        # one BLAS thread up to a few thousand nodes: more spin-wait against torch's threads (see _eigen)
+        with threadpool_limits(limits=1 if n <= 4096 else None, user_api="blas"):
+            mu = scipy.linalg.eigh(a, subset_by_index=[n - m, n - 1], eigvals_only=True, check_finite=False)
     return np.clip(np.sort(1.0 - np.asarray(mu, np.float64)), 0.0, 2.0)
 
 

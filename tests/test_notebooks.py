@@ -88,7 +88,7 @@ def test_report_notebook_has_one_source():
 #: lighter parameters for CI (the defaults are what a user runs; these keep the suite within its budget)
 CI_PARAMETERS = {
     "01_quickstart": {"n_images": 2},
-    "02_compare_layers": {"n_scenes": 2, "timesteps": [10, 50], "taus": [0.5, 0.7, 0.9]},
+    "02_compare_layers": {"n_scenes": 2, "timesteps": [10, 50], "taus": [0.5, 0.7, 0.9], "walk_steps": [2]},
     "03_affinity_eigenvectors": {},
     "04_step_through_recursive_cut": {},
     "06_ablation_layers_timesteps": {"limit": 2, "taus": [0.5, 0.9]},
@@ -140,6 +140,9 @@ def test_notebook_executes(name, tmp_path):
         fig = next(f for f in plotly if "test scenes" in json.dumps(f["layout"].get("title", "")))
         assert fig["layout"]["xaxis"]["type"] == "category" and fig["data"][0]["colorbar"]["title"]["text"]
         assert all(y.split(".")[0] in ("down1", "down2", "mid", "up0", "up1", "up2") for y in fig["data"][0]["y"])
+        bars = next(f for f in plotly if "vs automatic" in json.dumps(f["layout"].get("title", "")))
+        assert {t["name"] for t in bars["data"]} == {"tau chosen", "auto"}
+        assert any("attention walk" in x for x in bars["data"][0]["x"]) and "K-way (cosine)" in bars["data"][0]["x"]
     if name.startswith("03"):  # eigenvectors share one colour bar and scale; y0 is not drawn
         fig = next(f for f in plotly if "eigenvectors y1" in json.dumps(f["layout"].get("title", "")))
         assert fig["layout"]["coloraxis"]["colorbar"]["title"]["text"]

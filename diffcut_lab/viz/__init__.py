@@ -10,6 +10,7 @@ several segmentations side by side :func:`compare_overlays`       -
 layers x timesteps                :func:`layer_grid`              (table: :func:`diffcut_lab.layer_scores`)
 each layer at its best tau        :func:`layer_ranking_figure`    (table: ``layer_comparison.layer_ranking``)
 layer similarity (linear CKA)     :func:`layer_similarity_figure` (table: :func:`diffcut_lab.layer_similarity`)
+partitioners and affinities       :func:`method_comparison_figure` (table: :func:`diffcut_lab.method_comparison`)
 Laplacian eigenvectors, spectrum  :func:`eigenvectors`            :func:`eigenvector_explorer`
 every recursive cut               :func:`cut_steps_figure`        :func:`cut_stepper`
 the tree of cuts                  :func:`cut_tree_figure`         (inside :func:`cut_stepper`)
@@ -31,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "layer_grid": "layers",
     "layer_ranking_figure": "layers",
     "layer_similarity_figure": "layers",
+    "method_comparison_figure": "layers",
     "eigenvectors": "eigen",
     "eigenvector_explorer": "eigen",
     "EigenvectorExplorer": "eigen",

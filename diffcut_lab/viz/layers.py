@@ -24,7 +24,7 @@ from ._common import (
     style_image_axes,
 )
 
-__all__ = ["layer_grid", "layer_ranking_figure", "layer_similarity_figure"]
+__all__ = ["layer_grid", "layer_ranking_figure", "layer_similarity_figure", "method_comparison_figure"]
 
 def layer_grid(
     cache: Any,
@@ -167,6 +167,36 @@ def layer_ranking_figure(ranking: Any, *, title: str | None = None, height: int 
         margin={"l": 10, "r": 10, "t": 60, "b": 50},
         template="plotly_white",
     )
+    return fig
+
+
+def method_comparison_figure(table: Any, *, title: str | None = None, height: int | None = None) -> go.Figure:
+    """Bars of :func:`~diffcut_lab.layer_comparison.method_comparison`: per method, the test mIoU with tau
+    chosen on other images and with the automatic stopping rule, each bar labelled with its tau and its
+    mean segment count; the hover adds the cut's time per image."""
+    fig = go.Figure()
+    for stopping, colour in (("tau chosen", "#4c78a8"), ("auto", "#f58518")):
+        rows = table[table["stopping"] == stopping]
+        if rows.empty:
+            continue
+        tau = ["auto" if stopping == "auto" else f"τ {t:g}" for t in rows["tau"]]
+        fig.add_trace(
+            go.Bar(
+                x=list(rows["method"]), y=list(rows["miou"]), name=stopping, marker_color=colour,
+                text=[f"{m:.2f}<br>{t}, {k:.1f} seg." for m, t, k in zip(rows["miou"], tau, rows["n_segments"])],
+                textposition="outside",
+                customdata=[f"{t}: {k:.1f} segments per image, cut in {s:.2f} s" for t, k, s in
+                            zip(tau, rows["n_segments"], rows.get("seconds", [float("nan")] * len(rows)))],
+                hovertemplate="%{x}<br>mIoU %{y:.3f}<br>%{customdata}<extra>%{fullData.name}</extra>",
+            )
+        )  # fmt: skip
+    top = float(table["miou"].max()) if len(table) else 1.0
+    fig.update_layout(
+        title=title or "mIoU (pooled over the test images, 0-1): tau chosen on other images vs automatic",
+        barmode="group", height=height or 420, yaxis={"title": "mIoU (0-1)", "range": [0, min(1.0, top * 1.25 + 0.05)]},
+        xaxis={"type": "category"}, legend={"title": {"text": "stopping"}}, template="plotly_white",
+        margin={"l": 10, "r": 10, "t": 60, "b": 50},
+    )  # fmt: skip
     return fig
 
 
