@@ -92,7 +92,7 @@ def tuned(rows: pd.DataFrame, by: list[str], *, select: list, test: list) -> pd.
         return pd.Series(out)
 
     split = {
-        name: rows[rows["image"].isin(list(ids))].groupby(keys, sort=False, dropna=False).apply(score)
+        name: rows[rows["image"].isin(list(ids))].groupby(keys, sort=False, dropna=False).apply(score).sort_index()
         for name, ids in (("select", select), ("test", test))
     }
     out = []
