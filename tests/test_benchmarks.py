@@ -102,3 +102,9 @@ def test_segment_stages_measures_every_stage_of_this_tree() -> None:
     assert {"features", "affinity", "cut", "upsample", "refine", "total"} <= set(runs)
     summary = bench._summary([runs])
     assert summary["post"] == pytest.approx(summary["ncut"] + summary["upsample"] + summary["refine"], abs=1e-3)
+
+
+def test_methods_benchmark_tabulates_every_variant(tmp_path: Path) -> None:
+    t = _load("methods").main(["--scenes", "2", "--size", "64", "--no-photo", "--out", str(tmp_path / "m")])
+    assert len(t) == 16 and set(t["stopping"]) == {"tau chosen", "auto"}
+    assert (tmp_path / "m.md").read_text().count("\n") == 18
