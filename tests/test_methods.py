@@ -167,3 +167,15 @@ def test_command_line_takes_the_new_settings(tiny_dir, tmp_path, capsys):
     assert cli.main(["segment", str(img), "--model", str(tiny_dir), "--n-segments", "3", "--partition", "kway",
                      "--refine", "none", "--out", str(tmp_path / "k")]) == 0  # fmt: skip
     assert json.loads((tmp_path / "k" / "settings.json").read_text())["images"][0]["n_segments"] == 3
+
+
+def test_the_stepper_says_a_kway_partition_has_no_steps():
+    from diffcut_lab import viz
+
+    f = _feats()
+    with pytest.raises(ValueError, match="K-way"):
+        viz.cut_stepper(core.cut_tree(f, dl.DiffCutConfig(partition="kway")), features=f)
+    auto = core.cut_tree(f, dl.DiffCutConfig(tau="auto"))
+    app = viz.cut_stepper(auto, features=f)  # an automatic tree steps like any other
+    app.set_tau(0.3)
+    assert app.tree.n_segments <= auto.n_segments

@@ -108,6 +108,18 @@ def icicle_layout(tree: Any) -> IcicleLayout:
 # ----------------------------------------------------------------------------------------------------
 # per-step data (shared by the static figure and the app)
 # ----------------------------------------------------------------------------------------------------
+def _require_steps(tree: Any) -> None:
+    """The views step through recorded cuts: a tree without any says why it has none."""
+    if tree.steps:
+        return
+    if tree.params.get("partition") == "kway":
+        raise ValueError(
+            "a K-way partition is found at once and has no steps to go through; cut with "
+            "partition='recursive' to step through the cuts (viz.overlay shows the K-way labels)."
+        )
+    raise ValueError("the tree has no recorded steps (a graph of a single node cannot be cut)")
+
+
 def _grid_of(tree: Any) -> tuple[int, int]:
     grid = getattr(tree, "grid", None)
     if grid is None:
@@ -492,9 +504,8 @@ def cut_steps_figure(
     plotly.graph_objects.Figure
         The figure shows the first step; the slider (or the play button) moves through the others.
     """
+    _require_steps(tree)
     data = _StepData(tree, interactive=False)
-    if not tree.steps:
-        raise ValueError("the tree has no recorded steps (a graph of a single node cannot be cut)")
     bg = _background(image, features, data.grid, max_side)
     fig = _base_figure(data, bg, widget=False, height=height, width=width)
     n = min(len(tree.steps), max_steps)
@@ -631,8 +642,7 @@ class CutStepper:
     ) -> None:
         import ipywidgets as widgets
 
-        if not tree.steps:
-            raise ValueError("the tree has no recorded steps (a graph of a single node cannot be cut)")
+        _require_steps(tree)
         self._features = features
         self._grid = _grid_of(tree)
         self._full = tree  # the deepest tree computed so far for the current alpha (prune it for smaller tau)
