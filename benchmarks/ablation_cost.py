@@ -1,6 +1,12 @@
 """Cost of a 6 layers x 3 alphas x 5 taus sweep against a single configuration, on the same images.
 
     python benchmarks/ablation_cost.py [--model pocket] [--images 4] [--out benchmarks/results/ablation_cost.json]
+    python benchmarks/ablation_cost.py --model random-ssd1b --size 1024 --label-size 128 \
+        --out benchmarks/results/ablation_cost_ssd1b.json
+
+``--model random-ssd1b`` is a UNet of SSD-1B's configuration with the SDXL VAE, random weights, built in
+memory (``benchmarks/device.py``) in bfloat16: a model whose UNet costs what the paper's does, so the
+sweep's reuse of one capture shows against a realistic forward.
 
 Everything is measured in this run, with one intra-op thread, features not cached on disk (each run
 captures its own):
@@ -27,6 +33,8 @@ import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from diffcut_lab.ablation import AblationGrid, run_ablation
 from diffcut_lab.ablation.engine import resolve_layer
@@ -63,17 +71,25 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="pocket")
     ap.add_argument("--images", type=int, default=4)
-    ap.add_argument("--size", type=int, default=128, help="synthetic scene size")
+    ap.add_argument("--size", type=int, default=128, help="synthetic scene size (random-ssd1b: also its input side)")
+    ap.add_argument("--label-size", type=int, default=None, help="label side (default: the scene size)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ablation_cost.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
-    bb = load_model(args.model)
+    if args.model == "random-ssd1b":  # built here, then served to the ablation workers by name
+        from device import ssd1b_backbone
+
+        from diffcut_lab.ablation import worker
+
+        bb = worker._memo(f"model|{args.model}|None|None", lambda: ssd1b_backbone("cpu", torch.bfloat16, args.size))
+    else:
+        bb = load_model(args.model)
     layers = six_layers(bb)
     base = AblationGrid(
         dataset="synthetic", dataset_kwargs={"n": args.images, "size": args.size}, models=[args.model],
-        layers=["diffcut"], timesteps=[50], alphas=[10.0], taus=[0.5], refines=["none"], label_size=args.size,
-        threads=1, name="single",
+        layers=["diffcut"], timesteps=[50], alphas=[10.0], taus=[0.5], refines=["none"],
+        label_size=args.label_size or args.size, threads=1, name="single",
     )  # fmt: skip
     sweep = dataclasses.replace(base, layers=layers, alphas=ALPHAS, taus=TAUS, name="sweep")
     run_ablation(
@@ -109,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model,
         "images": args.images,
         "image_size": bb.image_size,
+        "label_size": args.label_size or args.size,
         "layers": layers,
         "alphas": list(ALPHAS),
         "taus": list(TAUS),
