@@ -21,7 +21,21 @@ import torch
 from .config import MAX_DENSE_NODES
 from .errors import FeatureError, ParameterError
 
-__all__ = ["affinity", "feature_matrix", "safe_scale"]
+__all__ = ["affinity", "as_tensor", "feature_matrix", "safe_scale"]
+
+
+def as_tensor(value: Any, error: type[Exception], what: str, shape: str) -> torch.Tensor:
+    """``value`` as a detached torch tensor (numpy and array-likes converted); ``error`` when it cannot be
+    read as an array, naming ``what`` and the expected ``shape``."""
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    try:
+        return torch.as_tensor(np.asarray(value))
+    except (TypeError, ValueError) as exc:
+        raise error(
+            f"{what} of type {type(value).__name__} cannot be read as an array ({exc}); pass a torch tensor "
+            f"or numpy array {shape}."
+        ) from exc
 
 
 def feature_matrix(features: Any, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -44,16 +58,7 @@ def feature_matrix(features: Any, dtype: torch.dtype = torch.float32) -> torch.T
     FeatureError
         Wrong number of dimensions, an empty axis, or NaN/Inf values.
     """
-    if isinstance(features, torch.Tensor):
-        x = features.detach()
-    else:
-        try:
-            x = torch.as_tensor(np.asarray(features))
-        except (TypeError, ValueError) as exc:
-            raise FeatureError(
-                f"features of type {type(features).__name__} cannot be read as an array ({exc}); "
-                "pass a torch tensor or numpy array of shape (C, h, w) or (N, C)."
-            ) from exc
+    x = as_tensor(features, FeatureError, "features", "of shape (C, h, w) or (N, C)")
     if x.ndim == 3:
         x = x.reshape(x.shape[0], x.shape[1] * x.shape[2])
     elif x.ndim == 2:

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from .affinities import as_tensor
 from .errors import FeatureError, ParameterError
 
 __all__ = ["stationary_distribution", "symmetrize", "transition_matrix", "walk_affinity", "walk_matrix"]
@@ -41,16 +42,7 @@ Diagonal = Literal["walk", "unit", "zero"]
 
 def _as_square(probs: Any) -> torch.Tensor:
     """``probs`` as a detached ``(N, N)`` real tensor (a leading axis of 1 is dropped)."""
-    if isinstance(probs, torch.Tensor):
-        x = probs.detach()
-    else:
-        try:
-            x = torch.as_tensor(np.asarray(probs))
-        except (TypeError, ValueError) as exc:
-            raise ParameterError(
-                f"attention probabilities of type {type(probs).__name__} are not an (N, N) array; pass a "
-                "torch tensor or numpy array."
-            ) from exc
+    x = as_tensor(probs, ParameterError, "attention probabilities", "of shape (N, N)")
     if x.layout != torch.strided:
         x = x.to_dense()
     if x.ndim == 3 and x.shape[0] == 1:
