@@ -24,6 +24,7 @@ __all__ = [
     "module_classes",
     "new_unet",
     "new_vae",
+    "outputs_modified_in_place",
     "prompt_encoder",
     "vae_latent_scale",
 ]
@@ -156,10 +157,14 @@ def new_vae(config: Mapping[str, Any], *, seed: int = 0) -> Any:
 
 
 def load_component(kind: str, root: str, subfolder: str, **kwargs: Any) -> Any:
-    """``from_pretrained`` of the ``"unet"`` or ``"vae"`` in ``root/subfolder``."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    """``from_pretrained`` of the ``"unet"`` or ``"vae"`` in ``root/subfolder``.
 
-    cls = {"unet": UNet2DConditionModel, "vae": AutoencoderKL}[kind]
+    Only the class asked for is imported: diffusers' ``autoencoders`` package imports every VAE it has
+    (about 40 modules, 0.1-0.2 s), which a pixel-space model such as the pocket model never needs.
+    """
+    import diffusers  # a lazy module: an attribute imports only the module that defines it
+
+    cls = getattr(diffusers, {"unet": "UNet2DConditionModel", "vae": "AutoencoderKL"}[kind])
     return cls.from_pretrained(root, subfolder=subfolder, **kwargs)
 
 
@@ -235,3 +240,16 @@ def prompt_encoder(root: str, subfolders: tuple[str, ...], device: torch.device)
         return torch.cat(states, dim=-1).float().cpu(), None if pooled is None else pooled.float().cpu()
 
     return encode
+
+
+def outputs_modified_in_place(unet: Any) -> bool:
+    """Whether diffusers may write into a hooked module's output after the module has returned.
+
+    ``UNet2DConditionModel`` never does (residuals are added out of place: ``attn_output + hidden_states``,
+    ``input_tensor + hidden_states``, ``hidden_states + residual``), with two exceptions: FreeU
+    (``unet.enable_freeu``) scales half the channels of each up block's input in place, and T2I-Adapter
+    residuals are added in place (``sample += ...``), which :meth:`Backbone.forward` never passes. So an
+    output is kept without a copy unless FreeU is on.
+    """
+    freeu = ("b1", "b2", "s1", "s2")
+    return any(getattr(blk, k, None) is not None for blk in getattr(unet, "up_blocks", ()) for k in freeu)

@@ -5,6 +5,12 @@
 exception raised by a forward hook and caught around the call), and always removes its hooks and restores
 the attention processors. Attention probabilities are materialised only when asked for, by a chunked
 processor (:mod:`diffcut_lab._diffusers`).
+
+What a hook keeps costs at most one copy of the output (:class:`_Keeper`): the transpose of ``(B, N, C)``
+tokens to ``(B, C, h, w)`` and the conversion to the store dtype in one pass, no copy at all for a map
+that already has the store dtype and layout; from a CUDA UNet to the CPU store that copy is asynchronous,
+into pinned memory, overlapped with the rest of the forward. The NaN/Inf check is one ``aminmax`` pass,
+read after the forward (one synchronisation per forward).
 """
 
 from __future__ import annotations
@@ -14,10 +20,11 @@ import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
+from . import _diffusers
 from ._diffusers import ProbsProcessor as _ProbsProcessor
 from .backbones import Backbone
 from .errors import FeatureError, ParameterError, UnknownLayerError
@@ -44,34 +51,120 @@ def capture_lock(backbone: Backbone) -> threading.Lock:
         return _WAIT_LOCKS.setdefault(backbone.unet, threading.Lock())
 
 
-def _grab(output: Any, store_dtype: torch.dtype) -> torch.Tensor:
-    """What a forward hook keeps: a detached copy in the store dtype, on the UNet's device.
-
-    Reshaping, the NaN check and the transfer to the store device wait until the forward has ended
-    (:func:`_as_map`), so a hook never synchronises a GPU.
-    """
+def _output(output: Any) -> torch.Tensor:
+    """The tensor of a module's output (``tuple``, ``Transformer2DModelOutput`` or a tensor)."""
     x = output[0] if isinstance(output, (tuple, list)) else getattr(output, "sample", output)
-    return x.detach().to(dtype=store_dtype, copy=True)
+    return x.detach()
 
 
-def _as_map(x: torch.Tensor, point: HookPoint, t: int, store_device: Any) -> torch.Tensor:
-    """A grabbed activation as ``(B, C, h, w)``, checked for NaN/Inf, on the store device."""
-    if x.ndim == 3 and point.kind != "probs":  # (B, N, C) tokens -> (B, C, h, w)
-        b, n, c = x.shape
-        h, w = point.resolution
-        if n != h * w:
-            raise FeatureError(
-                f"layer {point.name!r} at t={t} returned {n} tokens, expected {h}x{w}={h * w} for this input "
-                "size; the input size may not fit the UNet (use a multiple of backbone.size_multiple)."
-            )
-        x = x.transpose(1, 2).reshape(b, c, h, w)
-    if not torch.isfinite(x).all():
-        what = "probabilities" if point.kind == "probs" else "values"
-        raise FeatureError(
-            f"layer {point.name!r} at t={t} produced NaN or Inf {what}; with float16 this is usually an "
-            "overflow: load the backbone with dtype=torch.float32 (or torch.bfloat16) and try again."
-        )
-    return x.to(device=store_device).contiguous()
+def _transfer(src: torch.device, dst: torch.device) -> str:
+    """How a feature gets from the UNet's device to the store device: ``"none"`` (the same device),
+    ``"pinned"`` (CUDA to the CPU: a ``non_blocking`` copy into pinned host memory on a side stream,
+    overlapped with the rest of the forward) or ``"copy"`` (anything else: a plain, blocking copy)."""
+    if src.type == dst.type and (dst.index is None or dst.index == src.index):
+        return "none"
+    if src.type == "cuda" and dst.type == "cpu":
+        return "pinned"
+    return "copy"
+
+
+def _finite(x: torch.Tensor) -> torch.Tensor:
+    """A 0-d bool tensor on ``x``'s device: no NaN and no Inf in ``x``.
+
+    One read of ``x`` and no temporary: ``aminmax`` propagates NaN, and an Inf is the min or the max
+    (``torch.isfinite(x).all()`` writes a bool tensor of ``x``'s size first, about ten times slower).
+    """
+    if x.numel() == 0:
+        return torch.ones((), dtype=torch.bool, device=x.device)
+    lo, hi = torch.aminmax(x)
+    return torch.isfinite(lo) & torch.isfinite(hi)
+
+
+class _Kept(NamedTuple):
+    """What a hook kept of one output.
+
+    ``value``: the feature, ``(B, C, h, w)`` (``probs``: ``(B, N, N)``) in the store dtype on the store
+    device (for ``"pinned"``, filled once ``stream`` has finished); the raw output when its token count
+    does not fit the resolution (``tokens_ok=False``, reported by :func:`_collect`). ``finite``: a 0-d bool
+    tensor on the UNet's device, read after the forward so that a hook never synchronises a GPU.
+    """
+
+    value: torch.Tensor
+    finite: torch.Tensor | None
+    tokens_ok: bool = True
+    stream: Any = None
+
+
+class _Keeper:
+    """Turns what a hook sees into the stored feature with at most one copy.
+
+    - ``(B, N, C)`` tokens: one copy that transposes to ``(B, C, h, w)`` and converts to the store dtype
+      in the same pass;
+    - ``(B, C, h, w)`` maps and ``probs``: kept as they are, without a copy, when dtype and device already
+      fit and the tensor is the module's own fresh output (see :func:`~diffcut_lab._diffusers.outputs_modified_in_place`); else
+      one copy that converts;
+    - a CUDA UNet with a CPU store: that copy (after the transpose/conversion on the GPU) goes into pinned
+      host memory with ``non_blocking=True`` on a side stream, overlapped with the rest of the forward;
+      :func:`_collect` waits for it once, after the forward;
+    - the NaN/Inf check reads the smaller tensor: the output when the store dtype is wider (a widening
+      conversion keeps finite values finite and non-finite ones non-finite), else the stored one.
+    """
+
+    def __init__(self, unet: Any, store_dtype: torch.dtype, store_device: Any) -> None:
+        self.dtype = store_dtype
+        self.itemsize = torch.finfo(store_dtype).bits // 8
+        self.device = torch.device(store_device)
+        self.copy_outputs = _diffusers.outputs_modified_in_place(unet)
+        self.kept_storages: set[int] = set()  # outputs kept without a copy (never keep one twice)
+        self.streams: dict[torch.device, Any] = {}
+
+    def _store_device(self) -> torch.device:
+        if self.device.type == "cuda" and self.device.index is None:  # "cuda": the current device
+            return torch.device("cuda", torch.cuda.current_device())
+        return self.device
+
+    def _fresh(self, x: torch.Tensor) -> bool:
+        """``x`` can be kept as it is: contiguous, the whole of its storage, and not kept already."""
+        if self.copy_outputs or not x.is_contiguous():
+            return False
+        storage = x.untyped_storage()
+        key = storage.data_ptr()
+        if storage.nbytes() != x.numel() * x.element_size() or key in self.kept_storages:
+            return False
+        self.kept_storages.add(key)
+        return True
+
+    def keep(self, x: torch.Tensor, point: HookPoint, *, owned: bool = False) -> _Kept:
+        """The stored form of output ``x`` of ``point`` (``owned``: a tensor made for us, e.g. ``probs``)."""
+        src = x
+        if x.ndim == 3 and point.kind != "probs":  # (B, N, C) tokens -> a (B, C, h, w) view
+            b, n, c = x.shape
+            h, w = point.resolution
+            if n != h * w:
+                return _Kept(x, None, tokens_ok=False)
+            src = x.transpose(1, 2).reshape(b, c, h, w)
+        dst = self._store_device()
+        mode = _transfer(x.device, dst)
+        as_is = src is x and x.dtype == self.dtype and (owned or self._fresh(x))
+        # the hook runs inside the forward's inference mode; what it allocates is made outside it, so that
+        # copied features are ordinary tensors (changeable in place), as when they were copied after it
+        with torch.inference_mode(False):
+            if mode == "copy":  # rare (e.g. a CPU UNet with a CUDA store): one blocking copy
+                value = torch.empty(src.shape, dtype=self.dtype, device=dst).copy_(src)
+                return _Kept(value, _finite(value))
+            dense = x if as_is else torch.empty(src.shape, dtype=self.dtype, device=x.device).copy_(src)
+            finite = _finite(x if x.element_size() < self.itemsize else dense)
+            if mode == "none":
+                return _Kept(dense, finite)
+            host = torch.empty(dense.shape, dtype=self.dtype, pin_memory=True)
+            stream = self.streams.get(x.device)
+            if stream is None:
+                stream = self.streams[x.device] = torch.cuda.Stream(device=x.device)
+            stream.wait_stream(torch.cuda.current_stream(x.device))
+            with torch.cuda.stream(stream):
+                host.copy_(dense, non_blocking=True)
+            dense.record_stream(stream)  # its memory is not reused before the copy has run
+            return _Kept(host, finite, stream=stream)
 
 
 def _forward_once(
@@ -81,7 +174,7 @@ def _forward_once(
     *,
     embeds: torch.Tensor | None,
     added: dict[str, torch.Tensor] | None,
-    store: dict[str, torch.Tensor],
+    store: dict[str, _Kept],
 ) -> None:
     """One UNet forward inside :func:`_hooks`; the early-exit exception ends it quietly."""
     store.clear()
@@ -91,15 +184,41 @@ def _forward_once(
         pass
 
 
-def _collect(
-    store: dict[str, torch.Tensor], points: Sequence[HookPoint], t: int, store_device: Any
-) -> dict[str, torch.Tensor]:
-    """Turn what the hooks grabbed during one forward into checked feature maps."""
+def _collect(store: dict[str, _Kept], points: Sequence[HookPoint], t: int) -> dict[str, torch.Tensor]:
+    """The checked feature maps of one forward, from what the hooks kept (on the store device already).
+
+    Waits once for the device-to-host copies still running and reads the NaN/Inf flags in one transfer
+    per device.
+    """
+    kept = [store[p.name] for p in points if p.name in store]
+    for stream in {id(k.stream): k.stream for k in kept if k.stream is not None}.values():
+        stream.synchronize()
+    by_device: dict[torch.device, list[_Kept]] = {}
+    for k in kept:
+        if k.finite is not None:
+            by_device.setdefault(k.finite.device, []).append(k)
+    ok = {}
+    for group in by_device.values():
+        ok.update(zip(map(id, group), torch.stack([k.finite for k in group]).tolist()))
     out = {}
     for p in points:
         if p.name not in store:
             raise FeatureError(f"layer {p.name!r} did not run in the UNet forward at t={t}.")
-        out[p.name] = _as_map(store.pop(p.name), p, t, store_device)
+        k = store.pop(p.name)
+        if not k.tokens_ok:
+            n = k.value.shape[1]
+            h, w = p.resolution
+            raise FeatureError(
+                f"layer {p.name!r} at t={t} returned {n} tokens, expected {h}x{w}={h * w} for this input "
+                "size; the input size may not fit the UNet (use a multiple of backbone.size_multiple)."
+            )
+        if not ok[id(k)]:
+            what = "probabilities" if p.kind == "probs" else "values"
+            raise FeatureError(
+                f"layer {p.name!r} at t={t} produced NaN or Inf {what}; with float16 this is usually an "
+                "overflow: load the backbone with dtype=torch.float32 (or torch.bfloat16) and try again."
+            )
+        out[p.name] = k.value
     return out
 
 
@@ -108,9 +227,10 @@ def _hooks(
     backbone: Backbone,
     points: Sequence[HookPoint],
     *,
-    store: dict[str, torch.Tensor],
+    store: dict[str, _Kept],
     store_dtype: torch.dtype,
     early_exit: bool,
+    store_device: Any = "cpu",
 ) -> Iterator[None]:
     """Install capture hooks (and probability processors); always remove/restore them."""
     unet = backbone.unet
@@ -123,19 +243,20 @@ def _hooks(
     handles: list[Any] = []
     swapped: list[tuple[Any, Any]] = []
     try:
+        keeper = _Keeper(unet, store_dtype, store_device)
         for p in points:
             module = unet.get_submodule(p.module_name)
             if p.kind == "probs":
 
                 def sink(probs: torch.Tensor, p: HookPoint = p) -> None:
-                    store[p.name] = probs
+                    store[p.name] = keeper.keep(probs, p, owned=True)
 
                 swapped.append((module, module.processor))
                 module.set_processor(_ProbsProcessor(sink, store_dtype))
             else:
 
                 def hook(_mod: Any, _inp: Any, out: Any, p: HookPoint = p) -> None:
-                    store[p.name] = _grab(out, store_dtype)
+                    store[p.name] = keeper.keep(_output(out), p)
 
                 handles.append(module.register_forward_hook(hook))
         if early_exit and points:
@@ -227,7 +348,9 @@ def capture(
         How images are brought to ``image_size``.
     store_device : torch.device or str
         Where captured features are kept (the CPU by default; pass the backbone's device to keep them on
-        the GPU, which avoids a device-to-host copy per layer).
+        the GPU, which avoids a device-to-host copy per layer). From a CUDA UNet to the CPU, each feature
+        is copied asynchronously into pinned host memory while the forward goes on (the tensors returned
+        are pinned), and the copies are waited for once per forward.
     early_exit : bool
         Stop the forward after the deepest requested module (default). ``False`` runs the whole UNet.
     antialias : bool
@@ -263,17 +386,19 @@ def capture(
     step = batch.shape[0] if batch_size is None else batch_size
     embeds, added = backbone.conditioning(prompt)
     chunks: dict[tuple[str, int], list[torch.Tensor]] = {(n, t): [] for n in names for t in ts}
-    store: dict[str, torch.Tensor] = {}
+    store: dict[str, _Kept] = {}
     n_chunks = math.ceil(batch.shape[0] / step)
     bar = tqdm(total=n_chunks * len(ts), disable=not progress, desc="capture", unit="pass")
     try:
-        with _hooks(backbone, points, store=store, store_dtype=sdt, early_exit=early_exit):
+        with _hooks(
+            backbone, points, store=store, store_dtype=sdt, early_exit=early_exit, store_device=store_device
+        ):
             for start in range(0, batch.shape[0], step):
                 latents = backbone.encode(batch[start : start + step])
                 for t in ts:
                     x_t = backbone.add_noise(latents, t, seed=seed, noise_device=noise_device)
                     _forward_once(backbone, x_t, t, embeds=embeds, added=added, store=store)
-                    for n, feat in _collect(store, points, t, store_device).items():
+                    for n, feat in _collect(store, points, t).items():
                         chunks[(n, t)].append(feat)
                     bar.update(1)
     finally:

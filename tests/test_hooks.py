@@ -309,6 +309,239 @@ def test_pixel_backbone_capture_defaults_to_native_size():
     assert cache.meta["image_size"] == [64, 64]
 
 
+
+# -- capture stores exactly what the UNet computed (one copy at most, none where none is needed) ------
+
+
+def _output_of(o):
+    return o[0] if isinstance(o, tuple) else getattr(o, "sample", o)
+
+
+def _reference_features(bb, images, names, t, *, seed=42, store_dtype=torch.float32, probs_of=None):
+    """Features from a fresh forward whose hooks clone every output on the spot (nothing the model does
+    afterwards can reach them), laid out as capture promises: (B, C, h, w), contiguous, store dtype.
+
+    ``probs_of``: an attn1 whose probabilities are kept too (under ``"<name>.probs"``), by the same
+    probability-keeping processor capture swaps in (so the forward computes what capture's does)."""
+    from diffcut_lab._diffusers import ProbsProcessor
+
+    points = {p.name: p for p in list_hook_points(bb)}
+    raw = {}
+    handles = [
+        bb.unet.get_submodule(n).register_forward_hook(
+            lambda m, i, o, n=n: raw.__setitem__(n, _output_of(o).detach().clone())
+        )
+        for n in names
+    ]
+    attn = original = None
+    if probs_of is not None:
+        attn = bb.unet.get_submodule(probs_of)
+        original = attn.processor
+        attn.set_processor(ProbsProcessor(lambda probs: raw.__setitem__(f"{probs_of}.probs", probs.clone()), store_dtype))
+    try:
+        bb.forward(bb.add_noise(bb.encode(images), t, seed=seed), t)
+    finally:
+        for h in handles:
+            h.remove()
+        if attn is not None:
+            attn.set_processor(original)
+    out = {}
+    for n in raw:
+        x = raw[n]
+        if x.ndim == 3 and not n.endswith(".probs"):
+            b, _, c = x.shape
+            x = x.transpose(1, 2).reshape(b, c, *points[n].resolution)
+        out[n] = x.to(store_dtype).contiguous()
+    return out
+
+
+def _assert_identical(got, expected, key):
+    assert got.dtype == expected.dtype and got.shape == expected.shape, key
+    assert got.is_contiguous() and got.device == expected.device, key
+    assert torch.equal(got, expected), key
+
+
+@pytest.mark.parametrize(
+    ("family", "unet_dtype", "store_dtype"),
+    [
+        ("sd1", torch.float32, torch.float32),  # same dtype: 4-D maps kept without a copy
+        ("sdxl", torch.float32, torch.float16),  # narrowing conversion
+        ("pixel", torch.bfloat16, torch.float32),  # widening conversion (the CPU benchmark's case)
+        ("sd1", torch.bfloat16, torch.bfloat16),
+    ],
+)
+def test_every_kind_is_bit_identical_to_cloning_hooks(family, unet_dtype, store_dtype):
+    bb = tiny_backbone(family, dtype=unet_dtype)
+    images = torch.rand(2, 3, bb.image_size, bb.image_size, generator=torch.Generator().manual_seed(1))
+    names = resolve_layers(bb, "all")
+    assert {p.kind for p in list_hook_points(bb) if p.name in names} == set(KINDS) - {"probs"}
+    probs = f"{diffcut_layer_name(bb)}.probs"
+    cache = capture(bb, images, [*names, probs], [10, 50], store_dtype=store_dtype)
+    kept = {key: cache[key].clone() for key in cache}
+    for t in (10, 50):
+        expected = _reference_features(bb, images, names, t, store_dtype=store_dtype, probs_of=probs[: -len(".probs")])
+        assert set(expected) == {*names, probs}
+        for n in expected:
+            _assert_identical(cache[n, t], expected[n], (n, t))
+    # later forwards (the reference ones above, and one more) leave the stored features alone
+    bb.forward(bb.add_noise(bb.encode(images), 200), 200)
+    for key in cache:
+        assert torch.equal(cache[key], kept[key]), key
+    # no two features share memory
+    storages = [cache[key].untyped_storage().data_ptr() for key in cache]
+    assert len(set(storages)) == len(storages)
+
+
+def test_attn1_features_equal_a_fresh_reference_forward(sdxl, images):
+    names = resolve_layers(sdxl, "attn1")
+    cache = capture(sdxl, images, "attn1", 50, seed=7)
+    expected = _reference_features(sdxl, images, names, 50, seed=7)
+    for n in names:
+        _assert_identical(cache[n, 50], expected[n], n)
+
+
+def test_maps_that_need_no_conversion_are_kept_without_a_copy(sd1, images):
+    from diffcut_lab import capturing
+
+    point = next(p for p in list_hook_points(sd1) if p.name == "down_blocks.0.resnets.0")
+    tokens = next(p for p in list_hook_points(sd1) if p.name == diffcut_layer_name(sd1))
+    keeper = capturing._Keeper(sd1.unet, torch.float32, "cpu")
+    x = torch.randn(2, point.channels, *point.resolution)
+    kept = keeper.keep(x, point)
+    assert kept.value is x and kept.stream is None and bool(kept.finite)
+    again = keeper.keep(x, point)  # the same tensor twice: the second is a copy
+    assert again.value is not x and torch.equal(again.value, x)
+    part = torch.randn(4, point.channels, *point.resolution)[:2]  # a view into a larger tensor: copied
+    assert keeper.keep(part, point).value.untyped_storage().data_ptr() != part.untyped_storage().data_ptr()
+    half = capturing._Keeper(sd1.unet, torch.float16, "cpu").keep(x, point).value
+    assert half.dtype == torch.float16 and torch.equal(half, x.half())
+    t = torch.randn(2, tokens.tokens, tokens.channels)
+    m = keeper.keep(t, tokens).value
+    assert m.shape == (2, tokens.channels, *tokens.resolution) and m.is_contiguous()
+    assert torch.equal(m, t.transpose(1, 2).reshape(m.shape))
+    assert not m.is_pinned()
+    # and through capture: a contiguous map is the module's own output tensor, not a copy of it; a
+    # channels-last one (the CPU convolutions of the first block return those) is made contiguous
+    seen = {}
+
+    def record(m, i, o, name):  # a forward hook that returns None (anything else would replace the output)
+        seen[name] = (o.data_ptr(), o.is_contiguous())
+
+    names = ["down_blocks.0.resnets.0", "mid_block.resnets.1"]
+    handles = [
+        sd1.unet.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: record(m, i, o, n)) for n in names
+    ]
+    try:
+        cache = capture(sd1, images, names, 50)
+    finally:
+        for h in handles:
+            h.remove()
+    assert seen["mid_block.resnets.1"][1] and not seen["down_blocks.0.resnets.0"][1]
+    assert cache["mid_block.resnets.1"].data_ptr() == seen["mid_block.resnets.1"][0]
+    first = cache["down_blocks.0.resnets.0"]
+    assert first.is_contiguous() and first.data_ptr() != seen["down_blocks.0.resnets.0"][0]
+
+
+def test_copied_features_are_ordinary_tensors(sd1, images):
+    """The hooks run inside the forward's inference mode, but what they copy is made outside it: token
+    features (and converted maps) can be changed in place, as when capture copied them after the forward."""
+    name = diffcut_layer_name(sd1)
+    cache = capture(sd1, images, [name, "mid_block.resnets.1"], 50, store_dtype=torch.float64)
+    for key in cache:
+        feat = cache[key]
+        assert not feat.is_inference(), key
+        before = feat.clone()
+        feat.mul_(2)
+        assert torch.equal(feat, 2 * before)
+
+
+def test_freeu_writes_into_outputs_so_they_are_copied(images, monkeypatch):
+    """FreeU scales half the channels of each up block's input in place (here the mid block's last
+    resnet output): with it on, capture copies every output, and the features still equal the
+    reference; without that guard the mid block's features would come out scaled."""
+    from diffcut_lab import capturing
+
+    bb = tiny_backbone("sd1")
+    bb.unet.enable_freeu(s1=0.9, s2=0.2, b1=1.5, b2=1.6)
+    names = resolve_layers(bb, "all")
+    expected = _reference_features(bb, images, names, 50)
+    cache = capture(bb, images, "all", 50)
+    for n in names:
+        _assert_identical(cache[n], expected[n], n)
+    monkeypatch.setattr(capturing._diffusers, "outputs_modified_in_place", lambda unet: False)
+    unguarded = capture(bb, images, "all", 50)
+    assert not torch.equal(unguarded["mid_block.resnets.1"], expected["mid_block.resnets.1"])
+    bb.unet.disable_freeu()
+    assert not capturing._diffusers.outputs_modified_in_place(bb.unet)
+
+
+def test_overflow_of_a_narrower_store_dtype_raises(images):
+    bb = tiny_backbone("sd1")
+    name = diffcut_layer_name(bb)
+    with torch.no_grad():
+        bb.unet.get_submodule(name).to_out[0].bias.fill_(1e6)  # finite in float32, Inf in float16
+    assert capture(bb, images, "diffcut", 50)["diffcut"].isfinite().all()
+    with pytest.raises(FeatureError, match="NaN or Inf values"):
+        capture(bb, images, "diffcut", 50, store_dtype=torch.float16)
+
+
+def test_nan_is_caught_when_the_check_reads_the_narrower_model_output(images):
+    bb = tiny_backbone("sd1", dtype=torch.bfloat16)
+    with torch.no_grad():
+        bb.unet.get_submodule("down_blocks.0.resnets.0").conv2.bias[3] = float("inf")
+    with pytest.raises(FeatureError, match=r"down_blocks\.0\.resnets\.0.*NaN or Inf"):
+        capture(bb, images, "down_blocks.0.resnets.0", 50, store_dtype=torch.float32)
+    assert _no_hooks_left(bb)
+
+
+def test_transfer_mode_is_pinned_and_asynchronous_only_from_cuda_to_the_cpu():
+    from diffcut_lab.capturing import _transfer
+
+    cpu, gpu0, gpu1 = torch.device("cpu"), torch.device("cuda", 0), torch.device("cuda", 1)
+    assert _transfer(gpu0, cpu) == "pinned"
+    assert _transfer(cpu, cpu) == "none" and _transfer(gpu0, gpu0) == "none"
+    assert _transfer(cpu, gpu0) == "copy" and _transfer(gpu0, gpu1) == "copy"
+    assert _transfer(torch.device("mps", 0), torch.device("mps")) == "none"
+
+
+def test_cpu_capture_never_pins_or_uses_streams(sd1, images, monkeypatch):
+    from diffcut_lab import capturing
+
+    real_empty = torch.empty
+
+    def empty(*args, **kwargs):
+        assert not kwargs.get("pin_memory"), "pinned memory asked for on a CPU-only capture"
+        return real_empty(*args, **kwargs)
+
+    monkeypatch.setattr(capturing.torch, "empty", empty)
+    monkeypatch.setattr(capturing.torch.cuda, "Stream", lambda *a, **k: pytest.fail("a CUDA stream was made"))
+    cache = capture(sd1, images, ["attn1", "resnet", "down_blocks.0.attentions.0.transformer_blocks.0.attn1.probs"], 50)
+    assert all(not cache[key].is_pinned() for key in cache)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_capture_to_the_cpu_is_pinned_and_equals_a_gpu_store(images):
+    from diffcut_lab import capturing
+
+    bb = tiny_backbone("sdxl", device="cuda")
+    name = diffcut_layer_name(bb)
+    layers = ["all", f"{name}.probs"]
+    on_gpu = capture(bb, images, layers, [10, 50], store_device="cuda")
+    on_cpu = capture(bb, images, layers, [10, 50])  # default store_device="cpu": pinned, asynchronous
+    for key in on_gpu:
+        a, b = on_gpu[key], on_cpu[key]
+        assert a.device.type == "cuda" and b.device.type == "cpu" and b.is_pinned(), key
+        assert b.dtype == a.dtype and b.is_contiguous(), key
+        assert torch.allclose(b, a.cpu(), rtol=0, atol=1e-6), key  # two forwards: kernels may differ
+    half = capture(bb, images, "attn1", 50, store_dtype=torch.float16)
+    assert all(half[key].dtype == torch.float16 and half[key].is_pinned() for key in half)
+    point = next(p for p in list_hook_points(bb) if p.name == name)
+    kept = capturing._Keeper(bb.unet, torch.float32, "cpu").keep(torch.randn(2, point.tokens, point.channels, device="cuda"), point)
+    assert kept.stream is not None and kept.value.is_pinned() and kept.finite.device.type == "cuda"
+    assert _no_hooks_left(bb)
+
+
 # -- the cache -----------------------------------------------------------------------------------------
 
 
