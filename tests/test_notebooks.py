@@ -38,6 +38,8 @@ def test_all_notebooks_present():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_committed_without_outputs(path):
+    raw = json.loads(path.read_text())
+    assert all("id" in c for c in raw["cells"]), f"{path.name}: a cell has no id (nbformat 4.5 requires one)"
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
     for i, cell in enumerate(_code_cells(nb)):
