@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .affinities import safe_scale
+from .affinities import as_tensor, safe_scale
 from .config import DiffCutConfig, parse_size
 from .errors import FeatureError, ParameterError
 from .images import crop_region, resize_image
@@ -186,7 +186,7 @@ def affinity_graph(features: torch.Tensor, config: DiffCutConfig, attention: Any
                 "capture of the same layer), or segment images with a backbone (DiffCut captures it)."
             )
         n = features.shape[1] * features.shape[2]
-        a = attention if isinstance(attention, torch.Tensor) else torch.as_tensor(np.asarray(attention))
+        a = as_tensor(attention, ParameterError, "attention probabilities", "of shape (N, N)")
         a = a[0] if a.ndim == 3 and a.shape[0] == 1 else a
         if tuple(a.shape) != (n, n):
             raise FeatureError(
