@@ -263,20 +263,70 @@ def cut_trees(
 
 
 def tree_config(tree: Any, base: DiffCutConfig | None = None) -> DiffCutConfig:
-    """The settings a tree was cut with (its ``tau``, ``mode`` and ``params``) over ``base``'s others."""
+    """The settings a tree was cut with (its ``tau``, ``mode`` and ``params``) over ``base``'s others.
+
+    Parameters
+    ----------
+    tree : CutTree
+        ``tree.params`` holds what :func:`cut_tree` records (``_TREE_PARAMS``); ``params["tau"] == "auto"``
+        marks a ``tau="auto"`` tree (whose ``tree.tau`` is the rule's upper bound or the stable tau).
+    base : DiffCutConfig, optional
+        The settings the tree does not record (default: the defaults), e.g. a
+        :class:`~diffcut_lab.pipeline.Segmentation`'s ``config``.
+
+    Returns
+    -------
+    DiffCutConfig
+        With every :data:`~diffcut_lab.config.CUT_FIELDS` setting of the tree; a pruned automatic tree is a
+        tree of its numeric tau (:meth:`~diffcut_lab.ncut.CutTree.prune`).
+    """
     base = base or DiffCutConfig()
     known = {k: v for k, v in tree.params.items() if k in _TREE_PARAMS}
     tau = AUTO if tree.params.get("tau") == AUTO else float(tree.tau)
     return base.replace(tau=tau, mode=tree.mode, **known)
 
 
-def recut(tree: Any, features: Any, **changes: Any) -> Any:
-    """Cut ``features`` again with ``tree``'s settings, some changed (``alpha=...``, ``tau=...``).
+def recut(tree: Any, features: Any, *, attention: Any = None, **changes: Any) -> Any:
+    """Cut ``features`` again with every setting of ``tree``, some changed (``alpha=...``, ``tau=...``).
 
-    With no change, the result equals ``tree`` when ``tree`` was cut from ``features`` by
-    :func:`cut_tree`: this is what the cut stepper's alpha and tau sliders call.
+    The settings are :func:`tree_config`'s: all of :data:`~diffcut_lab.config.CUT_FIELDS` that the tree
+    recorded, so an attention-walk tree is cut again on the attention walk (``walk_steps``), a
+    ``tau="auto"`` tree by its ``auto_rule``, a K-way tree K-way (``n_segments``) and a kNN tree on its
+    sparse graph, unless ``changes`` say otherwise. With no change, the result equals ``tree`` when
+    ``tree`` was cut from ``features`` (and ``attention``) by :func:`cut_tree` on the same device: this is
+    what the cut stepper's alpha and tau sliders and :meth:`~diffcut_lab.pipeline.Segmentation.recut` call.
+
+    Parameters
+    ----------
+    tree : CutTree
+        A tree from :func:`cut_tree` (a bare :func:`~diffcut_lab.ncut.recursive_ncut` tree records only
+        ``tau``, ``mode``, ``min_size``, ``max_depth`` and ``solver``: the rest are the defaults).
+    features : torch.Tensor or numpy.ndarray
+        ``(C, h, w)`` features ``tree`` was cut from.
+    attention : torch.Tensor, optional
+        ``(N, N)`` self-attention probabilities of the same layer and image; needed when the cut is
+        ``affinity="attention"`` (:attr:`~diffcut_lab.pipeline.Segmentation.attention` keeps them).
+    **changes
+        New values of cut settings (:data:`~diffcut_lab.config.CUT_FIELDS`); ``tau`` may be ``"auto"``.
+
+    Returns
+    -------
+    CutTree
+
+    Raises
+    ------
+    ParameterError
+        A change that is not a cut setting, or an attention-walk cut without ``attention``.
     """
-    return cut_tree(features, tree_config(tree).replace(**changes))
+    from .config import CUT_FIELDS
+
+    other = sorted(set(changes) - set(CUT_FIELDS))
+    if other:
+        raise ParameterError(
+            f"recut changes the settings of the cut only ({', '.join(CUT_FIELDS)}); got {', '.join(other)}. "
+            "The label settings (refine, upsample, ...) act after the cut: segment again with DiffCut."
+        )
+    return cut_tree(features, tree_config(tree).replace(**changes), attention=attention)
 
 
 def grid_labels(tree: Any) -> np.ndarray:
