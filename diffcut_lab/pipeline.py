@@ -72,6 +72,17 @@ class Segmentation:
     timings : dict
         Seconds spent per stage: ``"features"`` (the image's share of the batch's capture), ``"affinity"``,
         ``"cut"``, ``"ncut"`` (the two together), ``"upsample"``, ``"refine"``.
+    attention : torch.Tensor or None
+        ``(N, N)`` float32 self-attention probabilities of the layer (a CPU copy, ``N = h * w``) that an
+        ``affinity="attention"`` cut walked on, captured in the same forward as the features; None for
+        the other affinities. With ``features`` and ``config``, what :meth:`recut` needs.
+
+    Examples
+    --------
+    >>> seg = DiffCut(bb, affinity="attention", tau="auto").segment(image)  # doctest: +SKIP
+    >>> seg.recut(tau=0.8).params["affinity"]                               # doctest: +SKIP
+    'attention'
+    >>> viz.cut_stepper(seg)                                                # doctest: +SKIP
     """
 
     labels: np.ndarray
@@ -80,6 +91,7 @@ class Segmentation:
     image: np.ndarray | None
     config: DiffCutConfig
     timings: dict[str, float] = field(default_factory=dict)
+    attention: torch.Tensor | None = None
 
     @property
     def n_segments(self) -> int:
@@ -90,6 +102,29 @@ class Segmentation:
     def coarse_labels(self) -> np.ndarray:
         """``(h, w)`` labels of the cut on the feature grid."""
         return np.asarray(self.tree.labels)
+
+    def recut(self, **changes: Any) -> Any:
+        """The feature grid cut again with every cut setting of this segmentation, some changed.
+
+        Parameters
+        ----------
+        **changes
+            New values of cut settings (:data:`~diffcut_lab.config.CUT_FIELDS`: ``alpha``, ``tau`` -- a
+            number or ``"auto"`` --, ``knn``, ``partition``, ``n_segments``, ...). The others stay as the
+            tree recorded them: attention-walk, automatic, K-way and kNN cuts stay so.
+
+        Returns
+        -------
+        CutTree
+            With no change, a tree equal to :attr:`tree` when it was cut on the CPU (a cut on an
+            accelerator may pick another eigen solver, :attr:`~diffcut_lab.ncut.CutStep.solver`).
+
+        Raises
+        ------
+        ParameterError
+            A change that is not a cut setting.
+        """
+        return core.recut(self.tree, self.features, attention=self.attention, **changes)
 
     def colorize(self) -> np.ndarray:
         """``(H, W, 3)`` uint8 colour image of the labels."""
@@ -381,6 +416,10 @@ class DiffCut:
         image = None
         if region is not None:
             image = _to_uint8(resize_image(region, tuple(out_size), antialias=cfg.antialias))
+        kept = None  # the attention the cut walked on, kept so that the tree can be cut again
+        if cfg.affinity == "attention" and attention is not None:
+            a = attention if isinstance(attention, torch.Tensor) else torch.as_tensor(np.asarray(attention))
+            kept = a.detach().float().cpu()
         return Segmentation(
             labels=labels,
             tree=tree,
@@ -388,4 +427,5 @@ class DiffCut:
             image=image,
             config=cfg,
             timings=timings,
+            attention=kept,
         )

@@ -257,3 +257,85 @@ def test_features_only_pipeline_and_paper_mode():
         assert seg.tree.mode == mode
     with pytest.raises(ParameterError, match="no backbone"):
         DiffCut(None).segment(_scene())
+
+
+# ----------------------------------------------------------------------------------------------------
+# a Segmentation carries what cutting it again needs
+
+
+def _attention_of(f: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """``(N, N)`` self-attention-like probabilities of ``(C, h, w)`` features (rows sum to 1)."""
+    z = torch.nn.functional.normalize(f.reshape(f.shape[0], -1), dim=0)
+    return torch.softmax(z.T @ z / temperature, dim=1)
+
+
+#: one configuration of every kind of tree: (name, cut settings, the kind's marks in tree.params)
+TREE_KINDS = [
+    ("attention", {"affinity": "attention", "walk_steps": 2, "tau": 0.6}, {"affinity": "attention", "walk_steps": 2}),
+    ("auto", {"tau": "auto"}, {"tau": "auto", "auto_rule": "dynamic"}),
+    ("auto-stable", {"tau": "auto", "auto_rule": "stable"}, {"tau": "auto", "auto_rule": "stable"}),
+    ("kway", {"partition": "kway", "n_segments": 3}, {"partition": "kway", "n_segments": 3}),
+    ("kway-auto", {"partition": "kway", "tau": "auto"}, {"partition": "kway", "tau": "auto"}),
+    ("knn", {"knn": 8, "tau": 0.7}, {"knn": 8}),
+]
+
+
+def kind_features(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(C, 12, 12)`` features of four regions and their ``(144, 144)`` attention probabilities."""
+    from _reference_ncut import clustered_features
+
+    f = clustered_features(seed, 12, 12, channels=32, k=4, noise=0.5)
+    return f, _attention_of(f)
+
+
+def assert_same_tree(a, b) -> None:
+    """Two trees are the same cut: labels, tau, mode, recorded settings and every step."""
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert (a.tau, a.mode, a.params) == (b.tau, b.mode, b.params)
+    assert [(s.node, s.accepted) for s in a.steps] == [(s.node, s.accepted) for s in b.steps]
+    np.testing.assert_allclose([s.ncut for s in a.steps], [s.ncut for s in b.steps], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("name", "settings", "marks"), TREE_KINDS, ids=[k[0] for k in TREE_KINDS])
+def test_segmentation_recut_keeps_every_cut_setting(name, settings, marks):
+    f, attn = kind_features()
+    seg = DiffCut(None, refine="none", **settings).segment_features(f, attention=attn)
+    assert {k: seg.tree.params.get(k) for k in marks} == marks
+    if name == "attention":
+        torch.testing.assert_close(seg.attention, attn.float(), rtol=0, atol=0)
+    else:
+        assert seg.attention is None  # kept only when the cut walked on it
+    assert_same_tree(seg.recut(), seg.tree)
+    other = seg.recut(alpha=4.0)
+    assert other.params["alpha"] == 4.0
+    assert {k: other.params.get(k) for k in marks} == marks  # the same kind of tree
+    assert other.params["affinity"] == seg.tree.params["affinity"] and other.params["knn"] == seg.tree.params["knn"]
+    if seg.tree.params["affinity"] == "cosine":
+        assert_same_tree(other, DiffCut(None, seg.config.replace(alpha=4.0)).segment_features(f).tree)
+
+
+def test_an_attention_segmentation_is_cut_again_at_a_larger_tau():
+    f, attn = kind_features(seed=3)
+    cfg = DiffCutConfig(affinity="attention", walk_steps=2, tau=0.4, refine="none")
+    seg = DiffCut(None, cfg).segment_features(f, attention=attn)
+    higher = seg.recut(tau=0.9)
+    assert higher.params["affinity"] == "attention" and higher.tau == 0.9
+    expected = DiffCut(None, cfg.replace(tau=0.9)).segment_features(f, attention=attn).tree
+    assert_same_tree(higher, expected)
+    assert higher.n_segments >= seg.tree.n_segments
+    assert_same_tree(higher.prune(0.4), seg.tree)
+    with pytest.raises(ParameterError, match="cut only"):
+        seg.recut(refine="median")
+
+
+def test_segment_keeps_the_attention_of_its_own_forward():
+    sd1 = tiny_backbone("sd1")
+    img = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    dc = DiffCut(sd1, affinity="attention", walk_steps=2, refine="none")
+    seg = dc.segment(img)
+    h, w = seg.features.shape[1:]
+    assert seg.attention is not None and tuple(seg.attention.shape) == (h * w, h * w)
+    assert seg.attention.device.type == "cpu" and seg.attention.dtype == torch.float32
+    assert_same_tree(seg.recut(), seg.tree)
+    assert seg.recut(tau=1.0).params["affinity"] == "attention"
+    assert DiffCut(sd1, refine="none").segment(img).attention is None
