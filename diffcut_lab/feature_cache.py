@@ -11,11 +11,15 @@ device, prompt, layer), under ``<cache_dir>/<key[:2]>/<key>.safetensors``; the k
 record of those fields, with the model identified by a fingerprint of its weights (not only its name: two
 checkpoints under one path never share entries) and the image by a hash of the exact input tensor
 (content, crop and size). A file is written to a temporary name and renamed, so a killed run never leaves
-a half-written entry behind; an entry is checked against the layer, timestep and size asked for.
+a half-written entry behind. An entry records its own key and what it holds (the image's content hash,
+layer, timestep, size); on reading, both are checked against what was asked for, so a file copied or moved
+under another key (another image's features, another timestep's) is refused and computed again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -366,9 +370,24 @@ class FeatureStore:
         return self.root / key[:2] / f"{key}.safetensors"
 
     def get(self, key: str, expect: dict[str, Any] | None = None) -> torch.Tensor | None:
-        """The cached tensor, or None: a missing or unreadable entry, or one whose stored metadata differs
-        from ``expect`` (a file moved under another key), counts as missing and is recomputed (with a
-        warning for the last two)."""
+        """The cached tensor of ``key``, or None.
+
+        Parameters
+        ----------
+        key : str
+            The entry's key (:func:`feature_key`).
+        expect : dict, optional
+            What the entry must hold (``{"image": ..., "layer": ..., "timestep": ..., "size": ...}``),
+            compared with the metadata :meth:`put` stored.
+
+        Returns
+        -------
+        torch.Tensor or None
+            None for a missing entry, and (with a warning) for an unreadable one or one that is not what
+            was asked for: stored under another key (a file copied or moved from another image, layer or
+            timestep) or holding other metadata than ``expect``. Such entries count as misses and are
+            computed again.
+        """
         from safetensors import safe_open
 
         p = self.path(key)
@@ -381,6 +400,10 @@ class FeatureStore:
                 t = f.get_tensor("features")
         except Exception as err:  # a truncated or foreign file: recompute
             return self._bad(p, f"cannot be read ({type(err).__name__})")
+        if meta.get("key") != key:
+            stored = meta.get("key")
+            return self._bad(p, "holds another feature map (it was written under another key: "
+                                f"{stored[:16] + '...' if stored else 'none recorded'})")  # fmt: skip
         wrong = {k: (meta.get(k), str(v)) for k, v in (expect or {}).items() if meta.get(k) != str(v)}
         if wrong:
             return self._bad(p, f"holds another feature map (stored, expected: {wrong})")
@@ -395,15 +418,35 @@ class FeatureStore:
         return None
 
     def put(self, key: str, tensor: torch.Tensor, meta: dict[str, Any] | None = None) -> Path:
-        """Store ``tensor`` under ``key`` atomically; returns the file path."""
+        """Store ``tensor`` under ``key`` atomically, with ``meta`` and the key itself as metadata.
+
+        Returns
+        -------
+        Path
+            The entry's file.
+
+        Raises
+        ------
+        OSError
+            The entry cannot be written (a full or read-only disk); the message names the file and
+            nothing is left behind.
+        """
+        from safetensors import SafetensorError
         from safetensors.torch import save_file
 
         p = self.path(key)
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex}.tmp")
-        metadata = {k: str(v) for k, v in (meta or {}).items()}
-        save_file({"features": tensor.detach().cpu().contiguous()}, str(tmp), metadata=metadata)
-        os.replace(tmp, p)
+        metadata = {**{k: str(v) for k, v in (meta or {}).items()}, "key": key}
+        try:
+            save_file({"features": tensor.detach().cpu().contiguous()}, str(tmp), metadata=metadata)
+            os.replace(tmp, p)
+        except (OSError, SafetensorError) as err:  # safetensors reports a full disk as SafetensorError
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            if isinstance(err, OSError):
+                raise
+            raise OSError(errno.EIO, f"cannot write the feature cache entry ({err})", str(p)) from err
         return p
 
     def __len__(self) -> int:

@@ -86,10 +86,12 @@ def _features(
         for name, t in needs
     }
     out: dict[tuple[str, int], torch.Tensor] = {}
-    meta = {(name, t): {"layer": name, "timestep": t, "size": size} for name, t in needs}
+    # what an entry must hold: the image's content hash, the layer, timestep and size (a file copied from
+    # another image or moved from another key is not believed; the store also checks the key it was put under)
+    meta = {(name, t): {"image": img, "layer": name, "timestep": t, "size": size} for name, t in needs}
     if store is not None:
         for nt, key in keys.items():
-            hit = store.get(key, expect=meta[nt])  # what the entry must hold (a moved file is not believed)
+            hit = store.get(key, expect=meta[nt])
             if hit is not None:
                 out[nt] = hit.float()
     missing = sorted(needs - set(out))
