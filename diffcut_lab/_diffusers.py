@@ -50,13 +50,17 @@ def module_classes() -> dict[str, type]:
 class ProbsProcessor:
     """Self-attention processor that also keeps head-averaged attention probabilities.
 
-    Computes softmax(q k^T * scale) v in float32, a chunk of query rows at a time (bounding memory to
-    about ``PROBS_CHUNK_BYTES`` of scores), and hands ``(B, N, N)`` probabilities to ``sink``. The
-    pre- and post-processing follows diffusers' default processor (group/spatial norm, q/k norms,
-    ``to_out``, residual connection, output rescale).
+    The module's output is computed by the processor it replaces (``original``, diffusers' default
+    scaled-dot-product one), so capturing probabilities never changes a feature: the same bits whether
+    or not ``.probs`` is asked for (a hand-written softmax-times-values differs from the fused kernel in
+    the last bits, enough to move a K-way cut). The probabilities are then computed on the side in
+    float32, a chunk of query rows at a time (bounding memory to about ``PROBS_CHUNK_BYTES`` of scores),
+    with diffusers' pre-processing (spatial/group norm, q/k norms, mask), and handed to ``sink`` as
+    ``(B, N, N)``.
     """
 
-    def __init__(self, sink: Callable[[torch.Tensor], None], store_dtype: torch.dtype):
+    def __init__(self, original: Any, sink: Callable[[torch.Tensor], None], store_dtype: torch.dtype):
+        self.original = original
         self.sink = sink
         self.store_dtype = store_dtype
 
@@ -70,11 +74,22 @@ class ProbsProcessor:
         *args: Any,
         **kwargs: Any,
     ) -> torch.Tensor:
-        residual = hidden_states
+        out = self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        self.sink(self._probs(attn, hidden_states, encoder_hidden_states, attention_mask, temb))
+        return out
+
+    def _probs(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        temb: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``(B, N_q, N_k)`` head-averaged ``softmax(q k^T * scale)``, in the store dtype."""
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
+        if hidden_states.ndim == 4:
             b4, c4, h4, w4 = hidden_states.shape
             hidden_states = hidden_states.view(b4, c4, h4 * w4).transpose(1, 2)
         batch, seq, _ = hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
@@ -89,20 +104,17 @@ class ProbsProcessor:
         elif attn.norm_cross:
             encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
         key = attn.to_k(encoder_hidden_states)
-        value = attn.to_v(encoder_hidden_states)
         heads = attn.heads
         head_dim = key.shape[-1] // heads
         q = query.view(batch, -1, heads, head_dim).transpose(1, 2)
         k = key.view(batch, -1, heads, head_dim).transpose(1, 2)
-        v = value.view(batch, -1, heads, head_dim).transpose(1, 2)
         if attn.norm_q is not None:
             q = attn.norm_q(q)
         if attn.norm_k is not None:
             k = attn.norm_k(k)
         n_q, n_k = q.shape[2], k.shape[2]
         scale = attn.scale if getattr(attn, "scale_qk", True) else 1.0
-        kf, vf = k.float(), v.float()
-        out = torch.empty(batch, heads, n_q, head_dim, device=q.device, dtype=torch.float32)
+        kf = k.float()
         probs = torch.empty(batch, n_q, n_k, device=q.device, dtype=self.store_dtype)
         rows = max(1, PROBS_CHUNK_BYTES // (4 * batch * heads * n_k))
         for s in range(0, n_q, rows):
@@ -110,19 +122,8 @@ class ProbsProcessor:
             scores = torch.matmul(q[:, :, s:e].float(), kf.transpose(-1, -2)) * scale
             if attention_mask is not None:
                 scores = scores + attention_mask[:, :, s:e].float()
-            p = scores.softmax(dim=-1)
-            out[:, :, s:e] = torch.matmul(p, vf)
-            probs[:, s:e] = p.mean(dim=1).to(self.store_dtype)
-        hidden_states = out.transpose(1, 2).reshape(batch, -1, heads * head_dim).to(query.dtype)
-        hidden_states = attn.to_out[0](hidden_states)
-        hidden_states = attn.to_out[1](hidden_states)
-        if input_ndim == 4:
-            hidden_states = hidden_states.transpose(-1, -2).reshape(b4, c4, h4, w4)
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        hidden_states = hidden_states / attn.rescale_output_factor
-        self.sink(probs)
-        return hidden_states
+            probs[:, s:e] = scores.softmax(dim=-1).mean(dim=1).to(self.store_dtype)
+        return probs
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -252,7 +252,7 @@ def _hooks(
                     store[p.name] = keeper.keep(probs, p, owned=True)
 
                 swapped.append((module, module.processor))
-                module.set_processor(_ProbsProcessor(sink, store_dtype))
+                module.set_processor(_ProbsProcessor(module.processor, sink, store_dtype))
             else:
 
                 def hook(_mod: Any, _inp: Any, out: Any, p: HookPoint = p) -> None:
