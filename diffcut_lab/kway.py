@@ -739,7 +739,8 @@ def kway_ncut(
         codes, kk = _codes(init, n)
         if kk != k:
             raise ParameterError(f"init labels have {kk} distinct values; expected n_segments = {k}.")
-        given = torch.from_numpy(codes).to(a.device)
+        # numbered by raster order: the result is a function of the partition, not of its label values
+        given = torch.from_numpy(_raster(codes)).to(a.device)
         n_init = 1
     elif init not in INITS:
         raise ParameterError(f"init must be one of {INITS} or an (N,) labelling, got {init!r}.")
