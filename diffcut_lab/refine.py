@@ -133,8 +133,9 @@ def concept_assignment(
         Output size.
     order : {"scores", "features"}
         ``"scores"``: the ``K`` dot-product maps are computed on the grid and upsampled (memory
-        ``K x H x W``); ``"features"``: the ``C``-channel features are upsampled first, as published
-        (memory ``C x H x W``). Equal in exact arithmetic; in float32 a few pixels move.
+        ``K x H x W``); ``"features"``: the published arithmetic to the bit -- the ``C``-channel
+        features upsampled first, each segment pooled by ODISE's ``MaskPooling`` in float32 (memory
+        ``2 x C x H x W``). Equal in exact arithmetic; in float32 a few pixels move.
 
     Returns
     -------
@@ -170,18 +171,42 @@ def concept_assignment(
         raise ParameterError(f"order must be 'scores' or 'features'; got {order!r}.")
     lab = lab.to(f.device)
     c, h, w = f.shape
+    if order == "features":
+        return _out(_compact_ids(_published_assignment(lab, f, out_size)), as_numpy)
     fn = F.normalize(f, dim=0).reshape(c, h * w)
     ids, inverse = torch.unique(lab.reshape(-1), return_inverse=True)
     onehot = F.one_hot(inverse, ids.numel()).to(fn.dtype)  # (N, K)
-    if order == "features":  # the published arithmetic: mask pooling, upsampled features, (HW, K) scores
-        centroids = fn @ (onehot / (onehot.sum(0, keepdim=True) + 1e-8))  # (C, K)
-        up = F.interpolate(fn.reshape(1, c, h, w), size=out_size, mode="bilinear", align_corners=False)
-        winner = (up.reshape(c, -1).T @ centroids).argmax(1).reshape(out_size)
-        return _out(_compact_ids(winner), as_numpy)
     centroids = (fn @ onehot) / onehot.sum(0, keepdim=True)  # (C, K): mean normalised feature
     scores = (centroids.T @ fn).reshape(1, -1, h, w)  # (1, K, h, w)
     scores = F.interpolate(scores, size=out_size, mode="bilinear", align_corners=False)
     return _out(_compact_ids(_first_argmax(scores[0])), as_numpy)
+
+
+def _published_assignment(labels: torch.Tensor, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(H, W)`` indices into the sorted ids of ``(h, w)`` ``labels``: the published concept assignment's
+    float32 arithmetic, operation for operation (DiffCut's ``generate_masks``, steps 2 and 3).
+
+    The ``(C, h, w)`` features are laid out as the published code holds them (a ``(1, C, h, w)`` view of
+    ``(1, h, w, C)`` storage: the attention output reshaped and permuted), L2-normalised over channels;
+    each segment's embedding is ODISE's ``MaskPooling`` of one ``(1, 1, h, w)`` mask at a time (an einsum
+    over ``(b, q, h, w)`` with the mask divided by its pixel count ``+ 1e-8``) written into row ``k`` of a
+    ``(K, C)`` matrix; the features are upsampled bilinearly and the ``(H W, C) @ (C, K)`` scores are
+    reduced by ``torch.argmax``. Layout, reduction order and grouping all change float32 bits, and with
+    them the pixels near a tie between two segments.
+    """
+    c, h, w = features.shape
+    x = features.permute(1, 2, 0).contiguous().reshape(1, h, w, c).permute(0, 3, 1, 2)  # (1, C, h, w)
+    feats_norm = F.normalize(x, dim=1)
+    masks = labels.reshape(1, 1, h, w)
+    ids = torch.unique(masks)
+    embeddings = torch.zeros(ids.numel(), c, dtype=feats_norm.dtype, device=feats_norm.device)  # (K, C)
+    for k, cls in enumerate(ids):
+        mask = (masks == cls) > 0  # MaskPooling: a boolean (1, 1, h, w) mask
+        denorm = mask.sum(dim=(-1, -2), keepdim=True) + 1e-8
+        embeddings[k, :] = torch.einsum("bchw,bqhw->bqc", feats_norm, mask / denorm)[0]
+    up = F.interpolate(feats_norm, size=size, mode="bilinear", align_corners=False)  # nn.Upsample's default
+    scores = torch.t(up.reshape(c, size[0] * size[1])) @ torch.t(embeddings)  # (H W, K)
+    return torch.argmax(scores, dim=1).reshape(size)
 
 
 def nearest_upsample(labels: Any, size: int | Sequence[int]) -> Any:

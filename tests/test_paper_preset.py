@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _published_concept import published_concept_assignment
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
@@ -15,7 +16,7 @@ from scipy import ndimage
 import diffcut_lab as dl
 from diffcut_lab import segmentation as core
 from diffcut_lab.ncut import recursive_ncut
-from diffcut_lab.refine import pamr
+from diffcut_lab.refine import concept_assignment, pamr
 from diffcut_lab.testing import tiny_backbone
 
 PAPER = dl.DiffCutConfig.paper()
@@ -48,16 +49,9 @@ def ref_assemble(masks: list[np.ndarray], n: int) -> np.ndarray:
 
 
 def ref_concept_assignment(labels: np.ndarray, features: torch.Tensor, size: int) -> np.ndarray:
-    """Mask pooling of the normalised features, features upsampled bilinearly, argmax of dot products."""
-    fn = F.normalize(features[None], dim=1)
-    ids = np.unique(labels)
-    masks = torch.stack([torch.from_numpy(labels == k).float() for k in ids])[None]  # (1, K, h, w)
-    denorm = masks.sum(dim=(-1, -2), keepdim=True) + 1e-8
-    emb = torch.einsum("bchw,bqhw->bqc", fn, masks / denorm)[0]  # (K, C)
-    up = torch.nn.Upsample(size=(size, size), mode="bilinear")(fn)
-    c = fn.shape[1]
-    scores = up.reshape(c, size * size).T @ emb.T
-    return scores.argmax(1).reshape(size, size).numpy()
+    """Mask pooling of the normalised features, features upsampled bilinearly, argmax of dot products: the
+    published arithmetic, frozen (``tests/_published_concept.py``)."""
+    return published_concept_assignment(labels, features, size)
 
 
 def _compact(labels: np.ndarray) -> np.ndarray:
@@ -145,6 +139,38 @@ def test_concept_assignment_in_the_published_order():
     labels = rng.integers(0, 5, (8, 8))
     ours = core.upsample_labels(labels, f, (128, 128), PAPER)
     np.testing.assert_array_equal(ours, _compact(ref_concept_assignment(labels, f, 128)))
+
+
+def _nearly_parallel(seed: int, channels: int, side: int, k: int, spread: float) -> tuple[np.ndarray, torch.Tensor]:
+    """Segment ids and features that differ little from one common direction (as a real layer's do at
+    t = 50): segment scores lie close, and float32 rounding decides some pixels."""
+    g = torch.Generator().manual_seed(seed)
+    f = torch.randn(channels, 1, 1, generator=g) + spread * torch.randn(channels, side, side, generator=g)
+    return torch.randint(0, k, (side, side), generator=g).numpy(), f
+
+
+def _pooled_on_the_grid(labels: np.ndarray, f: torch.Tensor, size: int) -> np.ndarray:
+    """The same mathematics in another float32 order: contiguous features, every mask pooled by one matrix
+    product (what paper mode did before it followed ``MaskPooling``)."""
+    c, h, w = f.shape
+    fn = F.normalize(f, dim=0).reshape(c, h * w)
+    onehot = F.one_hot(torch.from_numpy(np.unique(labels, return_inverse=True)[1].reshape(-1))).float()
+    centroids = fn @ (onehot / (onehot.sum(0, keepdim=True) + 1e-8))
+    up = F.interpolate(fn.reshape(1, c, h, w), size=(size, size), mode="bilinear", align_corners=False)
+    return (up.reshape(c, -1).T @ centroids).argmax(1).reshape(size, size).numpy()
+
+
+@pytest.mark.parametrize(("seed", "channels", "side", "k"), [(0, 64, 8, 5), (1, 64, 8, 5), (0, 1280, 32, 44)])
+def test_concept_assignment_is_the_published_arithmetic_to_the_bit(seed, channels, side, k):
+    """Where float32 rounding decides pixels, paper mode's labels are the published ones, bit for bit; the
+    fixture is one where another order of the same sums moves pixels (so a change of order fails here)."""
+    labels, f = _nearly_parallel(seed, channels, side, k, spread=0.1)
+    published = _compact(ref_concept_assignment(labels, f, 128))
+    other_order = _compact(_pooled_on_the_grid(labels, f, 128))
+    assert (other_order != published).sum() > 0  # the fixture tells the orders apart
+    np.testing.assert_array_equal(core.upsample_labels(labels, f, (128, 128), PAPER), published)
+    np.testing.assert_array_equal(concept_assignment(labels, f, 128, order="features"), published)
+    np.testing.assert_array_equal(concept_assignment(labels, f.numpy(), 128, order="features"), published)
 
 
 def test_pamr_is_guided_by_the_model_input_downsampled_without_antialias():
