@@ -29,6 +29,7 @@ from .config import DiffCutConfig, parse_size
 from .errors import FeatureError, ParameterError
 from .images import crop_region, resize_image
 from .options import AUTO, AUTO_TAU
+from .threads import small_work
 
 __all__ = [
     "PUBLISHED_ORDER_MAX_BYTES",
@@ -139,7 +140,8 @@ def cut_tree(
     t0 = time.perf_counter()
     W = affinity_graph(f, cfg, attention)
     t1 = time.perf_counter()
-    tree = _partition(W, cfg, tuple(f.shape[1:]))
+    with small_work():
+        tree = _partition(W, cfg, tuple(f.shape[1:]))
     if timings is not None:
         timings.update(affinity=t1 - t0, cut=time.perf_counter() - t1)
     return tree
@@ -251,14 +253,15 @@ def cut_trees(
     grid = tuple(f.shape[1:])
     W = affinity_graph(f, config, attention)
     out: dict[float | str, Any] = {}
-    if AUTO in asked:
-        out[AUTO] = _partition(W, config.replace(tau=AUTO), grid)
-    if values:
-        top_cfg = config.replace(tau=values[0])
-        top = None if config.partition == "kway" and config.n_segments else _recursive(W, top_cfg, grid)
-        for t in values:
-            rec = None if top is None else (top if t == values[0] else top.prune(t))
-            out[t] = _partition(W, top_cfg.replace(tau=t), grid, rec)
+    with small_work():
+        if AUTO in asked:
+            out[AUTO] = _partition(W, config.replace(tau=AUTO), grid)
+        if values:
+            top_cfg = config.replace(tau=values[0])
+            top = None if config.partition == "kway" and config.n_segments else _recursive(W, top_cfg, grid)
+            for t in values:
+                rec = None if top is None else (top if t == values[0] else top.prune(t))
+                out[t] = _partition(W, top_cfg.replace(tau=t), grid, rec)
     return out
 
 
@@ -405,6 +408,7 @@ def refine_labels(labels: Any, guide: torch.Tensor | None, config: DiffCutConfig
     return np.asarray(out, dtype=np.int64)
 
 
+@small_work()  # many small ops: one thread (diffcut_lab.threads)
 def pixel_labels(
     coarse: Any,
     features: Any,

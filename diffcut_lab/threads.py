@@ -1,0 +1,106 @@
+"""How many threads each stage uses: the toolkit's thread policy, which needs no expert.
+
+Two kinds of work run in a segmentation. Large dense products -- the UNet forward, a dense affinity of a
+big grid -- gain from every core. The many small operations -- concept assignment, PAMR and the median
+filter, the recursive cut's sub-graphs, the K-way moves -- do not: torch's and OpenBLAS's intra-op
+threads hand each small piece back and forth and spin while they wait, and where another process holds a
+core (a second notebook kernel, a browser, a build) every hand-off waits for the scheduler. On a 2-core
+machine beside another process's two-thread torch work that made post-processing 3-4x slower
+(``benchmarks/busy.py``).
+
+So the chain runs its small work in :func:`small_work`, a scope with one torch thread and one BLAS
+thread that restores the previous settings when it ends, and leaves the large work to the process's
+threads. :func:`set_threads` sets those (the command line's ``--threads N``); :func:`set_policy` turns the
+policy off, for comparisons (``benchmarks/busy.py`` measures both in one run).
+
+Imports no torch at module level: the command line's ``--help`` reads this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from .errors import ParameterError
+
+__all__ = ["MAX_THREADS", "set_policy", "set_threads", "small_work", "thread_settings"]
+
+#: the most threads ``--threads`` accepts (more than any machine's cores is a typo)
+MAX_THREADS = 1024
+
+_state: dict[str, Any] = {"policy": True, "controller": None}
+
+
+def _controller() -> Any:
+    """One threadpoolctl controller for the process (inspecting the loaded libraries costs ~15 ms)."""
+    if _state["controller"] is None:
+        from threadpoolctl import ThreadpoolController
+
+        _state["controller"] = ThreadpoolController()
+    return _state["controller"]
+
+
+def set_policy(enabled: bool) -> None:
+    """Turn the per-stage policy on (the default) or off (every stage on the process's threads)."""
+    if not isinstance(enabled, bool):
+        raise ParameterError(f"enabled must be True or False; got {enabled!r}.")
+    _state["policy"] = enabled
+
+
+def check_threads(value: Any) -> int:
+    """The one rule for a thread count: an int in ``[1, MAX_THREADS]`` (ParameterError otherwise)."""
+    try:
+        n = int(value)
+        ok = not isinstance(value, bool) and float(value) == n
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok or not 1 <= n <= MAX_THREADS:
+        raise ParameterError(
+            f"threads must be an int from 1 to {MAX_THREADS} (this machine has {os.cpu_count()} cores); "
+            f"got {value!r}."
+        )
+    return n
+
+
+def set_threads(n: Any) -> int:
+    """Use ``n`` threads for the large work of this process (torch intra-op and BLAS); returns ``n``.
+
+    The small work still runs on one thread while the policy is on (:func:`small_work`).
+    """
+    import torch
+
+    n = check_threads(n)
+    torch.set_num_threads(n)
+    _controller().limit(limits=n, user_api="blas")  # kept: the process's setting from now on
+    return n
+
+
+def thread_settings() -> dict[str, Any]:
+    """The current settings: torch's intra-op threads, each BLAS library's, and whether the policy is on."""
+    import torch
+
+    blas = {f"{i['internal_api']} ({i['filepath'].rsplit('/', 1)[-1]})": i["num_threads"]
+            for i in _controller().info() if i["user_api"] == "blas"}  # fmt: skip
+    return {"torch": torch.get_num_threads(), "blas": blas, "policy": _state["policy"]}
+
+
+@contextlib.contextmanager
+def small_work() -> Iterator[None]:
+    """Run the enclosed small operations on one torch thread and one BLAS thread, then restore.
+
+    Nested scopes are free; with the policy off (:func:`set_policy`) this does nothing.
+    """
+    if not _state["policy"]:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with _controller().limit(limits=1, user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(before)
