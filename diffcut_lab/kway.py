@@ -165,20 +165,41 @@ def _graph(w: Any, self_loops: bool) -> tuple[torch.Tensor, torch.Tensor]:
     if t.is_complex() or not (t.is_floating_point() or t.dtype in _INTS):
         raise ParameterError(f"W has dtype {t.dtype}; expected real numbers.")
     dtype = torch.float32 if t.device.type == "mps" else torch.float64
-    a = t.to(dtype)
-    if not bool(torch.isfinite(a).all()):
+    if t.dtype == torch.bool:
+        t = t.to(torch.uint8)
+    low, high = float(t.min()), float(t.max())  # NaN propagates into both; -Inf / +Inf show in one
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise FeatureError("W contains NaN or Inf; build it from finite features (see affinity()).")
-    if bool((a < 0).any()):
+    if low < 0:
         raise ParameterError("W has negative entries; NCut needs non-negative affinities (see affinity()).")
-    scale = float(a.abs().max())
-    if not torch.allclose(a, a.T, rtol=1e-5, atol=1e-7 * max(scale, 1.0)):
+    a = t.to(dtype, copy=True).contiguous()  # our own copy: the diagonal and the symmetrisation write to it
+    if not _symmetrise_(a, rtol=1e-5, atol=1e-7 * max(abs(low), abs(high), 1.0)):
         raise ParameterError(
             "W must be symmetric (an undirected affinity); symmetrise it, e.g. (W + W.T) / 2."
         )
-    a = (a + a.T) / 2  # exact symmetry, so that scores and objective agree to the last bit
     if not self_loops:
         a.fill_diagonal_(0.0)
     return a, a.sum(1)
+
+
+_BLOCK = 512  # rows per block of the N x N passes that must not allocate N x N temporaries
+
+
+def _symmetrise_(a: torch.Tensor, rtol: float, atol: float) -> bool:
+    """Check ``|A - A^T| <= atol + rtol |A^T|`` (``torch.allclose(A, A.T)``) block by block and, when it holds,
+    replace ``A`` by ``(A + A^T) / 2`` in place (exact symmetry, so that scores and objective agree to the
+    last bit). Memory: two blocks of rows, never an N x N temporary."""
+    n = a.shape[0]
+    for i in range(0, n, _BLOCK):
+        rows = slice(i, min(i + _BLOCK, n))
+        top, left = a[rows, i:], a[i:, rows].T
+        if not torch.equal(top, left):
+            if not bool(((top - left).abs() <= atol + rtol * torch.minimum(top.abs(), left.abs())).all()):
+                return False
+            mean = (top + left) / 2
+            a[rows, i:] = mean
+            a[i:, rows] = mean.T
+    return True
 
 
 _INTS = (torch.bool, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
