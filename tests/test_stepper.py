@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_pipeline import TREE_KINDS, assert_same_tree
 
 import diffcut_lab as dl
 from diffcut_lab.affinities import affinity
@@ -160,3 +161,99 @@ def test_static_figure_has_one_frame_per_step(case):
     assert len(capped.frames) == 2
     tree_fig = st.cut_tree_figure(tree)
     assert len(tree_fig.data[0].x) == len(tree.steps)
+
+
+# ----------------------------------------------------------------------------------------------------
+# a stepper over a Segmentation recomputes the same kind of tree
+
+
+def _segmentation(settings: dict, seed: int = 1):
+    from test_pipeline import kind_features
+
+    f, attn = kind_features(seed)
+    return dl.DiffCut(None, refine="none", **settings).segment_features(f, attention=attn)
+
+
+def _kind(tree) -> tuple:
+    p = tree.params
+    return (p["affinity"], p["walk_steps"], p.get("tau") == "auto", p.get("auto_rule"), p["partition"], p["knn"])
+
+
+STEPPABLE = [k for k in TREE_KINDS if k[1].get("partition") != "kway"]
+
+
+@pytest.mark.parametrize(("name", "settings", "marks"), STEPPABLE, ids=[k[0] for k in STEPPABLE])
+def test_stepper_over_a_segmentation_recomputes_the_same_kind_of_tree(name, settings, marks):
+    seg = _segmentation(settings)
+    app = st.cut_stepper(seg)
+    assert app.tree is seg.tree and app.recomputable and app.alpha_slider is not None
+    app.set_alpha(app.alpha)  # no change: the very same tree
+    assert_same_tree(app.tree, seg.tree)
+    assert "recomputed" in app.info.value
+    app.set_alpha(4.0)
+    assert app.tree.params["alpha"] == 4.0 and _kind(app.tree) == _kind(seg.tree)
+    assert {k: app.tree.params.get(k) for k in marks} == marks
+    assert_same_tree(app.tree, seg.recut(alpha=4.0))
+    assert app.auto_box.value == (settings.get("tau") == "auto")
+    assert app.tau_slider.disabled == app.auto_box.value  # an automatic tree's tau is the rule's
+
+
+def test_kway_segmentations_have_no_steps_to_go_through():
+    for settings in ({"partition": "kway", "n_segments": 3}, {"partition": "kway", "tau": "auto"}):
+        seg = _segmentation(settings)
+        with pytest.raises(dl.ParameterError, match=r"K-way.*partition='recursive'"):
+            st.cut_stepper(seg)
+        st.cut_stepper(seg.recut(partition="recursive", n_segments=None), features=seg.features)
+
+
+def test_raising_tau_over_an_attention_walk_tree():
+    seg = _segmentation({"affinity": "attention", "walk_steps": 2, "tau": 0.4}, seed=3)
+    app = st.cut_stepper(seg)
+    assert app.alpha_slider.disabled and "no α" in app.info.value  # the walk does not use alpha
+    app.tau_slider.value = 0.9
+    assert app.tree.tau == pytest.approx(0.9) and app.tree.params["affinity"] == "attention"
+    assert "recomputed" in app.info.value
+    assert_same_tree(app.tree, seg.recut(tau=0.9))
+    assert app.tree.n_segments >= seg.tree.n_segments
+    app.tau_slider.value = 0.4  # lower again: pruned from the tree just computed
+    assert "pruned" in app.info.value
+    assert_same_tree(app.tree, seg.tree)
+    # the tree alone, without its attention probabilities: pruning only, and the error says what to pass
+    bare = st.cut_stepper(seg.tree, features=seg.features)
+    assert not bare.recomputable and bare.alpha_slider.disabled and bare.tau_slider.max == pytest.approx(0.4)
+    with pytest.raises(dl.ParameterError, match="attention="):
+        bare.set_tau(0.9)
+    with_probs = st.cut_stepper(seg.tree, features=seg.features, attention=seg.attention)
+    with_probs.set_tau(0.9)
+    assert_same_tree(with_probs.tree, seg.recut(tau=0.9))
+
+
+def test_an_automatic_tree_switches_to_a_fixed_tau_explicitly():
+    seg = _segmentation({"tau": "auto"})
+    app = st.cut_stepper(seg)
+    assert app.auto and app.auto_box.value and app.tau_slider.disabled
+    assert "τ auto" in app.status.value and "τ 1.00" not in app.status.value  # the rule decided, not tau 1
+    assert "dynamic rule decided each cut" in app.info.value
+    app.auto_box.value = False  # explicitly to a fixed tau, that of the slider: recomputed
+    assert not app.auto and not app.tau_slider.disabled and "tau" not in app.tree.params
+    assert "instead of τ auto" in app.info.value
+    assert_same_tree(app.tree, seg.recut(tau=float(app.tau_slider.value)))
+    app.set_tau(0.3)
+    assert_same_tree(app.tree, seg.recut(tau=0.3))
+    app.auto_box.value = True  # back to the rule
+    assert app.auto and app.tau_slider.disabled
+    assert_same_tree(app.tree, seg.tree)
+    # without the features the rule's cuts cannot be redone at a fixed tau
+    bare = st.cut_stepper(seg.tree)
+    assert bare.auto_box.disabled and bare.tau_slider.disabled
+    with pytest.raises(dl.ParameterError, match="dynamic rule"):
+        bare.set_tau(0.3)
+
+
+def test_the_stable_rule_prunes_to_a_fixed_tau():
+    seg = _segmentation({"tau": "auto", "auto_rule": "stable"})
+    app = st.cut_stepper(seg.tree)  # no features: the stable tree is the fixed-tau tree of its tau
+    assert app.tau_slider.value == pytest.approx(seg.tree.tau) and "(auto)" in app.status.value
+    app.set_tau(0.1)
+    assert "pruned" in app.info.value and not app.auto
+    assert_same_tree(app.tree, seg.recut(tau=0.1))

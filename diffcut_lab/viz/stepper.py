@@ -25,6 +25,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..errors import ParameterError
+from ..options import AUTO
 from ._common import (
     ACCEPTED,
     HIGHLIGHT,
@@ -113,11 +115,37 @@ def _require_steps(tree: Any) -> None:
     if tree.steps:
         return
     if tree.params.get("partition") == "kway":
-        raise ValueError(
+        raise ParameterError(
             "a K-way partition is found at once and has no steps to go through; cut with "
-            "partition='recursive' to step through the cuts (viz.overlay shows the K-way labels)."
+            "partition='recursive' to step through the cuts (e.g. seg.recut(partition='recursive'), "
+            "or DiffCut(..., partition='recursive')); viz.overlay shows the K-way labels."
         )
-    raise ValueError("the tree has no recorded steps (a graph of a single node cannot be cut)")
+    raise ParameterError("the tree has no recorded steps (a graph of a single node cannot be cut)")
+
+
+def _auto_rule(tree: Any) -> str | None:
+    """The automatic rule of a ``tau="auto"`` tree (``"dynamic"`` or ``"stable"``), None for a fixed tau."""
+    if tree.params.get("tau") != AUTO:
+        return None
+    return str(tree.params.get("auto_rule", "dynamic"))
+
+
+def _tau_text(tree: Any) -> str:
+    """How the tree's tau reads on the panels: ``τ 0.50``, ``τ auto`` (the dynamic rule decides each cut
+    below :data:`~diffcut_lab.options.AUTO_TAU`), ``τ 0.47 (auto)`` (the stable rule's tau)."""
+    rule = _auto_rule(tree)
+    if rule == "dynamic":
+        return "τ auto"
+    return f"τ {float(tree.tau):.2f}" + (" (auto)" if rule else "")
+
+
+def _decision(tree: Any, s: Any) -> str:
+    """Why step ``s`` was cut or not, in a few words: NCut against tau, or the dynamic rule's verdict."""
+    ncut = _fmt(float(s.ncut) if s.ncut is not None else np.nan)
+    if _auto_rule(tree) == "dynamic":
+        why = str(getattr(s, "reason", "") or "").split(" (")[0].split(" [")[0]
+        return f"NCut {ncut} · τ auto: {why}" if why else f"NCut {ncut} · τ auto"
+    return f"NCut {ncut} {'<' if _accepted(s) else '≥'} {_tau_text(tree)}"
 
 
 def _grid_of(tree: Any) -> tuple[int, int]:
@@ -183,15 +211,18 @@ def step_summary(tree: Any, i: int) -> str:
     steps = tree.steps
     s = steps[i]
     verdict = "accepted: split" if _accepted(s) else "rejected: leaf"
-    sign = "<" if _accepted(s) else "≥"
-    text = (
-        f"step {i + 1} of {len(steps)} · depth {int(s.depth)} · {len(s.members)} px · "
-        f"NCut {_fmt(float(s.ncut) if s.ncut is not None else np.nan)} {sign} τ {tree.tau:.2f} → {verdict}"
-    )
+    text = f"step {i + 1} of {len(steps)} · depth {int(s.depth)} · {len(s.members)} px · {_decision(tree, s)} → {verdict}"
     region = getattr(s, "region", None)
     if region is not None and len(region) > len(s.members):
         text += f" · {len(region) - len(s.members)} px dropped (paper rule)"
     return text
+
+
+def _tau_line_text(tree: Any) -> str:
+    """The label of the NCut panel's tau line (for the dynamic rule, the ceiling below which it decides)."""
+    if _auto_rule(tree) == "dynamic":
+        return f"τ auto ≤ {float(tree.tau):.2f}"
+    return f"τ = {float(tree.tau):.2f}" + (" (auto)" if _auto_rule(tree) else "")
 
 
 class _StepData:
@@ -284,7 +315,7 @@ class _StepData:
                 "y": [ncut] if np.isfinite(thr) and np.isfinite(ncut) else [],
                 "marker": {"color": ACCEPTED if acc else REJECTED},
             },
-            T_TAU: {"x": xr, "y": [tau, tau], "text": ["", f"τ = {tau:.2f}"]},
+            T_TAU: {"x": xr, "y": [tau, tau], "text": ["", _tau_line_text(self.tree)]},
             T_THRESH: {"x": [thr, thr] if np.isfinite(thr) else [], "y": [0.0, ytop]},
             T_PARTITION: {
                 "z": part,
@@ -324,7 +355,12 @@ class _StepData:
         verdict = "accepted" if acc else "rejected"
         ncut = float(s.ncut) if s.ncut is not None else np.nan
         # the value is in the title, not beside the marker, where the curve or the threshold line crosses it
-        value = f"NCut {ncut:.3f} {'<' if acc else '≥'} τ {self.tree.tau:.2f}" if np.isfinite(ncut) else "NCut"
+        if not np.isfinite(ncut):
+            value = "NCut"
+        elif _auto_rule(self.tree) == "dynamic":
+            value = f"NCut {ncut:.3f} · τ auto"
+        else:
+            value = f"NCut {ncut:.3f} {'<' if acc else '≥'} {_tau_text(self.tree)}"
         return [
             f"sub-graph of step {i + 1}: {len(s.members)} px",
             "Fiedler vector (orange: side > threshold)",
@@ -529,7 +565,7 @@ def cut_steps_figure(
     fig.frames = frames
     anim = {"mode": "immediate", "frame": {"duration": 0, "redraw": True}, "transition": {"duration": 0}}
     fig.update_layout(
-        title=title or f"recursive NCut: {len(tree.steps)} steps, {data.k_final} segments (τ = {tree.tau:.2f})",
+        title=title or f"recursive NCut: {len(tree.steps)} steps, {data.k_final} segments ({_tau_text(tree)})",
         margin={"t": 70, "b": 110},
         sliders=[
             {
@@ -575,7 +611,7 @@ def cut_tree_figure(tree: Any, *, height: int = 320, title: str | None = None) -
     )
     max_depth = max(data.layout.depth) if data.layout.depth else 0
     fig.update_layout(
-        title=title or f"tree of cuts: {len(tree.steps)} steps, {data.k_final} segments (τ = {tree.tau:.2f})",
+        title=title or f"tree of cuts: {len(tree.steps)} steps, {data.k_final} segments ({_tau_text(tree)})",
         height=height, barmode="overlay", plot_bgcolor="white", margin={"l": 10, "r": 10, "t": 50, "b": 40},
         xaxis={"title": "pixels", "range": [0, data.n], "showgrid": False},
         yaxis={"title": "depth", "range": [max_depth + 0.6, -0.6], "dtick": 1},
@@ -587,21 +623,30 @@ def cut_tree_figure(tree: Any, *, height: int = 320, title: str | None = None) -
 # the app
 # ----------------------------------------------------------------------------------------------------
 class CutStepper:
-    """An ipywidgets app to step through each recursive cut of ``tree`` (slider, previous/next, play).
+    """An ipywidgets app to step through each recursive cut of a tree (slider, previous/next, play).
 
     ``cut_stepper(...)`` is the same class under the function-style name.
 
     Parameters
     ----------
     tree
-        A :class:`~diffcut_lab.CutTree` built with ``grid=(h, w)``.
+        A :class:`~diffcut_lab.pipeline.Segmentation` -- its tree, image, features and (for an
+        attention-walk cut) attention probabilities: every slider then recomputes --, or a
+        :class:`~diffcut_lab.CutTree` built with ``grid=(h, w)``. A K-way tree has no steps: an error says
+        so.
     image
-        The segmented image; ``None`` shows the PCA colours of ``features`` (or a grey canvas).
+        The segmented image (default: the Segmentation's); ``None`` shows the PCA colours of ``features``
+        (or a grey canvas).
     features
-        The ``(C, h, w)`` features the tree was cut from. With them, ``alpha`` can be changed and ``tau``
-        raised above the tree's tau: the cuts are recomputed by the segmentation core
-        (:func:`~diffcut_lab.segmentation.recut`) with every other setting of the tree (mode, min_size,
-        max_depth, solver); without them ``tau`` can only be lowered (pruning, no recomputation).
+        The ``(C, h, w)`` features the tree was cut from (default: the Segmentation's). With them, ``alpha``
+        can be changed, ``tau`` raised above the tree's tau and ``tau="auto"`` switched on or off: the cuts
+        are recomputed by the segmentation core (:func:`~diffcut_lab.segmentation.recut`) with every other
+        setting of the tree (mode, min_size, max_depth, solver, knn, affinity and walk_steps, partition,
+        auto_rule); without them ``tau`` can only be lowered (pruning, no recomputation).
+    attention
+        ``(N, N)`` self-attention probabilities of the layer (default: the Segmentation's): an
+        attention-walk tree (``affinity="attention"``) is cut again from them, and without them it can only
+        be pruned.
     alpha
         The affinity exponent the tree was computed with (default: the tree's own, recorded by
         :func:`~diffcut_lab.segmentation.cut_tree`, else 10).
@@ -614,15 +659,26 @@ class CutStepper:
 
     Attributes
     ----------
-    slider, prev_button, next_button, tau_slider, alpha_slider, figure, status, tree, widget
-        What a notebook (or a test) can drive or read: the 1-based step slider, the buttons, the tau
-        and alpha sliders (``alpha_slider`` is ``None`` without features), the plotly ``FigureWidget``,
-        the HTML status line, the tree shown now and the whole app. Display the object (last expression
-        of a cell) to use it; drive it from code with ``show_step``, ``set_tau`` and ``set_alpha``.
+    slider, prev_button, next_button, tau_slider, auto_box, alpha_slider, figure, status, info, tree, widget
+        What a notebook (or a test) can drive or read: the 1-based step slider, the buttons, the tau slider,
+        the "τ auto" box, the alpha slider (``None`` without features), the plotly ``FigureWidget``, the
+        HTML status and note lines, the tree shown now and the whole app. Display the object (last
+        expression of a cell) to use it; drive it from code with ``show_step``, ``set_tau``, ``set_auto``
+        and ``set_alpha``.
+
+    Notes
+    -----
+    A ``tau="auto"`` tree stays automatic through an alpha change. Its tau slider is disabled while
+    "τ auto" is ticked (with the dynamic rule each cut was decided by the rule, so pruning would give a
+    tree no setting cuts); unticking it, or :meth:`set_tau`, switches explicitly to a fixed tau, which the
+    note line says. An attention-walk tree has no alpha (the walk does not use it): its alpha slider is
+    disabled.
 
     Examples
     --------
     >>> import diffcut_lab as dl  # doctest: +SKIP
+    >>> seg = dl.DiffCut(bb, tau="auto", refine="none").segment(image)  # doctest: +SKIP
+    >>> cut_stepper(seg)  # doctest: +SKIP
     >>> tree = dl.cut_tree(feats, dl.DiffCutConfig(tau=0.5))  # doctest: +SKIP
     >>> cut_stepper(tree, image, features=feats)  # doctest: +SKIP
     """
@@ -633,6 +689,7 @@ class CutStepper:
         image: Any = None,
         *,
         features: Any = None,
+        attention: Any = None,
         alpha: float | None = None,
         tau_range: tuple[float, float] = (0.05, 1.0),
         alpha_range: tuple[float, float] = (1.0, 20.0),
@@ -642,8 +699,20 @@ class CutStepper:
     ) -> None:
         import ipywidgets as widgets
 
+        from ..pipeline import Segmentation
+
+        if isinstance(tree, Segmentation):
+            seg = tree
+            tree = seg.tree
+            image = seg.image if image is None else image
+            features = seg.features if features is None else features
+            attention = seg.attention if attention is None else attention
         _require_steps(tree)
         self._features = features
+        self._attention = attention
+        self._walk = tree.params.get("affinity") == "attention"
+        #: whether the cuts can be recomputed: the features, and for an attention-walk tree its attention
+        self.recomputable = features is not None and (attention is not None or not self._walk)
         self._grid = _grid_of(tree)
         self._full = tree  # the deepest tree computed so far for the current alpha (prune it for smaller tau)
         self.tree = tree
@@ -669,16 +738,23 @@ class CutStepper:
                                  layout=widgets.Layout(width="150px"))
         widgets.jslink((self.play, "value"), (self.slider, "value"))
         self.status = widgets.HTML(layout=widgets.Layout(margin="0 0 0 12px"))
-        hi_tau = tau_range[1] if features is not None else max(float(tree.tau), tau_range[0])
+        tau = float(tree.tau)
+        hi_tau = max(tau_range[1], tau) if self.recomputable else max(tau, tau_range[0])
         self.tau_slider = widgets.FloatSlider(
-            value=float(tree.tau), min=tau_range[0], max=hi_tau, step=0.01, description="τ",
+            value=tau, min=tau_range[0], max=hi_tau, step=0.01, description="τ",
             continuous_update=False, readout_format=".2f", layout=widgets.Layout(width="330px"),
+        )
+        self.auto_box = widgets.Checkbox(
+            value=self.auto, description="τ auto", indent=False, disabled=not self.recomputable,
+            tooltip="tau 'auto': a rule decides each cut (DiffCutConfig.auto_rule); recomputes",
+            layout=widgets.Layout(width="90px"),
         )
         self.alpha_slider = None
         if features is not None:
             self.alpha_slider = widgets.FloatSlider(
-                value=self.alpha, min=alpha_range[0], max=alpha_range[1], step=0.5, description="α",
-                continuous_update=False, readout_format=".1f", layout=widgets.Layout(width="330px"),
+                value=self.alpha, min=alpha_range[0], max=max(alpha_range[1], self.alpha), step=0.5,
+                description="α", continuous_update=False, readout_format=".1f",
+                disabled=self._walk or not self.recomputable, layout=widgets.Layout(width="330px"),
             )
         self.info = widgets.HTML()
 
@@ -686,10 +762,11 @@ class CutStepper:
         self.prev_button.on_click(lambda _b: self.show_step(self.step - 1))
         self.next_button.on_click(lambda _b: self.show_step(self.step + 1))
         self.tau_slider.observe(self._on_tau, names="value")
+        self.auto_box.observe(self._on_auto, names="value")
         if self.alpha_slider is not None:
             self.alpha_slider.observe(self._on_alpha, names="value")
 
-        controls = [self.tau_slider] + ([self.alpha_slider] if self.alpha_slider is not None else [])
+        controls = [self.tau_slider, self.auto_box] + ([self.alpha_slider] if self.alpha_slider is not None else [])
         self.info.layout = widgets.Layout(margin="0 0 0 12px")
         self.widget = widgets.VBox(
             [
@@ -703,6 +780,8 @@ class CutStepper:
             ]
         )
         self.widget.add_class("diffcut-cut-stepper")
+        self._sync_controls()
+        self._write_info("")
         self._render_status()  # the figure already shows step 1 (see _base_figure)
 
     # -- state ------------------------------------------------------------------------------------------
@@ -710,6 +789,11 @@ class CutStepper:
     def step(self) -> int:
         """The step shown now, 1-based."""
         return int(self.slider.value)
+
+    @property
+    def auto(self) -> bool:
+        """Whether the tree shown now was cut with ``tau="auto"``."""
+        return _auto_rule(self.tree) is not None
 
     def show_step(self, k: int) -> None:
         """Show step ``k`` (1-based; clamped to the tree's steps)."""
@@ -720,58 +804,143 @@ class CutStepper:
             self.slider.value = k  # triggers _render through the observer
 
     def set_tau(self, tau: float) -> None:
-        """Show the tree for ``tau``: prune the current tree when ``tau`` is not larger than the tau it was
-        computed with (no recomputation), otherwise recompute from the features."""
+        """Show the tree for a fixed ``tau``: prune the current tree when ``tau`` is not larger than the tau
+        it was computed with (no recomputation), otherwise recompute from the features.
+
+        On a ``tau="auto"`` tree this switches explicitly to a fixed tau (the note line says so): with the
+        dynamic rule the cuts are recomputed at ``tau``, since the rule decided each of them; the stable
+        rule's tree is the fixed-tau tree of its tau, pruned for a smaller one.
+
+        Raises
+        ------
+        ParameterError
+            When the cuts would have to be recomputed and the features (or, for an attention-walk tree,
+            the attention probabilities) were not given.
+        """
         tau = float(tau)
+        was_auto = self.auto
         t0 = time.perf_counter()
-        if tau <= float(self._full.tau) + 1e-12:
+        if tau <= float(self._full.tau) + 1e-12 and _auto_rule(self._full) != "dynamic":
             tree = self._full.prune(tau)
-        elif self._features is not None:
-            self._full = self._recompute(tau)
+            what = f"τ = {tau:.2f}: pruned"
+        elif self.recomputable:
+            self._full = self._recompute(tau=tau)
             tree = self._full
+            what = f"τ = {tau:.2f}: recomputed"
         else:
-            raise ValueError(
-                f"tau={tau} is larger than the tau the tree was computed with ({self._full.tau}); "
-                "pass features= to cut_stepper to allow recomputation"
-            )
-        self._set_tree(tree, time.perf_counter() - t0, f"τ = {tau:.2f}: pruned" if tree is not self._full
-                       else f"τ = {tau:.2f}: recomputed")
-        self._sync(self.tau_slider, tau)
+            raise ParameterError(self._why_not_recomputable(
+                f"tau={tau} needs the cuts recomputed ("
+                + ("the tree was cut with tau='auto' by the dynamic rule, which decided each cut"
+                   if _auto_rule(self._full) == "dynamic" else f"it is larger than the tree's tau {self._full.tau:g}")
+                + ")"
+            ))  # fmt: skip
+        if was_auto:
+            what += f" with a fixed τ instead of τ auto ({self.tree.params.get('auto_rule', 'dynamic')} rule)"
+        self._set_tree(tree, time.perf_counter() - t0, what)
+
+    def set_auto(self, on: bool = True) -> None:
+        """Switch ``tau="auto"`` on (recompute with the tree's ``auto_rule``) or off (the fixed tau of the
+        tau slider, :meth:`set_tau`).
+
+        Raises
+        ------
+        ParameterError
+            Without the features (or, for an attention-walk tree, the attention probabilities).
+        """
+        if bool(on) == self.auto:
+            self._sync_controls()
+            return
+        if not on:
+            self.set_tau(float(self.tau_slider.value))
+            return
+        if not self.recomputable:
+            raise ParameterError(self._why_not_recomputable("tau='auto' needs the cuts recomputed"))
+        t0 = time.perf_counter()
+        self._full = self._recompute(tau=AUTO)
+        rule = self._full.params.get("auto_rule", "dynamic")
+        self._set_tree(self._full, time.perf_counter() - t0, f"τ auto ({rule} rule): recomputed")
 
     def set_alpha(self, alpha: float) -> None:
-        """Recompute the affinity (power ``alpha``) and the cuts from the features, at the current tau."""
-        if self._features is None:
-            raise ValueError("changing alpha needs the features: pass features= to cut_stepper")
+        """Recompute the affinity (power ``alpha``) and the cuts from the features, with every other
+        setting of the tree shown now (a ``tau="auto"`` tree stays automatic).
+
+        Raises
+        ------
+        ParameterError
+            Without the features (or, for an attention-walk tree, the attention probabilities).
+        """
+        if not self.recomputable:
+            raise ParameterError(self._why_not_recomputable("changing alpha needs the cuts recomputed"))
         t0 = time.perf_counter()
         self.alpha = float(alpha)
-        self._full = self._recompute(float(self.tree.tau))
+        self._full = self._recompute()
         self._set_tree(self._full, time.perf_counter() - t0, f"α = {self.alpha:.1f}: recomputed")
-        if self.alpha_slider is not None:
-            self._sync(self.alpha_slider, self.alpha)
 
     # -- internals ----------------------------------------------------------------------------------------
-    def _sync(self, slider: Any, value: float) -> None:
-        """Move a slider to ``value`` without triggering its observer (the change is already applied)."""
-        if abs(float(slider.value) - value) > 1e-9:
-            self._syncing = True
-            try:
-                slider.value = value
-            finally:
-                self._syncing = False
+    def _why_not_recomputable(self, what: str) -> str:
+        if self._features is None:
+            return f"{what}: pass features= to cut_stepper (or pass it the Segmentation)."
+        return (f"{what}: this tree walks on the layer's self-attention; pass attention= (the '<attn1>.probs' "
+                "capture of the same image) to cut_stepper, or pass it the Segmentation, which keeps them.")
+
+    def _sync(self, widget: Any, value: Any) -> None:
+        """Move a widget to ``value`` without triggering its observer (the change is already applied)."""
+        if isinstance(value, bool) and bool(widget.value) == value:
+            return
+        if not isinstance(value, bool) and abs(float(widget.value) - value) <= 1e-9:
+            return
+        self._syncing = True
+        try:
+            widget.value = value
+        finally:
+            self._syncing = False
+
+    def _sync_controls(self) -> None:
+        """The controls show the tree: its tau (its own, read-only while tau is "auto"), auto, alpha."""
+        if float(self.tree.tau) > self.tau_slider.max:
+            self.tau_slider.max = float(self.tree.tau)
+        self._sync(self.tau_slider, float(self.tree.tau))
+        self.tau_slider.disabled = self.auto
+        self._sync(self.auto_box, self.auto)
+        if self.alpha_slider is not None:
+            self._sync(self.alpha_slider, self.alpha)
 
     def _on_tau(self, change: dict) -> None:
         if not self._syncing:
             self.set_tau(change["new"])
 
+    def _on_auto(self, change: dict) -> None:
+        if not self._syncing:
+            self.set_auto(bool(change["new"]))
+
     def _on_alpha(self, change: dict) -> None:
         if not self._syncing:
             self.set_alpha(change["new"])
 
-    def _recompute(self, tau: float) -> Any:
+    def _recompute(self, **changes: Any) -> Any:
         from ..segmentation import recut
 
-        # every setting of the tree (mode, min_size, max_depth, solver) is kept; only alpha and tau change
-        return recut(self._full, self._features, alpha=self.alpha, tau=tau)
+        # every setting of the tree shown now (mode, min_size, max_depth, solver, knn, affinity, walk_steps,
+        # partition, auto_rule, and tau itself, "auto" included) is kept unless changed here
+        return recut(self.tree, self._features, attention=self._attention, alpha=self.alpha, **changes)
+
+    def _write_info(self, what: str) -> None:
+        notes = []
+        rule = _auto_rule(self.tree)
+        if rule == "dynamic":
+            notes.append("τ auto: the dynamic rule decided each cut; "
+                         + ("untick it (or move to a fixed τ with set_tau) to cut at a fixed τ, recomputed"
+                            if self.recomputable else "a fixed τ needs the cuts recomputed (pass features=)"))
+        elif rule == "stable":
+            notes.append(f"τ auto: the stable rule chose τ {float(self.tree.tau):.2f}; untick it to move τ")
+        if self._walk:
+            notes.append("the attention walk has no α" + ("" if self.recomputable else
+                         "; without its attention probabilities (attention=) τ can only be lowered"))
+        elif not self.recomputable:
+            notes.append("without features= τ can only be lowered (pruning)")
+        parts = [what] if what else []
+        parts += notes
+        self.info.value = f"<span style='color:#555'>{' · '.join(parts)}</span>" if parts else ""
 
     def _set_tree(self, tree: Any, seconds: float, what: str) -> None:
         old_step = self.step
@@ -779,8 +948,8 @@ class CutStepper:
         self._data = _StepData(tree)
         n = max(len(tree.steps), 1)
         self.last_update_s = seconds
-        self.info.value = (f"<span style='color:#555'>{what} in {1000 * seconds:.0f} ms · "
-                           f"{len(tree.steps)} steps · {tree.n_segments} segments</span>")
+        self._sync_controls()
+        self._write_info(f"{what} in {1000 * seconds:.0f} ms · {len(tree.steps)} steps · {tree.n_segments} segments")
         max_depth = max(self._data.layout.depth) if self._data.layout.depth else 0
         with self.figure.batch_update():
             self.figure.get_subplot(2, 2).yaxis.range = [max_depth + 0.6, -0.6]
