@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from ._escape import one_line
+
 __all__ = ["PROGRESS_ENV", "Progress", "track", "watch"]
 
 #: environment variable naming the file a running report notebook writes its per-image progress to
@@ -67,7 +69,12 @@ class Progress:
                              dynamic_ncols=True)  # fmt: skip
 
     def advance(self, item: str = "", n: int = 1) -> None:
-        """``n`` more items are done; ``item`` says which (or what came of it)."""
+        """``n`` more items are done; ``item`` says which (or what came of it).
+
+        ``item`` is shown as one line of visible text (a file name's newlines and terminal escape
+        sequences are written out, not obeyed: :func:`diffcut_lab._escape.one_line`).
+        """
+        item = one_line(item)
         self.done += n
         if self._bar is not None:
             self._bar.set_postfix_str(item, refresh=False)
@@ -118,7 +125,7 @@ def track(items: Iterable[T], *, total: int | None = None, label: Any = _label) 
     n = len(items) if total is None else total  # type: ignore[arg-type]
     for i, item in enumerate(items, 1):
         yield item
-        name = " ".join(str(label(item)).split())  # one line, whatever the name holds
+        name = one_line(label(item))  # one line of visible text, whatever the name holds
         try:
             with open(path, "a", encoding="utf-8") as f:
                 f.write(f"{i}\t{n}\t{name}\n")
