@@ -237,10 +237,12 @@ def test_out_in_the_way_fails_before_running(tmp_path, images, no_papermill):
 def test_a_failed_final_move_puts_the_previous_report_back(tmp_path, images, monkeypatch):
     _fake_papermill(monkeypatch)
     out = tmp_path / "r.html"
-    old = {out: "old html", out.with_suffix(".ipynb"): "old notebook", tmp_path / "r_figures" / "figure-01.png": "png"}
-    for path, text in old.items():
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(text)
+    rp.build_report(rp.ReportParams(images=tuple(map(str, images))), out, png=False, quiet=True)  # the previous
+    figures = tmp_path / "r_figures"  # ... and its figures, as the command writes them
+    figures.mkdir()
+    (figures / "figure-01.png").write_text("png")
+    rp._mark_figures(figures)
+    old = {p: p.read_text() for p in (out, out.with_suffix(".ipynb"), figures / "figure-01.png")}
     real = os.replace
     failed = []
 
