@@ -11,7 +11,10 @@ Each recorded :class:`~diffcut_lab.CutStep` is shown as five panels:
 :func:`cut_steps_figure` renders all of this into one plotly figure with a slider (works in exported
 HTML, no kernel needed); :func:`cut_stepper` returns a :class:`CutStepper`, a live app in which ``tau``
 prunes the tree (no recomputation, :meth:`CutTree.prune`) and ``alpha`` recomputes the affinity and the
-cuts from the features.
+cuts from the features. Given a :class:`~diffcut_lab.pipeline.Segmentation` (``cut_stepper(seg)``) every
+recompute keeps the whole cut configuration (:func:`~diffcut_lab.segmentation.recut`): an attention-walk
+tree is cut again from the attention probabilities the segmentation kept, a ``tau="auto"`` tree stays
+automatic (its tau slider switches explicitly to a fixed tau), a kNN tree stays sparse.
 """
 
 from __future__ import annotations
