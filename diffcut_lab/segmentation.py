@@ -33,10 +33,12 @@ from .threads import small_work
 
 __all__ = [
     "PUBLISHED_ORDER_MAX_BYTES",
+    "affinity_graph",
     "cut_tree",
     "cut_trees",
     "grid_labels",
     "guide_image",
+    "laplacian_weights",
     "network_input",
     "pixel_labels",
     "recut",
@@ -174,10 +176,18 @@ _TREE_PARAMS = ("alpha", "knn", "min_size", "max_depth", "solver", "affinity", "
                 "auto_rule")  # fmt: skip
 
 
-def affinity_graph(features: torch.Tensor, config: DiffCutConfig, attention: Any = None) -> torch.Tensor:
+def affinity_graph(features: Any, config: DiffCutConfig, attention: Any = None) -> torch.Tensor:
     """The graph a cut partitions, on the features' device: DiffCut's affinity of the ``(C, h, w)``
-    features (``alpha``, ``knn``), or the attention random walk (``affinity="attention"``, ``walk_steps``)."""
+    features (``alpha``, ``knn``), or the attention random walk (``affinity="attention"``, ``walk_steps``).
+
+    The one builder of that graph: :func:`cut_tree`, the spectrum and eigenvector views
+    (:func:`~diffcut_lab.spectrum.laplacian_spectrum`) and the spectral baseline all call it. It returns
+    the graph with its self-loops (the unit diagonal of the cosine affinity, the walk's return flow);
+    :func:`laplacian_weights` applies a mode's convention for them.
+    """
     from .affinities import affinity
+
+    features = _grid_features(features)  # the checks of cut_tree (a no-op on features it already checked)
 
     if config.affinity == "attention":
         from .walks import walk_affinity
@@ -341,6 +351,53 @@ def grid_labels(tree: Any) -> np.ndarray:
     """
     labels = tree.published_labels() if tree.mode == "paper" else tree.labels
     return np.asarray(labels, dtype=np.int64)
+
+
+def laplacian_weights(W: Any, mode: str = "fixed") -> Any:
+    """The weights whose normalised Laplacian the first cut of ``mode`` solves, on the host in float64.
+
+    ``mode="fixed"``: ``W`` without self-loops (the diagonal is ignored, as in every fixed-mode
+    sub-graph, ``_cut_attempt._subgraph``); a sparse (kNN) graph stays a scipy CSR matrix.
+    ``mode="paper"``: ``W`` rounded to float32 as the paper cut holds it, self-loops kept (the published
+    degrees count them); dense only, as in :func:`~diffcut_lab.ncut.recursive_ncut`.
+
+    Parameters
+    ----------
+    W : torch.Tensor, numpy.ndarray or scipy.sparse matrix
+        ``(N, N)`` graph, e.g. :func:`affinity_graph`.
+    mode : {"fixed", "paper"}
+
+    Returns
+    -------
+    numpy.ndarray or scipy.sparse.csr_matrix
+        ``(N, N)`` float64 weights (a copy).
+    """
+    import scipy.sparse as sp
+
+    from .ncut import MODES
+
+    if mode not in MODES:
+        raise ParameterError(f"mode must be one of {MODES}, got {mode!r}.")
+    if isinstance(W, torch.Tensor) and W.layout != torch.strided:
+        t = W.detach().to_sparse_coo().coalesce().cpu()
+        idx = t.indices().numpy()
+        W = sp.csr_matrix((t.values().double().numpy(), (idx[0], idx[1])), shape=tuple(t.shape))
+    if sp.issparse(W):
+        if mode == "paper":
+            raise ParameterError("mode='paper' cuts a dense affinity; a sparse (kNN) graph is cut in mode='fixed'.")
+        g = sp.csr_matrix(W, dtype=np.float64, copy=True)
+        g.setdiag(0.0)
+        g.eliminate_zeros()
+        return g
+    a = W.detach().cpu() if isinstance(W, torch.Tensor) else torch.as_tensor(np.asarray(W))
+    if a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise ParameterError(f"W must be a square (N, N) affinity matrix, got shape {tuple(a.shape)}.")
+    if mode == "paper":
+        a = a.to(torch.float32)
+    out = a.to(torch.float64).numpy().copy()
+    if mode == "fixed":
+        np.fill_diagonal(out, 0.0)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------
