@@ -26,6 +26,7 @@ Where the defaults differ from the published evaluation, and why
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,8 +54,17 @@ __all__ = [
     "LABEL_FIELDS",
     "MAX_DENSE_NODES",
     "MAX_IMAGE_PIXELS",
+    "MAX_KWAY_WORK",
+    "MAX_MEDIAN_SIZE",
+    "MAX_PAMR_DILATION",
+    "MAX_PAMR_ITER",
+    "MAX_SEED",
+    "MAX_WALK_NODES",
+    "MAX_WALK_STEPS",
+    "NONE",
     "PAPER_MASK_SIZE",
     "DiffCutConfig",
+    "check_kway_segments",
     "check_tau",
     "parse_size",
 ]
@@ -65,6 +75,25 @@ PAPER_MASK_SIZE = 128
 MAX_IMAGE_PIXELS = 89_478_485
 #: the largest feature grid cut with a dense affinity (128 x 128: a 1 GiB float32 matrix; above, use knn)
 MAX_DENSE_NODES = 128 * 128
+#: the largest seed: seeds are int64 (torch and numpy generators, Parquet columns); 0 .. 2**63 - 1
+MAX_SEED = 2**63 - 1
+#: the longest attention walk: its graph is built from P^k by ~log2(k) N x N products, and P^k has long
+#: reached its stationary rank-one limit (one segment) by then
+MAX_WALK_STEPS = 1024
+#: the largest feature grid an attention walk runs on (64 x 64): each N x N product and the stationary
+#: solve grow as N^3, and on a 128 x 128 grid they take tens of minutes on a CPU
+MAX_WALK_NODES = 64 * 64
+#: the largest K-way cut, as segments x grid nodes: its cost grows with both (about two minutes on one CPU
+#: core at this size: 32 segments of a 128 x 128 grid, or 512 of 32 x 32)
+MAX_KWAY_WORK = 2**19
+#: most PAMR iterations (the published evaluation runs 10, its notebook 30)
+MAX_PAMR_ITER = 1000
+#: largest PAMR dilation, in pixels (the published notebook's largest is 64; PAMR pads the image by it)
+MAX_PAMR_DILATION = 512
+#: largest median filter window (the published one is 3; the window's cost grows with its area)
+MAX_MEDIAN_SIZE = 31
+#: how an optional setting is written as text (command line, YAML): ``"none"`` is ``None``; 0 is a number
+NONE = "none"
 
 
 def _is_int(v: Any) -> bool:
@@ -106,6 +135,38 @@ def check_tau(value: Any, *, auto: bool = False) -> float | str:
             f"uses 0.5, larger tau gives more segments){or_auto}; got {value!r}."
         )
     return tau
+
+
+def check_kway_segments(k: int, grid: Sequence[int], *, source: str = "n_segments") -> int:
+    """The one rule for K of a K-way cut on an ``(h, w)`` feature grid: ``K <= h * w`` (a segment needs a
+    node) and ``K * h * w <= MAX_KWAY_WORK`` (beyond, the cut does not finish in minutes).
+
+    ``source`` says where K came from (``"n_segments"``, or e.g. ``"the recursive cut at tau 0.9"``) for
+    the message. Returns K; raises ParameterError naming a K that works.
+    """
+    h, w = parse_size(tuple(grid), "grid")
+    n = h * w
+    largest = min(n, MAX_KWAY_WORK // n)
+    lead = f"n_segments={k}" if source == "n_segments" else f"{source} gives {k:,} segments"
+    if k > n:
+        raise ParameterError(
+            f"{lead}, more than the {n:,} nodes of the {h} x {w} feature grid (each segment of a K-way cut "
+            f"needs a node); pass n_segments={largest} or fewer."
+        )
+    if k * n > MAX_KWAY_WORK:
+        raise ParameterError(
+            f"{lead}: a K-way cut into {k:,} segments of the {h} x {w} feature grid ({n:,} nodes) does not "
+            f"finish in minutes (segments x nodes is at most {MAX_KWAY_WORK:,}); pass n_segments={largest} or "
+            "fewer, partition='recursive', or a coarser grid (layer or image_size)."
+        )
+    return int(k)
+
+
+def _optional(value: Any) -> Any:
+    """``None`` for ``None`` or the text ``"none"`` (any case), as the command line and YAML write it."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == NONE):
+        return None
+    return value
 
 
 def _setting(default: Any, help: str, **meta: Any) -> Any:
@@ -255,6 +316,8 @@ class DiffCutConfig:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        for name in _OPTIONAL_FIELDS:  # None, or "none" as text writes it; 0 is a number, never None
+            set_(self, name, _optional(getattr(self, name)))
         if not isinstance(self.layer, str) or not self.layer:
             raise ParameterError(f"layer must be a non-empty layer name or alias; got {self.layer!r}.")
         if not _is_int(self.timestep) or self.timestep < 0:
@@ -274,12 +337,14 @@ class DiffCutConfig:
             raise ParameterError("min_size must be 1 in mode 'paper' (the published recursion has no minimum).")
         if not isinstance(self.antialias, bool):
             raise ParameterError(f"antialias must be True or False; got {self.antialias!r}.")
-        if not _is_int(self.seed):
-            raise ParameterError(f"seed must be an int; got {self.seed!r}.")
+        if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
+            raise ParameterError(f"seed must be an int from 0 to 2**63 - 1 (an int64); got {self.seed!r}.")
         for name, lo in (("pamr_iter", 0), ("median_size", 1), ("min_size", 1)):
             v = getattr(self, name)
             if not _is_int(v) or v < lo:
                 raise ParameterError(f"{name} must be an int >= {lo}; got {v!r}.")
+        _at_most("pamr_iter", self.pamr_iter, MAX_PAMR_ITER, "the published evaluation runs 10")
+        _at_most("median_size", self.median_size, MAX_MEDIAN_SIZE, "the published filter is 3 x 3")
         if self.knn is not None and self.mode == "paper":
             raise ParameterError("knn exists in mode 'fixed' only (the published recursion cuts the dense graph).")
         if self.affinity == "attention" and self.knn is not None:
@@ -289,19 +354,26 @@ class DiffCutConfig:
                                  "use mode='fixed'.")  # fmt: skip
         if self.n_segments is not None and self.partition != "kway":
             raise ParameterError("n_segments sets K of partition='kway'; the recursive cut's granularity is tau.")
-        for name, lo in (("walk_steps", 1),):
-            v = getattr(self, name)
-            if not _is_int(v) or v < lo:
-                raise ParameterError(f"{name} must be an int >= {lo}; got {v!r}.")
-        for name, lo in (("refine_max_side", 1), ("max_depth", 0), ("knn", 1), ("n_segments", 1)):
+        if self.partition == "kway" and self.knn is not None:
+            raise ParameterError("partition 'kway' cuts the dense graph (knn gives a sparse one); drop knn, or use "
+                                 "partition='recursive'.")  # fmt: skip
+        if not _is_int(self.walk_steps) or self.walk_steps < 1:
+            raise ParameterError(f"walk_steps must be an int >= 1; got {self.walk_steps!r}.")
+        _at_most("walk_steps", self.walk_steps, MAX_WALK_STEPS, "the walk has converged to one segment long before")
+        for name, lo, none in (("refine_max_side", 1, "no limit"), ("max_depth", 0, "no limit; 0: no cut"),
+                               ("knn", 1, "the dense graph"), ("n_segments", 1, "K from tau")):  # fmt: skip
             v = getattr(self, name)
             if v is not None and (not _is_int(v) or v < lo):
-                raise ParameterError(f"{name} must be None or an int >= {lo}; got {v!r}.")
+                raise ParameterError(f"{name} must be an int >= {lo}, or None ({none}); got {v!r}.")
+        if self.n_segments is not None:
+            _at_most("n_segments", self.n_segments, _MAX_KWAY_SEGMENTS, "a K-way cut needs K grid nodes and "
+                     f"segments x nodes <= {MAX_KWAY_WORK:,}")  # fmt: skip
         dil = tuple(self.pamr_dilations) if isinstance(self.pamr_dilations, (list, tuple)) else ()
         if not dil or any(not _is_int(d) or d < 1 for d in dil):
             raise ParameterError(
                 f"pamr_dilations must be a non-empty tuple of positive ints; got {self.pamr_dilations!r}."
             )
+        _at_most("pamr_dilations", max(dil), MAX_PAMR_DILATION, "PAMR pads the image by the largest one")
         set_(self, "timestep", int(self.timestep))
         set_(self, "alpha", alpha)
         set_(self, "tau", tau)
@@ -368,6 +440,35 @@ class DiffCutConfig:
         """Every setting's name, in declaration order."""
         return tuple(f.name for f in dataclasses.fields(cls))
 
+    def check_grid(self, grid: Sequence[int]) -> None:
+        """Refuse what these settings cannot cut on an ``(h, w)`` feature grid, before any work.
+
+        A dense cosine affinity above :data:`MAX_DENSE_NODES` nodes (``knn`` makes it sparse), an attention
+        walk above :data:`MAX_WALK_NODES`, and a K-way ``n_segments`` that :func:`check_kway_segments`
+        refuses (more segments than nodes, or beyond :data:`MAX_KWAY_WORK`).
+
+        Raises
+        ------
+        ParameterError
+            One line naming the grid and a setting that works.
+        """
+        h, w = parse_size(tuple(grid), "grid")
+        n = h * w
+        if self.affinity == "attention" and n > MAX_WALK_NODES:
+            raise ParameterError(
+                f"affinity='attention' on the {h} x {w} feature grid ({n:,} nodes): the walk's N x N products "
+                f"do not finish in minutes above {MAX_WALK_NODES:,} nodes; use affinity='cosine', a coarser "
+                "layer or a smaller image_size."
+            )
+        if self.affinity == "cosine" and self.knn is None and n > MAX_DENSE_NODES:
+            raise ParameterError(
+                f"the {h} x {w} feature grid ({n:,} nodes) is too large for a dense affinity "
+                f"({n * n * 4 / 2**30:.0f} GiB); pass knn=32 (a sparse graph), a smaller image_size, or a coarser "
+                "layer."
+            )
+        if self.partition == "kway" and self.n_segments is not None:
+            check_kway_segments(self.n_segments, (h, w))
+
     # -- conversions ------------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -395,6 +496,17 @@ class DiffCutConfig:
             value = resolved.get(name, getattr(self, name))
             out[name] = _readable(name, value)
         return out
+
+
+#: settings whose value may be None (written "none" on the command line and in YAML)
+_OPTIONAL_FIELDS = ("image_size", "mask_size", "refine_max_side", "max_depth", "knn", "n_segments")
+#: the largest n_segments on any grid: K <= N and K * N <= MAX_KWAY_WORK
+_MAX_KWAY_SEGMENTS = math.isqrt(MAX_KWAY_WORK)
+
+
+def _at_most(name: str, value: int, limit: int, why: str) -> None:
+    if value > limit:
+        raise ParameterError(f"{name} must be at most {limit:,} ({why}); got {value!r}.")
 
 
 def _number(value: Any, name: str) -> float:

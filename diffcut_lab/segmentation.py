@@ -216,12 +216,15 @@ def _kway_tree(W: torch.Tensor, config: DiffCutConfig, grid: tuple[int, int], k:
     """One K-way cut of ``W`` as a tree without steps (``params`` says where K came from).
 
     ``start``: labels to improve (the recursive cut's partition, which the K-way cut then never makes
-    worse); else seeded restarts."""
+    worse); else seeded restarts. A K the grid cannot take (more segments than nodes, or beyond
+    :data:`~diffcut_lab.config.MAX_KWAY_WORK`) raises ParameterError before the cut, naming one it can."""
+    from .config import check_kway_segments
     from .kway import kway_ncut
     from .ncut import CutTree
 
+    k = check_kway_segments(int(k), grid, source=k_from)  # refused, never clamped: K means what it says
     init = "k-means++" if start is None else np.asarray(start).reshape(-1)
-    res = kway_ncut(W, min(int(k), W.shape[0]), seed=0, init=init)
+    res = kway_ncut(W, k, seed=0, init=init)
     params = {"ncut": float(res.ncut), "k_from": k_from, "n_iter": int(res.n_iter), "converged": bool(res.converged)}
     if config.tau == AUTO:
         params["tau"] = AUTO
