@@ -20,7 +20,7 @@ from rows import stable
 from diffcut_lab import errors as dl_errors
 from diffcut_lab.ablation import AblationGrid, run_ablation, summarize
 from diffcut_lab.ablation.grid import config_id
-from diffcut_lab.ablation.store import ResultStore
+from diffcut_lab.ablation.store import ResultStore, sort_rows
 from diffcut_lab.errors import ParameterError
 from diffcut_lab.feature_cache import FeatureStore, feature_key, image_hash, model_fingerprint
 
@@ -367,8 +367,9 @@ def test_a_corrupt_part_is_quarantined_and_recomputed(tiny_dir, tmp_path):
     bad.write_bytes(bad.read_bytes()[: 100])  # a copy cut short
     with pytest.warns(RuntimeWarning, match="cannot be read"):
         again = run_ablation(grid, out=out, progress=False)
-    assert (out / "quarantine" / bad.name).exists() and not bad.exists()
+    assert (out / "_quarantine" / f"{bad.name}.bad").exists() and not bad.exists()
     pd.testing.assert_frame_equal(stable(again), stable(first))
+    pd.testing.assert_frame_equal(stable(sort_rows(pd.read_parquet(out))), stable(first))  # readers skip the quarantine
 
 
 def test_a_feature_cache_entry_under_the_wrong_key_is_not_believed(tiny_dir, tmp_path):

@@ -10,6 +10,7 @@ import torch
 from rows import stable
 
 from diffcut_lab.ablation import AblationGrid, run_ablation
+from diffcut_lab.ablation.store import sort_rows
 from diffcut_lab.feature_cache import FeatureStore
 
 
@@ -93,3 +94,124 @@ def test_a_full_cache_disk_message_names_the_entry(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="StorageFull") as info:
         store.put("ab" * 32, torch.zeros(1, 2, 2))
     assert info.value.filename == str(store.path("ab" * 32))
+
+
+# ----------------------------------------------------------------------------------------------------
+# result parts (item 6)
+
+
+def _corrupt_a_data_page(part) -> None:
+    """Flip bytes inside the first column chunk's pages, leaving the footer intact."""
+    import pyarrow.parquet as pq
+
+    col = pq.read_metadata(part).row_group(0).column(0)
+    start = col.data_page_offset
+    data = bytearray(part.read_bytes())
+    for i in range(start + 8, start + col.total_compressed_size):
+        data[i] ^= 0x5A
+    part.write_bytes(bytes(data))
+    assert pq.read_metadata(part).num_rows > 0  # the footer still reads
+
+
+def test_a_quarantined_part_stays_out_of_pandas_read_parquet(tiny_dir, tmp_path):
+    from diffcut_lab.ablation.store import ResultStore
+
+    grid = small_grid(tiny_dir)
+    out = tmp_path / "r.parquet"
+    first = run_ablation(grid, out=out, progress=False)
+    bad = ResultStore(out).parts()[0]
+    bad.write_bytes(bad.read_bytes()[:100])
+    with pytest.warns(RuntimeWarning, match=f"{bad.name} cannot be read"):
+        run_ablation(grid, out=out, progress=False)
+    pd.testing.assert_frame_equal(stable(sort_rows(pd.read_parquet(out))), stable(first))
+    assert not list(out.rglob("*/*.parquet"))  # nothing a recursive glob of parts would pick up
+
+
+def test_a_part_with_a_corrupt_data_page_and_an_intact_footer_is_quarantined(tiny_dir, tmp_path):
+    from diffcut_lab.ablation.store import ResultStore
+
+    grid = small_grid(tiny_dir)
+    out = tmp_path / "r.parquet"
+    first = run_ablation(grid, out=out, progress=False)
+    bad = ResultStore(out).parts()[0]
+    _corrupt_a_data_page(bad)
+    with pytest.warns(RuntimeWarning, match=f"{bad.name} cannot be read"):
+        again = run_ablation(grid, out=out, progress=False)
+    assert (out / "_quarantine" / f"{bad.name}.bad").exists() and not bad.exists()
+    pd.testing.assert_frame_equal(stable(again), stable(first))
+
+
+def test_a_foreign_schema_part_is_quarantined_with_its_name(tiny_dir, tmp_path):
+    grid = small_grid(tiny_dir)
+    out = tmp_path / "r.parquet"
+    first = run_ablation(grid, out=out, progress=False)
+    foreign = out / "part-foreign.parquet"
+    pd.DataFrame({"model": [1, 2], "x": ["a", "b"]}).to_parquet(foreign)
+    with pytest.warns(RuntimeWarning, match="part-foreign.parquet is not a part of these results"):
+        again = run_ablation(grid, out=out, progress=False)
+    pd.testing.assert_frame_equal(stable(again), stable(first))
+    retyped = out / "part-retyped.parquet"
+    frame = pd.read_parquet(out)
+    frame["timestep"] = frame["timestep"].astype(str) + "x"  # the right columns, one of another type
+    frame.to_parquet(retyped)
+    with pytest.warns(RuntimeWarning, match=r"part-retyped.parquet is not a part .*timestep \(\w*string"):
+        again = run_ablation(grid, out=out, progress=False)
+    pd.testing.assert_frame_equal(stable(again), stable(first))
+    assert sorted(p.name for p in (out / "_quarantine").iterdir()) == [
+        "part-foreign.parquet.bad", "part-retyped.parquet.bad"
+    ]
+
+
+def test_a_part_that_cannot_be_quarantined_is_a_clear_error_naming_it(tiny_dir, tmp_path, monkeypatch):
+    import os
+
+    from diffcut_lab.ablation.store import ResultStore
+    from diffcut_lab.errors import ParameterError
+
+    grid = small_grid(tiny_dir, dataset_kwargs={"n": 1, "size": 64})
+    out = tmp_path / "r.parquet"
+    run_ablation(grid, out=out, progress=False)
+    bad = ResultStore(out).parts()[0]
+    _corrupt_a_data_page(bad)
+    real = os.replace
+
+    def refuse(src, dst):
+        if str(dst).endswith(".bad"):
+            raise PermissionError(13, "Permission denied", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(ParameterError, match=f"{bad.name} cannot be read.*, and it cannot be moved"):
+        run_ablation(grid, out=out, progress=False)
+
+
+def test_a_quarantine_folder_of_an_older_version_is_moved_out_of_the_readers_way(tiny_dir, tmp_path):
+    grid = small_grid(tiny_dir, dataset_kwargs={"n": 1, "size": 64})
+    out = tmp_path / "r.parquet"
+    first = run_ablation(grid, out=out, progress=False)
+    (out / "quarantine").mkdir()
+    (out / "quarantine" / "part-old.parquet").write_bytes(b"PAR1 cut short")
+    run_ablation(grid, out=out, progress=False)
+    assert (out / "_quarantine" / "part-old.parquet.bad").exists() and not (out / "quarantine").exists()
+    pd.testing.assert_frame_equal(stable(sort_rows(pd.read_parquet(out))), stable(first))
+
+
+def test_every_resume_reads_parts_whole_and_parts_carry_page_checksums(tiny_dir, tmp_path):
+    import pyarrow.parquet as pq
+
+    from diffcut_lab.ablation.store import ResultStore
+
+    out = tmp_path / "r.parquet"
+    run_ablation(small_grid(tiny_dir, dataset_kwargs={"n": 1, "size": 64}), out=out, progress=False)
+    (part,) = ResultStore(out).parts()
+    # a single flipped byte in an uncompressed page is caught only by its checksum
+    table = pq.read_table(part)
+    plain = tmp_path / "plain.parquet"
+    pq.write_table(table, plain, compression="none", write_page_checksum=True)
+    data = bytearray(plain.read_bytes())
+    col = pq.read_metadata(plain).row_group(0).column(0)
+    data[col.data_page_offset + col.total_compressed_size - 3] ^= 0x01
+    shutil.copy(plain, part)
+    part.write_bytes(bytes(data))
+    with pytest.warns(RuntimeWarning, match=f"{part.name} cannot be read"):
+        assert ResultStore(out).parts() == []

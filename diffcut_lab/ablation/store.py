@@ -11,8 +11,12 @@ What it guarantees:
   with a clear error instead of writing duplicate rows; the run that holds it first removes the hidden
   half-written parts of a writer that was killed;
 * **no duplicates read back**: rows are read once per (model, image, configuration), whatever is on disk;
-* **corrupt parts quarantined**: a part that cannot be read (a disk error, a copy cut short) is moved to
-  ``out/quarantine/`` with a warning, and its rows are computed again by the next run.
+* **every part read whole before it is trusted**: parts are written with page checksums, and each one
+  is read completely (every page, checksums verified) and checked against :data:`SCHEMA` before its rows
+  count; a part that fails (a disk error, a copy cut short, a corrupt page behind an intact footer, a
+  foreign file) is moved to ``out/_quarantine/`` as ``<name>.bad`` with a warning that names it, and its
+  rows are computed again. Quarantined files are outside what Parquet readers glob (a ``_`` folder, no
+  ``.parquet`` suffix), so ``pandas.read_parquet(out)`` keeps working.
 """
 
 from __future__ import annotations
@@ -30,7 +34,14 @@ import pyarrow.parquet as pq
 
 from ..errors import ParameterError
 
-__all__ = ["ROW_KEY", "SCHEMA", "SORT_COLUMNS", "VOLATILE_COLUMNS", "ResultStore", "sort_rows", "to_schema"]
+__all__ = ["QUARANTINE", "ROW_KEY", "SCHEMA", "SORT_COLUMNS", "VOLATILE_COLUMNS", "ResultStore", "sort_rows", "to_schema"]
+
+#: where unreadable parts go, inside ``out``: Parquet readers (pyarrow, pandas, Dask, Spark) skip folders
+#: whose name starts with ``_``, and the files there lose their ``.parquet`` suffix
+QUARANTINE = "_quarantine"
+
+#: the folder older versions quarantined into (inside what readers glob); moved on the next locked run
+_OLD_QUARANTINE = "quarantine"
 
 #: what identifies a row: one result per (model, image, configuration)
 ROW_KEY = ["model", "image", "config_id"]
@@ -109,6 +120,7 @@ class ResultStore:
 
     def __init__(self, out: str | Path) -> None:
         self.out = Path(out)
+        self._checked: dict[Path, tuple[tuple[int, int], pa.Table]] = {}
         if self.out.exists() and not self.out.is_dir():
             raise ParameterError(
                 f"{self.out} is a file; results are a directory of Parquet parts. Pass a new path "
@@ -116,29 +128,71 @@ class ResultStore:
             )
 
     def parts(self) -> list[Path]:
-        """The finished, readable part files (unreadable ones are quarantined, with a warning)."""
+        """The finished part files, each read whole and checked (failing ones are quarantined, with a warning).
+
+        Returns
+        -------
+        list of Path
+            Parts whose every page reads (checksums verified) and whose columns are :data:`SCHEMA`'s.
+        """
+        return [p for p, _ in self._tables()]
+
+    def _tables(self) -> list[tuple[Path, pa.Table]]:
+        """``(part, rows as SCHEMA)`` of every trusted part; a part is read once per change on disk."""
         if not self.out.is_dir():
             return []
         good = []
+        seen: dict[Path, tuple[tuple[int, int], pa.Table]] = {}
         for p in sorted(self.out.glob("part-*.parquet")):
             try:
-                pq.read_metadata(p)
-            except (OSError, pa.ArrowException) as err:
-                self._quarantine(p, err)
+                st = p.stat()
+            except FileNotFoundError:  # removed since the listing
+                continue
+            stamp = (st.st_size, st.st_mtime_ns)
+            cached = self._checked.get(p)
+            if cached is not None and cached[0] == stamp:
+                table = cached[1]
             else:
-                good.append(p)
+                try:
+                    table = _read_part(p)
+                except _BadPart as err:
+                    self._quarantine(p, err.why)
+                    continue
+            seen[p] = (stamp, table)
+            good.append((p, table))
+        self._checked = seen
         return good
 
-    def _quarantine(self, part: Path, err: Exception) -> None:
-        target = self.out / "quarantine"
-        target.mkdir(exist_ok=True)
-        os.replace(part, target / part.name)
+    def _quarantine(self, part: Path, why: str) -> None:
+        target = self.out / QUARANTINE
+        dest = target / f"{part.name}.bad"
+        try:
+            target.mkdir(exist_ok=True)
+            os.replace(part, dest)
+        except OSError as err:
+            raise ParameterError(
+                f"{part} {why}, and it cannot be moved to {target}/ ({err.strerror or err}); move or delete "
+                "it, and run again to compute its rows"
+            ) from None
         warnings.warn(
-            f"{part} cannot be read ({type(err).__name__}: {err}); moved to {target}/. Its rows are "
-            "computed again on the next run.",
+            f"{part} {why}; moved to {dest}. Its rows are computed again on the next run.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
+
+    def _move_old_quarantine(self) -> None:
+        """Move what older versions quarantined into ``out/quarantine/`` out of the readers' way."""
+        old = self.out / _OLD_QUARANTINE
+        if not old.is_dir():
+            return
+        target = self.out / QUARANTINE
+        target.mkdir(exist_ok=True)
+        for f in sorted(old.iterdir()):
+            if f.is_file():
+                name = f.name if f.suffix == ".bad" else f"{f.name}.bad"
+                os.replace(f, target / name)
+        with contextlib.suppress(OSError):
+            old.rmdir()
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -162,39 +216,81 @@ class ResultStore:
             os.write(fd, f"{os.getpid()}\n".encode())
             for stale in self.out.glob(".part-*.parquet.tmp"):  # left by a writer killed mid-write
                 stale.unlink(missing_ok=True)
+            self._move_old_quarantine()
             yield
         finally:
             os.close(fd)  # closing releases the lock
 
     def done(self) -> set[tuple[str, str, str]]:
-        """``(model, image, config_id)`` of every row already stored."""
-        parts = self.parts()
-        if not parts:
-            return set()
-        cols = _dataset(parts).to_table(columns=ROW_KEY).to_pydict()
-        return set(zip(*(cols[k] for k in ROW_KEY)))
+        """``(model, image, config_id)`` of every row already stored (in parts read whole and checked)."""
+        done: set[tuple[str, str, str]] = set()
+        for _, table in self._tables():
+            cols = table.select(ROW_KEY).to_pydict()
+            done.update(zip(*(cols[k] for k in ROW_KEY)))
+        return done
 
     def write(self, rows: pd.DataFrame) -> Path | None:
-        """Append ``rows`` as one new part (atomic and durable); returns its path (None for no rows)."""
+        """Append ``rows`` as one new part (atomic and durable, with page checksums); returns its path
+        (None for no rows)."""
         if rows is None or len(rows) == 0:
             return None
         self.out.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pandas(rows[SCHEMA.names], schema=SCHEMA, preserve_index=False)
         final = self.out / f"part-{uuid.uuid4().hex}.parquet"
         tmp = self.out / f".{final.name}.tmp"
-        pq.write_table(table, tmp)
-        _fsync(tmp)
-        os.replace(tmp, final)
+        try:
+            pq.write_table(table, tmp, write_page_checksum=True)
+            _fsync(tmp)
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
         _fsync(self.out)
         return final
 
     def read(self) -> pd.DataFrame:
         """Every stored row once, in a stable order (empty frame with the schema's columns if none)."""
-        parts = self.parts()
-        if not parts:
+        tables = [t for _, t in self._tables()]
+        if not tables:
             return SCHEMA.empty_table().to_pandas()
-        df = _dataset(parts).to_table().to_pandas()
+        df = pa.concat_tables(tables).to_pandas()
         return sort_rows(df.drop_duplicates(ROW_KEY, keep="first"))
+
+
+class _BadPart(Exception):
+    """A part that cannot be trusted; ``why`` says so in words that follow its file name."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+def _read_part(path: Path) -> pa.Table:
+    """Every row of one part, read whole (page checksums verified) and cast to :data:`SCHEMA`."""
+    try:
+        table = pq.read_table(path, page_checksum_verification=True)
+    except (OSError, pa.ArrowException) as err:
+        raise _BadPart(f"cannot be read ({type(err).__name__}: {_one_line(err)})") from None
+    missing = [n for n in SCHEMA.names if n not in table.column_names]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise _BadPart(f"is not a part of these results: it lacks the columns {shown}")
+    columns, wrong = [], []
+    for f in SCHEMA:
+        column = table.column(f.name)
+        try:
+            columns.append(column.cast(f.type))
+        except (pa.ArrowException, ValueError, TypeError):
+            wrong.append(f"{f.name} ({column.type}, not {f.type})")
+    if wrong:
+        raise _BadPart(f"is not a part of these results: the columns {', '.join(wrong[:5])} have other types")
+    return pa.Table.from_arrays(columns, schema=SCHEMA)
+
+
+def _one_line(err: Exception) -> str:
+    """An error's text on one line."""
+    return " ".join(str(err).split())
 
 
 def _fsync(path: Path) -> None:
@@ -208,12 +304,6 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _dataset(parts: list[Path]):
-    import pyarrow.dataset as pads
-
-    return pads.dataset([str(p) for p in parts], schema=SCHEMA, format="parquet")
 
 
 def to_schema(rows: pd.DataFrame) -> pd.DataFrame:
