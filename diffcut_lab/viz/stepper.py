@@ -20,6 +20,7 @@ automatic (its tau slider switches explicitly to a fixed tau), a kNN tree stays 
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -146,8 +147,10 @@ def _decision(tree: Any, s: Any) -> str:
     """Why step ``s`` was cut or not, in a few words: NCut against tau, or the dynamic rule's verdict."""
     ncut = _fmt(float(s.ncut) if s.ncut is not None else np.nan)
     if _auto_rule(tree) == "dynamic":
+        # the step's reason without its verdict, its NCut (shown already) and its details in brackets
         why = str(getattr(s, "reason", "") or "").split(" (")[0].split(" [")[0]
-        return f"NCut {ncut} · τ auto: {why}" if why else f"NCut {ncut} · τ auto"
+        why = re.sub(r"^ncut \S+ ", "", re.sub(r"^(accepted|rejected|stopped): ", "", why))
+        return f"NCut {ncut} · τ auto ({why})" if why else f"NCut {ncut} · τ auto"
     return f"NCut {ncut} {'<' if _accepted(s) else '≥'} {_tau_text(tree)}"
 
 
@@ -932,7 +935,7 @@ class CutStepper:
         rule = _auto_rule(self.tree)
         if rule == "dynamic":
             notes.append("τ auto: the dynamic rule decided each cut; "
-                         + ("untick it (or move to a fixed τ with set_tau) to cut at a fixed τ, recomputed"
+                         + ("untick it to cut at a fixed τ (recomputed)"
                             if self.recomputable else "a fixed τ needs the cuts recomputed (pass features=)"))
         elif rule == "stable":
             notes.append(f"τ auto: the stable rule chose τ {float(self.tree.tau):.2f}; untick it to move τ")
