@@ -48,7 +48,8 @@ def load_image(src: ImageLike) -> Image.Image:
         - a path to an image file (any format Pillow reads);
         - a PIL image of any mode (``RGB``, ``RGBA``, ``LA``, ``L``, ``1``, ``P``, ``I;16``, ``I``,
           ``F``, ``CMYK``, ...); alpha is composited over white, 16-bit and float grey images are
-          scaled by their type's range;
+          scaled by their type's range, never by their data (a 16-bit PGM, PNG or TIFF by 65535; a
+          32-bit integer image as integer arrays are: 8-bit when its values fit, refused otherwise);
         - a numpy array ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` of dtype uint8
           (0..255), uint16 (0..65535), bool, or float with values in [0, 1]; other integer dtypes only
           with values in 0..255 (read as 8-bit; any other range is ambiguous and refused);
@@ -204,7 +205,7 @@ def _load_path(path: Path) -> Image.Image:
             with Image.open(path) as img:
                 _check_pixels(img.size, repr(str(path)))  # before decoding a single pixel
                 img.load()
-                return _pil_to_rgb(img)
+                return _pil_to_rgb(img, f"image {str(path)!r}")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageInputError(f"image {str(path)!r} is too large to read safely ({err}).") from None
     except (UnidentifiedImageError, OSError) as err:
@@ -222,9 +223,53 @@ def _check_pixels(size: tuple[int, int], what: str) -> None:
         )
 
 
-def _pil_to_rgb(img: Image.Image) -> Image.Image:
+def _source_bits(img: Image.Image) -> int | None:
+    """Bits per sample of the file an integer (mode ``I``) image was read from, when the file says so.
+
+    Pillow reads 16-bit PGM / PPM files as mode ``I`` with values rescaled to 0..65535 (whatever the
+    file's maxval), older versions 16-bit PNGs too; a TIFF says its depth in ``BitsPerSample``. An image
+    made in memory says nothing (None).
+    """
+    fmt = getattr(img, "format", None)
+    if fmt == "PPM" or fmt == "PNG":
+        return 16
+    if fmt == "TIFF":
+        bits = getattr(img, "tag_v2", {}).get(258)
+        bits = bits[0] if isinstance(bits, tuple) and bits else bits
+        return int(bits) if isinstance(bits, int) else None
+    return None
+
+
+def _integer_scale(arr: np.ndarray, bits: int | None, origin: str) -> float:
+    """The value that is white in a mode ``I`` image: by the type of its source, never by its data.
+
+    8- and 16-bit sources scale by their type's range (255, 65535); a 32-bit or unknown source is read
+    as integer arrays are: as 8-bit when its values fit in 0..255, refused otherwise (ambiguous).
+    """
+    lo, hi = int(arr.min(initial=0)), int(arr.max(initial=0))
+    if bits in (8, 16):
+        top = 2**bits - 1
+        if lo < 0 or hi > top:
+            raise ImageInputError(
+                f"{origin} is a {bits}-bit image with values in [{lo}, {hi}], outside 0..{top}; the file is "
+                "damaged or mislabelled."
+            )
+        return float(top)
+    if lo < 0 or hi > 255:
+        depth = f"{bits}-bit" if bits else "32-bit (PIL mode I)"
+        raise ImageInputError(
+            f"{origin} is a {depth} integer image with values in [{lo}, {hi}]: its range is ambiguous (8, 12, "
+            "16 or 32 bits?). Convert it to an 8- or 16-bit image (or a float image in [0, 1]) first."
+        )
+    return 255.0
+
+
+def _pil_to_rgb(img: Image.Image, origin: str | None = None) -> Image.Image:
+    """``img`` as RGB; ``origin`` names it in errors (a file's name; default: its PIL mode)."""
+    bits = _source_bits(img)  # before the transpose, which drops what the file said
     img = ImageOps.exif_transpose(img)  # as viewers show it: a portrait phone photo stays upright
     mode = img.mode
+    origin = origin or f"PIL image of mode {mode}"
     if mode == "RGB":
         return img.copy()
     if mode == "P":
@@ -239,18 +284,12 @@ def _pil_to_rgb(img: Image.Image) -> Image.Image:
         if mode.startswith("I;16"):
             arr = arr.astype(np.float32) / 65535.0
         elif mode == "I":
-            lo, hi = int(arr.min(initial=0)), int(arr.max(initial=0))
-            if lo < 0 or hi > 65535:
-                raise ImageInputError(
-                    f"a 32-bit integer image (PIL mode I) with values in [{lo}, {hi}] has no known range; "
-                    "convert it to 8 or 16 bits first."
-                )
-            arr = arr.astype(np.float64) / (65535.0 if hi > 255 else 255.0)
-        return _array_to_rgb(np.asarray(arr, dtype=np.float32), origin=f"PIL image of mode {mode}")
+            arr = arr.astype(np.float64) / _integer_scale(arr, bits, origin)
+        return _array_to_rgb(np.asarray(arr, dtype=np.float32), origin=origin)
     try:
         return img.convert("RGB")
     except (ValueError, OSError) as err:
-        raise ImageInputError(f"cannot convert a PIL image of mode {mode!r} to RGB: {err}") from err
+        raise ImageInputError(f"cannot convert {origin} (mode {mode!r}) to RGB: {err}") from err
 
 
 def _tensor_to_hwc(t: torch.Tensor) -> np.ndarray:
