@@ -1,4 +1,4 @@
-"""K-way normalized cut by fractional alternating optimisation ("Falcon-style"), without eigenvectors.
+"""K-way normalized cut by fractional alternating optimisation ("Falcon-style"), all segments at once.
 
 :func:`kway_ncut` partitions an affinity graph into exactly ``K`` segments at once, by minimising the
 K-way normalized cut of hard assignments
@@ -60,11 +60,18 @@ This module's own choices:
   its sub-graph) and merge two others, or give one half to another segment -- the best one taken while
   it lowers the NCut, followed by more alternating steps. Without them (``escapes=0``), runs from
   k-means++ seeds often stall with two segments on one object and two objects in one segment.
-* Initialisation: k-means++ seeding (volume-weighted D^2 sampling, greedy trials) on the rows of the
-  random-walk matrix ``D^-1 W``, each node joining its nearest seed -- no eigenvectors; or
-  ``init="spectral"`` (Ng-Jordan-Weiss embedding + k-means, one dense eigendecomposition), ``"random"``
-  seeds, or given labels (e.g. a ``recursive_ncut`` result, which is then only improved). ``n_init``
-  seeded restarts; the lowest final NCut wins.
+* Initialisation (default ``init="spectral"``): the top-K eigenvectors of ``D^-1/2 W D^-1/2`` by Lanczos
+  (products with ``W`` only: no ``O(N^3)`` step, no ``N x N`` copy), the first run from their
+  cluster_qr assignment (deterministic; Damle, Minden & Ying 2019), the other restarts from k-means++ +
+  Lloyd on the Ng-Jordan-Weiss rows. The alternating descent then only improves the start. Or
+  ``init="k-means++"`` (volume-weighted D^2 sampling, greedy trials, on the rows of the random-walk matrix
+  ``D^-1 W``, each node joining its nearest seed -- no eigenvectors at all), ``"random"`` seeds, or given
+  labels (e.g. a ``recursive_ncut`` result, which is then only improved). ``n_init`` restarts; the lowest
+  final NCut wins.
+* Work shared between restarts: from a local minimum of node moves (renumbered in raster order) the rest
+  of a run -- segment moves and the descents after them -- is a function of the labelling, so a run that
+  reaches a labelling an earlier run went on from takes that earlier continuation as it was, and the trial
+  cut of a segment is computed once per member set (its random draws are seeded by the members).
 * Self-loops: the diagonal of ``W`` is ignored by default (``self_loops=False``), as in
   ``recursive_ncut``'s fixed mode: :func:`~diffcut_lab.affinity` puts ones there, which inflates the
   volume of small segments. :func:`kway_ncut_value` takes the same switch.
@@ -78,6 +85,7 @@ Everything runs in torch on W's device (float64; float32 on MPS); random draws c
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -344,12 +352,64 @@ def _nearest(x: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
     return lab
 
 
-def _spectral_embedding(a: torch.Tensor, d: torch.Tensor, k: int) -> torch.Tensor:
-    """Ng-Jordan-Weiss: top-k eigenvectors of ``D^-1/2 W D^-1/2``, rows scaled to unit length."""
+_DENSE_EIG_MAX = 256  # the spectral embedding: dense eigh up to this many nodes, Lanczos above
+
+
+def _top_eigvecs(a: torch.Tensor, d: torch.Tensor, k: int) -> torch.Tensor:
+    """Top-k eigenvectors ``(N, k)`` of ``D^-1/2 W D^-1/2``: dense ``eigh`` for small graphs, else Lanczos
+    (ARPACK on one BLAS thread from a fixed start vector, on the host) or LOBPCG (other devices); products
+    with ``W`` only, no ``O(N^3)`` step and no ``N x N`` copy. Deterministic for a given graph."""
+    n = a.shape[0]
     s = torch.where(d > 0, d.clamp_min(1e-300).rsqrt(), 0.0)
-    _, vecs = torch.linalg.eigh(s[:, None] * a * s[None, :])
-    emb = vecs[:, -k:]
+    if n <= max(_DENSE_EIG_MAX, 4 * k):
+        return torch.linalg.eigh(s[:, None] * a * s[None, :])[1][:, -k:]
+    if a.device.type == "cpu":
+        import scipy.sparse.linalg
+        from threadpoolctl import threadpool_limits
+
+        a_np, s_np = a.numpy(), s.numpy()
+
+        def matvec(x: np.ndarray) -> np.ndarray:
+            return s_np * (a_np @ (s_np * np.asarray(x).reshape(-1)))
+
+        op = scipy.sparse.linalg.LinearOperator((n, n), matvec=matvec, dtype=a_np.dtype)
+        v0 = np.cos(np.arange(n) * 0.7) + 0.1  # deterministic start (ARPACK's default is random)
+        with threadpool_limits(limits=1, user_api="blas"):
+            try:
+                _, vecs = scipy.sparse.linalg.eigsh(op, k=k, which="LA", v0=v0, tol=1e-8, maxiter=max(1000, 10 * n))
+            except scipy.sparse.linalg.ArpackNoConvergence as exc:  # unconverged vectors still seed well
+                vecs = exc.eigenvectors if exc.eigenvectors.shape[1] == k else None
+        if vecs is not None:
+            return torch.from_numpy(np.ascontiguousarray(vecs))
+        return torch.linalg.eigh(s[:, None] * a * s[None, :])[1][:, -k:]
+    x0 = torch.cos(torch.arange(n * k, device=a.device, dtype=a.dtype).reshape(n, k) * 0.7) + 0.1
+    _, vecs = torch.lobpcg(s[:, None] * a * s[None, :], k=k, X=x0, largest=True, tol=1e-8, niter=1000)
+    return vecs
+
+
+def _spectral_embedding(a: torch.Tensor, d: torch.Tensor, k: int) -> torch.Tensor:
+    """Ng-Jordan-Weiss: top-k eigenvectors of ``D^-1/2 W D^-1/2`` (:func:`_top_eigvecs`), rows scaled to
+    unit length."""
+    emb = _top_eigvecs(a, d, k)
     return emb / emb.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def _cluster_qr(emb: torch.Tensor, k: int) -> torch.Tensor | None:
+    """Deterministic labels from a spectral embedding (Damle, Minden & Ying 2019): column-pivoted QR of
+    ``V^T`` picks K representative nodes, the polar factor of their rows rotates ``V`` onto the axes, and
+    each node takes its largest coordinate. Invariant to the basis of the eigenspace (signs, rotations).
+    None when a label is left empty."""
+    import scipy.linalg
+
+    v = emb.detach().cpu().double().numpy()
+    _, _, piv = scipy.linalg.qr(v.T, pivoting=True, mode="economic", check_finite=False)
+    u, _, vt = np.linalg.svd(v[piv[:k], :].T)
+    lab = np.abs(v @ (u @ vt)).argmax(axis=1)
+    missing = np.setdiff1d(np.arange(k), lab)
+    lab[piv[missing]] = missing  # a label nobody took: its own representative node
+    if np.unique(lab).shape[0] < k:
+        return None
+    return torch.from_numpy(lab.astype(np.int64)).to(emb.device)
 
 
 def _lloyd(x: torch.Tensor, lab: torch.Tensor, k: int, n_iter: int = 100) -> torch.Tensor:
@@ -371,19 +431,24 @@ def _lloyd(x: torch.Tensor, lab: torch.Tensor, k: int, n_iter: int = 100) -> tor
     return lab
 
 
+def _walk_rows(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """The random-walk rows ``D^-1 W`` (zero rows for isolated nodes)."""
+    return a * torch.where(d > 0, 1.0 / d.clamp_min(1e-300), 0.0)[:, None]
+
+
 def _initial(
-    init: str, a: torch.Tensor, d: torch.Tensor, k: int, gen: torch.Generator, emb: torch.Tensor | None
+    init: str, x: torch.Tensor, d: torch.Tensor, k: int, gen: torch.Generator, first: bool = False
 ) -> torch.Tensor:
-    n = a.shape[0]
+    """Start labels: ``x`` is the spectral embedding for ``init="spectral"`` (cluster_qr for the ``first``
+    run, k-means++ and Lloyd iterations for the others), else the random-walk rows ``D^-1 W``."""
     if init == "spectral":
-        assert emb is not None
-        return _lloyd(emb, _nearest(emb, _kmeanspp(emb, torch.ones_like(d), k, gen)), k)
-    p = a * torch.where(d > 0, 1.0 / d.clamp_min(1e-300), 0.0)[:, None]  # random-walk rows D^-1 W
+        lab = _cluster_qr(x, k) if first else None
+        return lab if lab is not None else _lloyd(x, _nearest(x, _kmeanspp(x, torch.ones_like(d), k, gen)), k)
     if init == "random":
-        seeds = torch.randperm(n, generator=gen)[:k].to(a.device)
+        seeds = torch.randperm(x.shape[0], generator=gen)[:k].to(x.device)
     else:
-        seeds = _kmeanspp(p, torch.where(d > 0, d, 1e-12 * float(d.max()) + 1e-300), k, gen)
-    return _nearest(p, seeds)
+        seeds = _kmeanspp(x, torch.where(d > 0, d, 1e-12 * float(d.max()) + 1e-300), k, gen)
+    return _nearest(x, seeds)
 
 
 # ------------------------------------------------------------------------------------------------- runs
@@ -482,31 +547,27 @@ def _descend(
 
 
 def _bisect(
-    a: torch.Tensor, d: torch.Tensor, gen: torch.Generator, reg: float, warm: torch.Tensor | None = None
+    a: torch.Tensor, d: torch.Tensor, gen: torch.Generator, reg: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Best 2-way split of one segment by the same alternating solver.
 
     ``a`` is the segment's sub-affinity and ``d`` its nodes' degrees in the whole graph (so the halves'
-    ratios are those of the whole-graph objective). Starts: ``warm`` (labels 0/1) if given; otherwise
-    k-means++ seeds, and the two ends of a double farthest-point sweep (which finds a small, tight group
-    that volume-weighted seeding rarely hits). Returns labels 0/1 and the halves' volumes and
-    associations.
+    ratios are those of the whole-graph objective). Starts: k-means++ seeds, and the two ends of a double
+    farthest-point sweep (which finds a small, tight group that volume-weighted seeding rarely hits).
+    Returns labels 0/1 and the halves' volumes and associations.
     """
     n = a.shape[0]
     if n == 2:
         lab = torch.arange(2, device=a.device)
         return lab, *_state(a, d, lab, 2)[1:]
-    if warm is not None:
-        starts = [warm]
-    else:
-        p = a * torch.where(d > 0, 1.0 / d.clamp_min(1e-300), 0.0)[:, None]
-        sq = (p * p).sum(1)
-        first = int(_sample(d, gen)[0])
-        far = int(torch.argmax(sq + sq[first] - 2.0 * (p @ p[first])))
-        back = int(torch.argmax(sq + sq[far] - 2.0 * (p @ p[far])))
-        starts = [_initial("k-means++", a, d, 2, gen, None)]
-        if back != far:
-            starts.append(_nearest(p, torch.tensor([back, far], device=a.device)))
+    p = _walk_rows(a, d)
+    sq = (p * p).sum(1)
+    first = int(_sample(d, gen)[0])
+    far = int(torch.argmax(sq + sq[first] - 2.0 * (p @ p[first])))
+    back = int(torch.argmax(sq + sq[far] - 2.0 * (p @ p[far])))
+    starts = [_initial("k-means++", p, d, 2, gen)]
+    if back != far:
+        starts.append(_nearest(p, torch.tensor([back, far], device=a.device)))
     best: tuple[float, torch.Tensor] | None = None
     for lab in starts:
         history = [_ncut(*_state(a, d, lab, 2)[1:])]
@@ -517,36 +578,21 @@ def _bisect(
     return best[1], *_state(a, d, best[1], 2)[1:]
 
 
+Splits = dict[bytes, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
 def _split(
-    a: torch.Tensor,
-    d: torch.Tensor,
-    idx: torch.Tensor,
-    label: int,
-    gen: torch.Generator,
-    reg: float,
-    cache: dict[int, tuple[bytes, torch.Tensor, tuple]],
+    a: torch.Tensor, d: torch.Tensor, idx: torch.Tensor, seed: int, reg: float, splits: Splits
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`_bisect` of segment ``label`` (members ``idx``), remembered per label: unchanged members
-    reuse the cut, changed ones restart from it (members that joined take the half they link to more),
-    a label without a usable earlier cut (new, or every known member on one side) gets a fresh one."""
+    """:func:`_bisect` of the segment with members ``idx`` (ascending), a function of that member set
+    alone: its draws come from a generator seeded by ``seed`` and the members, and the result is kept in
+    ``splits`` under the member set, for every later run and every segment with the same members."""
     key = idx.cpu().numpy().tobytes()
-    entry = cache.get(label)
-    if entry is not None and entry[0] == key:
-        return entry[2]
-    sub_a = a[idx][:, idx]
-    warm = None
-    if entry is not None:
-        old = entry[1][idx]  # -1 for members that were not in the segment then
-        if bool((old == 0).any()) and bool((old == 1).any()):
-            known = old >= 0
-            links = torch.zeros(2, idx.shape[0], dtype=a.dtype, device=a.device)
-            links.index_add_(0, old[known], sub_a[known])
-            warm = torch.where(known, old, links.argmax(0))
-    result = _bisect(sub_a, d[idx], gen, reg, warm)
-    half = torch.full((a.shape[0],), -1, dtype=torch.long, device=a.device)
-    half[idx] = result[0]
-    cache[label] = (key, half, result)
-    return result
+    found = splits.get(key)
+    if found is None:
+        gen = torch.Generator().manual_seed((seed * 0x9E3779B1 + zlib.crc32(key)) % 2**63)
+        found = splits[key] = _bisect(a[idx][:, idx], d[idx], gen, reg)
+    return found
 
 
 def _escape(
@@ -554,9 +600,9 @@ def _escape(
     d: torch.Tensor,
     lab: torch.Tensor,
     k: int,
-    gen: torch.Generator,
+    seed: int,
     reg: float,
-    cache: dict[int, tuple[bytes, torch.Tensor, tuple]],
+    splits: Splits,
     current: float,
 ) -> tuple[torch.Tensor, float] | None:
     """Best segment-level move, when it lowers the NCut: cut a segment ``c`` in two and either merge two
@@ -565,7 +611,7 @@ def _escape(
     A local minimum of node moves can hold two segments that belong together while another holds two
     objects, or give an object to the wrong neighbour; no single-node move fixes either. Gains are exact:
     merges from the K x K association matrix, transfers from the half's links to every segment, splits
-    from :func:`_split`.
+    from :func:`_split`. The move is a function of the labelling (and ``seed``) alone.
     """
     st, vol, assoc = _state(a, d, lab, k)
     c = torch.zeros(k, k, dtype=a.dtype, device=a.device).index_add_(1, lab, st)  # X^T W X
@@ -583,7 +629,7 @@ def _escape(
         if sizes[cc] < 2:
             continue
         idx = order[bounds[cc] : bounds[cc + 1]]
-        sub, hv, ha = _split(a, d, idx, cc, gen, reg, cache)
+        sub, hv, ha = _split(a, d, idx, seed, reg, splits)
         halves[cc] = (idx, sub)
         hr = _ratios(hv, ha)
         split = float(hr.sum()) - float(rho_np[cc])
@@ -615,9 +661,22 @@ def _escape(
     value = _ncut(*_state(a, d, new, k)[1:])
     if not value < current - 1e-12 * max(1.0, current):
         return None
-    for label in (cc, i, j):  # their members changed wholesale: fresh cuts next time
-        cache.pop(label, None)
     return new, value
+
+
+def _renumber(lab: torch.Tensor, k: int) -> torch.Tensor:
+    """Labels 0..K-1 renumbered by the raster order of each segment's first node (all K present)."""
+    n = lab.shape[0]
+    first = torch.full((k,), n, dtype=torch.long, device=lab.device)
+    first.scatter_reduce_(0, lab, torch.arange(n, device=lab.device), reduce="amin")
+    rank = torch.empty_like(first)
+    rank[torch.argsort(first)] = torch.arange(k, device=lab.device)
+    return rank[lab]
+
+
+#: continuations already run: raster-numbered labelling at a local minimum of node moves -> (accepted
+#: steps and segment moves it took, final labels, NCuts after each of its steps)
+Memo = dict[bytes, tuple[int, int, torch.Tensor, list[float]]]
 
 
 def _run(
@@ -625,26 +684,47 @@ def _run(
     d: torch.Tensor,
     lab: torch.Tensor,
     k: int,
-    gen: torch.Generator,
+    seed: int,
     reg: float,
     max_iter: int,
     tol: float,
     escapes: int,
+    splits: Splits,
+    memo: Memo,
 ) -> tuple[torch.Tensor, list[float], bool]:
-    """Alternating steps to a local minimum, then merge-split escapes each followed by more steps."""
+    """Alternating steps to a local minimum, then merge-split escapes each followed by more steps.
+
+    From a local minimum of node moves (renumbered in raster order) the rest of a run is a function of the
+    labelling: when an earlier run went on from the same one to a minimum that no segment move improves,
+    within the budgets left, its continuation is taken as it was (``memo``), and trial cuts of segments
+    already seen are reused (``splits``)."""
     history = [_ncut(*_state(a, d, lab, k)[1:])]
     lab, converged = _descend(a, d, lab, k, reg, max_iter, tol, history)
-    cache: dict[int, tuple[bytes, torch.Tensor, tuple]] = {}
-    for _ in range(escapes):
-        left = max_iter - (len(history) - 1)
-        if not converged or left <= 0:
-            break
-        moved = _escape(a, d, lab, k, gen, reg, cache, history[-1])
+    visited: list[tuple[bytes, int, int]] = []  # (labelling, len(history), escapes used) at each minimum
+    used = 0
+    finished = False  # ended at a minimum that no segment move improves
+    while converged and used < escapes and max_iter - (len(history) - 1) > 0:
+        lab = _renumber(lab, k)
+        key = lab.cpu().numpy().tobytes()
+        hit = memo.get(key)
+        if hit is not None and hit[0] <= max_iter - (len(history) - 1) and hit[1] <= escapes - used:
+            steps, moves, lab, tail = hit
+            for key0, at, used0 in visited:
+                memo[key0] = (len(history) - at + steps, used - used0 + moves, lab, history[at:] + tail)
+            history.extend(tail)
+            return lab, history, True
+        visited.append((key, len(history), used))
+        moved = _escape(a, d, lab, k, seed, reg, splits, history[-1])
         if moved is None:
+            finished = True
             break
+        used += 1
         lab = moved[0]
         history.append(moved[1])
-        lab, converged = _descend(a, d, lab, k, reg, left - 1, tol, history)
+        lab, converged = _descend(a, d, lab, k, reg, max_iter - (len(history) - 1), tol, history)
+    if finished:
+        for key0, at, used0 in visited:
+            memo[key0] = (len(history) - at, used - used0, lab, history[at:])
     return lab, history, converged
 
 
@@ -655,13 +735,13 @@ def kway_ncut(
     n_init: int = 4,
     max_iter: int = 100,
     seed: int = 0,
-    init: str | Any = "k-means++",
+    init: str | Any = "spectral",
     reg: float = 0.0,
     tol: float = 1e-9,
     escapes: int = 20,
     self_loops: bool = False,
 ) -> KwayResult:
-    """K-way normalized cut by fractional alternating optimisation (Falcon-style), no eigenvectors.
+    """K-way normalized cut by fractional alternating optimisation (Falcon-style).
 
     Parameters
     ----------
@@ -677,12 +757,13 @@ def kway_ncut(
         Most accepted steps (alternating steps and segment moves) per run.
     seed : int, default 0
         Seed of the CPU ``torch.Generator`` that draws every initialisation (same draws on every device).
-    init : {"k-means++", "spectral", "random"} or array_like, default "k-means++"
-        "k-means++": volume-weighted greedy k-means++ seeds on the rows of ``D^-1 W``, nodes joining
-        their nearest seed (no eigenvectors). "spectral": k-means (k-means++ + Lloyd) on the
-        Ng-Jordan-Weiss embedding (one dense eigendecomposition). "random": K distinct random seeds,
-        nearest-seed assignment. An ``(N,)`` (or grid-shaped) labelling with exactly K distinct values
-        starts a single run from it (e.g. a ``recursive_ncut`` tree's labels).
+    init : {"spectral", "k-means++", "random"} or array_like, default "spectral"
+        "spectral": the top-K eigenvectors of ``D^-1/2 W D^-1/2`` (Lanczos above 256 nodes), the first run
+        from their cluster_qr assignment (independent of ``seed``), the others from k-means (k-means++ +
+        Lloyd) on the Ng-Jordan-Weiss rows. "k-means++": volume-weighted greedy k-means++ seeds on the
+        rows of ``D^-1 W``, nodes joining their nearest seed (no eigenvectors). "random": K distinct
+        random seeds, nearest-seed assignment. An ``(N,)`` (or grid-shaped) labelling with exactly K
+        distinct values starts a single run from it (e.g. a ``recursive_ncut`` tree's labels).
     reg : float, default 0.0
         Smallest diagonal shift ``lambda`` (the regulariser ``W + lambda D``). Steps start at it; a
         step that would raise the NCut or empty a segment doubles ``lambda`` and is retried; an accepted
@@ -724,8 +805,9 @@ def kway_ncut(
     ``lambda >= 1`` and gives the own-segment bonus ``2 lambda d_i / vol_k``. The accept/retry rule on
     ``lambda`` enforces monotonicity whatever its value. Each step costs ``O(N K)`` plus ``O(N m)`` for
     the ``m`` nodes that move (``S`` is updated incrementally; the initial ``S`` is one ``O(N^2)`` pass);
-    k-means++ seeding costs ``O(N^2 K log K)``; a segment move ``O(N^2 / K)`` for the trial cuts of the
-    segments that changed. The result is a local minimum for single-node moves and for those segment
+    the spectral start ``O(N^2 K)`` per Lanczos iteration, k-means++ seeding ``O(N^2 K log K)``; a segment
+    move ``O(N^2 / K)`` for the trial cuts of member sets not seen before. Memory: one float64 copy of
+    ``W`` (plus the ``D^-1 W`` rows for ``init="k-means++"`` / ``"random"``). The result is a local minimum for single-node moves and for those segment
     moves, not the global minimum (the problem is NP-hard); restarts (``n_init``) lower the risk.
 
     References
@@ -770,12 +852,16 @@ def kway_ncut(
         value = _value(a, d, zero)
         return KwayResult(zero, value, 0, True, np.array([value]), 1, np.array([value]))
     gen = torch.Generator().manual_seed(seed)
-    emb = _spectral_embedding(a, d, k) if given is None and init == "spectral" else None
+    x = None
+    if given is None:  # the points that seed the runs: spectral embedding, or random-walk rows (one copy)
+        x = _spectral_embedding(a, d, k) if init == "spectral" else _walk_rows(a, d)
     best: tuple[float, torch.Tensor, list[float], bool] | None = None
     finals = []
-    for _ in range(n_init):
-        lab0 = given if given is not None else _initial(str(init), a, d, k, gen, emb)
-        lab, history, converged = _run(a, d, lab0, k, gen, reg, max_iter, tol, escapes)
+    splits: Splits = {}
+    memo: Memo = {}
+    for r in range(n_init):
+        lab0 = given if x is None else _initial(str(init), x, d, k, gen, first=r == 0)
+        lab, history, converged = _run(a, d, lab0, k, seed, reg, max_iter, tol, escapes, splits, memo)
         finals.append(history[-1])
         if best is None or history[-1] < best[0]:
             best = (history[-1], lab, history, converged)

@@ -203,12 +203,13 @@ def test_history_strictly_decreases_for_any_graph_and_shift(seed, n, k, reg, esc
 
 def test_deterministic_for_a_seed() -> None:
     w, _ = planted(11, n=90, k=5, p_in=0.5, p_out=0.3)
-    a, b = kway_ncut(w, 5, seed=3), kway_ncut(w, 5, seed=3)
-    np.testing.assert_array_equal(a.labels, b.labels)
-    np.testing.assert_array_equal(a.history, b.history)
-    np.testing.assert_array_equal(a.restarts, b.restarts)
-    c = kway_ncut(w, 5, seed=4)
-    assert not np.array_equal(a.restarts, c.restarts)  # the seed drives the initialisations
+    for init in ("spectral", "k-means++"):
+        a, b = kway_ncut(w, 5, seed=3, init=init), kway_ncut(w, 5, seed=3, init=init)
+        np.testing.assert_array_equal(a.labels, b.labels)
+        np.testing.assert_array_equal(a.history, b.history)
+        np.testing.assert_array_equal(a.restarts, b.restarts)
+    c = kway_ncut(w, 5, seed=4, init="k-means++")
+    assert not np.array_equal(a.restarts, c.restarts)  # the seed drives the random initialisations
 
 
 def test_torch_and_numpy_inputs_give_the_same_labels() -> None:
@@ -262,8 +263,8 @@ def test_escapes_leave_poor_local_minima() -> None:
     # single-node move finds the small one; a segment move (split + transfer) does
     f, region = clustered(3, 13, 2, noise=0.74)
     w = affinity(f, alpha=5.0, dtype=torch.float64)
-    plain = kway_ncut(w, 2, escapes=0)
-    full = kway_ncut(w, 2)
+    plain = kway_ncut(w, 2, escapes=0, init="k-means++")
+    full = kway_ncut(w, 2, init="k-means++")
     assert plain.ncut > 0.9 and full.ncut < 0.3
     assert adjusted_rand_score(region, full.labels) == 1.0
     assert full.ncut <= kway_ncut_value(w, spectral_labels(w.numpy(), 2)) + 1e-9
@@ -351,3 +352,37 @@ def test_a_given_partition_gives_one_result_whatever_its_label_values():
     b = kway_ncut(W, 4, init=renumbered)
     np.testing.assert_array_equal(a.labels, b.labels)
     assert a.ncut == b.ncut and np.array_equal(a.history, b.history)
+
+
+def test_spectral_start_by_lanczos_spans_the_dense_eigenvectors() -> None:
+    # above 256 nodes the embedding comes from Lanczos (products with W only); same subspace as eigh
+    f, _ = clustered(4, 20, 5, noise=1.0)
+    a, d = kway._graph(affinity(f, alpha=10.0), False)
+    v = kway._top_eigvecs(a, d, 5)
+    s = d.rsqrt()
+    dense = torch.linalg.eigh(s[:, None] * a * s[None, :])[1][:, -5:]
+    assert v.shape == (400, 5)
+    singular = torch.linalg.svdvals(dense.T @ v)  # cosines of the principal angles
+    assert float(singular.min()) > 1 - 1e-6
+
+
+def test_default_start_reaches_what_escapes_reach_and_is_seed_independent_on_its_first_run() -> None:
+    f, region = clustered(3, 13, 2, noise=0.74)
+    w = affinity(f, alpha=5.0, dtype=torch.float64)
+    res = kway_ncut(w, 2)
+    assert res.ncut < 0.3 and adjusted_rand_score(region, res.labels) == 1.0
+    one = [kway_ncut(w, 2, n_init=1, seed=s) for s in (0, 5)]
+    np.testing.assert_array_equal(one[0].labels, one[1].labels)
+
+
+def test_large_graph_uses_no_dense_eigendecomposition(monkeypatch) -> None:
+    # N = 576 > 256: the default start must not call a full eigh (O(N^3), all eigenpairs)
+    f, region = clustered(6, 24, 4, noise=0.5)
+    w = affinity(f, alpha=10.0)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("dense eigh on a large graph")
+
+    monkeypatch.setattr(torch.linalg, "eigh", refuse)
+    res = kway_ncut(w, 4, n_init=2)
+    assert adjusted_rand_score(region, res.labels) == 1.0
