@@ -62,6 +62,7 @@ __all__ = [
     "MAX_WALK_NODES",
     "MAX_WALK_STEPS",
     "NONE",
+    "NONE_MEANS",
     "PAPER_MASK_SIZE",
     "DiffCutConfig",
     "check_kway_segments",
@@ -180,8 +181,11 @@ def _setting(default: Any, help: str, **meta: Any) -> Any:
 class DiffCutConfig:
     """Settings of a DiffCut run (frozen; :meth:`to_dict` for papermill, ablation grids and JSON).
 
-    Every field is validated on construction (a bad value raises :class:`~diffcut_lab.ParameterError`
-    naming the field), so a run fails before any work. ``DiffCutConfig.paper()`` reproduces the
+    Every field is validated on construction (a bad value, or a combination that cannot run, raises
+    :class:`~diffcut_lab.ParameterError` naming the field), so a run fails before any work; what depends
+    on the feature grid is refused by :meth:`check_grid`. A setting means one thing whichever way it
+    comes (Python, :meth:`from_dict` for papermill, ablation grids, the command line): an optional
+    setting is None or the text ``"none"`` (YAML and the command line), and 0 is always the number 0. ``DiffCutConfig.paper()`` reproduces the
     published evaluation pipeline; the module docstring lists where the defaults differ from it.
 
     Parameters
@@ -208,7 +212,8 @@ class DiffCutConfig:
     upsample : {"concept", "nearest"}
         Grid-to-pixel upsampling.
     seed : int
-        Seed of the noise added at ``timestep`` (one noise map shared by a batch).
+        Seed of the noise added at ``timestep`` (one noise map shared by a batch), ``0 <= seed <=``
+        :data:`MAX_SEED` (an int64).
     image_size : int or (H, W), optional
         UNet input size in pixels (default: the backbone's native size).
     policy : {"resize", "center_crop"}
@@ -225,18 +230,18 @@ class DiffCutConfig:
         Upsample and refine at most at this longer side, then resize the labels (nearest) to the output
         size (default 1024; None = no limit).
     pamr_iter : int
-        PAMR iterations (paper eval: 10).
+        PAMR iterations, at most :data:`MAX_PAMR_ITER` (paper eval: 10).
     pamr_dilations : tuple of int
-        PAMR dilations (paper eval: 1, 2, 4, 8).
+        PAMR dilations, at most :data:`MAX_PAMR_DILATION` (paper eval: 1, 2, 4, 8).
     pamr_guide : {"image", "input"}
         The image PAMR follows: the segmented region resized to the label size, or the UNet input
         resized to it (as published).
     median_size : int
-        Median filter window after PAMR.
+        Median filter window after PAMR, at most :data:`MAX_MEDIAN_SIZE`.
     min_size : int
         Smallest segment the recursion may cut off, in grid cells (fixed mode; 1 = no limit).
     max_depth : int, optional
-        Deepest recursion level (None = no limit).
+        Deepest recursion level: 0 cuts nothing (the root is level 0), None = no limit.
     solver : {"auto", "dense", "eigsh", "torch32", "torch64"}
         Eigen solver of :func:`~diffcut_lab.ncut.recursive_ncut` (``torch32``: paper mode only;
         ``torch64``: fixed mode only, dense float64 ``eigh`` on the features' device). ``"auto"`` chooses
@@ -245,20 +250,22 @@ class DiffCutConfig:
         Keep only each node's ``knn`` strongest edges (:func:`~diffcut_lab.affinities.affinity`): a sparse
         graph, whose memory grows with ``N x knn`` instead of ``N^2``. Needed above a 128 x 128 feature
         grid (:data:`MAX_DENSE_NODES`), faster from 64 x 64; fixed mode only (the published recursion is
-        dense). None: the dense graph.
+        dense; not with ``partition="kway"``, which cuts the dense graph). None: the dense graph.
     affinity : {"cosine", "attention"}
         The graph that is cut: DiffCut's ``alpha``-sharpened feature cosines, or ``walk_steps``-step random
         walks on the layer's self-attention probabilities (:mod:`~diffcut_lab.walks`; needs the
         attention, which :class:`~diffcut_lab.pipeline.DiffCut` captures in the same forward).
     walk_steps : int
-        Steps of the attention random walk (``affinity="attention"``): more steps, a smoother graph and
-        fewer segments.
+        Steps of the attention random walk (``affinity="attention"``), at most :data:`MAX_WALK_STEPS`:
+        more steps, a smoother graph and fewer segments. The walk runs on grids of at most
+        :data:`MAX_WALK_NODES` nodes (:meth:`check_grid`).
     partition : {"recursive", "kway"}
         Recursive two-way normalized cuts (DiffCut), or one K-way normalized cut (:mod:`~diffcut_lab.kway`)
         whose K is ``n_segments``, else the automatic rule (``tau="auto"``), else the number of segments
         the recursive cut gives at ``tau``.
     n_segments : int, optional
-        K of the K-way cut (``partition="kway"``).
+        K of the K-way cut (``partition="kway"``): at most the grid's nodes, with ``K x nodes <=``
+        :data:`MAX_KWAY_WORK` (:func:`check_kway_segments`; refused, never clamped).
     auto_rule : {"dynamic", "stable"}
         The stopping rule of ``tau="auto"``: ``"dynamic"``, a threshold per cut read from the spectrum of
         the region being cut (the eigengap of its normalised Laplacian); ``"stable"``, one tau per image,
@@ -278,7 +285,7 @@ class DiffCutConfig:
                            "only, or none", choices=REFINES)  # fmt: skip
     upsample: str = _setting("concept", "grid-to-pixel upsampling: concept assignment or nearest neighbour",
                              choices=UPSAMPLES)  # fmt: skip
-    seed: int = _setting(42, "seed of the added noise", metavar="S")
+    seed: int = _setting(42, "seed of the added noise, 0 to 2**63 - 1", metavar="S")
     image_size: int | tuple[int, int] | None = _setting(
         None, "UNet input side in pixels (SSD-1B's native size is 1024)",
         metavar="N")  # fmt: skip
@@ -293,24 +300,26 @@ class DiffCutConfig:
         None, "output label side (the paper evaluates at 128)", metavar="N")
     refine_max_side: int | None = _setting(1024, "upsample and refine at most at this longer side, then "
                                            "resize the labels", metavar="N")  # fmt: skip
-    pamr_iter: int = _setting(10, "PAMR iterations", metavar="K")
-    pamr_dilations: tuple[int, ...] = _setting((1, 2, 4, 8), "PAMR dilations", metavar="D")
+    pamr_iter: int = _setting(10, f"PAMR iterations, 0 to {MAX_PAMR_ITER}", metavar="K")
+    pamr_dilations: tuple[int, ...] = _setting((1, 2, 4, 8), f"PAMR dilations, 1 to {MAX_PAMR_DILATION} pixels",
+                                               metavar="D")  # fmt: skip
     pamr_guide: str = _setting("image", "the image PAMR follows: the image itself or the UNet input "
                                "(as published), resized to the label size", choices=PAMR_GUIDES)  # fmt: skip
-    median_size: int = _setting(3, "median filter window after PAMR", metavar="K")
+    median_size: int = _setting(3, f"median filter window after PAMR, 1 to {MAX_MEDIAN_SIZE}", metavar="K")
     min_size: int = _setting(1, "smallest segment the recursion may cut off, in feature-grid cells "
                              "(fixed mode)", metavar="P")  # fmt: skip
-    max_depth: int | None = _setting(None, "deepest recursion level", metavar="D")
+    max_depth: int | None = _setting(None, "deepest recursion level (the root is level 0)", metavar="D")
     solver: str = _setting("auto", "eigen solver of the recursion", choices=SOLVERS)
     knn: int | None = _setting(None, "keep each node's K strongest edges (a sparse graph: needed above a "
                                "128x128 feature grid, faster from 64x64; fixed mode)", metavar="K")  # fmt: skip
     affinity: str = _setting("cosine", "the graph that is cut: feature cosines (DiffCut) or random walks "
                              "on the layer's self-attention", choices=AFFINITIES)  # fmt: skip
-    walk_steps: int = _setting(1, "steps of the attention random walk (affinity 'attention'); more steps, "
-                               "fewer segments", metavar="K")  # fmt: skip
+    walk_steps: int = _setting(1, "steps of the attention random walk (affinity 'attention'), 1 to "
+                               f"{MAX_WALK_STEPS}; more steps, fewer segments", metavar="K")  # fmt: skip
     partition: str = _setting("recursive", "recursive two-way cuts (DiffCut) or one K-way normalized cut",
                               choices=PARTITIONS)  # fmt: skip
-    n_segments: int | None = _setting(None, "K of the K-way cut (partition 'kway')", metavar="K")
+    n_segments: int | None = _setting(None, "K of the K-way cut (partition 'kway'), at most the feature grid's "
+                                      f"nodes and segments x nodes <= {MAX_KWAY_WORK:,}", metavar="K")  # fmt: skip
     auto_rule: str = _setting("dynamic", "stopping rule of tau 'auto': a threshold per cut from the "
                               "region's spectrum, or the most stable tau of the image", choices=AUTO_RULES)  # fmt: skip
 
@@ -360,11 +369,10 @@ class DiffCutConfig:
         if not _is_int(self.walk_steps) or self.walk_steps < 1:
             raise ParameterError(f"walk_steps must be an int >= 1; got {self.walk_steps!r}.")
         _at_most("walk_steps", self.walk_steps, MAX_WALK_STEPS, "the walk has converged to one segment long before")
-        for name, lo, none in (("refine_max_side", 1, "no limit"), ("max_depth", 0, "no limit; 0: no cut"),
-                               ("knn", 1, "the dense graph"), ("n_segments", 1, "K from tau")):  # fmt: skip
+        for name, lo in (("refine_max_side", 1), ("max_depth", 0), ("knn", 1), ("n_segments", 1)):
             v = getattr(self, name)
             if v is not None and (not _is_int(v) or v < lo):
-                raise ParameterError(f"{name} must be an int >= {lo}, or None ({none}); got {v!r}.")
+                raise ParameterError(f"{name} must be an int >= {lo}, or None ({NONE_MEANS[name]}); got {v!r}.")
         if self.n_segments is not None:
             _at_most("n_segments", self.n_segments, _MAX_KWAY_SEGMENTS, "a K-way cut needs K grid nodes and "
                      f"segments x nodes <= {MAX_KWAY_WORK:,}")  # fmt: skip
@@ -498,8 +506,13 @@ class DiffCutConfig:
         return out
 
 
-#: settings whose value may be None (written "none" on the command line and in YAML)
-_OPTIONAL_FIELDS = ("image_size", "mask_size", "refine_max_side", "max_depth", "knn", "n_segments")
+#: the settings whose value may be None (written "none" on the command line and in YAML), and what None means
+NONE_MEANS = {
+    "image_size": "the model's native size", "mask_size": "the image's size", "refine_max_side": "no limit",
+    "max_depth": "no limit; 0: no cut at all", "knn": "the dense graph",
+    "n_segments": "K from tau or the automatic rule",
+}  # fmt: skip
+_OPTIONAL_FIELDS = tuple(NONE_MEANS)
 #: the largest n_segments on any grid: K <= N and K * N <= MAX_KWAY_WORK
 _MAX_KWAY_SEGMENTS = math.isqrt(MAX_KWAY_WORK)
 

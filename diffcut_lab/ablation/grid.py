@@ -83,6 +83,12 @@ def _tuple(value: Any, name: str, kind: type | tuple[type, ...]) -> tuple:
     return tuple(dict.fromkeys(items))
 
 
+def _as_read(config: DiffCutConfig, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values``' DiffCutConfig fields as ``config`` read them, in plain JSON-able form (tuples as lists)."""
+    plain = config.to_dict()
+    return {k: plain[k] for k in values}
+
+
 def _count(value: Any, name: str, *, minimum: int, optional: bool = False) -> None:
     if optional and value is None:
         return
@@ -145,6 +151,14 @@ def tau_setting(tau: float) -> float | str:
 def tau_text(tau: float) -> str:
     """A DiffCut row's ``tau`` as text for tables and plots: ``"auto"`` or the number."""
     return AUTO if tau != tau else f"{tau:g}"
+
+
+def _yaml_problem(err: Exception) -> str:
+    """A YAML error on one line: what went wrong and where (line and column, counted from 1)."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    what = getattr(err, "problem", None) or getattr(err, "context", None) or str(err)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return " ".join(f"{what}{where}".split())
 
 
 def config_id(cfg: Mapping[str, Any]) -> str:
@@ -281,6 +295,12 @@ class AblationGrid:
             raise ParameterError(
                 f"method_kwargs names unknown methods {sorted(unknown)}; known: {list(METHODS)}"
             )
+        for method, kwargs in self.method_kwargs.items():
+            if not isinstance(kwargs, Mapping):
+                raise ParameterError(
+                    f"method_kwargs[{method!r}] must be a mapping of keyword arguments (e.g. method_kwargs: "
+                    f"{{{method}: {{name: value}}}}); got {kwargs!r}"
+                )
         set_(self, "dataset_kwargs", dict(self.dataset_kwargs))
         set_(self, "method_kwargs", {k: dict(v) for k, v in self.method_kwargs.items()})
         set_(self, "settings", dict(self.settings))
@@ -291,7 +311,11 @@ class AblationGrid:
         self._check_settings()
 
     def _check_settings(self) -> None:
-        """Every axis value and DiffCut override is a valid DiffCutConfig setting (before any work)."""
+        """Every axis value and DiffCut override is a valid DiffCutConfig setting (before any work).
+
+        ``method_kwargs["diffcut"]`` and the variants are read by :class:`~diffcut_lab.config.DiffCutConfig`
+        and kept as it reads them (``max_depth: none`` is ``None``, as on the command line), so one
+        setting written two ways is one configuration with one id."""
         base = _preset(self.preset)
         diffcut_owned = {**GRID_OWNED, **SHARED}
         for key, values, owner in (
@@ -306,6 +330,9 @@ class AblationGrid:
                 base = base.replace(**values)
             except ParameterError as err:
                 raise ParameterError(f"{key}: {err}") from None
+        if "diffcut" in self.method_kwargs:
+            self.method_kwargs["diffcut"] = _as_read(base, self.method_kwargs["diffcut"])
+        variants = []
         for i, variant in enumerate(self.variants):
             owned = sorted(set(variant) & set(diffcut_owned))
             if owned:
@@ -313,9 +340,11 @@ class AblationGrid:
                 raise ParameterError(f"variants[{i}] cannot set {owned}: {where}")
             try:
                 for mode in self.modes:
-                    base.replace(**variant, mode=mode)
+                    read = base.replace(**variant, mode=mode)
             except ParameterError as err:
                 raise ParameterError(f"variants[{i}] (with mode {mode!r}): {err}") from None
+            variants.append(_as_read(read, variant))
+        object.__setattr__(self, "variants", tuple(variants))
         for axis, name in AXES.items():
             for value in getattr(self, axis):
                 try:
@@ -344,7 +373,17 @@ class AblationGrid:
         p = Path(path)
         if not p.is_file():
             raise ParameterError(f"no grid file at {p}")
-        data = yaml.safe_load(p.read_text()) or {}
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as err:
+            raise ParameterError(
+                f"{p} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); save the grid "
+                "file as UTF-8"
+            ) from None
+        except yaml.YAMLError as err:
+            raise ParameterError(f"{p} is not valid YAML: {_yaml_problem(err)}") from None
+        except OSError as err:
+            raise ParameterError(f"cannot read the grid file {p}: {err.strerror or err}") from None
         if not isinstance(data, Mapping):
             raise ParameterError(f"{p} must hold a mapping of grid keys, got {type(data).__name__}")
         return cls.from_dict(data)

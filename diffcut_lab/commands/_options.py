@@ -2,7 +2,9 @@
 
 Each setting has one default, one help text and one validation, all in the config: the commands only
 choose which fields they offer. An option that is not given keeps the base config's value, so ``--paper``
-(the published pipeline) combines with any other option (``--paper --tau 0.2``).
+(the published pipeline) combines with any other option (``--paper --tau 0.2``). A value means what it
+means in Python and YAML: ``none`` is None (``--max-depth none``: no limit) and 0 is the number 0
+(``--max-depth 0``: no cut at all; ``--knn 0`` is refused).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
-from ..config import DiffCutConfig
+from ..config import NONE, NONE_MEANS, DiffCutConfig
 
 __all__ = ["DEFAULT_MODEL", "MODEL_HELP", "add_config_options", "add_model_option", "config_from_args", "option"]
 
@@ -34,17 +36,33 @@ def add_model_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
 
 
-def _int_or_none(text: str) -> int | None:
-    return None if text.lower() in ("none", "0") else int(text)
+def _optional_int(text: str) -> int | str:
+    """An int, or ``"none"`` (the config reads it as None); 0 stays 0."""
+    return NONE if text.strip().lower() == NONE else _int(text)
+
+
+def _int(text: str) -> int:
+    """An int (``ValueError`` becomes argparse's message, not ``invalid _int value``)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer; got {text!r}.") from None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}.") from None
 
 
 def _tau(text: str) -> float | str:
-    """A number, or 'auto' (the automatic stopping rule)."""
-    return "auto" if text.strip().lower() == "auto" else float(text)
-
-
-#: settings whose value is an int or None (the command line takes 'none' or 0 for None)
-_OPTIONAL_INTS = ("image_size", "mask_size", "refine_max_side", "max_depth", "knn", "n_segments")
+    """A number, else the text as given: the config reads 'auto' from it, and its one rule words a refusal
+    (``--tau banana``: "tau must satisfy 0 < tau <= 2 (...), or 'auto'; got 'banana'")."""
+    try:
+        return float(text)
+    except ValueError:
+        return text.strip()
 
 
 def add_config_options(
@@ -82,15 +100,16 @@ def add_config_options(
         elif isinstance(default, bool):
             kw.update(action=argparse.BooleanOptionalAction)
         elif isinstance(default, tuple):
-            kw.update(type=int, nargs="+")
+            kw.update(type=_int, nargs="+")
         elif f.name == "tau":
             kw.update(type=_tau)
+        elif f.name in NONE_MEANS:
+            kw.update(type=_optional_int)
+            text += f" ('{NONE}': {NONE_MEANS[f.name]})"
         elif isinstance(default, float):
-            kw.update(type=float)
-        elif isinstance(default, int) or f.name in _OPTIONAL_INTS:
-            kw.update(type=_int_or_none if default is None or f.name == "refine_max_side" else int)
-            if f.name == "refine_max_side":
-                text += " ('none': no limit)"
+            kw.update(type=_float)
+        elif isinstance(default, int):
+            kw.update(type=_int)
         if "metavar" in f.metadata:
             kw["metavar"] = f.metadata["metavar"]
         kw["help"] = f"{text} (default: {shown[f.name]})"
