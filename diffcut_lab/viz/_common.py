@@ -84,13 +84,37 @@ def downscale(image: np.ndarray, max_side: int) -> np.ndarray:
 
 
 def blend_labels(
-    image: np.ndarray, labels: np.ndarray, *, opacity: float = 0.5, boundaries: bool = True
+    image: np.ndarray,
+    labels: np.ndarray,
+    *,
+    opacity: float = 0.5,
+    boundaries: bool = True,
+    colors: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Paint ``labels`` (any size, nearest-resized to the image) over ``image`` with the toolkit's one
-    overlay (:func:`diffcut_lab.colors.overlay`); returns uint8 RGB."""
+    overlay (:func:`diffcut_lab.colors.overlay`); returns uint8 RGB.
+
+    ``colors`` paints id ``k`` in ``colors[k]`` (``"#rrggbb"``, e.g. from
+    :func:`diffcut_lab.colors.lineage_hex`) instead of the palette, blended and bordered alike.
+    """
     from ..colors import overlay
 
-    return overlay(image, resize_labels(labels, image.shape[:2]), opacity, edges=boundaries)
+    lab = resize_labels(labels, image.shape[:2])
+    if colors is None:
+        return overlay(image, lab, opacity, edges=boundaries)
+    n = int(lab.max()) + 1 if lab.size else 1
+    if len(colors) < n:
+        from ..errors import ParameterError
+
+        raise ParameterError(f"colors has {len(colors)} entries for labels up to id {n - 1}; give one per id.")
+    table = np.array([[int(str(c)[i : i + 2], 16) for i in (1, 3, 5)] for c in colors[:n]], dtype=np.float64)
+    out = (1 - opacity) * np.asarray(image, dtype=np.float64) + opacity * table[np.clip(lab, 0, None)]
+    if boundaries:
+        border = np.zeros(lab.shape, bool)
+        border[:-1] |= lab[:-1] != lab[1:]
+        border[:, :-1] |= lab[:, :-1] != lab[:, 1:]
+        out[border] = 255
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
 def seen_colors(painted: np.ndarray, labels: np.ndarray) -> dict[int, str]:
