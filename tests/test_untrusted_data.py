@@ -215,3 +215,51 @@ def test_every_resume_reads_parts_whole_and_parts_carry_page_checksums(tiny_dir,
     part.write_bytes(bytes(data))
     with pytest.warns(RuntimeWarning, match=f"{part.name} cannot be read"):
         assert ResultStore(out).parts() == []
+
+
+# ----------------------------------------------------------------------------------------------------
+# grid files: one clear line each
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [(b"dataset: synthetic\nmodels: [pocket\n", r"g\.yaml is not valid YAML: expected ',' or '\]'.* at line 3"),
+     (b"dataset: synth\xe9tic\n", r"g\.yaml is not UTF-8 text \(byte 0xe9 at offset 14\)"),
+     (b"dataset: synthetic\nmethod_kwargs: {kmeans: 5}\n", r"method_kwargs\['kmeans'\] must be a mapping"),
+     (b"dataset: synthetic\nx: !!python/object:os.system {}\n", r"g\.yaml is not valid YAML")],
+)  # fmt: skip
+def test_bad_grid_files_are_one_line_errors(tmp_path, text, message):
+    from diffcut_lab.errors import ParameterError
+
+    path = tmp_path / "g.yaml"
+    path.write_bytes(text)
+    with pytest.raises(ParameterError, match=message) as info:
+        AblationGrid.from_yaml(path)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_grid_files_end_the_command_with_rc_2_and_one_line(tmp_path, capsys):
+    from diffcut_lab.cli import main
+
+    path = tmp_path / "g.yaml"
+    path.write_bytes(b"dataset: synthetic\nmethod_kwargs: {kmeans: 5}\n")
+    assert main(["ablate", str(path), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "method_kwargs['kmeans']" in err
+
+
+def test_an_unparsable_grid_description_in_out_is_a_warning_and_the_rows_are_checked(tiny_dir, tmp_path):
+    from diffcut_lab.errors import ParameterError
+
+    grid = small_grid(tiny_dir, dataset_kwargs={"n": 1, "size": 64})
+    out = tmp_path / "r.parquet"
+    first = run_ablation(grid, out=out, progress=False)
+    (out / "_grid.yaml").write_bytes(b"dataset: [unclosed\n")
+    with pytest.warns(RuntimeWarning, match=r"_grid\.yaml cannot be read .*not valid YAML"):
+        again = run_ablation(grid, out=out, progress=False)
+    pd.testing.assert_frame_equal(stable(again), stable(first))
+    assert AblationGrid.from_yaml(out / "_grid.yaml") == grid  # written again
+    (out / "_grid.yaml").write_bytes(b"\xff\xfe not text")
+    other = small_grid(tiny_dir, dataset_kwargs={"n": 1, "size": 48})
+    with pytest.warns(RuntimeWarning, match="not UTF-8"), pytest.raises(ParameterError, match="other data"):
+        run_ablation(other, out=out, progress=False)

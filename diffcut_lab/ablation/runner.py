@@ -117,19 +117,36 @@ def run_ablation(
     if store is None:
         return _run(grid, ds, None, cache_dir, executor, workers, scheduler, client, progress)
     with store.lock():
-        _check_same_data(grid, store.out / "_grid.yaml")
+        _check_same_data(grid, store)
         grid.to_yaml(store.out / "_grid.yaml")
         return _run(grid, ds, store, cache_dir, executor, workers, scheduler, client, progress)
 
 
-def _check_same_data(grid: AblationGrid, path: Path) -> None:
-    """Refuse to add rows of other data to a results directory (its rows are keyed by image name)."""
+def _check_same_data(grid: AblationGrid, store: ResultStore) -> None:
+    """Refuse to add rows of other data to a results directory (its rows are keyed by image name).
+
+    The data is read from ``out/_grid.yaml``; when that file cannot be read (damaged, edited by hand), from
+    the ``data`` column of the stored rows, with a warning that names the file.
+    """
+    path = store.out / "_grid.yaml"
     if not path.is_file():
         return
     try:
         old = AblationGrid.from_yaml(path)
-    except ParameterError:
-        return  # unreadable description: the rows carry their own data key
+    except (ParameterError, TypeError, ValueError) as err:
+        warnings.warn(
+            f"{path} cannot be read ({err}); the stored rows' data keys are checked instead, and the file is "
+            "written again",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        other = store.data_keys() - {grid.data_key(), ""}
+        if other:
+            raise ParameterError(
+                f"{store.out} holds results on other data (rows with data keys {sorted(other)[:3]}, this grid's "
+                f"is {grid.data_key()}); pass another --out, or the same data settings to resume"
+            ) from None
+        return
     differ = [k for k in DATA_KEYS if getattr(old, k) != getattr(grid, k)]
     if differ:
         raise ParameterError(

@@ -229,6 +229,13 @@ class ResultStore:
             done.update(zip(*(cols[k] for k in ROW_KEY)))
         return done
 
+    def data_keys(self) -> set[str]:
+        """The ``data`` column's distinct values: the data every stored row was computed on."""
+        keys: set[str] = set()
+        for _, table in self._tables():
+            keys.update(v for v in table.column("data").unique().to_pylist() if v is not None)
+        return keys
+
     def write(self, rows: pd.DataFrame) -> Path | None:
         """Append ``rows`` as one new part (atomic and durable, with page checksums); returns its path
         (None for no rows)."""
