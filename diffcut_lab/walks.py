@@ -34,7 +34,23 @@ import torch
 from .affinities import as_tensor
 from .errors import FeatureError, ParameterError
 
-__all__ = ["stationary_distribution", "symmetrize", "transition_matrix", "walk_affinity", "walk_matrix"]
+__all__ = [
+    "max_walk_steps",
+    "stationary_distribution",
+    "symmetrize",
+    "transition_matrix",
+    "walk_affinity",
+    "walk_matrix",
+]
+
+#: stationary distribution: the direct float64 solve up to this many states on the host, Arnoldi above
+DIRECT_MAX = 2048
+#: relative residual ``max |pi P - pi| / max pi`` at which the iterative stationary distribution is accepted
+KRYLOV_RTOL = 1e-5
+#: most ``N x N`` matrix products :func:`walk_matrix` forms above :data:`PRODUCT_FREE_MAX` nodes
+MAX_LARGE_PRODUCTS = 1
+#: above this many nodes, a dense ``N x N`` product costs more than the cut itself (16k: ~9 TFLOP)
+PRODUCT_FREE_MAX = 4096
 
 Symmetrize = Literal["stationary", "mean"]
 Diagonal = Literal["walk", "unit", "zero"]
@@ -131,6 +147,13 @@ def walk_matrix(probs: Any, steps: int) -> torch.Tensor:
         squaring (about ``log2 k`` products); equal to ``k`` successive products up to rounding, and rows
         renormalised against rounding drift.
 
+    Raises
+    ------
+    ParameterError
+        As :func:`transition_matrix`; ``steps < 1``; above :data:`PRODUCT_FREE_MAX` states, a ``steps``
+        that needs more than :data:`MAX_LARGE_PRODUCTS` dense products (:func:`max_walk_steps`; at
+        16,384 states one product alone is about 9 TFLOP) -- refused before any work.
+
     Examples
     --------
     >>> import torch
@@ -139,9 +162,44 @@ def walk_matrix(probs: Any, steps: int) -> torch.Tensor:
     True
     """
     k = _check_steps(steps)
-    p = transition_matrix(probs)
-    pk = torch.linalg.matrix_power(p, k) if k > 1 else p
-    return pk / pk.sum(dim=1, keepdim=True)
+    x = _as_square(probs)
+    _check_size(x.shape[0], k)  # before any work
+    return _power(transition_matrix(x), k)
+
+
+def _products(k: int) -> int:
+    """``N x N`` products of repeated squaring for ``P^k``: squarings plus the multiplications that join
+    the binary digits."""
+    return k.bit_length() - 1 + bin(k).count("1") - 1
+
+
+def max_walk_steps(n: int) -> int:
+    """The largest ``steps`` whose walk matrix on ``n`` states is formed: any up to
+    :data:`PRODUCT_FREE_MAX` states, above that those of at most :data:`MAX_LARGE_PRODUCTS` products."""
+    if n <= PRODUCT_FREE_MAX:
+        return 2**62
+    k = 1
+    while _products(k + 1) <= MAX_LARGE_PRODUCTS:
+        k += 1
+    return k
+
+
+def _check_size(n: int, k: int) -> None:
+    """Refuse, before any work, a walk whose dense matrix power would cost more than the cut."""
+    if k > max_walk_steps(n):
+        tflop = 2.0 * n**3 * _products(k) / 1e12
+        raise ParameterError(
+            f"walk_steps={k} on {n} nodes needs {_products(k)} dense {n} x {n} matrix products (about "
+            f"{tflop:.0f} TFLOP, far more than the cut itself); at this size use walk_steps <= "
+            f"{max_walk_steps(n)}, or a grid of at most {PRODUCT_FREE_MAX} nodes (e.g. 64 x 64) for longer walks."
+        )
+
+
+def _power(p: torch.Tensor, k: int) -> torch.Tensor:
+    """``P^k`` by repeated squaring, rows renormalised against rounding drift (in place)."""
+    _check_size(p.shape[0], k)
+    pk = torch.linalg.matrix_power(p, k) if k > 1 else p.clone()
+    return pk.div_(pk.sum(dim=1, keepdim=True))
 
 
 def _check_steps(steps: Any) -> int:
@@ -165,15 +223,27 @@ def stationary_distribution(P: torch.Tensor) -> torch.Tensor:
 
     Notes
     -----
-    Solved directly (float64 LU of ``(I - P)^T`` with one equation replaced by ``sum(pi) = 1``), which is
-    exact for an irreducible chain however slowly it mixes (attention between well separated objects mixes
+    Up to :data:`DIRECT_MAX` states (and on accelerators at every size), solved directly (float64 LU of
+    ``(I - P)^T`` with one equation replaced by ``sum(pi) = 1``), which is exact for an irreducible chain
+    however slowly it mixes (attention between well separated objects mixes
     very slowly, so power iteration would need ``~1 / gap`` iterations). Softmax attention is strictly
     positive, hence irreducible. For a reducible chain (several closed classes, from an input with exact
     zeros) the solve is singular and ``pi`` is taken as the long-run distribution of a walker started
     uniformly, by repeated squaring of the lazy chain ``(I + P) / 2``; patches that the walk leaves for
     good (transient ones) then get ``pi = 0``.
+
+    Above :data:`DIRECT_MAX` states on the host, a strictly positive ``P`` (softmax attention) goes to
+    Arnoldi iterations on ``P^T`` instead, with products in ``P``'s precision (a float64 LU of a
+    16,384-state chain takes many minutes and 6 GB), accepted when ``max |pi P - pi| <=``
+    :data:`KRYLOV_RTOL` ``* max pi``: for float32 attention that is the precision of ``P`` itself (the
+    stationary distribution of the float32-rounded chain is no more exact than that). Otherwise the direct
+    solve runs.
     """
     n = P.shape[0]
+    if n > DIRECT_MAX and P.device.type == "cpu" and float(P.min()) > 0:
+        pi = _krylov_stationary(P)
+        if pi is not None:
+            return pi.to(P.dtype)
     p64 = P.to(torch.float64)
     a = (torch.eye(n, dtype=torch.float64, device=P.device) - p64).T.contiguous()
     a[-1] = 1.0
@@ -198,6 +268,40 @@ def stationary_distribution(P: torch.Tensor) -> torch.Tensor:
             lazy = nxt
         pi = lazy.mean(dim=0)
     return (pi / pi.sum()).to(P.dtype)
+
+
+def _krylov_stationary(P: torch.Tensor) -> torch.Tensor | None:
+    """``pi`` of a strictly positive (irreducible, aperiodic) chain on the host by Arnoldi (ARPACK ``eigs``
+    on ``P^T``, one BLAS thread, fixed start vector), with products in ``P``'s own precision: no float64
+    copy and no ``O(N^3)`` factorisation. None when it does not converge or its residual
+    ``max |pi P - pi|`` exceeds :data:`KRYLOV_RTOL` of ``max pi`` (the caller then solves directly)."""
+    import scipy.sparse.linalg
+    from threadpoolctl import threadpool_limits
+
+    n = P.shape[0]
+    pt = P.numpy().T  # a view: products with P^T read P's rows
+
+    def matvec(x: np.ndarray) -> np.ndarray:
+        return (pt @ np.asarray(x, dtype=pt.dtype).reshape(-1)).astype(np.float64)
+
+    op = scipy.sparse.linalg.LinearOperator((n, n), matvec=matvec, dtype=np.float64)
+    v0 = np.full(n, 1.0 / n)
+    tol = 1e-12 if P.dtype == torch.float64 else 1e-6  # the products' own rounding
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            _, vecs = scipy.sparse.linalg.eigs(op, k=1, which="LR", v0=v0, tol=tol, maxiter=max(1000, n))
+    except scipy.sparse.linalg.ArpackError:  # ArpackNoConvergence derives from it
+        return None
+    v = np.real(vecs[:, 0])
+    v = v if v.sum() >= 0 else -v
+    pi = torch.from_numpy(np.clip(v, 0.0, None))
+    if not float(pi.sum()) > 0:
+        return None
+    pi = pi / pi.sum()
+    residual = torch.from_numpy(matvec(pi.numpy())) - pi
+    if not float(residual.abs().max()) <= KRYLOV_RTOL * float(pi.max()):
+        return None
+    return pi
 
 
 def symmetrize(
@@ -227,14 +331,32 @@ def symmetrize(
     return _symmetric(P, method, pi)
 
 
-def _symmetric(P: torch.Tensor, method: str, pi: torch.Tensor | None) -> torch.Tensor:
+def _symmetric(P: torch.Tensor, method: str, pi: torch.Tensor | None, inplace: bool = False) -> torch.Tensor:
+    """``(G + G^T) / 2`` with ``G = P`` or ``Pi P``; ``inplace``: ``P`` may be overwritten (one ``N x N``
+    matrix in all, no temporaries of that size)."""
     if method == "mean":
-        g = 0.5 * (P + P.T)
+        g = P if inplace else P.clone()
     else:
         w = stationary_distribution(P) if pi is None else pi.to(P.dtype)
-        flow = w[:, None] * P
-        g = 0.5 * (flow + flow.T)
-    return 0.5 * (g + g.T)  # bit-exact symmetry whatever the rounding
+        g = P.mul_(w[:, None]) if inplace else w[:, None] * P
+    return _mean_with_transpose_(g)
+
+
+_BLOCK = 1024  # rows per tile of the in-place symmetrisation
+
+
+def _mean_with_transpose_(g: torch.Tensor) -> torch.Tensor:
+    """``g <- (g + g^T) / 2`` in place, tile by tile: bit-exact symmetry (each pair is averaged once and
+    written to both places), the same values as ``0.5 * (g + g.T)``."""
+    n = g.shape[0]
+    for i in range(0, n, _BLOCK):
+        rows = slice(i, min(i + _BLOCK, n))
+        for j in range(i, n, _BLOCK):
+            cols = slice(j, min(j + _BLOCK, n))
+            mean = 0.5 * (g[rows, cols] + g[cols, rows].T)
+            g[rows, cols] = mean
+            g[cols, rows] = mean.T
+    return g
 
 
 def walk_affinity(
@@ -282,8 +404,11 @@ def walk_affinity(
     Notes
     -----
     The products are formed in the input's precision (float32 for attention captured in float32 or
-    fp16); the stationary distribution is solved in float64. Cost: about ``log2 k`` ``N x N`` products
-    plus one ``N x N`` solve.
+    fp16); the stationary distribution is solved in float64 up to :data:`DIRECT_MAX` patches, by Arnoldi
+    iterations above (:func:`stationary_distribution`). Cost: about ``log2 k`` ``N x N`` products (above
+    :data:`PRODUCT_FREE_MAX` patches at most :data:`MAX_LARGE_PRODUCTS`: longer walks are refused up
+    front, see :func:`walk_matrix`) plus the stationary distribution; memory: the input and about two
+    ``N x N`` matrices in its precision.
 
     Examples
     --------
@@ -298,14 +423,17 @@ def walk_affinity(
     if symmetrize not in ("stationary", "mean"):
         raise ParameterError(f"symmetrize must be 'stationary' or 'mean', got {symmetrize!r}.")
     k = _check_steps(steps)
-    p = transition_matrix(probs)
+    p = _as_square(probs)
+    _check_size(p.shape[0], k)  # before any work
+    p = transition_matrix(p)
     pi = stationary_distribution(p) if symmetrize == "stationary" else None
-    pk = walk_matrix(p, k) if k > 1 else p
-    g = _symmetric(pk, symmetrize, pi)
+    pk = _power(p, k) if k > 1 else p
+    g = _symmetric(pk, symmetrize, pi, inplace=True)  # pk is a new matrix (transition_matrix copies)
     if diagonal != "walk":
         g.fill_diagonal_(0.0)
     top = float(g.max())
-    g = g / top if top > 0 else g  # top == 0: a single patch, or a walk that only stays put
+    if top > 0:  # top == 0: a single patch, or a walk that only stays put
+        g.div_(top)
     if diagonal == "unit":
         g.fill_diagonal_(1.0)
     return g.to(torch.float32)

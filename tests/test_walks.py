@@ -174,3 +174,71 @@ def test_bad_input_raises(bad, error):
 def test_bad_parameters_raise(kwargs):
     with pytest.raises(ParameterError):
         walk_affinity(_attention(4), **kwargs)
+
+
+def _clustered_attention(n: int, seed: int = 0) -> torch.Tensor:
+    """Attention that stays mostly within two groups: a slowly mixing, strictly positive chain."""
+    g = torch.Generator().manual_seed(seed)
+    logits = 3.0 * torch.randn(n, n, generator=g)
+    half = torch.arange(n) < n // 3
+    logits += 8.0 * (half[:, None] == half[None, :])
+    return torch.softmax(logits, dim=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_iterative_stationary_distribution_matches_the_direct_solve(monkeypatch, dtype):
+    from diffcut_lab import walks
+
+    P = transition_matrix(_clustered_attention(300, seed=4).to(dtype))
+    direct = stationary_distribution(P.double())
+    monkeypatch.setattr(walks, "DIRECT_MAX", 64)
+
+    def no_solve(*args, **kwargs):
+        raise AssertionError("the direct solve ran above DIRECT_MAX")
+
+    monkeypatch.setattr(torch.linalg, "solve", no_solve)
+    pi = stationary_distribution(P)
+    assert pi.dtype == dtype and float(pi.sum()) == pytest.approx(1.0) and bool((pi >= 0).all())
+    tol = 1e-10 if dtype == torch.float64 else 2e-5
+    assert torch.allclose(pi.double(), direct, rtol=tol, atol=tol * float(direct.max()))
+
+
+def test_iterative_path_leaves_reducible_chains_to_the_direct_solve(monkeypatch):
+    from diffcut_lab import walks
+
+    monkeypatch.setattr(walks, "DIRECT_MAX", 2)
+    two_cycles = torch.tensor([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]], dtype=torch.float64)
+    pi = stationary_distribution(transition_matrix(two_cycles))  # exact zeros: not strictly positive
+    assert torch.allclose(pi, torch.full((4,), 0.25, dtype=torch.float64), atol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["stationary", "mean"])
+def test_in_place_symmetrisation_gives_the_same_graph(method, monkeypatch):
+    from diffcut_lab import walks
+
+    probs = _attention(70, seed=5).double()
+    P = transition_matrix(probs)
+    pi = stationary_distribution(P)
+    g = pi[:, None] * P if method == "stationary" else P
+    expected = 0.5 * (g + g.T)
+    monkeypatch.setattr(walks, "_BLOCK", 16)  # tiles that do not divide N
+    out = walks._symmetric(P.clone(), method, pi, inplace=True)
+    assert torch.equal(out, expected)
+    assert torch.equal(symmetrize(P, method=method, pi=pi), expected) and torch.equal(P, transition_matrix(probs))
+
+
+def test_long_walks_on_large_grids_are_refused_up_front(monkeypatch):
+    from diffcut_lab import walks
+
+    monkeypatch.setattr(walks, "PRODUCT_FREE_MAX", 32)
+    assert walks.max_walk_steps(32) > 1000 and walks.max_walk_steps(33) == 2
+    probs = _attention(48, seed=6)
+    for steps in (1, 2):
+        assert walk_affinity(probs, steps).shape == (48, 48)
+    calls = []
+    monkeypatch.setattr(walks, "transition_matrix", lambda *a: calls.append(a))
+    with pytest.raises(ParameterError, match=r"walk_steps <= 2.*64 x 64"):
+        walk_affinity(probs, 3)
+    with pytest.raises(ParameterError, match="walk_steps=4"):
+        walk_matrix(probs, 4)
+    assert not calls  # refused before any work on the matrix
