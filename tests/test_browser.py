@@ -312,6 +312,55 @@ def test_report_slider_frames_keep_the_curve_in_view(tmp_path):
                 page.screenshot(path=str(ARTIFACTS / "report_steps_last.png"))
 
 
+def test_report_page_draws_offline_and_requests_nothing(tmp_path):
+    """The report's HTML, as the command exports it (figures from their plotly JSON, a heading whose
+    file name is a Markdown link): in Chromium the figures are drawn and the page asks for nothing but
+    itself -- no CDN, no MathJax, no require.js, no address taken from a name."""
+    import nbformat
+
+    import diffcut_lab as dl
+    from diffcut_lab import viz
+    from diffcut_lab._escape import html_text, markdown_text
+    from diffcut_lab.commands import report as rp
+
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:16, :16]
+    seg = (xx >= 8).astype(int) + 2 * (yy >= 8)
+    feats = (rng.normal(size=(8, 16, 16)) * 0.3 + rng.normal(size=(4, 8))[seg].transpose(2, 0, 1)).astype("float32")
+    tree = dl.cut_tree(feats, dl.DiffCutConfig(tau=0.6))
+    image = (seg * 60).astype("uint8")
+    name = "![t](http:127.0.0.1:8765)[md](javascript:alert(1)).png"
+    figs = [viz.overlay(image, tree.labels, title=f"{html_text(name)}: segments"),
+            viz.cut_steps_figure(tree, image, title=f"{html_text(name)}: every cut")]  # fmt: skip
+    outputs = [nbformat.v4.new_output("display_data", data={"text/markdown": f"## {markdown_text(name)}"})]
+    outputs += [nbformat.v4.new_output("display_data", data={rp.PLOTLY_MIME: f.to_plotly_json()}) for f in figs]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("show()", outputs=outputs)])
+    html = tmp_path / "report.html"
+    rp.export_html(json.loads(json.dumps(nb, default=_jsonable)), html, title="report")
+    requests: list[str] = []
+    errors: list[str] = []
+    with _chromium_page(1300, 900) as page:
+        page.on("request", lambda r: requests.append(r.url))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(html.as_uri())
+        page.wait_for_function("() => [...document.querySelectorAll('.plotly-graph-div')]"
+                               ".filter(d => d.querySelector('.main-svg')).length === 2", timeout=30_000)
+        page.wait_for_timeout(1000)
+        heading = page.evaluate("() => document.querySelector('h2').textContent")
+        titles = page.evaluate("() => [...document.querySelectorAll('.gtitle')].map(t => t.textContent)")
+        links = page.evaluate("() => [...document.querySelectorAll('a[href], img')].map(a => a.outerHTML)")
+    assert requests == [html.as_uri()], requests
+    assert not errors, errors
+    assert heading.startswith(name), heading
+    assert len(titles) == 2 and all(t.startswith(name) for t in titles), titles
+    assert all('href="#' in a for a in links), links
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy values in a figure's JSON as plain lists and numbers."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
 def _check_redisplay(page) -> None:
     """A stepper displayed again from the kernel (a new cell) draws the state the kernel holds: the
     same figure as the live view, not plotly's defaults."""

@@ -258,3 +258,275 @@ def test_a_failed_final_move_puts_the_previous_report_back(tmp_path, images, mon
     assert {p: p.read_text() for p in old} == old
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".r", "r"))) == [
         "r.html", "r.ipynb", "r_figures"]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------
+# a page that opens complete with no network
+
+
+def _notebook_with_a_figure():
+    """An executed notebook as papermill leaves it: Markdown, a plotly figure (JSON only), a table."""
+    import nbformat
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Scatter(x=[0, 1, 2], y=[1, 3, 2]), layout={"title": {"text": "a figure"}})
+    nb = nbformat.v4.new_notebook()
+    md = nbformat.v4.new_output("display_data", data={"text/markdown": "## scene.png", "text/plain": ""})
+    plot = nbformat.v4.new_output("display_data", data={rp.PLOTLY_MIME: fig.to_plotly_json(), "text/plain": ""})
+    table = nbformat.v4.new_output("execute_result", data={"text/html": "<table><tr><td>1</td></tr></table>"},
+                                   execution_count=1)  # fmt: skip
+    nb.cells = [nbformat.v4.new_markdown_cell("# Report\n\nInline math $x^2$ stays text."),
+                nbformat.v4.new_code_cell("show()", outputs=[md, plot, table])]  # fmt: skip
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def _external_sources(html: str) -> list[str]:
+    """Every src/href of a script, link, img, iframe or module import that names another host."""
+    tags = re.findall(r"<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)\s*=\s*[\"']?((?:https?:)?//[^\"'\s>]+)",
+                      html, re.I)  # fmt: skip
+    imports = re.findall(r"\bimport\s*\(\s*[\"'`]((?:https?:)?//[^\"'`]+)", html)
+    return tags + imports
+
+
+def test_html_loads_nothing_from_another_host(tmp_path):
+    """Item 3: no MathJax, require.js or mermaid from a CDN; plotly.js embedded once; the figure drawn
+    from its JSON."""
+    out = tmp_path / "r.html"
+    rp.export_html(_notebook_with_a_figure(), out, title="r")
+    html = out.read_text(encoding="utf-8")
+    assert _external_sources(html) == []
+    before, bundle = html.split("plotly.js v")
+    outside = before + bundle[bundle.index("</script>"):]  # the page without the plotly.js bundle
+    assert not re.search(r"cdn|require(\.min)?\.js|mermaid|tex-svg|mathjax/", outside, re.I)
+    assert html.count("plotly.js v") == 1 and html.count("Plotly.newPlot") == 1
+    assert 'class="plotly-graph-div"' in html and "a figure" in html
+    assert rp.written_by_report(out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# nothing the command did not write is overwritten
+
+
+def _report_args(images, out):
+    return ["report", "--images", *map(str, images), "--no-png", "--quiet", "--out", str(out)]
+
+
+def test_a_notebook_of_the_users_own_is_never_replaced(tmp_path, images, no_papermill, capsys):
+    """Item 4: `report --out mynb/05_report.html` beside the user's mynb/05_report.ipynb is refused
+    before anything runs, in one line; the notebook is untouched."""
+    mine = tmp_path / "mynb" / "05_report.ipynb"
+    mine.parent.mkdir()
+    shutil.copy(rp.report_notebook_path(), mine)
+    mine.write_text(mine.read_text().replace("# DiffCut report", "# my own notes"))
+    before = mine.read_bytes()
+    assert main(_report_args(images, mine.with_suffix(".html"))) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "05_report.ipynb was not written by diffcut-lab report" in err and "another --out" in err
+    assert mine.read_bytes() == before
+    assert sorted(p.name for p in mine.parent.iterdir()) == ["05_report.ipynb"]
+
+
+@pytest.mark.parametrize("what", ["html", "notebook", "figures"])
+def test_outputs_the_command_wrote_are_replaced_and_edited_ones_refused(tmp_path, images, monkeypatch, capsys,
+                                                                        what):  # fmt: skip
+    """Item 4: a second run replaces the first run's outputs; once one of them is edited (or a file is
+    added to the figures folder) the next run refuses and leaves everything as it is."""
+    _fake_papermill(monkeypatch)
+    out = tmp_path / "r.html"
+    assert main(_report_args(images, out)) == 0
+    figures = tmp_path / "r_figures"
+    figures.mkdir()
+    (figures / "figure-01.png").write_bytes(b"png")
+    rp._mark_figures(figures)
+    assert all(rp.written_by_report(p) for p in (out, out.with_suffix(".ipynb"), figures))
+    assert main(_report_args(images, out)) == 0  # its own outputs: replaced
+    figures.mkdir()
+    (figures / "figure-01.png").write_bytes(b"png")
+    rp._mark_figures(figures)
+    if what == "html":
+        out.write_text(out.read_text().replace("<body", "<body data-edited"))
+    elif what == "notebook":
+        nb = json.loads(out.with_suffix(".ipynb").read_text())
+        nb["cells"].append({"cell_type": "markdown", "id": "mine", "metadata": {}, "source": "my notes"})
+        out.with_suffix(".ipynb").write_text(json.dumps(nb))
+    else:
+        (figures / "notes.txt").write_text("mine")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(_report_args(images, out)) == 2
+    assert "was not written by diffcut-lab report (or was changed since)" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_a_file_that_merely_looks_like_a_report_is_refused(tmp_path):
+    """The mark is a hash of the content: a copied mark line or a notebook claiming the key is not enough."""
+    html = tmp_path / "r.html"
+    html.write_text("<html>mine</html>\n" + rp.HTML_MARK.format("0" * 64))
+    nb = tmp_path / "r.ipynb"
+    shutil.copy(rp.report_notebook_path(), nb)
+    data = json.loads(nb.read_text())
+    data["metadata"][rp.NOTEBOOK_MARK] = {"cells_sha256": "0" * 64}
+    nb.write_text(json.dumps(data))
+    assert not rp.written_by_report(html) and not rp.written_by_report(nb)
+    assert not rp.written_by_report(tmp_path / "missing.html")
+
+
+# ---------------------------------------------------------------------------------------------------
+# paths: the notebook runs in another directory
+
+
+def _capture_parameters(monkeypatch) -> list[dict]:
+    import nbformat
+    import papermill
+
+    seen: list[dict] = []
+
+    def fake(src, dst, parameters=None, **kw):
+        seen.append(parameters)
+        nbformat.write(nbformat.v4.new_notebook(), dst)
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake)
+    return seen
+
+
+def test_a_relative_model_directory_reaches_the_notebook_as_an_absolute_path(tmp_path, images, tiny_dir,
+                                                                              monkeypatch):  # fmt: skip
+    """Item 5: `report --model mymodel` (a relative local directory) works as `segment` does."""
+    shutil.copytree(tiny_dir, tmp_path / "work" / "mymodel")
+    monkeypatch.chdir(tmp_path / "work")
+    seen = _capture_parameters(monkeypatch)
+    assert main(["report", "--model", "mymodel", "--images", *map(str, images), "--no-png", "--quiet",
+                 "--out", "r.html"]) == 0  # fmt: skip
+    assert seen[0]["model"] == str((tmp_path / "work" / "mymodel").resolve())
+    assert all(Path(p).is_absolute() for p in seen[0]["images"])
+    seen.clear()  # the library call resolves too, and leaves hub ids and "pocket" alone
+    rp.build_report(rp.ReportParams(model="mymodel", images=tuple(map(str, images))), "s.html", png=False,
+                    quiet=True)  # fmt: skip
+    assert Path(seen[0]["model"]).is_absolute()
+    assert rp.resolve_params(rp.ReportParams(model="pocket")).model == "pocket"
+    assert rp.resolve_params(rp.ReportParams(model="segmind/SSD-1B")).model == "segmind/SSD-1B"
+
+
+@pytest.mark.slow
+@pytest.mark.notebook
+def test_report_runs_with_a_relative_model_directory(tmp_path, tiny_dir, monkeypatch):
+    """Item 5 end to end: the notebook itself loads the relative model directory."""
+    from diffcut_lab.datasets.synthetic import make_scene
+
+    work = tmp_path / "work"
+    shutil.copytree(tiny_dir, work / "mymodel")
+    Image.fromarray(make_scene(3, size=64).image).save(work / "a.png")
+    monkeypatch.chdir(work)
+    assert main(["report", "--model", "mymodel", "--images", "a.png", "--refine", "none", "--no-png",
+                 "--quiet", "--out", "out/r.html"]) == 0  # fmt: skip
+    assert (work / "out" / "r.html").is_file()
+
+
+def test_an_image_folder_says_what_to_pass_instead(tmp_path, images, no_papermill, capsys):
+    """Item 6: `--images DIR` is not 'does not exist': it is a folder, and the files in it are wanted."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    assert main(["report", "--images", str(folder), "--out", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "is a folder; pass the image files in it" in err and "does not exist" not in err
+
+
+def test_a_loop_of_links_among_images_is_one_line(tmp_path, images, no_papermill, capsys):
+    """Item 6: a symlink loop among the images ends in one line naming it, exit code 2."""
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    me = tmp_path / "me.png"
+    me.symlink_to(me)
+    for loop in (a, me):
+        assert main(["report", "--images", str(images[0]), str(loop), "--out", str(tmp_path / "r.html")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert f"image {loop} is a loop of symbolic links" in err, err
+    assert not list(tmp_path.glob("r.*")) and not list(tmp_path.glob(".r.*"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# scratch folders: removed on SIGTERM, and after a killed run by the next one
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_the_next_run_removes_scratch_folders_of_killed_runs(tmp_path, images, monkeypatch):
+    """Item 6: a run killed outright (SIGKILL) leaves a hidden scratch folder; the next run in the same
+    folder removes it, and leaves those of live runs and anything else alone."""
+    import socket
+    import subprocess
+    import sys
+
+    _fake_papermill(monkeypatch)
+    host = socket.gethostname()
+    dead = tmp_path / f".r.diffcut-{_dead_pid()}-0123abcd.tmp"
+    live_proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        live = tmp_path / f".r.diffcut-{live_proc.pid}-89abcdef.tmp"
+        other_host = tmp_path / f".s.diffcut-{_dead_pid()}-00000000.tmp"
+        for path, owner in ((dead, dead), (live, live), (other_host, None)):
+            path.mkdir()
+            (path / "r.ipynb").write_text("partial")
+            pid = re.search(r"diffcut-(\d+)-", path.name).group(1)
+            (path / ".owner").write_text(f"{pid} {host if owner else 'elsewhere'}\n")
+        unrelated = tmp_path / ".r.something.tmp"
+        unrelated.mkdir()
+        rp.build_report(rp.ReportParams(images=tuple(map(str, images))), tmp_path / "r.html", png=False,
+                        quiet=True)  # fmt: skip
+        assert not dead.exists()
+        assert live.exists() and other_host.exists() and unrelated.exists()
+    finally:
+        live_proc.kill()
+        live_proc.wait()
+
+
+_SLOW_REPORT = """
+import sys, time
+import papermill
+from pathlib import Path
+
+def slow(src, dst, **kw):
+    Path(dst).write_text("{}")
+    print("running", flush=True)
+    time.sleep(120)
+
+papermill.execute_notebook = slow
+from diffcut_lab.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_removes_the_scratch_folder(tmp_path, images):
+    """Item 6: `kill` (SIGTERM) during a report ends it as Ctrl-C does: exit 130, one line, no hidden
+    scratch folder, nothing at --out."""
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "slow_report.py"
+    script.write_text(_SLOW_REPORT)
+    out = tmp_path / "out" / "r.html"
+    proc = subprocess.Popen([sys.executable, str(script), *_report_args(images, out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout.readline().strip() == "running"
+        assert [p.name for p in out.parent.iterdir() if p.name.startswith(".r.")], "no scratch folder"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip() == "diffcut-lab report: interrupted", err
+    assert list(out.parent.iterdir()) == []

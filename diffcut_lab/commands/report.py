@@ -164,7 +164,8 @@ def _strip_for_html(nb: Any) -> Any:
 
 
 def _draw_plotly(nb: Any) -> Any:
-    """Give each plotly figure an HTML drawing (plotly.js embedded once, before the first; no MathJax)."""
+    """Give each plotly figure an HTML drawing (plotly.js embedded once, before the first; no MathJax,
+    no plotly logo linking to plotly.com)."""
     import plotly.io as pio
 
     first = True
@@ -176,7 +177,7 @@ def _draw_plotly(nb: Any) -> Any:
                 continue
             data["text/html"] = pio.to_html(
                 fig, include_plotlyjs=first, include_mathjax=False, full_html=False, default_width="100%",
-                default_height=525, validate=False,
+                default_height=525, validate=False, config={"displaylogo": False},  # no link to plotly.com
             )
             first = False
     return nb
