@@ -5,21 +5,28 @@ alike the layers' features are.
 each (layer, timestep, image) is segmented by the segmentation core with one
 :class:`~diffcut_lab.config.DiffCutConfig` and scored with the published Hungarian matching;
 :func:`layer_ranking` scores each layer at its own tau; :func:`layer_similarity` is the linear CKA
-between every pair of captured maps (which layers carry the same information).
+between every pair of captured maps (which layers carry the same information);
+:func:`method_comparison` scores several settings on one layer. They share their work: per image, each
+graph and each recursion is computed once for every tau (:func:`~diffcut_lab.segmentation.cut_trees`), a
+K-way cut runs once per distinct starting partition, a label map is upsampled and scored once however
+many taus give it, and :func:`method_comparison` reads the rows :func:`layer_scores` already holds.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from .config import DiffCutConfig
-from .errors import ParameterError
+from .config import CUT_FIELDS, LABEL_FIELDS, DiffCutConfig, check_tau
+from .errors import ParameterError, UnknownLayerError
 from .hook_points import forward_order, layer_stage, short_layer_name
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["SORT_KEYS", "layer_ranking", "layer_scores", "layer_similarity", "linear_cka", "method_comparison"]
 
@@ -43,21 +50,21 @@ def _select(cache: Any, layers: Sequence[str] | None, timesteps: Sequence[int] |
     chosen = list(layers) if layers is not None else all_layers
     missing = [name for name in chosen if name not in all_layers]
     if missing:
-        from .errors import UnknownLayerError
-
         raise UnknownLayerError(f"layers {missing} are not in this cache; it holds {all_layers}")
     ts = list(timesteps) if timesteps is not None else list(cache.timesteps)
     return chosen, ts
 
 
-def _features(cache: Any, layer: str, t: int, index: int) -> np.ndarray | None:
+def _batch_features(cache: Any, layer: str, t: int) -> torch.Tensor | None:
+    """The ``(B, C, h, w)`` float32 CPU features of one capture, converted once for every image (``None``
+    for attention probabilities, which have no spatial layout of channels)."""
+    import torch
+
     x = cache[layer, t]
-    if hasattr(x, "detach"):
-        x = x.detach().float().cpu().numpy()
-    x = np.asarray(x)
-    if x.ndim != 4:  # attention probabilities (B, N, N) have no spatial layout of channels
+    x = x.detach() if hasattr(x, "detach") else torch.as_tensor(np.asarray(x))
+    if x.ndim != 4:
         return None
-    return x[index]
+    return x.float().cpu()
 
 
 def _attention(cache: Any, layer: str, t: int, index: int) -> Any:
@@ -111,7 +118,8 @@ def layer_scores(
     sort_by
         One of :data:`SORT_KEYS`.
     keep_labels
-        Keep the ``(h, w)`` labels in a ``labels`` column (used by :func:`layer_grid`).
+        Keep the ``(h, w)`` grid labels in a ``labels`` column and the ``(C, h, w)`` features in a
+        ``features`` column (what :func:`diffcut_lab.viz.layer_grid` draws).
     taus : sequence of float or "auto", optional
         Score every tau of the list (one row each): one recursion at the largest, pruned for the others
         (:func:`~diffcut_lab.segmentation.cut_trees`); ``"auto"`` (the automatic stopping rule) is cut on
@@ -124,68 +132,161 @@ def layer_scores(
         seconds`` (the cut's, per image: the graph and the recursion shared by the numeric taus, the
         automatic cut alone) and, with ground truth, the image's ``tp, fp, fn`` per class and ``n_pixels``
         (so that scores can be pooled over images, as the published metric does: :func:`layer_ranking`).
-        ``affinity="attention"`` reads the layer's ``"<layer>.probs"`` from the cache.
+        ``affinity="attention"`` reads the layer's ``"<layer>.probs"`` from the cache. ``attrs`` records
+        the settings (``config``, as :meth:`~diffcut_lab.config.DiffCutConfig.to_dict`), ``num_classes``
+        and ``ignore_index``, so that :func:`method_comparison` and the views can reuse the rows.
     """
-    from . import segmentation as core
-    from .metrics import hungarian_miou
-
     cfg = DiffCutConfig.build(config, **settings)
     chosen, ts = _select(cache, layers, timesteps)
-    if gt is not None and num_classes is None:
-        raise ParameterError("layer_scores with gt needs num_classes= (e.g. dataset.info.num_classes).")
-    gts = None
-    if gt is not None:
-        gts = [None if g is None else _label_map(g)
-               for g in (gt if isinstance(gt, (list, tuple)) or np.ndim(gt) == 3 else [gt])]  # fmt: skip
-    from .config import check_tau
+    gts = _ground_truth(gt, num_classes, "layer_scores")
+    groups = _tau_groups(taus if taus is not None else [cfg.tau])
+    rows = _score_rows(cache, gts, {None: (cfg, groups)}, chosen, ts, images, num_classes=num_classes,
+                       ignore_index=ignore_index, keep_labels=keep_labels)  # fmt: skip
+    df = _sort(pd.DataFrame(rows), sort_by)
+    df.attrs.update(config=cfg.to_dict(), num_classes=num_classes, ignore_index=ignore_index)
+    return df
+
+
+def _ground_truth(gt: Any, num_classes: int | None, caller: str) -> list[np.ndarray | None] | None:
+    """One ``(H, W)`` int64 map (or ``None``) per image, from a ``(B, H, W)`` array, a list or one map."""
+    if gt is None:
+        return None
+    if num_classes is None:
+        raise ParameterError(f"{caller} with gt needs num_classes= (e.g. dataset.info.num_classes).")
+    many = isinstance(gt, (list, tuple)) or np.ndim(gt) == 3
+    return [None if g is None else _label_map(g) for g in (gt if many else [gt])]
+
+
+def _tau_groups(taus: Sequence[Any]) -> list[list[Any]]:
+    """The numeric taus (sorted; one recursion serves them all) and ``["auto"]``, each when asked for."""
     from .options import AUTO
 
-    asked = [check_tau(t, auto=True) for t in taus] if taus is not None else [cfg.tau]
-    tau_groups = [g for g in (sorted({t for t in asked if t != AUTO}), [AUTO] if AUTO in asked else []) if g]
+    asked = [check_tau(t, auto=True) for t in taus]
+    return [g for g in (sorted({t for t in asked if t != AUTO}), [AUTO] if AUTO in asked else []) if g]
+
+
+def _cut_key(cfg: DiffCutConfig) -> tuple:
+    """What a cut depends on besides tau."""
+    return tuple(getattr(cfg, f) for f in CUT_FIELDS if f != "tau")
+
+
+class _ImageCuts:
+    """The cut trees of one image's features under several settings, each computed once.
+
+    Each (cut settings, tau group) is one :func:`~diffcut_lab.segmentation.cut_trees` call (one graph, one
+    recursion at the largest tau, pruned for the others). A K-way cut that starts from the recursive
+    partition runs once per distinct partition: taus whose recursive trees agree share its result (same
+    graph, same K, same start).
+    """
+
+    def __init__(self, features: torch.Tensor, attention: Callable[[], Any]) -> None:
+        self.features = features
+        self._attention = attention
+        self._memo: dict[tuple, tuple[dict, float]] = {}
+
+    def trees(self, cfg: DiffCutConfig, group: Sequence[Any]) -> tuple[dict, float]:
+        """``({tau: CutTree}, seconds)``: the trees of ``group`` and the time their cut took."""
+        key = (_cut_key(cfg), tuple(group))
+        if key not in self._memo:
+            self._memo[key] = self._cut(cfg, list(group))
+        return self._memo[key]
+
+    def _cut(self, cfg: DiffCutConfig, group: list[Any]) -> tuple[dict, float]:
+        from . import segmentation as core
+        from .options import AUTO
+
+        attention = self._attention() if cfg.affinity == "attention" else None
+        starts = None
+        if cfg.partition == "kway" and not cfg.n_segments and AUTO not in group and len(group) > 1:
+            recursive, _ = self.trees(cfg.replace(partition="recursive"), group)
+            starts = {}  # the recursive partition -> the first tau that gives it
+            for tau in group:
+                starts.setdefault(recursive[tau].labels.tobytes(), tau)
+        t0 = time.perf_counter()
+        if starts is None:
+            trees = core.cut_trees(self.features, cfg, group, attention=attention)
+        else:
+            cut = core.cut_trees(self.features, cfg, list(starts.values()), attention=attention)
+            trees = {tau: cut[starts[recursive[tau].labels.tobytes()]] for tau in group}
+        return trees, time.perf_counter() - t0
+
+
+class _ImageScores:
+    """Pixel labels and Hungarian counts of one image, each distinct grid label map computed once."""
+
+    def __init__(self, features: torch.Tensor, gt: np.ndarray, image: Any, num_classes: int,
+                 ignore_index: int) -> None:  # fmt: skip
+        self.features, self.gt, self.image = features, gt, image
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self._memo: dict[tuple, dict[str, Any]] = {}
+
+    def score(self, labels: np.ndarray, cfg: DiffCutConfig) -> dict[str, Any]:
+        """``miou, tp, fp, fn, n_pixels`` of grid ``labels`` made into pixel labels as ``cfg`` says."""
+        from . import segmentation as core
+        from .metrics import hungarian_miou
+
+        key = (labels.shape, labels.tobytes(), cfg.mode, tuple(getattr(cfg, f) for f in LABEL_FIELDS))
+        if key not in self._memo:
+            pred = core.pixel_labels(labels, self.features, self.gt.shape, cfg, region=self.image, x=self.image)
+            res = hungarian_miou(pred, self.gt, num_classes=self.num_classes, ignore_index=self.ignore_index)
+            self._memo[key] = {"miou": float(res.miou), "tp": res.tp.tolist(), "fp": res.fp.tolist(),
+                               "fn": res.fn.tolist(), "n_pixels": int(res.n_pixels)}  # fmt: skip
+        return dict(self._memo[key])
+
+
+def _score_rows(
+    cache: Any,
+    gts: list[np.ndarray | None] | None,
+    settings: dict[Any, tuple[DiffCutConfig, list[list[Any]]]],
+    layers: Sequence[str],
+    timesteps: Sequence[int],
+    images: Sequence[int] | None,
+    *,
+    num_classes: int | None,
+    ignore_index: int,
+    keep_labels: bool,
+) -> list[dict[str, Any]]:
+    """One row per (layer, timestep, image, setting, tau); ``settings`` maps a name (the ``method``
+    column, ``None`` for none) to a config and its tau groups. Every setting of an image shares that
+    image's cuts and scores (:class:`_ImageCuts`, :class:`_ImageScores`)."""
+    from functools import partial
+
+    from . import segmentation as core
+    from .options import AUTO
+
     rows = []
-    for layer in chosen:
-        for t in ts:
-            x = cache[layer, t]
-            batch = x.shape[0]
-            idx = list(images) if images is not None else list(range(batch))
+    for layer in layers:
+        for t in timesteps:
+            batch = _batch_features(cache, layer, t)
+            if batch is None:
+                continue
+            idx = list(images) if images is not None else list(range(batch.shape[0]))
             for i in idx:
-                f = _features(cache, layer, t, i)
-                if f is None:
-                    continue
-                attention = _attention(cache, layer, t, i) if cfg.affinity == "attention" else None
-                trees, seconds = {}, {}
-                for group in tau_groups:
-                    t0 = time.perf_counter()
-                    trees.update(core.cut_trees(f, cfg, group, attention=attention))
-                    seconds.update(dict.fromkeys(group, time.perf_counter() - t0))
-                for tau, tree in trees.items():
-                    labels = core.grid_labels(tree)
-                    row = {
-                        "layer": layer,
-                        "short": short_layer_name(layer),
-                        "stage": layer_stage(layer),
-                        "resolution": f"{f.shape[1]}x{f.shape[2]}",
-                        "channels": int(f.shape[0]),
-                        "timestep": int(t),
-                        "image": int(i),
-                        "tau": float("nan") if tau == AUTO else float(tau),
-                        "n_segments": int(labels.max()) + 1,
-                        "miou": np.nan,
-                        "seconds": seconds[tau],
-                    }
-                    if gts is not None and i < len(gts) and gts[i] is not None:
-                        g = gts[i]
-                        img = None if cache.images is None else cache.images[i]
-                        pred = core.pixel_labels(labels, f, g.shape, cfg, region=img, x=img)
-                        res = hungarian_miou(pred, g, num_classes=num_classes, ignore_index=ignore_index)
-                        row.update(miou=float(res.miou), tp=res.tp.tolist(), fp=res.fp.tolist(),
-                                   fn=res.fn.tolist(), n_pixels=int(res.n_pixels))  # fmt: skip
-                    if keep_labels:
-                        row["labels"] = labels
-                        row["features"] = f
-                    rows.append(row)
-    df = pd.DataFrame(rows)
-    return _sort(df, sort_by)
+                f = batch[i]
+                cuts = _ImageCuts(f, partial(_attention, cache, layer, t, i))
+                scorer = None
+                if gts is not None and i < len(gts) and gts[i] is not None:
+                    img = None if cache.images is None else cache.images[i]
+                    scorer = _ImageScores(f, gts[i], img, int(num_classes), ignore_index)
+                base = {"layer": layer, "short": short_layer_name(layer), "stage": layer_stage(layer),
+                        "resolution": f"{f.shape[1]}x{f.shape[2]}", "channels": int(f.shape[0]),
+                        "timestep": int(t), "image": int(i)}  # fmt: skip
+                for name, (cfg, groups) in settings.items():
+                    for group in groups:
+                        trees, seconds = cuts.trees(cfg, group)
+                        for tau in group:
+                            labels = core.grid_labels(trees[tau])
+                            row = {**base, "tau": float("nan") if tau == AUTO else float(tau),
+                                   "n_segments": int(labels.max()) + 1, "miou": np.nan, "seconds": seconds}  # fmt: skip
+                            if name is not None:
+                                row["method"] = name
+                            if scorer is not None:
+                                row.update(scorer.score(labels, cfg))
+                            if keep_labels:
+                                row["labels"] = labels
+                                row["features"] = f.numpy()
+                            rows.append(row)
+    return rows
 
 
 def _sort(df: pd.DataFrame, sort_by: str) -> pd.DataFrame:
@@ -266,8 +367,13 @@ def method_comparison(
     layer: str | None = None,
     timestep: int | None = None,
     ignore_index: int = 255,
+    scores: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Partitioners and affinities on the same captured features, each at its best tau and automatically.
+
+    Every method of an image shares that image's work: a graph and a recursion serve every tau of a
+    setting, a K-way cut that starts from the recursive partition runs once per distinct partition, and
+    rows that ``scores`` already holds are read, not cut again.
 
     Parameters
     ----------
@@ -279,13 +385,18 @@ def method_comparison(
         The methods by name, e.g. ``{"DiffCut": DiffCutConfig(), "walk k=2": DiffCutConfig(affinity=
         "attention", walk_steps=2), "K-way": DiffCutConfig(partition="kway")}``.
     select, test : sequence of int
-        Images (batch indices) that choose tau, and images that score it (disjoint).
+        Images (batch indices) that choose tau, and images that score it (disjoint); only these are cut.
     taus : sequence of float
         The taus tried on ``select``; ``"auto"`` is always scored too.
     num_classes, ignore_index
         As :func:`layer_scores`.
     layer, timestep : optional
         Which captured map (default: the cache's only feature layer and timestep).
+    scores : pandas.DataFrame, optional
+        :func:`layer_scores` rows with ground truth (e.g. the layer ranking's, from the same cache): a
+        method whose cut and label settings equal their ``attrs["config"]`` (same ``num_classes`` and
+        ``ignore_index``) reads its rows of this layer and timestep from them; only the taus they lack
+        (typically ``"auto"``) are cut.
 
     Returns
     -------
@@ -300,17 +411,60 @@ def method_comparison(
     steps = list(cache.timesteps) if timestep is None else [timestep]
     if len(layers) != 1 or len(steps) != 1:
         raise ParameterError(f"pass layer= and timestep=: the cache holds {layers} at {steps}.")
-    frames = [
-        layer_scores(cache, gt, layers=layers, timesteps=steps, config=cfg, taus=[*taus, "auto"],
-                     num_classes=num_classes, ignore_index=ignore_index).assign(method=name)
-        for name, cfg in dict(methods).items()
-    ]
+    gts = _ground_truth(gt, num_classes, "method_comparison")
+    wanted = [t for g in _tau_groups([*taus, "auto"]) for t in g]
+    used = sorted({int(i) for i in (*select, *test)})
+    frames, settings = [], {}
+    for name, given in dict(methods).items():
+        cfg = DiffCutConfig.build(given)
+        known = _reusable(scores, cfg, layers[0], int(steps[0]), used, num_classes, ignore_index)
+        have = [t for t in wanted if _covers(known, t, used)]
+        if have:
+            frames.append(known[known["tau"].map(lambda v, h=have: _tau_of(v) in h)].assign(method=name))
+        missing = [t for t in wanted if t not in have]
+        if missing:
+            settings[name] = (cfg, _tau_groups(missing))
+    rows = _score_rows(cache, gts, settings, layers, steps, used, num_classes=num_classes,
+                       ignore_index=ignore_index, keep_labels=False)  # fmt: skip
+    frames.append(pd.DataFrame(rows))
     table = tuned(pd.concat(frames, ignore_index=True), ["method"], select=list(select), test=list(test))
     order = {name: i for i, name in enumerate(dict(methods))}
     rank = {"method": order, "stopping": {"tau chosen": 0, "auto": 1}}
     return table.sort_values(["method", "stopping"], key=lambda c: c.map(rank[c.name]), kind="stable").reset_index(
         drop=True
     )
+
+
+def _tau_of(value: float) -> float | str:
+    """A row's tau as :func:`_tau_groups` spells it (NaN is ``"auto"``)."""
+    from .options import AUTO
+
+    return AUTO if np.isnan(value) else float(value)
+
+
+def _reusable(scores: pd.DataFrame | None, cfg: DiffCutConfig, layer: str, t: int, images: list[int],
+              num_classes: int, ignore_index: int) -> pd.DataFrame | None:  # fmt: skip
+    """The rows of ``scores`` that are this setting's on ``layer`` at ``t`` for ``images`` (``None`` when
+    ``scores`` was made with other settings or another scoring)."""
+    if scores is None or scores.empty or "tp" not in scores.columns:
+        return None
+    made = scores.attrs.get("config")
+    if made is None or scores.attrs.get("num_classes") != num_classes or scores.attrs.get("ignore_index") != ignore_index:
+        return None
+    fields = (*CUT_FIELDS, *LABEL_FIELDS)
+    if any(made.get(f) != v for f, v in cfg.to_dict().items() if f in fields and f != "tau"):
+        return None
+    rows = scores[(scores["layer"] == layer) & (scores["timestep"] == t) & scores["image"].isin(images)]
+    keep = [c for c in rows.columns if c not in ("labels", "features")]
+    return rows[keep]
+
+
+def _covers(rows: pd.DataFrame | None, tau: float | str, images: list[int]) -> bool:
+    """Whether ``rows`` hold ``tau`` for every one of ``images``."""
+    if rows is None or rows.empty:
+        return False
+    at = rows[rows["tau"].map(_tau_of) == tau]
+    return set(images) <= set(at["image"].astype(int))
 
 
 def linear_cka(x: Any, y: Any) -> float:
