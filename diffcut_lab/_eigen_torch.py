@@ -19,11 +19,13 @@ import torch
 
 from ._cut_attempt import Attempt, fixed_attempt
 
-__all__ = ["DEVICE_DENSE_MAX", "torch_attempt", "uses_device_path"]
+__all__ = ["DEVICE_DENSE_MAX", "DEVICE_EIGH_MAX", "torch_attempt", "uses_device_path"]
 
-#: "auto" on an accelerator: dense float64 eigh on the device up to this many nodes (a 16384-node float64
-#: sub-graph is 2 GiB), the host's Lanczos solve above
+#: "auto" on an accelerator: the cut on the device up to this many nodes (a 16384-node float64 sub-graph
+#: is 2 GiB), the host's Lanczos solve above
 DEVICE_DENSE_MAX = 16384
+#: on the device path, dense float64 ``eigh`` (every eigenpair) up to this many nodes, Lanczos above
+DEVICE_EIGH_MAX = 1024
 
 
 def uses_device_path(g: torch.Tensor, solver: str) -> bool:
@@ -46,15 +48,66 @@ def _connected(sub: torch.Tensor) -> bool:
     return True
 
 
-def fiedler(sub: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+def fiedler(sub: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, str]:
     """Sign-fixed ``y = D^-1/2 v``, ``v`` the eigenvector of the second smallest eigenvalue of
-    ``I - D^-1/2 W D^-1/2`` (dense float64 ``eigh``; the entry of largest magnitude made positive)."""
+    ``I - D^-1/2 W D^-1/2`` (the entry of largest magnitude made positive), and the solver that found it.
+
+    Dense float64 ``eigh`` (``"torch64"``) up to :data:`DEVICE_EIGH_MAX` nodes; above, Lanczos on the
+    device (``"torch64-lanczos"``): products with the scaled sub-graph only, no ``O(N^3)`` step and no
+    eigenpair beyond the one needed; if it does not converge, the dense solve.
+    """
     s = d.rsqrt()
-    m = -(s[:, None] * sub * s[None, :])
-    m.diagonal().add_(1.0)
-    _, vecs = torch.linalg.eigh(m)
-    y = s * vecs[:, 1]
-    return -y if bool(y[torch.argmax(y.abs())] < 0) else y
+    m = s[:, None] * sub * s[None, :]  # D^-1/2 W D^-1/2: its top eigenvector is sqrt(d), Fiedler the next
+    solver = "torch64"
+    v = None
+    if sub.shape[0] > DEVICE_EIGH_MAX:
+        u = d.sqrt()
+        v = _lanczos_top(m, u / u.norm())
+        solver = "torch64-lanczos"
+    if v is None:
+        m.neg_().diagonal().add_(1.0)
+        v = torch.linalg.eigh(m)[1][:, 1]
+        solver = "torch64"
+    y = s * v
+    return (-y if bool(y[torch.argmax(y.abs())] < 0) else y), solver
+
+
+def _lanczos_top(
+    m: torch.Tensor, u: torch.Tensor, tol: float = 1e-10, steps: int = 160, restarts: int = 60
+) -> torch.Tensor | None:
+    """Eigenvector of the largest eigenvalue of the symmetric ``m`` on the complement of the unit vector
+    ``u`` (an eigenvector of ``m``): Lanczos with full reorthogonalisation, restarted from its Ritz vector,
+    from a fixed start (deterministic). None if the residual ``||m v - theta v||`` does not reach
+    ``tol * max(1, |theta|)``. Memory: ``steps`` vectors."""
+    n = m.shape[0]
+    steps = max(2, min(steps, n - 1))
+    x = torch.cos(torch.arange(n, dtype=m.dtype, device=m.device) * 0.7) + 0.1  # the host's start vector
+    for _ in range(restarts):
+        x = x - u * (u @ x)
+        x = x / x.norm()
+        basis = torch.zeros(steps, n, dtype=m.dtype, device=m.device)
+        alpha = torch.zeros(steps, dtype=m.dtype, device=m.device)
+        beta = torch.zeros(steps, dtype=m.dtype, device=m.device)
+        q, j = x, 0
+        for j in range(steps):
+            basis[j] = q
+            w = m @ q
+            w -= u * (u @ w)
+            alpha[j] = q @ w
+            for _ in range(2):  # full reorthogonalisation, twice is enough
+                w -= basis[: j + 1].T @ (basis[: j + 1] @ w)
+            beta[j] = w.norm()
+            if float(beta[j]) <= 1e-14 * max(1.0, float(alpha[: j + 1].abs().max())):
+                break  # an invariant subspace: the Ritz values are exact
+            q = w / beta[j]
+        size = j + 1
+        t = torch.diag(alpha[:size]) + torch.diag(beta[: size - 1], 1) + torch.diag(beta[: size - 1], -1)
+        theta, z = torch.linalg.eigh(t)
+        x = basis[:size].T @ z[:, -1]
+        residual = float((m @ x - u * (u @ (m @ x)) - theta[-1] * x).norm())
+        if residual <= tol * max(1.0, float(theta[-1].abs())):
+            return x / x.norm()
+    return None
 
 
 def sweep(sub: torch.Tensor, d: torch.Tensor, y: torch.Tensor, min_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,11 +145,11 @@ def torch_attempt(g: torch.Tensor, members: np.ndarray, min_size: int) -> Attemp
     d = sub.sum(1)
     if not bool((d > 0).all()) or not _connected(sub):
         return fixed_attempt(sub.cpu().numpy(), np.arange(members.shape[0]), "dense", None, min_size)
-    y = fiedler(sub, d)
+    y, solver = fiedler(sub, d)
     thr, nc = sweep(sub, d, y, min_size)
     y_np = y.cpu().numpy()
     if thr.shape[0] == 0:
-        return Attempt.rejected("no threshold leaves min_size nodes on both sides", fiedler=y_np, solver="torch64")
+        return Attempt.rejected("no threshold leaves min_size nodes on both sides", fiedler=y_np, solver=solver)
     best = int(torch.argmin(nc))
     thr_np, nc_np = thr.cpu().numpy(), nc.cpu().numpy()
     return Attempt(
@@ -106,5 +159,5 @@ def torch_attempt(g: torch.Tensor, members: np.ndarray, min_size: int) -> Attemp
         threshold=float(thr_np[best]),
         ncut=float(nc_np[best]),
         positive=y_np > thr_np[best],
-        solver="torch64",
+        solver=solver,
     )

@@ -49,6 +49,41 @@ def test_torch_path_equals_host_path(seed, side, k, noise, tau, min_size) -> Non
             np.testing.assert_allclose(a.fiedler, b.fiedler, atol=1e-6 * np.abs(a.fiedler).max())
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lanczos_on_the_device_path_equals_the_dense_host_path(seed, monkeypatch) -> None:
+    # above DEVICE_EIGH_MAX nodes the device path solves one eigenpair by Lanczos (no full eigh)
+    from diffcut_lab import _eigen_torch
+
+    monkeypatch.setattr(_eigen_torch, "DEVICE_EIGH_MAX", 40)
+    side = 18
+    w = affinity(clustered_features(seed, side, side, channels=32, k=5, noise=0.9), alpha=10)
+    host = recursive_ncut(w, tau=0.7, grid=(side, side), solver="dense")
+    calls = []
+    eigh = torch.linalg.eigh
+    monkeypatch.setattr(torch.linalg, "eigh", lambda m, *a, **k: calls.append(m.shape[0]) or eigh(m, *a, **k))
+    dev = recursive_ncut(w, tau=0.7, grid=(side, side), solver="torch64")
+    _same_tree(host, dev)
+    assert "torch64-lanczos" in {s.solver for s in dev.steps}
+    assert all(size <= 160 for size in calls)  # only Lanczos' small tridiagonal matrices, or small sub-graphs
+    for a, b in zip(host.steps, dev.steps):
+        if b.solver == "torch64-lanczos":
+            np.testing.assert_allclose(a.fiedler, b.fiedler, atol=1e-6 * np.abs(a.fiedler).max())
+
+
+def test_lanczos_finds_the_second_eigenvector() -> None:
+    from diffcut_lab._eigen_torch import _lanczos_top
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(300, 300, generator=g, dtype=torch.float64)
+    w = (x + x.T) / 2
+    w.fill_diagonal_(0.0)
+    d = w.sum(1)
+    m = w / d.sqrt()[:, None] / d.sqrt()[None, :]
+    _, vecs = torch.linalg.eigh(m)
+    v = _lanczos_top(m, d.sqrt() / d.sqrt().norm())
+    assert v is not None and abs(float(v @ vecs[:, -2])) > 1 - 1e-9
+
+
 def test_disconnected_sub_graphs_go_through_the_host_split() -> None:
     w = torch.zeros(12, 12)
     w[:5, :5] = 1.0
