@@ -500,11 +500,18 @@ def recursive_ncut(
         raise ParameterError(f"max_depth must be None or an integer >= 0, got {max_depth!r}.")
     g, n = _as_graph(W, mode, solver)
     if grid is not None:
-        if len(tuple(grid)) != 2 or int(grid[0]) * int(grid[1]) != n:
+        pair = tuple(grid) if isinstance(grid, (tuple, list, torch.Size, np.ndarray)) else None
+        if pair is None or len(pair) != 2 or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= 1 for v in pair
+        ):
+            raise ParameterError(
+                f"grid must be (h, w), two integers >= 1 with h * w = N = {n} nodes; got {grid!r}."
+            )
+        if int(pair[0]) * int(pair[1]) != n:
             raise ParameterError(
                 f"grid {grid!r} does not match N = {n} nodes; expected (h, w) with h * w = N."
             )
-        grid = (int(grid[0]), int(grid[1]))
+        grid = (int(pair[0]), int(pair[1]))
     zero_rows = (g == 0).any(dim=1).cpu().numpy() if mode == "paper" else None
     steps: list[CutStep] = []
     # stack entries: node id, parent id, depth, region, (parent members, parent fiedler) for warm starts

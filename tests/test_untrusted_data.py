@@ -263,3 +263,19 @@ def test_an_unparsable_grid_description_in_out_is_a_warning_and_the_rows_are_che
     other = small_grid(tiny_dir, dataset_kwargs={"n": 1, "size": 48})
     with pytest.warns(RuntimeWarning, match="not UTF-8"), pytest.raises(ParameterError, match="other data"):
         run_ablation(other, out=out, progress=False)
+
+
+# ----------------------------------------------------------------------------------------------------
+# arguments
+
+
+@pytest.mark.parametrize("grid", [(-8, -8), (8, 8.5), (True, 64), "ab", 5, (0, 0)])
+def test_recursive_ncut_refuses_a_grid_that_is_not_two_positive_integers(grid):
+    import diffcut_lab as dl
+    from diffcut_lab.errors import ParameterError
+
+    w = torch.rand(64, 64)
+    w = (w + w.T) / 2
+    with pytest.raises(ParameterError, match="grid must be \\(h, w\\), two integers >= 1"):
+        dl.recursive_ncut(w, tau=0.5, grid=grid)
+    assert dl.recursive_ncut(w, tau=0.5, grid=(4, 16)).labels.shape == (4, 16)
