@@ -59,7 +59,6 @@ __all__ = [
     "MAX_PAMR_DILATION",
     "MAX_PAMR_ITER",
     "MAX_SEED",
-    "MAX_WALK_NODES",
     "MAX_WALK_STEPS",
     "NONE",
     "NONE_MEANS",
@@ -81,9 +80,6 @@ MAX_SEED = 2**63 - 1
 #: the longest attention walk: its graph is built from P^k by ~log2(k) N x N products, and P^k has long
 #: reached its stationary rank-one limit (one segment) by then
 MAX_WALK_STEPS = 1024
-#: the largest feature grid an attention walk runs on (64 x 64): each N x N product and the stationary
-#: solve grow as N^3, and on a 128 x 128 grid they take tens of minutes on a CPU
-MAX_WALK_NODES = 64 * 64
 #: the largest K-way cut, as segments x grid nodes: its cost grows with both (about two minutes on one CPU
 #: core at this size: 32 segments of a 128 x 128 grid, or 512 of 32 x 32)
 MAX_KWAY_WORK = 2**19
@@ -257,8 +253,8 @@ class DiffCutConfig:
         attention, which :class:`~diffcut_lab.pipeline.DiffCut` captures in the same forward).
     walk_steps : int
         Steps of the attention random walk (``affinity="attention"``), at most :data:`MAX_WALK_STEPS`:
-        more steps, a smoother graph and fewer segments. The walk runs on grids of at most
-        :data:`MAX_WALK_NODES` nodes (:meth:`check_grid`).
+        more steps, a smoother graph and fewer segments. Above 64 x 64 grid nodes only short walks run
+        (:meth:`check_grid`, :func:`~diffcut_lab.walks.max_walk_steps`).
     partition : {"recursive", "kway"}
         Recursive two-way normalized cuts (DiffCut), or one K-way normalized cut (:mod:`~diffcut_lab.kway`)
         whose K is ``n_segments``, else the automatic rule (``tau="auto"``), else the number of segments
@@ -452,8 +448,9 @@ class DiffCutConfig:
         """Refuse what these settings cannot cut on an ``(h, w)`` feature grid, before any work.
 
         A dense cosine affinity above :data:`MAX_DENSE_NODES` nodes (``knn`` makes it sparse), an attention
-        walk above :data:`MAX_WALK_NODES`, and a K-way ``n_segments`` that :func:`check_kway_segments`
-        refuses (more segments than nodes, or beyond :data:`MAX_KWAY_WORK`).
+        walk longer than :func:`~diffcut_lab.walks.max_walk_steps` allows on the grid, and a K-way
+        ``n_segments`` that :func:`check_kway_segments` refuses (more segments than nodes, or beyond
+        :data:`MAX_KWAY_WORK`).
 
         Raises
         ------
@@ -462,12 +459,15 @@ class DiffCutConfig:
         """
         h, w = parse_size(tuple(grid), "grid")
         n = h * w
-        if self.affinity == "attention" and n > MAX_WALK_NODES:
-            raise ParameterError(
-                f"affinity='attention' on the {h} x {w} feature grid ({n:,} nodes): the walk's N x N products "
-                f"do not finish in minutes above {MAX_WALK_NODES:,} nodes; use affinity='cosine', a coarser "
-                "layer or a smaller image_size."
-            )
+        if self.affinity == "attention":
+            from .walks import max_walk_steps  # (torch: the grid is known once a model is loaded)
+
+            if self.walk_steps > max_walk_steps(n):
+                raise ParameterError(
+                    f"walk_steps={self.walk_steps} with affinity='attention' on the {h} x {w} feature grid "
+                    f"({n:,} nodes) needs dense N x N products that do not finish in minutes; use walk_steps <= "
+                    f"{max_walk_steps(n)}, affinity='cosine', or a coarser grid (layer or image_size)."
+                )
         if self.affinity == "cosine" and self.knn is None and n > MAX_DENSE_NODES:
             raise ParameterError(
                 f"the {h} x {w} feature grid ({n:,} nodes) is too large for a dense affinity "

@@ -162,3 +162,21 @@ def test_an_interrupted_run_leaves_the_previous_results(tiny_dir, images, tmp_pa
     assert code == 130
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not list(tmp_path.glob(".out4.*"))
+
+
+def test_segment_refuses_what_the_feature_grid_cannot_take_before_any_image(tiny_dir, images, tmp_path, capsys,
+                                                                           monkeypatch):  # fmt: skip
+    """--n-segments above the grid's nodes: one line naming the grid, before the UNet runs; never clamped."""
+    import diffcut_lab.capturing as capturing
+
+    def no_forward(*a, **k):
+        raise AssertionError("the UNet must not run when the grid cannot be cut")
+
+    monkeypatch.setattr(capturing, "capture", no_forward)
+    out = tmp_path / "never"
+    code, _, err = _run(["segment", str(images[0]), "--model", str(tiny_dir), "--partition", "kway", "--n-segments",
+                         "700", "--out", str(out)], capsys)  # fmt: skip
+    assert code == 2 and not out.exists()
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("diffcut-lab segment: error: n_segments=700") and "feature grid" in line
+    assert "pass n_segments=" in line
