@@ -135,11 +135,19 @@ def test_eigenvectors_spectrum_and_gap():
     heat = [t for t in fig.data if isinstance(t, go.Heatmap)]
     assert len(heat) == 9  # 8 eigenvectors + the affinity row
     assert any("largest gap after λ3" in (a.text or "") for a in fig.layout.annotations)
-    # an affinity matrix works too, with its grid
+    # an affinity matrix works too, with its grid; the row is the pixel's edges in the graph the cut
+    # partitions: fixed mode ignores the self-loop (0 in the panel), paper mode counts it
     W = affinity(f, alpha=10.0)
     fig_w = viz.eigenvectors(W, k=4, grid=(16, 16), pixel=(0, 0))
     row = next(t for t in fig_w.data if t.name == "affinity row")
-    np.testing.assert_allclose(np.asarray(row.z).ravel(), np.asarray(W)[0], atol=1e-4)
+    expected = np.asarray(W)[0].copy()
+    expected[0] = 0.0
+    np.testing.assert_allclose(np.asarray(row.z).ravel(), expected, atol=1e-4)
+    assert "no self-loops" in fig_w.layout.title.text
+    fig_p = viz.eigenvectors(W, k=4, grid=(16, 16), pixel=(0, 0), config=dl.DiffCutConfig.paper())
+    row_p = next(t for t in fig_p.data if t.name == "affinity row")
+    np.testing.assert_allclose(np.asarray(row_p.z).ravel(), np.asarray(W)[0], atol=1e-4)
+    assert "self-loops kept" in fig_p.layout.title.text
     with pytest.raises(ValueError, match="grid"):
         viz.eigenvectors(np.eye(10), k=2)
 

@@ -1,15 +1,21 @@
 """Views of the spectrum behind the cuts: eigenvectors of the normalised Laplacian, eigengap, affinity rows
 (the numbers come from :func:`diffcut_lab.spectrum.laplacian_spectrum`; this module only draws).
 
-:func:`eigenvectors` draws the first ``k`` generalized eigenvectors ``y = D^{-1/2} v`` of the patch graph
-(the vectors the normalized cut thresholds; ``y_1`` is the Fiedler vector of the first cut) as heatmaps on
-the feature grid, the eigenvalue spectrum with its largest gap marked, and the affinity row of one pixel.
-:func:`eigenvector_explorer` is the same view as an app: click any heatmap to pick the pixel; an alpha
-slider recomputes the affinity when features are given.
+Every panel shows the graph the cut partitions: :func:`~diffcut_lab.segmentation.affinity_graph` of the
+features for the given :class:`~diffcut_lab.config.DiffCutConfig` (``alpha``, ``knn``, the attention walk),
+with the self-loop convention of its mode (fixed: none; paper: kept, as the paper cut builds it).
+
+:func:`eigenvectors` draws the first ``k`` generalized eigenvectors ``y = D^{-1/2} v`` of that graph (the
+vectors the normalized cut thresholds; ``y_1`` is the Fiedler vector of the first cut,
+``cut_tree(features, config).steps[0].fiedler``) as heatmaps on the feature grid, the eigenvalue spectrum
+with its largest gap marked (the eigengap rule of :func:`~diffcut_lab.stopping.auto_n_segments`), and the
+edge weights of one pixel. :func:`eigenvector_explorer` is the same view as an app: click any heatmap to
+pick the pixel; an alpha slider recomputes the graph when features are given.
 """
 
 from __future__ import annotations
 
+import html
 import time
 from typing import Any
 
@@ -17,7 +23,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..spectrum import Spectrum, laplacian_spectrum
+from ..errors import ParameterError
+from ..spectrum import DEFAULT_EIGENPAIRS, Spectrum, laplacian_spectrum
 from ._common import HIGHLIGHT, app_mimebundle, as_rgb, downscale, image_trace, style_image_axes
 
 __all__ = ["EigenvectorExplorer", "eigenvector_explorer", "eigenvectors"]
@@ -91,7 +98,8 @@ def _build(
             col=1,
         )
         fig.add_annotation(
-            x=g + 0.5, y=(vals[g] + vals[g + 1]) / 2, text=f"largest gap after λ{g}: {g + 1} clusters",
+            x=g + 0.5, y=(vals[g] + vals[g + 1]) / 2,
+            text=f"largest gap after λ{g}: {g + 1} cluster{'s' if g else ''}",
             showarrow=True, arrowhead=2, ax=60, ay=-25, font={"size": 11}, row=r_sp, col=1,
         )
     fig.update_xaxes(title_text="index", row=r_sp, col=1, dtick=2)
@@ -99,7 +107,7 @@ def _build(
     # affinity row of the picked pixel, its colour bar beside it
     row_x, row_y = fig.get_subplot(r_sp, 3).xaxis.domain, fig.get_subplot(r_sp, 3).yaxis.domain
     fig.add_trace(
-        go.Heatmap(z=_row(spec, pixel), colorscale="Viridis", zmin=0, zmax=1, name="affinity row",
+        go.Heatmap(z=_row(spec, pixel), colorscale="Viridis", zmin=0, zmax=_top(spec), name="affinity row",
                    colorbar={"orientation": "h", "thickness": 8, "title": {"text": "W[pixel, ·]", "side": "bottom"},
                              "x": (row_x[0] + row_x[1]) / 2, "xanchor": "center", "y": row_y[0] - 0.02,
                              "yanchor": "top", "len": 0.9 * (row_x[1] - row_x[0]), "tickfont": {"size": 9}},
@@ -134,18 +142,25 @@ def _build(
         showlegend=False,
         margin={"l": 10, "r": 10, "t": 60, "b": 30},
         plot_bgcolor="white",
-        title=f"eigenvectors y1-y{k} of the normalised Laplacian, {h}×{w} grid (y0 is constant: not drawn)",
+        title=f"eigenvectors y1-y{k} of the normalised Laplacian of the graph the cut partitions "
+              f"({spec.graph or spec.mode + ' mode'}), {h}×{w} grid (y0 is constant: not drawn)",
     )
     fig.update_annotations(font_size=11)
     return go.FigureWidget(fig) if widget else fig
 
 
 def _row(spec: Spectrum, pixel: tuple[int, int]) -> np.ndarray:
+    """The picked pixel's edge weights in the cut's graph (its self-loop as the mode counts it)."""
     h, w = spec.grid
     r, c = int(pixel[0]), int(pixel[1])
     if not (0 <= r < h and 0 <= c < w):
-        raise ValueError(f"pixel {pixel} is outside the {h}x{w} grid")
-    return np.round(spec.W[r * w + c].reshape(h, w), 5)
+        raise ParameterError(f"pixel {pixel} is outside the {h}x{w} grid")
+    return np.round(spec.row(r * w + c).reshape(h, w), 5)
+
+
+def _top(spec: Spectrum) -> float:
+    """Upper end of the affinity row's colour scale: the graph's largest weight (fixed for every pixel)."""
+    return float(spec.W.max()) or 1.0
 
 
 def eigenvectors(
@@ -153,33 +168,43 @@ def eigenvectors(
     k: int = 8,
     grid: tuple[int, int] | None = None,
     *,
-    alpha: float = 10.0,
+    config: Any = None,
+    alpha: float | None = None,
+    attention: Any = None,
     pixel: tuple[int, int] | None = None,
     image: Any = None,
-    n_eigenvalues: int = 20,
+    n_eigenvalues: int = DEFAULT_EIGENPAIRS,
     height: int | None = None,
 ) -> go.Figure:
-    """First ``k`` eigenvectors of the normalised Laplacian as heatmaps, the spectrum and an affinity row.
+    """First ``k`` eigenvectors of the normalised Laplacian of the graph the cut partitions as heatmaps,
+    the spectrum and one pixel's edge weights.
 
     Parameters
     ----------
     W_or_features
-        An ``(N, N)`` affinity (then ``grid`` gives its ``(h, w)`` layout, a square grid is assumed
-        otherwise) or ``(C, h, w)`` features (the affinity is ``diffcut_lab.affinity(features, alpha)``).
+        ``(C, h, w)`` features: the graph is :func:`~diffcut_lab.segmentation.affinity_graph` of them for
+        ``config``, the one the cut of :func:`~diffcut_lab.segmentation.cut_tree` partitions. Or an
+        ``(N, N)`` graph (then ``grid`` gives its ``(h, w)`` layout, a square grid is assumed otherwise).
+        Self-loops follow ``config.mode`` (fixed: dropped, paper: kept).
     k
         Number of eigenvectors to draw: ``y1 .. yk`` (``y0`` is constant up to ``D^{-1/2}`` and carries no
-        partition). Each is shown on its own robust scale (divided by its 98th percentile of ``|y|``),
-        centred at 0; the hover gives the raw value.
+        partition; ``y1`` is the first cut's Fiedler vector). Each is shown on its own robust scale
+        (divided by its 98th percentile of ``|y|``), centred at 0; the hover gives the raw value.
     grid
-        ``(h, w)`` of an affinity's nodes.
+        ``(h, w)`` of a graph's nodes.
+    config
+        The cut's :class:`~diffcut_lab.config.DiffCutConfig` (default ``DiffCutConfig()``).
     alpha
-        Affinity exponent, used only when features are given.
+        Shortcut for ``config.replace(alpha=alpha)``.
+    attention
+        ``(N, N)`` self-attention probabilities of the layer (``config.affinity == "attention"``).
     pixel
-        ``(row, col)`` whose affinity row is drawn; the grid's centre by default.
+        ``(row, col)`` whose edge weights are drawn; the grid's centre by default.
     image
         Optional image, to show where the pixel is.
     n_eigenvalues
-        Number of eigenvalues in the spectrum plot (at least ``k``).
+        Number of eigenvalues in the spectrum plot (at least ``k + 1``; 21 by default, what the eigengap
+        rule reads).
     height
         Figure height in pixels.
 
@@ -188,19 +213,20 @@ def eigenvectors(
     plotly.graph_objects.Figure
         A static figure; see :func:`eigenvector_explorer` to pick pixels by clicking.
     """
-    spec = laplacian_spectrum(W_or_features, max(n_eigenvalues, k + 1), grid, alpha=alpha)
+    spec = laplacian_spectrum(W_or_features, max(n_eigenvalues, k + 1), grid, config=config, alpha=alpha,
+                              attention=attention)  # fmt: skip
     pixel = pixel if pixel is not None else (spec.grid[0] // 2, spec.grid[1] // 2)
     img = as_rgb(image) if image is not None else None
     return _build(spec, k, pixel, img, widget=False, height=height)
 
 
 class EigenvectorExplorer:
-    """Interactive :func:`eigenvectors`: click a heatmap to pick the pixel whose affinity row is shown; with
-    features, an alpha slider recomputes the affinity and the spectrum.
+    """Interactive :func:`eigenvectors`: click a heatmap to pick the pixel whose edge weights are shown;
+    with features (and a cosine graph), an alpha slider recomputes the graph and the spectrum.
 
     ``eigenvector_explorer(...)`` is the same class under the function-style name. Parameters as in
     :func:`eigenvectors`, plus ``alpha_range`` (the slider's range). Attributes: ``figure``
-    (FigureWidget), ``pixel``, ``alpha_slider`` (or ``None``), ``spectrum``, ``widget``.
+    (FigureWidget), ``pixel``, ``alpha_slider`` (or ``None``), ``spectrum``, ``config``, ``widget``.
     """
 
     def __init__(
@@ -209,28 +235,33 @@ class EigenvectorExplorer:
         k: int = 8,
         grid: tuple[int, int] | None = None,
         *,
-        alpha: float = 10.0,
+        config: Any = None,
+        alpha: float | None = None,
+        attention: Any = None,
         image: Any = None,
-        n_eigenvalues: int = 20,
+        n_eigenvalues: int = DEFAULT_EIGENPAIRS,
         alpha_range: tuple[float, float] = (1.0, 20.0),
         height: int | None = None,
     ) -> None:
         import ipywidgets as widgets
 
+        from ..config import DiffCutConfig
+
         self._source = W_or_features
         self._grid = grid
+        self._attention = attention
         self._k = k
         self._m = max(n_eigenvalues, k + 1)
         self._image = as_rgb(image) if image is not None else None
         self._height = height
-        self.alpha = float(alpha)
-        self.spectrum = laplacian_spectrum(W_or_features, self._m, grid, alpha=alpha)
+        self.config = DiffCutConfig.build(config, **({} if alpha is None else {"alpha": alpha}))
+        self.alpha = float(self.config.alpha)
+        self.spectrum = laplacian_spectrum(W_or_features, self._m, grid, config=self.config, attention=attention)
         self.pixel = (self.spectrum.grid[0] // 2, self.spectrum.grid[1] // 2)
         self.figure = _build(self.spectrum, k, self.pixel, self._image, widget=True, height=height)
         self.info = widgets.HTML(self._info_text(0.0))
         self.alpha_slider = None
-        is_features = np.ndim(W_or_features) == 3
-        if is_features:
+        if len(np.shape(W_or_features)) != 2 and self.config.affinity != "attention":  # alpha shapes this graph
             self.alpha_slider = widgets.FloatSlider(
                 value=self.alpha, min=alpha_range[0], max=alpha_range[1], step=0.5, description="α",
                 continuous_update=False, readout_format=".1f",
@@ -242,10 +273,10 @@ class EigenvectorExplorer:
 
     def _info_text(self, seconds: float) -> str:
         s = self.spectrum
-        return (f"<span style='color:#555'>click a heatmap to pick a pixel · pixel {self.pixel} · largest "
-                f"eigengap after λ{s.largest_gap} "
-                f"({s.largest_gap + 1} clusters)" + (f" · computed in {1000 * seconds:.0f} ms" if seconds else "")
-                + "</span>")
+        return (f"<span style='color:#555'>{html.escape(s.graph)} · click a heatmap to pick a pixel · pixel "
+                f"{self.pixel} · largest eigengap after λ{s.largest_gap} ({s.n_clusters} "
+                f"cluster{'s' if s.n_clusters != 1 else ''})"
+                + (f" · computed in {1000 * seconds:.0f} ms" if seconds else "") + "</span>")
 
     def _connect(self) -> None:
         for tr in self.figure.data:
@@ -274,10 +305,12 @@ class EigenvectorExplorer:
         self.info.value = self._info_text(0.0)
 
     def set_alpha(self, alpha: float) -> None:
-        """Recompute affinity and spectrum with exponent ``alpha`` (needs features)."""
+        """Recompute the graph and its spectrum with exponent ``alpha`` (needs features)."""
         t0 = time.perf_counter()
         self.alpha = float(alpha)
-        self.spectrum = laplacian_spectrum(self._source, self._m, self._grid, alpha=self.alpha)
+        self.config = self.config.replace(alpha=self.alpha)
+        self.spectrum = laplacian_spectrum(self._source, self._m, self._grid, config=self.config,
+                                           attention=self._attention)  # fmt: skip
         new = _build(self.spectrum, self._k, self.pixel, self._image, widget=False, height=self._height)
         with self.figure.batch_update():
             for old_tr, new_tr in zip(self.figure.data, new.data):
@@ -285,6 +318,7 @@ class EigenvectorExplorer:
                     old_tr.update(new_tr.to_plotly_json())
             for a_old, a_new in zip(self.figure.layout.annotations, new.layout.annotations):
                 a_old.update(a_new.to_plotly_json())
+            self.figure.layout.title.text = new.layout.title.text  # names the graph, alpha included
         self.info.value = self._info_text(time.perf_counter() - t0)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
