@@ -1,5 +1,5 @@
-"""The one label palette and the one overlay of the toolkit (numpy only: computation modules never import
-plotting libraries). The CLI's PNGs, the notebooks and the reports colour a label alike."""
+"""The one label palette, the one overlay and the PCA colours of features (no plotting library: the views
+draw what these compute). The CLI's PNGs, the notebooks and the reports colour a label alike."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ParameterError
+from .errors import FeatureError, ParameterError
 
 __all__ = ["PALETTE", "label_colors", "label_hex", "lineage_hex", "overlay"]
 
@@ -134,3 +134,43 @@ def lineage_hex(labelings: Sequence[Any]) -> list[list[str]]:
         out.append(colors)
         prev, spans = lab, new
     return out
+
+
+def pca_rgb(features: Any, *, seed: int = 0) -> np.ndarray:
+    """Colour a ``(C, h, w)`` feature map by its first three principal components.
+
+    Parameters
+    ----------
+    features : array_like or torch.Tensor
+        ``(C, h, w)`` features of one image.
+    seed : int
+        Seed of the randomized SVD.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(h, w, 3)`` float in [0, 1]. Each component is scaled by its 1st and 99th percentiles and its
+        sign is fixed (largest-magnitude score positive), so colours are reproducible.
+    """
+    from sklearn.utils.extmath import randomized_svd
+
+    if hasattr(features, "detach"):
+        features = features.detach().float().cpu().numpy()
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 3:
+        raise FeatureError(f"features must be (C, h, w), got shape {x.shape}; pass one image's map.")
+    c, h, w = x.shape
+    flat = x.reshape(c, h * w).T
+    flat = flat - flat.mean(axis=0, keepdims=True)
+    k = min(3, *flat.shape)
+    u, s, _ = randomized_svd(flat, n_components=k, random_state=seed)
+    comps = u * s
+    # the SVD's sign is arbitrary: make each component's largest-magnitude score positive
+    signs = np.sign(comps[np.abs(comps).argmax(axis=0), np.arange(k)])
+    comps = comps * np.where(signs == 0, 1, signs)
+    if k < 3:
+        comps = np.concatenate([comps, np.zeros((comps.shape[0], 3 - k))], axis=1)
+    lo = np.percentile(comps, 1, axis=0)
+    hi = np.percentile(comps, 99, axis=0)
+    rgb = np.clip((comps - lo) / np.where(hi - lo > 1e-12, hi - lo, 1.0), 0, 1)
+    return rgb.reshape(h, w, 3)

@@ -28,7 +28,15 @@ from .hook_points import forward_order, layer_stage, short_layer_name
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["SORT_KEYS", "layer_ranking", "layer_scores", "layer_similarity", "linear_cka", "method_comparison"]
+__all__ = [
+    "SORT_KEYS",
+    "layer_ranking",
+    "layer_scores",
+    "layer_similarity",
+    "linear_cka",
+    "method_comparison",
+    "sort_scores",
+]
 
 
 def _label_map(labels: Any) -> np.ndarray:
@@ -287,6 +295,13 @@ def _score_rows(
                                 row["features"] = f.numpy()
                             rows.append(row)
     return rows
+
+
+def sort_scores(df: pd.DataFrame, sort_by: str) -> pd.DataFrame:
+    """:func:`layer_scores` rows in one of the :data:`SORT_KEYS` orders (layers in forward order within
+    ties): ``"stage"`` (the UNet's forward order), ``"miou"`` (best mean first), ``"segments"`` (most
+    first), ``"resolution"`` (coarsest first) or ``"name"``."""
+    return _sort(df, sort_by)
 
 
 def _sort(df: pd.DataFrame, sort_by: str) -> pd.DataFrame:

@@ -1,7 +1,8 @@
 """Shared helpers of the views: colours, image conversion, PCA colouring, axis styling.
 
-Only presentation lives here (turning arrays into colours and plotly traces); every computation that
-produces results (features, affinities, cuts, scores) is called from the library.
+Only presentation lives here (turning arrays into plotly traces); every computation that produces
+results (features, affinities, cuts, scores, the PCA colours of :func:`diffcut_lab.colors.pca_rgb`) is
+called from the library.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
+
+from ..colors import pca_rgb  # the PCA colours are computed by the library; re-exported for the views
 
 __all__ = [
     "app_mimebundle",
@@ -127,38 +130,6 @@ def seen_colors(painted: np.ndarray, labels: np.ndarray) -> dict[int, str]:
     np.add.at(sums, inverse.ravel(), painted.reshape(-1, 3).astype(np.float64))
     means = sums / np.bincount(inverse.ravel())[:, None]
     return {int(k): "#{:02x}{:02x}{:02x}".format(*np.round(m).astype(int)) for k, m in zip(ids, means)}
-
-
-def pca_rgb(features: Any, *, seed: int = 0) -> np.ndarray:
-    """Colour a ``(C, h, w)`` feature map by its first three principal components.
-
-    Returns an ``(h, w, 3)`` float array in [0, 1]. Each component is scaled by its 1st and 99th
-    percentiles and its sign is fixed (largest-magnitude score positive) so colours are reproducible.
-    """
-    from sklearn.utils.extmath import randomized_svd
-
-    if hasattr(features, "detach"):
-        features = features.detach().float().cpu().numpy()
-    x = np.asarray(features, dtype=np.float64)
-    if x.ndim != 3:
-        raise ValueError(f"features must be (C, h, w), got shape {x.shape}")
-    c, h, w = x.shape
-    flat = x.reshape(c, h * w).T
-    flat = flat - flat.mean(axis=0, keepdims=True)
-    k = min(3, *flat.shape)
-    u, s, _ = randomized_svd(flat, n_components=k, random_state=seed)
-    comps = u * s
-    # the SVD's sign is arbitrary: make each component's largest-magnitude score positive
-    signs = np.sign(comps[np.abs(comps).argmax(axis=0), np.arange(k)])
-    comps = comps * np.where(signs == 0, 1, signs)
-    if k < 3:
-        comps = np.concatenate([comps, np.zeros((comps.shape[0], 3 - k))], axis=1)
-    lo = np.percentile(comps, 1, axis=0)
-    hi = np.percentile(comps, 99, axis=0)
-    rgb = np.clip((comps - lo) / np.where(hi - lo > 1e-12, hi - lo, 1.0), 0, 1)
-    return rgb.reshape(h, w, 3)
-
-
 
 
 def style_image_axes(fig: go.Figure, row: int | None = None, col: int | None = None) -> None:

@@ -7,12 +7,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..config import DiffCutConfig
+from ..config import DiffCutConfig, check_tau
+from ..errors import ParameterError
 from ..hook_points import short_layer_name
-from ..layer_comparison import layer_scores
+from ..layer_comparison import layer_scores, sort_scores
+from ..options import AUTO
 from ._common import (
     as_labels,
     as_rgb,
@@ -27,7 +30,7 @@ from ._common import (
 __all__ = ["layer_grid", "layer_ranking_figure", "layer_similarity_figure", "method_comparison_figure"]
 
 def layer_grid(
-    cache: Any,
+    source: Any,
     image: Any = None,
     gt: Any = None,
     *,
@@ -44,20 +47,28 @@ def layer_grid(
     """Every captured layer (rows) and timestep (column pairs): PCA colours of the features next to the
     DiffCut segmentation, with the number of segments and, given ground truth, the mIoU.
 
+    The grid draws :func:`~diffcut_lab.layer_comparison.layer_scores` rows; it computes no cut or score
+    itself. Pass the rows (``keep_labels=True``) to draw what a table or a ranking already holds, or a
+    cache to have them computed for this one image.
+
     Parameters
     ----------
-    cache
-        A :class:`~diffcut_lab.FeatureCache` (``(B, C, h, w)`` features per layer and timestep).
+    source : pandas.DataFrame or FeatureCache
+        :func:`~diffcut_lab.layer_comparison.layer_scores` rows made with ``keep_labels=True`` (their
+        ``attrs`` name the settings), or a :class:`~diffcut_lab.FeatureCache` (``(B, C, h, w)`` features
+        per layer and timestep), whose rows are then computed with ``gt``, ``config`` and ``settings``.
     image
-        The image of batch entry ``image_index``; by default ``cache.images[image_index]``.
+        The image of batch entry ``image_index``; by default ``cache.images[image_index]`` (needed with
+        rows: they hold no image).
     gt
-        Optional ``(H, W)`` ground truth of that image.
+        Optional ``(H, W)`` ground truth of that image (a cache only: rows carry their scores).
     image_index
         Which image of the batch to show.
     layers, timesteps
-        Subsets of the cache (default: all).
+        Subsets of the cache or of the rows (default: all).
     config, **settings
-        The settings, as for :func:`~diffcut_lab.layer_comparison.layer_scores`.
+        The settings, as for :func:`~diffcut_lab.layer_comparison.layer_scores`. With rows, only ``tau``
+        (which of their taus to show; ``"auto"`` for the automatic rule's rows) is accepted.
     num_classes : int, optional
         Number of ground-truth classes (needed with ``gt``).
     sort_by
@@ -71,48 +82,100 @@ def layer_grid(
     Returns
     -------
     plotly.graph_objects.Figure
-        A static figure; :func:`layer_scores` gives the same numbers as a table.
+        A static figure; the rows it draws are the table's.
     """
-    if image is None:
-        imgs = getattr(cache, "images", None)
-        if imgs is None:
-            raise ValueError("pass image=: this cache holds no images")
-        x = imgs[image_index]
-        x = x.detach().float().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
-        image = (np.clip(np.moveaxis(x, 0, -1), 0, 1) * 255).round().astype(np.uint8)
-    rgb = downscale(as_rgb(image), tile)
-    gts = None if gt is None else [None] * image_index + [as_labels(gt)]
-    cfg = DiffCutConfig.build(config, **settings)
-    df = layer_scores(
-        cache, gts, layers=layers, timesteps=timesteps, images=[image_index], config=cfg,
-        num_classes=num_classes, ignore_index=ignore_index, sort_by=sort_by, keep_labels=True,
-    )
+    if isinstance(source, pd.DataFrame):
+        extra = sorted(set(settings) - {"tau"})
+        if gt is not None or config is not None or num_classes is not None or extra:
+            raise ParameterError(
+                "layer_grid draws the rows it is given: their settings and scores are computed already "
+                f"(got {', '.join([*(['gt'] if gt is not None else []), *(['config'] if config is not None else []), *(['num_classes'] if num_classes is not None else []), *extra])}). "
+                "Pass them to dl.layer_scores(..., keep_labels=True), or pass the cache instead."
+            )  # fmt: skip
+        if image is None:
+            raise ParameterError("pass image=: layer_scores rows hold no image (or pass the cache).")
+        made = source.attrs.get("config")
+        cfg = DiffCutConfig.from_dict(made) if made else None
+        tau = _grid_tau(source, settings.get("tau", cfg.tau if cfg is not None else None))
+        df = _grid_rows(source, image_index, tau, layers, timesteps, sort_by)
+    else:
+        if image is None:
+            imgs = getattr(source, "images", None)
+            if imgs is None:
+                raise ParameterError("pass image=: this cache holds no images")
+            x = imgs[image_index]
+            x = x.detach().float().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+            image = (np.clip(np.moveaxis(x, 0, -1), 0, 1) * 255).round().astype(np.uint8)
+        gts = None if gt is None else [None] * image_index + [as_labels(gt)]
+        cfg = DiffCutConfig.build(config, **settings)
+        tau = check_tau(cfg.tau, auto=True)
+        df = layer_scores(
+            source, gts, layers=layers, timesteps=timesteps, images=[image_index], config=cfg,
+            num_classes=num_classes, ignore_index=ignore_index, sort_by=sort_by, keep_labels=True,
+        )  # fmt: skip
     if df.empty:
-        raise ValueError("no (B, C, h, w) feature maps to show in this cache")
+        raise ParameterError("no (B, C, h, w) feature maps to show (check layers=, timesteps= and image_index=)")
+    return _draw_grid(df, downscale(as_rgb(image), tile), tau, cfg, sort_by, tile)
+
+
+def _tau_text(tau: Any) -> str:
+    """A tau as a title writes it: ``0.5``, or ``auto`` for the automatic rule."""
+    return AUTO if tau == AUTO else f"{float(tau):g}"
+
+
+def _grid_tau(rows: pd.DataFrame, tau: Any) -> float | str:
+    """Which of the rows' taus the grid shows: ``tau`` (checked against the rows), else their only one."""
+    held = sorted({"auto" if np.isnan(v) else float(v) for v in rows["tau"]}, key=str)
+    if tau is None:
+        if len(held) != 1:
+            raise ParameterError(f"these rows hold taus {held}: pass tau= to pick the one to draw.")
+        return held[0]
+    tau = check_tau(tau, auto=True)
+    if tau not in held:
+        raise ParameterError(f"these rows hold no tau {_tau_text(tau)}; they hold {held}.")
+    return tau
+
+
+def _grid_rows(rows: pd.DataFrame, image_index: int, tau: Any, layers: Sequence[str] | None,
+               timesteps: Sequence[int] | None, sort_by: str) -> pd.DataFrame:  # fmt: skip
+    """The rows of one image at one tau (and the asked layers and timesteps), in ``sort_by`` order."""
+    if "labels" not in rows.columns or "features" not in rows.columns:
+        raise ParameterError("layer_grid draws labels and features: compute the rows with keep_labels=True.")
+    at = rows["tau"].isna() if tau == AUTO else rows["tau"] == tau
+    keep = at & (rows["image"] == image_index)
+    if layers is not None:
+        keep &= rows["layer"].isin(list(layers))
+    if timesteps is not None:
+        keep &= rows["timestep"].isin([int(t) for t in timesteps])
+    return sort_scores(rows[keep], sort_by)
+
+
+def _draw_grid(df: pd.DataFrame, rgb: np.ndarray, tau: Any, cfg: DiffCutConfig | None, sort_by: str,
+               tile: int) -> go.Figure:  # fmt: skip
+    """The figure of :func:`layer_grid` from its rows (one per layer and timestep)."""
     row_layers = list(dict.fromkeys(df["layer"]))
     ts = sorted(df["timestep"].unique().tolist())
     cols = 2 * len(ts)
+    cell = {(r["layer"], r["timestep"]): r for _, r in df.iterrows()}
     titles = []
     for r, layer in enumerate(row_layers):
         for t in ts:
-            rec = df[(df["layer"] == layer) & (df["timestep"] == t)].iloc[0]
-            score = "" if np.isnan(rec["miou"]) else f" · mIoU {rec['miou']:.2f}"
+            rec = cell.get((layer, t))
+            score = "" if rec is None or np.isnan(rec["miou"]) else f" · mIoU {rec['miou']:.2f}"
             titles.append(f"t={t} features" if r == 0 else "")
-            titles.append(f"{rec['n_segments']} seg{score}")
+            titles.append("" if rec is None else f"{rec['n_segments']} seg{score}")
     fig = make_subplots(
         rows=len(row_layers), cols=cols, subplot_titles=titles, horizontal_spacing=0.01,
         vertical_spacing=min(0.3 / max(len(row_layers), 1), 0.04),
-    )
+    )  # fmt: skip
     H, W = rgb.shape[:2]
     for r, layer in enumerate(row_layers, start=1):
         for j, t in enumerate(ts):
-            rec = df[(df["layer"] == layer) & (df["timestep"] == t)].iloc[0]
+            rec = cell.get((layer, t))
+            if rec is None:
+                continue
             pca = (pca_rgb(rec["features"]) * 255).round().astype(np.uint8)
-            h, w = pca.shape[:2]
-            rows_i = np.minimum((np.arange(H) * h) // H, h - 1)
-            cols_i = np.minimum((np.arange(W) * w) // W, w - 1)
-            fig.add_trace(image_trace(pca[rows_i[:, None], cols_i[None, :]], name=f"{layer} t={t} PCA"),
-                          row=r, col=2 * j + 1)
+            fig.add_trace(image_trace(_nearest_rgb(pca, (H, W)), name=f"{layer} t={t} PCA"), row=r, col=2 * j + 1)
             seg = blend_labels(rgb, resize_labels(rec["labels"], (H, W)), opacity=0.55)
             fig.add_trace(image_trace(seg, name=f"{layer} t={t} DiffCut"), row=r, col=2 * j + 2)
             style_image_axes(fig, r, 2 * j + 1)
@@ -121,16 +184,27 @@ def layer_grid(
         fig.update_yaxes(
             title_text=f"{rec['short']}<br>{rec['resolution']} · {rec['channels']} ch",
             title_font={"size": 12}, row=r, col=1,
-        )
+        )  # fmt: skip
     fig.update_annotations(font_size=12)
+    how = "" if cfg is None else f"α={cfg.alpha:g}, "
+    mode = "" if cfg is None else f", {cfg.mode} mode"
     fig.update_layout(
         height=int(tile * 1.25 * len(row_layers) + 80),
         width=int(tile * 1.08 * cols + 190),
         margin={"l": 170, "r": 10, "t": 60, "b": 10},
-        title=f"layers × timesteps (sorted by {sort_by}; α={cfg.alpha:g}, τ={cfg.tau:g}, {cfg.mode} mode)",
+        title=f"layers × timesteps (sorted by {sort_by}; {how}τ={_tau_text(tau)}{mode})",
         showlegend=False,
     )
     return fig
+
+
+def _nearest_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an ``(h, w, 3)`` picture to ``size = (H, W)`` (display only)."""
+    h, w = image.shape[:2]
+    H, W = size
+    rows = np.minimum((np.arange(H) * h) // H, h - 1)
+    cols = np.minimum((np.arange(W) * w) // W, w - 1)
+    return image[rows[:, None], cols[None, :]]
 
 
 def layer_ranking_figure(ranking: Any, *, title: str | None = None, height: int | None = None) -> go.Figure:
