@@ -16,7 +16,7 @@ from typing import Any
 
 from ..config import NONE, NONE_MEANS, DiffCutConfig
 
-__all__ = ["DEFAULT_MODEL", "MODEL_HELP", "add_config_options", "add_model_option", "config_from_args", "option"]
+__all__ = ["DEFAULT_MODEL", "MODEL_HELP", "add_config_options", "add_model_option", "config_from_args", "option", "parse_float", "parse_int"]
 
 DEFAULT_MODEL = "pocket"
 MODEL_HELP = (
@@ -38,18 +38,19 @@ def add_model_option(parser: argparse.ArgumentParser) -> None:
 
 def _optional_int(text: str) -> int | str:
     """An int, or ``"none"`` (the config reads it as None); 0 stays 0."""
-    return NONE if text.strip().lower() == NONE else _int(text)
+    return NONE if text.strip().lower() == NONE else parse_int(text)
 
 
-def _int(text: str) -> int:
-    """An int (``ValueError`` becomes argparse's message, not ``invalid _int value``)."""
+def parse_int(text: str) -> int:
+    """An int, for ``type=``: a typo is argparse's one-line message, not ``invalid int value``."""
     try:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer; got {text!r}.") from None
 
 
-def _float(text: str) -> float:
+def parse_float(text: str) -> float:
+    """A number, for ``type=`` (as :func:`parse_int`)."""
     try:
         return float(text)
     except ValueError:
@@ -100,16 +101,16 @@ def add_config_options(
         elif isinstance(default, bool):
             kw.update(action=argparse.BooleanOptionalAction)
         elif isinstance(default, tuple):
-            kw.update(type=_int, nargs="+")
+            kw.update(type=parse_int, nargs="+")
         elif f.name == "tau":
             kw.update(type=_tau)
         elif f.name in NONE_MEANS:
             kw.update(type=_optional_int)
             text += f" ('{NONE}': {NONE_MEANS[f.name]})"
         elif isinstance(default, float):
-            kw.update(type=_float)
+            kw.update(type=parse_float)
         elif isinstance(default, int):
-            kw.update(type=_int)
+            kw.update(type=parse_int)
         if "metavar" in f.metadata:
             kw["metavar"] = f.metadata["metavar"]
         kw["help"] = f"{text} (default: {shown[f.name]})"

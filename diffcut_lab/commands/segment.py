@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import ImageInputError, ParameterError
 from ..progress import Progress
-from ._options import add_config_options, add_model_option, config_from_args
+from ._options import add_config_options, add_model_option, config_from_args, parse_float, parse_int
 
 __all__ = ["IMAGE_SUFFIXES", "collect_images", "feature_grid", "register", "run", "save_labels"]
 
@@ -57,7 +57,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     add_config_options(parser)
     parser.add_argument(
         "--overlay-alpha",
-        type=float,
+        type=parse_float,
         default=0.5,
         metavar="A",
         help="opacity of the colours in the overlay, 0..1 (default 0.5)",
@@ -66,7 +66,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--device", default=None, help="torch device (default: a CUDA GPU if present, else cpu)"
     )
     parser.add_argument(
-        "--batch-size", type=int, default=4, metavar="B", help="images per UNet forward (default 4)"
+        "--batch-size", type=parse_int, default=4, metavar="B", help="images per UNet forward (default 4)"
     )
     parser.add_argument(
         "--out", default="segments", metavar="DIR", help="output directory (default ./segments)"
