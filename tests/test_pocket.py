@@ -175,3 +175,51 @@ def test_a_planted_checkpoint_is_refused_not_run(tmp_path, monkeypatch):
     with pytest.raises(ModelLoadError, match="not loaded"):
         train(cfg, TINY, out=run, progress=False, export=False)
     assert not marker.exists()
+
+
+def _good_checkpoint(run) -> dict:
+    cfg = TrainConfig(steps=2, batch_size=2, checkpoint_every=1, seed=5)
+    train(cfg, TINY, out=run, progress=False, export=False, max_steps_this_run=1)
+    return torch.load(run / "checkpoint.pt", weights_only=True)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [("truncated", "cannot be read"), ("garbage", "damaged or not a checkpoint"), ("number", "holds a int"),
+     ("missing", "missing or wrong: optimizer"), ("shapes", "does not fit the model"), ("directory", "cannot be read")],
+)  # fmt: skip
+def test_bad_checkpoints_are_one_line_errors_naming_the_file(tmp_path, capsys, damage, message):
+    from diffcut_lab.errors import ModelLoadError
+
+    run = tmp_path / "run"
+    state = _good_checkpoint(run)
+    ckpt = run / "checkpoint.pt"
+    if damage == "truncated":
+        ckpt.write_bytes(ckpt.read_bytes()[:300])
+    elif damage == "garbage":
+        ckpt.write_bytes(b"not a checkpoint at all")
+    elif damage == "number":
+        torch.save(5, ckpt)
+    elif damage == "missing":
+        torch.save({k: v for k, v in state.items() if k != "optimizer"}, ckpt)
+    elif damage == "shapes":
+        first = next(iter(state["model"]))
+        state["model"][first] = torch.zeros(3)
+        torch.save(state, ckpt)
+    else:
+        ckpt.unlink()
+        ckpt.mkdir()
+    cfg = TrainConfig(steps=2, batch_size=2, checkpoint_every=1, seed=5)
+    with pytest.raises(ModelLoadError, match=message) as info:
+        train(cfg, TINY, out=run, progress=False, export=False)
+    assert str(ckpt) in str(info.value)
+    rc = main(["--tiny", "--steps", "2", "--batch-size", "2", "--checkpoint-every", "1", "--seed", "5",
+               "--out", str(run), "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "checkpoint.pt" in err and message in err
+
+
+def test_bad_training_settings_are_one_line_errors(capsys, tmp_path):
+    assert main(["--tiny", "--steps", "-3", "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "steps >= 0" in err

@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..datasets.synthetic import SPLITS, make_scene
-from ..errors import ModelLoadError, ParameterError
+from ..errors import DiffCutLabError, ModelLoadError, ParameterError
 from .model import PocketConfig, PocketDenoiser, build_scheduler, export_weights
 
 __all__ = ["TrainConfig", "TrainResult", "main", "train"]
@@ -167,17 +167,63 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)  # atomic: a kill leaves either the old or the new checkpoint
 
 
+#: what a checkpoint written by this script holds, and the type of each entry
+_CHECKPOINT_KEYS = {
+    "model": dict, "optimizer": dict, "step": int, "losses": list, "seconds": float, "train_config": dict,
+    "model_config": dict,
+}  # fmt: skip
+
+
 def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
     """Read a checkpoint as tensors and plain data only: a file that holds anything else (a pickled
-    object, which could run code) is refused."""
+    object, which could run code) is refused, and so is one that is damaged or was not written by
+    :func:`train` (each with a :class:`~diffcut_lab.errors.ModelLoadError` that names the file)."""
     import pickle
 
+    way_out = "delete it, or pass --no-resume or another --out"
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        state = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as err:
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if ln.startswith(("Trying to load", "Unsupported"))), lines[0] if lines else "")
+        if "GLOBAL" in detail or "global" in detail or "class" in detail:  # an object that could run code
+            raise ModelLoadError(
+                f"checkpoint {path} holds more than tensors and plain data, so it is not loaded (loading it "
+                f"could run code); {way_out}. ({detail})"
+            ) from None
+        raise ModelLoadError(f"checkpoint {path} is damaged or not a checkpoint ({detail}); {way_out}.") from None
+    except (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
+        first = " ".join(str(err).split())[:200]
         raise ModelLoadError(
-            f"checkpoint {path} holds more than tensors and plain data, so it is not loaded (loading it "
-            f"could run code); delete it or use another --out. ({str(err).splitlines()[0]})"
+            f"checkpoint {path} cannot be read ({type(err).__name__}: {first}); {way_out}."
+        ) from None
+    if not isinstance(state, dict):
+        raise ModelLoadError(
+            f"checkpoint {path} holds a {type(state).__name__}, not a training checkpoint of this script; {way_out}."
+        )
+    wrong = [
+        k for k, kind in _CHECKPOINT_KEYS.items()
+        if not isinstance(state.get(k), (int, float) if kind is float else kind) or isinstance(state.get(k), bool)
+    ]  # fmt: skip
+    if wrong:
+        raise ModelLoadError(
+            f"checkpoint {path} is not a training checkpoint of this script (missing or wrong: {', '.join(wrong)}); "
+            f"{way_out}."
+        )
+    return state
+
+
+def _restore(state: dict[str, Any], model: torch.nn.Module, opt: torch.optim.Optimizer, path: Path) -> None:
+    """Load a checkpoint's model and optimizer states; a state that does not fit is a ModelLoadError."""
+    try:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        [float(v) for v in state["losses"]]
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
+        first = " ".join(str(err).split())[:200]
+        raise ModelLoadError(
+            f"checkpoint {path} does not fit the model it claims ({type(err).__name__}: {first}); delete it, or "
+            "pass --no-resume or another --out."
         ) from None
 
 
@@ -234,8 +280,7 @@ def train(
                 f"checkpoint {ckpt_path} was made with other settings; use another --out, delete it, "
                 "or pass the same settings"
             )
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        _restore(state, model, opt, ckpt_path)
         start, losses, seconds = int(state["step"]), list(state["losses"]), float(state["seconds"])
 
     def checkpoint(step: int) -> None:
@@ -333,6 +378,22 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     args = _parser().parse_args(argv)
+    try:
+        return _main(args)
+    except DiffCutLabError as err:
+        print(f"{_PROG}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk, a missing permission, a file in the way
+        where = f": {err.filename}" if err.filename else ""
+        print(f"{_PROG}: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
+
+
+_PROG = "python -m diffcut_lab.pocket.train"
+
+
+def _main(args: argparse.Namespace) -> int:
+    """Train as ``args`` say and print the summary line."""
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = TrainConfig(
