@@ -21,7 +21,10 @@ tests compare bit for bit). What is saved is work that cannot change a value: PA
 channel only in the rows its probability can have reached (elsewhere it is exactly 0), in bands of rows
 that stay in cache, with neighbours as views of one padded buffer; argmax runs plane by plane (the first
 maximum wins, as in ``torch.argmax``); ids are compacted by counting; the 3 x 3 median is a min/max network
-on a small integer dtype. ``benchmarks/postprocess.py`` measures it against the plain code.
+on a small integer dtype. ``benchmarks/postprocess.py`` measures it against the plain code. Concept
+assignment in the published order (``order="features"``, paper mode) is instead the published arithmetic
+itself, operation for operation, tested against a frozen copy of the published code
+(``tests/_published_concept.py``).
 """
 
 from __future__ import annotations
