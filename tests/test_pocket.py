@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -185,7 +186,7 @@ def _good_checkpoint(run) -> dict:
 
 @pytest.mark.parametrize(
     ("damage", "message"),
-    [("truncated", "cannot be read"), ("garbage", "damaged or not a checkpoint"), ("number", "holds a int"),
+    [("truncated", "cannot be read"), ("garbage", "damaged or not a checkpoint"), ("number", "holds a value of type .int."),
      ("missing", "missing or wrong: optimizer"), ("shapes", "does not fit the model"), ("directory", "cannot be read")],
 )  # fmt: skip
 def test_bad_checkpoints_are_one_line_errors_naming_the_file(tmp_path, capsys, damage, message):
@@ -216,7 +217,7 @@ def test_bad_checkpoints_are_one_line_errors_naming_the_file(tmp_path, capsys, d
     rc = main(["--tiny", "--steps", "2", "--batch-size", "2", "--checkpoint-every", "1", "--seed", "5",
                "--out", str(run), "--no-progress"])  # fmt: skip
     err = capsys.readouterr().err
-    assert rc == 2 and err.count("\n") == 1 and "checkpoint.pt" in err and message in err
+    assert rc == 2 and err.count("\n") == 1 and "checkpoint.pt" in err and re.search(message, err)
 
 
 def test_bad_training_settings_are_one_line_errors(capsys, tmp_path):

@@ -199,7 +199,8 @@ def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
         ) from None
     if not isinstance(state, dict):
         raise ModelLoadError(
-            f"checkpoint {path} holds a {type(state).__name__}, not a training checkpoint of this script; {way_out}."
+            f"checkpoint {path} holds a value of type {type(state).__name__!r}, not a training checkpoint of this "
+            f"script; {way_out}."
         )
     wrong = [
         k for k, kind in _CHECKPOINT_KEYS.items()
