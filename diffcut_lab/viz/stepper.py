@@ -29,6 +29,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..colors import lineage_hex
 from ..errors import ParameterError
 from ..options import AUTO
 from ._common import (
@@ -40,7 +41,6 @@ from ._common import (
     downscale,
     grid_geometry,
     image_trace,
-    label_palette,
     pca_rgb,
     style_image_axes,
 )
@@ -51,7 +51,19 @@ _PENDING = "#cfd8dc"  # a step not yet visited at the current position
 
 # trace order of the stepper figure (indices are relied on by updates and by the slider frames)
 T_IMAGE_A, T_SPLIT, T_FIEDLER, T_CURVE, T_CHOSEN, T_TAU, T_THRESH, T_IMAGE_D, T_PARTITION, T_ICICLE = range(10)
-_DYNAMIC = [T_SPLIT, T_FIEDLER, T_CURVE, T_CHOSEN, T_TAU, T_THRESH, T_PARTITION, T_ICICLE]
+# the step's legend: one colour for each side of the cut, said once for every panel
+T_LEGEND_POS, T_LEGEND_NEG, T_LEGEND_OUT, T_LEGEND_DROP = range(10, 14)
+_DYNAMIC = [T_SPLIT, T_FIEDLER, T_CURVE, T_CHOSEN, T_TAU, T_THRESH, T_PARTITION, T_ICICLE, T_LEGEND_POS, T_LEGEND_NEG]
+
+#: weight of a segment's (or a side's) colour over the image, the same in the sub-graph and partition panels
+PAINT_OPACITY = 0.55
+#: pixels right of the NCut panel for the tau line's label (exported PNGs keep it whole)
+_TAU_LABEL_ROOM = 90
+#: outside the sub-graph being cut: dimmed in the sub-graph panel, the same dark in the Fiedler panel
+_OUTSIDE_RGBA = "rgba(15,15,25,0.72)"
+_OUTSIDE_SOLID = "#3a3a44"
+#: nodes the published rule drops from a sub-graph (paper mode): a grey no segment colour takes
+_DROPPED_RGBA = "rgba(236,236,236,0.9)"
 _CURVE_X, _CURVE_Y = "xaxis3", "yaxis3"  # the NCut panel's axes (row 1, column 3 of the grid below)
 
 _PANEL_TITLES = (
@@ -181,31 +193,44 @@ def _accepted(step: Any) -> bool:
     return bool(step.accepted)
 
 
-def _partition_colorscale(k: int, alpha: float = 0.55) -> list[list[Any]]:
-    colors = label_palette(max(k, 1))
-    if k <= 1:
-        c = colors[0]
-        rgba = f"rgba({int(c[1:3], 16)},{int(c[3:5], 16)},{int(c[5:7], 16)},{alpha})"
-        return [[0.0, rgba], [1.0, rgba]]
-    scale = []
-    for i, c in enumerate(colors[:k]):
-        rgba = f"rgba({int(c[1:3], 16)},{int(c[3:5], 16)},{int(c[5:7], 16)},{alpha})"
-        scale.append([i / k, rgba])
-        scale.append([(i + 1) / k, rgba])
+def _rgba(hex_colour: str, alpha: float) -> str:
+    c = hex_colour
+    return f"rgba({int(c[1:3], 16)},{int(c[3:5], 16)},{int(c[5:7], 16)},{alpha})"
+
+
+def _band_scale(colours: list[str]) -> list[list[Any]]:
+    """A colour scale of equal bands, band ``i`` for ``z = i`` when ``zmin, zmax = -0.5, n - 0.5``."""
+    n = len(colours)
+    if n == 1:
+        return [[0.0, colours[0]], [1.0, colours[0]]]
+    scale: list[list[Any]] = []
+    for i, c in enumerate(colours):
+        scale += [[i / n, c], [(i + 1) / n, c]]
     scale[-1][0] = 1.0
     return scale
 
 
-_SPLIT_SCALE = [  # 0 outside the sub-graph, 1 positive side, 2 negative side, 3 dropped (paper mode)
-    [0.0, "rgba(15,15,25,0.72)"],
-    [0.24, "rgba(15,15,25,0.72)"],
-    [0.26, "rgba(255,143,0,0.50)"],
-    [0.49, "rgba(255,143,0,0.50)"],
-    [0.51, "rgba(30,136,229,0.50)"],
-    [0.74, "rgba(30,136,229,0.50)"],
-    [0.76, "rgba(229,57,53,0.85)"],
-    [1.0, "rgba(229,57,53,0.85)"],
-]
+def _partition_colorscale(colours: list[str], alpha: float = PAINT_OPACITY) -> list[list[Any]]:
+    """The partition panel's scale: segment ``k`` in ``colours[k]`` (its lineage colour), over the image."""
+    return _band_scale([_rgba(c, alpha) for c in colours])
+
+
+def _split_colorscale(positive: str, negative: str) -> list[list[Any]]:
+    """The sub-graph panel's scale: 0 outside (dimmed), 1 this side, 2 that side, 3 dropped (paper mode)."""
+    return _band_scale([_OUTSIDE_RGBA, _rgba(positive, PAINT_OPACITY), _rgba(negative, PAINT_OPACITY), _DROPPED_RGBA])
+
+
+def _fiedler_colorscale(positive: str, negative: str) -> list[list[Any]]:
+    """The Fiedler panel's scale: that side's colour below the threshold, white at it, this side's above."""
+    return [[0.0, negative], [0.5, "#ffffff"], [1.0, positive]]
+
+
+def _raster_relabel(flat: np.ndarray) -> np.ndarray:
+    """Ids ``0..K-1`` by the raster order of each segment's first pixel (how the tree numbers labels)."""
+    _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+    rank = np.empty(first.shape[0], dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(first.shape[0])
+    return rank[inverse.reshape(-1)]
 
 
 def _fmt(x: float) -> str:
@@ -214,14 +239,21 @@ def _fmt(x: float) -> str:
 
 def step_summary(tree: Any, i: int) -> str:
     """One line describing step ``i`` (0-based) of ``tree``."""
+    head, verdict, tail = _summary_parts(tree, i)
+    return f"{head} → {verdict}{tail}"
+
+
+def _summary_parts(tree: Any, i: int) -> tuple[str, str, str]:
+    """The summary of step ``i`` in three parts: what was cut and why, the verdict, what was dropped."""
     steps = tree.steps
     s = steps[i]
     verdict = "accepted: split" if _accepted(s) else "rejected: leaf"
-    text = f"step {i + 1} of {len(steps)} · depth {int(s.depth)} · {len(s.members)} px · {_decision(tree, s)} → {verdict}"
+    head = f"step {i + 1} of {len(steps)} · depth {int(s.depth)} · {len(s.members)} px · {_decision(tree, s)}"
     region = getattr(s, "region", None)
+    tail = ""
     if region is not None and len(region) > len(s.members):
-        text += f" · {len(region) - len(s.members)} px dropped (paper rule)"
-    return text
+        tail = f" · {len(region) - len(s.members)} px dropped (paper rule)"
+    return head, verdict, tail
 
 
 def _tau_line_text(tree: Any) -> str:
@@ -243,6 +275,8 @@ class _StepData:
         labels = np.asarray(tree.labels)
         self.k_final = int(labels.max()) + 1 if labels.size else 1
         self._partition_cache: dict[int, np.ndarray] = {}
+        self._chain: list[list[str]] | None = None
+        self._sides_cache: dict[int, tuple[str, str]] = {}
 
     # -- icicle --------------------------------------------------------------------------------------
     def icicle_props(self, current: int) -> dict[str, Any]:
@@ -273,23 +307,70 @@ class _StepData:
             self._partition_cache[k] = np.asarray(self.tree.labels_at(k)).reshape(self.grid)
         return self._partition_cache[k]
 
+    def sides(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(members, positive)`` of step ``i``: the sub-graph's flat pixel ids and the mask of this side
+        (the Fiedler vector above the chosen threshold)."""
+        s = self.tree.steps[i]
+        members = _as_np(s.members).astype(np.int64).ravel()
+        fiedler = _as_np(s.fiedler).astype(np.float64).ravel()
+        thr = float(s.threshold) if s.threshold is not None else np.nan
+        positive = _as_np(getattr(s, "positive", None)).astype(bool).ravel()
+        if positive.size != members.size:
+            if fiedler.size == members.size and np.isfinite(thr):
+                positive = fiedler > thr
+            else:
+                positive = np.ones(members.size, bool)
+        return members, positive
+
+    def partition_colors(self, k: int) -> list[str]:
+        """``"#rrggbb"`` of each segment of the partition after ``k`` steps, by its place in the tree: the
+        partitions after each step are a chain from the root, coloured by
+        :func:`~diffcut_lab.colors.lineage_hex` (a segment keeps its colour, its parts take nearby hues)."""
+        if self._chain is None:
+            self._chain = lineage_hex([self.partition(j) for j in range(len(self.tree.steps) + 1)])
+        return self._chain[k]
+
+    def side_colors(self, i: int) -> tuple[str, str]:
+        """``(this side, that side)`` colours of step ``i``: the colours the two sides take in the partition
+        after the step when it is accepted, and would take when it is rejected (the node then stays one
+        segment, in its own colour)."""
+        if i in self._sides_cache:
+            return self._sides_cache[i]
+        members, positive = self.sides(i)
+        before = self.partition(i).ravel()
+        if not members.size or positive.all() or not positive.any():  # nothing to tell apart
+            c = self.partition_colors(i)[int(before[members[0]])] if members.size else "#808080"
+            out = (c, c)
+        else:
+            if _accepted(self.tree.steps[i]):
+                after, colours = self.partition(i + 1).ravel(), self.partition_colors(i + 1)
+            else:  # the partition the cut would have given, numbered as the tree numbers it
+                split = before.copy()
+                split[members[positive]] = int(before.max()) + 1
+                after = _raster_relabel(split)
+                chain = [self.partition(j) for j in range(i + 1)] + [after.reshape(self.grid)]
+                colours = lineage_hex(chain)[-1]
+            out = (colours[int(after[members[positive][0]])], colours[int(after[members[~positive][0]])])
+        self._sides_cache[i] = out
+        return out
+
+    def legend_props(self, i: int) -> dict[int, dict[str, Any]]:
+        """The legend's two swatches at step ``i``: this side's and that side's colour."""
+        pos, neg = self.side_colors(i)
+        return {T_LEGEND_POS: {"marker": {"color": pos}}, T_LEGEND_NEG: {"marker": {"color": neg}}}
+
     def step_props(self, i: int) -> dict[int, dict[str, Any]]:
         """Trace index -> properties for step ``i`` (0-based)."""
         s = self.tree.steps[i]
         h, w = self.grid
-        members = _as_np(s.members).astype(np.int64).ravel()
+        members, positive = self.sides(i)
         fiedler = _as_np(s.fiedler).astype(np.float64).ravel()
         thr = float(s.threshold) if s.threshold is not None else np.nan
         split = np.zeros(self.n)
         fz = np.full(self.n, np.nan)
-        positive = _as_np(getattr(s, "positive", None)).astype(bool).ravel()
         if fiedler.size == members.size and members.size:
             fz[members] = fiedler
-            if positive.size != members.size:
-                positive = fiedler > thr if np.isfinite(thr) else np.ones(members.size, bool)
         if members.size:
-            if positive.size != members.size:
-                positive = np.ones(members.size, bool)
             split[members] = np.where(positive, 1.0, 2.0)
         region = _as_np(getattr(s, "region", None)).astype(np.int64).ravel()
         if region.size > members.size:  # paper mode: nodes dropped by the published rule
@@ -302,19 +383,29 @@ class _StepData:
         tau = float(self.tree.tau)
         xr, (_, ytop) = self.curve_ranges(i)
         zabs = float(np.nanmax(np.abs(fiedler - thr))) if fiedler.size and np.isfinite(thr) else 1.0
+        zabs = zabs if zabs > 0 else 1.0
         part = self.partition(i + 1)
         k = int(part.max()) + 1 if part.size else 1
         acc = _accepted(s)
+        pos, neg = self.side_colors(i)
+        fiedler_props: dict[str, Any] = {"z": _round(fz.reshape(h, w)), "colorscale": _fiedler_colorscale(pos, neg)}
+        if np.isfinite(thr):  # white is the chosen threshold, and the colour bar says so
+            lo, hi = thr - zabs, thr + zabs
+            fiedler_props.update(
+                zmin=lo, zmax=hi, zmid=None,
+                colorbar={"tickvals": [lo, thr, hi], "ticktext": [f"{lo:.2g}", f"threshold {thr:.2g}", f"{hi:.2g}"]},
+            )  # fmt: skip
+        else:
+            fiedler_props.update(zmin=None, zmax=None, zmid=None, colorbar={"tickvals": [], "ticktext": []})
         return {
             # every property a step needs, colour scales included: the static figure's frames are built from these
-            T_SPLIT: {"z": split.reshape(h, w).astype(np.int8), "colorscale": _SPLIT_SCALE, "zmin": 0, "zmax": 3},
-            T_FIEDLER: {
-                "z": _round(fz.reshape(h, w)),
-                "colorscale": "RdBu_r",
-                "zmid": thr if np.isfinite(thr) else None,
-                "zmin": thr - zabs if np.isfinite(thr) else None,
-                "zmax": thr + zabs if np.isfinite(thr) else None,
+            T_SPLIT: {
+                "z": split.reshape(h, w).astype(np.int8),
+                "colorscale": _split_colorscale(pos, neg),
+                "zmin": -0.5,
+                "zmax": 3.5,
             },
+            T_FIEDLER: fiedler_props,
             T_CURVE: {"x": _round(thresholds[finite]), "y": _round(ncuts[finite])},
             T_CHOSEN: {
                 "x": [thr] if np.isfinite(thr) and np.isfinite(ncut) else [],
@@ -327,9 +418,10 @@ class _StepData:
                 "z": part,
                 "zmin": -0.5,
                 "zmax": k - 0.5,
-                "colorscale": _partition_colorscale(k),
+                "colorscale": _partition_colorscale(self.partition_colors(i + 1)),
             },
             T_ICICLE: self.icicle_props(i),
+            **self.legend_props(i),
         }
 
     def curve_ranges(self, i: int) -> tuple[list[float], list[float]]:
@@ -369,7 +461,7 @@ class _StepData:
             value = f"NCut {ncut:.3f} {'<' if acc else '≥'} {_tau_text(self.tree)}"
         return [
             f"sub-graph of step {i + 1}: {len(s.members)} px",
-            "Fiedler vector (orange: side > threshold)",
+            "Fiedler vector (white: the threshold)",
             f"{value}: <span style='color:{color}'><b>{verdict}</b></span>",
             f"partition after step {i + 1}: {k} segment{'s' if k != 1 else ''}",
             f"tree of cuts: {len(self.tree.steps)} steps, {self.k_final} leaves"
@@ -407,18 +499,18 @@ def _base_figure(
     fig.add_trace(image_trace(background, name="image"), row=1, col=1)
     fig.add_trace(
         go.Heatmap(
-            z=np.zeros((h, w)), zmin=0, zmax=3, colorscale=_SPLIT_SCALE, showscale=False, name="sub-graph",
-            hoverinfo="skip", **geom,
+            z=np.zeros((h, w)), zmin=-0.5, zmax=3.5, showscale=False, name="sub-graph", hoverinfo="skip", **geom,
         ),
         row=1,
         col=1,
     )
+    # on the image's own coordinates, like every other map of the image: its aspect ratio, cells aligned
     fig.add_trace(
         go.Heatmap(
-            z=np.zeros((h, w)), colorscale="RdBu_r", name="Fiedler",
+            z=np.zeros((h, w)), name="Fiedler",
             colorbar={"orientation": "h", "thickness": 8, "tickfont": {"size": 9}, "yanchor": "top",
-                      "xanchor": "center"},
-            hovertemplate="row %{y}, col %{x}<br>y = %{z:.4f}<extra></extra>",
+                      "xanchor": "center", "title": {"text": "Fiedler value", "side": "bottom", "font": {"size": 10}}},
+            hovertemplate="Fiedler value %{z:.4f}<extra></extra>", **geom,
         ),
         row=1,
         col=2,
@@ -438,7 +530,8 @@ def _base_figure(
     )
     fig.add_trace(
         go.Scatter(x=[], y=[], mode="lines+text", name="τ", line={"color": "#6a1b9a", "dash": "dash", "width": 2},
-                   textposition="top left", textfont={"color": "#6a1b9a"}, hoverinfo="name"),
+                   textposition="middle right", textfont={"color": "#6a1b9a"}, hoverinfo="name",
+                   cliponaxis=False),  # the label beside the panel, where no curve crosses it
         row=1,
         col=3,
     )
@@ -467,8 +560,29 @@ def _base_figure(
         row=2,
         col=2,
     )
+    # the legend of the step's colours, said once for the sub-graph, Fiedler and partition panels
+    dropped = any(_as_np(getattr(st, "region", None)).size > len(st.members) for st in data.tree.steps)
+    for name, colour, shown in (
+        ("this side: Fiedler > threshold", "#808080", True),
+        ("that side: Fiedler ≤ threshold", "#808080", True),
+        ("outside the sub-graph", _OUTSIDE_SOLID, True),
+        ("dropped by the paper rule", _DROPPED_RGBA, dropped),
+    ):
+        fig.add_trace(
+            go.Scatter(x=[None], y=[None], mode="markers", name=name, showlegend=shown, hoverinfo="skip",
+                       marker={"symbol": "square", "size": 12, "color": colour,
+                               "line": {"width": 1, "color": "#9e9e9e"}}),
+            row=1,
+            col=1,
+        )
+    for tr in fig.data[:T_LEGEND_POS]:
+        if "showlegend" in tr:
+            tr.showlegend = False
     for r, c in ((1, 1), (1, 2), (2, 1)):
         style_image_axes(fig, r, c)
+    # the Fiedler panel shows the outside of the sub-graph (no value there) in the sub-graph panel's dark
+    fig.add_shape(type="rect", x0=-0.5, x1=background.shape[1] - 0.5, y0=-0.5, y1=background.shape[0] - 0.5,
+                  fillcolor=_OUTSIDE_SOLID, line_width=0, layer="below", row=1, col=2)
     fig.update_xaxes(title_text="threshold on the Fiedler vector", row=1, col=3, title_font={"size": 11})
     fig.update_yaxes(title_text="NCut", row=1, col=3, title_font={"size": 11})
     fig.update_xaxes(title_text="pixels", row=2, col=2, range=[0, data.n], showgrid=False,
@@ -479,9 +593,11 @@ def _base_figure(
     fig.update_layout(
         height=height,
         width=width,
-        margin={"l": 10, "r": 10, "t": 40, "b": 40},
+        margin={"l": 10, "r": _TAU_LABEL_ROOM, "t": 70, "b": 40},
         barmode="overlay",
-        showlegend=False,
+        showlegend=True,
+        legend={"orientation": "h", "x": 1.0, "xanchor": "right", "y": 0.995, "yanchor": "top",
+                "yref": "container", "font": {"size": 11}, "itemclick": False, "itemdoubleclick": False},
         uniformtext={"minsize": 9, "mode": "hide"},
         plot_bgcolor="white",
         hovermode="closest",
@@ -934,7 +1050,8 @@ class CutStepper:
         notes = []
         rule = _auto_rule(self.tree)
         if rule == "dynamic":
-            notes.append("τ auto: the dynamic rule decided each cut; "
+            notes.append(f"τ auto: the dynamic rule decided each cut below τ {float(self.tree.tau):.2f}, where the "
+                         "τ slider rests; "
                          + ("untick it to cut at a fixed τ (recomputed)"
                             if self.recomputable else "a fixed τ needs the cuts recomputed (pass features=)"))
         elif rule == "stable":
@@ -943,7 +1060,8 @@ class CutStepper:
             notes.append("the attention walk has no α" + ("" if self.recomputable else
                          "; without its attention probabilities (attention=) τ can only be lowered"))
         elif not self.recomputable:
-            notes.append("without features= τ can only be lowered (pruning)")
+            notes.append(f"the τ slider starts at its maximum, the tree's τ {float(self.tree.tau):.2f}: without "
+                         "features= τ can only be lowered (pruning)")
         parts = [what] if what else []
         parts += notes
         self.info.value = f"<span style='color:#555'>{' · '.join(parts)}</span>" if parts else ""
@@ -983,10 +1101,11 @@ class CutStepper:
         i = self.step - 1
         s = self.tree.steps[i]
         color = ACCEPTED if _accepted(s) else REJECTED
+        head, verdict, tail = _summary_parts(self.tree, i)  # the verdict once, in its colour
         self.status.value = (
-            f"<b style='font-size:14px'>{step_summary(self.tree, i)}</b> "
-            f"<span style='background:{color};color:white;border-radius:3px;padding:1px 6px'>"
-            f"{'accepted' if _accepted(s) else 'rejected'}</span>"
+            f"<b style='font-size:14px'>{head} → "
+            f"<span style='background:{color};color:white;border-radius:3px;padding:1px 6px'>{verdict}</span>"
+            f"{tail}</b>"
         )
 
     def _render(self) -> None:
