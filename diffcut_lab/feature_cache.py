@@ -83,9 +83,13 @@ class FeatureCache:
     def _layer(self, layer: str) -> str:
         name = self.aliases.get(layer, layer)
         if name not in self.layers:
-            raise UnknownLayerError(
-                f"layer {layer!r} was not captured; captured: {close_names(layer, self.layers + list(self.aliases))}."
-            )
+            usable = self.layers + [a for a, target in self.aliases.items() if target in self.layers]
+            if layer in self.aliases:
+                raise UnknownLayerError(
+                    f"{layer!r} stands for the layer {name!r} in this cache, which was not captured; captured: "
+                    f"{close_names(name, usable)}."
+                )
+            raise UnknownLayerError(f"layer {layer!r} was not captured; captured: {close_names(layer, usable)}.")
         return name
 
     def __getitem__(self, key: str | tuple[str, int]) -> torch.Tensor:
@@ -254,6 +258,17 @@ def _checked_entries(sidecar: dict, tensors: dict[str, torch.Tensor], json_path:
     if wrong or stored != set(entries) or {(layer, t) for layer in layers for t in timesteps} != set(entries.values()):
         raise FeatureError(
             f"{json_path} does not describe the tensors beside it (entries {sorted(wrong or stored ^ set(entries))}); "
+            "the two files do not belong together: save the cache again."
+        )
+    aliases, meta = sidecar.get("aliases", {}), sidecar.get("meta", {})
+    if not isinstance(aliases, dict) or not all(isinstance(a, str) and isinstance(v, str) for a, v in aliases.items()):
+        raise FeatureError(f"{json_path} is malformed ('aliases' must map names to layer names); save the cache again.")
+    if not isinstance(meta, dict):
+        raise FeatureError(f"{json_path} is malformed ('meta' must be a mapping); save the cache again.")
+    stray = {a: v for a, v in aliases.items() if v not in layers}
+    if stray:
+        raise FeatureError(
+            f"{json_path} maps the alias(es) {stray} to layers that are not in the cache (its layers: {layers}); "
             "the two files do not belong together: save the cache again."
         )
     return {lt: tensors[k] for k, lt in entries.items()}

@@ -279,3 +279,49 @@ def test_recursive_ncut_refuses_a_grid_that_is_not_two_positive_integers(grid):
     with pytest.raises(ParameterError, match="grid must be \\(h, w\\), two integers >= 1"):
         dl.recursive_ncut(w, tau=0.5, grid=grid)
     assert dl.recursive_ncut(w, tau=0.5, grid=(4, 16)).labels.shape == (4, 16)
+
+
+# ----------------------------------------------------------------------------------------------------
+# feature cache files: the sidecar's aliases
+
+
+def _saved_cache(tmp_path):
+    import json
+
+    from diffcut_lab.feature_cache import FeatureCache
+
+    cache = FeatureCache({("l", 10): torch.zeros(1, 2, 3, 3)}, layers=["l"], timesteps=[10],
+                         aliases={"diffcut": "l"})  # fmt: skip
+    path = cache.save(tmp_path / "c")
+    sidecar = path.with_suffix(".json")
+    return FeatureCache, path, sidecar, json.loads(sidecar.read_text())
+
+
+@pytest.mark.parametrize(
+    ("aliases", "message"),
+    [({"diffcut": "other"}, r"maps the alias\(es\) \{'diffcut': 'other'\} to layers that are not in the cache"),
+     ([1], "'aliases' must map names to layer names"), ({"diffcut": 3}, "'aliases' must map names")],
+)  # fmt: skip
+def test_a_sidecar_alias_to_a_missing_layer_is_refused_on_load(tmp_path, aliases, message):
+    import json
+
+    from diffcut_lab.errors import FeatureError
+
+    FeatureCache, path, sidecar, data = _saved_cache(tmp_path)
+    assert FeatureCache.load(path)["diffcut", 10].shape == (1, 2, 3, 3)
+    sidecar.write_text(json.dumps({**data, "aliases": aliases}))
+    with pytest.raises(FeatureError, match=message):
+        FeatureCache.load(path)
+
+
+def test_an_alias_to_a_layer_not_captured_says_so_without_contradiction():
+    from diffcut_lab.errors import UnknownLayerError
+    from diffcut_lab.feature_cache import FeatureCache
+
+    cache = FeatureCache({("l", 10): torch.zeros(1, 2, 3, 3)}, layers=["l"], timesteps=[10],
+                         aliases={"diffcut": "other"})  # fmt: skip
+    with pytest.raises(UnknownLayerError) as info:
+        cache["diffcut"]
+    text = str(info.value)
+    assert "'diffcut' stands for the layer 'other'" in text and "captured: 'l'" in text
+    assert text.count("'diffcut'") == 1  # not also listed as captured
