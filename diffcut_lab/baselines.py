@@ -5,13 +5,18 @@
 * ``"diffcut"`` -- the segmentation core's cut (:func:`diffcut_lab.segmentation.cut_tree`: the DiffCut
   affinity and the recursive normalized cut); keywords: the cut settings of
   :class:`~diffcut_lab.config.DiffCutConfig` (``alpha``, ``tau``, ``mode``, ``min_size``, ``max_depth``,
-  ``solver``), or ``config=`` a whole ``DiffCutConfig`` (and ``seed``, accepted and unused: the cut is
-  deterministic, and every method takes ``seed=``);
+  ``solver``), or ``config=`` a whole ``DiffCutConfig``, ``attention`` (``affinity="attention"``), and
+  ``seed`` (accepted and unused: the cut is deterministic, and every method takes ``seed=``);
 * ``"kmeans"`` -- scikit-learn k-means on the L2-normalised feature vectors; ``n_clusters`` (required),
   ``seed``, ``n_init``;
-* ``"spectral"`` -- spectral clustering (scikit-learn) of the same affinity DiffCut cuts, with the number
-  of clusters from the eigengap of the normalised Laplacian unless ``n_clusters`` is given; ``alpha``,
-  ``n_clusters``, ``min_clusters``, ``max_clusters``, ``seed``;
+* ``"spectral"`` -- spectral clustering of the graph DiffCut cuts
+  (:func:`~diffcut_lab.segmentation.affinity_graph`, with the self-loop convention of the config's mode):
+  k-means on the first ``k`` generalized eigenvectors of its normalised Laplacian, the vectors the
+  eigenvector views draw (:func:`~diffcut_lab.spectrum.laplacian_spectrum`), as scikit-learn's
+  ``spectral_clustering`` does; ``k`` by the eigengap rule of
+  :func:`~diffcut_lab.stopping.auto_n_segments` unless ``n_clusters`` is given; keywords: the graph's
+  settings (``alpha``, ``knn``, ``affinity``, ``walk_steps``, ``mode``) or ``config=``, ``attention``
+  (``affinity="attention"``), ``n_clusters``, ``min_clusters``, ``max_clusters``, ``seed``;
 * ``"diffseg"`` -- DiffSeg-style iterative merging of self-attention maps (Tian et al., "Diffuse, Attend,
   and Segment", CVPR 2024); ``attn`` (required: head-averaged self-attention probabilities, one ``(N, N)``
   map or a list of maps at several resolutions), ``kl_threshold``, ``n_iter``, ``anchors``,
@@ -79,13 +84,15 @@ def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
 # methods
 
 
-def _diffcut(f: torch.Tensor, *, config: Any = None, seed: int | None = None, **cut: Any) -> np.ndarray:
+def _diffcut(
+    f: torch.Tensor, *, config: Any = None, seed: int | None = None, attention: Any = None, **cut: Any
+) -> np.ndarray:
     from . import segmentation as core
     from .config import DiffCutConfig
 
     del seed  # deterministic; accepted so that every method takes seed=
     cfg = DiffCutConfig.build(config, **cut)
-    return core.grid_labels(core.cut_tree(f, cfg))
+    return core.grid_labels(core.cut_tree(f, cfg, attention=attention))
 
 
 def _kmeans(f: torch.Tensor, *, n_clusters: int | None = None, seed: int = 0, n_init: int = 10) -> np.ndarray:
@@ -101,46 +108,75 @@ def _kmeans(f: torch.Tensor, *, n_clusters: int | None = None, seed: int = 0, n_
     return _first_appearance(km.labels_.reshape(f.shape[1:]))
 
 
-def eigengap_k(W: Any, *, min_clusters: int = 2, max_clusters: int = 20) -> int:
-    """Number of clusters by the eigengap rule (:func:`diffcut_lab.spectrum.eigengap`) on the symmetric
-    normalised Laplacian of ``W``: the ``k`` in ``[min_clusters, max_clusters]`` after which the gap
-    between consecutive eigenvalues is largest."""
-    from .spectrum import eigengap, laplacian_spectrum
+def eigengap_k(W: Any, *, min_clusters: int = 1, max_clusters: int = 20, mode: str = "fixed") -> int:
+    """Number of clusters by the eigengap rule (:func:`diffcut_lab.spectrum.eigengap`) on the normalised
+    Laplacian of the graph ``W`` as the cut of ``mode`` sees it (fixed: without self-loops; paper: with):
+    the ``k`` in ``[min_clusters, max_clusters]`` after which the gap between consecutive eigenvalues is
+    largest. With the defaults it is :func:`~diffcut_lab.stopping.auto_n_segments`'s count (1 on a graph
+    without structure).
 
-    a = W.detach().cpu().double().numpy() if isinstance(W, torch.Tensor) else np.asarray(W, np.float64)
+    Examples
+    --------
+    >>> W = np.kron(np.eye(2), np.ones((4, 4))) + 1e-3
+    >>> eigengap_k(W)
+    2
+    """
+    from .config import DiffCutConfig
+
     lo = _positive_int(min_clusters, "min_clusters")
     hi = _positive_int(max_clusters, "max_clusters", lo)
-    spec = laplacian_spectrum(a, m=hi + 1, grid=(a.shape[0], 1))
-    return eigengap(spec.values, min_clusters=lo, max_clusters=hi)
+    n = int(np.shape(W)[0])
+    spec = _spectrum(W, DiffCutConfig(mode=mode), hi + 1, grid=(n, 1))
+    return _eigengap_count(spec, lo, hi)
+
+
+def _spectrum(source: Any, config: Any, m: int, *, grid: tuple[int, int] | None = None, attention: Any = None) -> Any:
+    from .spectrum import laplacian_spectrum
+
+    return laplacian_spectrum(source, m, grid, config=config, attention=attention)
+
+
+def _eigengap_count(spec: Any, lo: int, hi: int) -> int:
+    from .spectrum import eigengap
+
+    return 1 if spec.values.size < 2 else eigengap(spec.values, min_clusters=lo, max_clusters=hi)
 
 
 def _spectral(
     f: torch.Tensor,
     *,
     n_clusters: int | None = None,
-    alpha: float = 10.0,
-    min_clusters: int = 2,
+    config: Any = None,
+    attention: Any = None,
+    min_clusters: int = 1,
     max_clusters: int = 20,
     seed: int = 0,
+    **graph: Any,
 ) -> np.ndarray:
-    from sklearn.cluster import spectral_clustering
+    from sklearn.cluster import KMeans
 
-    from .affinities import affinity
+    from .config import DiffCutConfig
 
-    W = affinity(f, alpha=alpha, dtype=torch.float64).numpy()
-    n = W.shape[0]
+    cfg = DiffCutConfig.build(config, **graph)
+    n = int(f.shape[1] * f.shape[2])
     if n == 1:
         return np.zeros(f.shape[1:], np.int64)
-    if n_clusters is None:
-        k = eigengap_k(W, min_clusters=min_clusters, max_clusters=max_clusters)
-    else:
+    lo = _positive_int(min_clusters, "min_clusters")
+    hi = _positive_int(max_clusters, "max_clusters", lo)
+    k = None
+    if n_clusters is not None:
         k = _positive_int(n_clusters, "n_clusters")
         if k > n:
             raise ParameterError(f"n_clusters={k} exceeds the {n} feature vectors of the grid.")
+    spec = _spectrum(f, cfg, max(hi + 1, k or 0), attention=attention)
+    if k is None:
+        k = _eigengap_count(spec, lo, hi)
     if k == 1:
         return np.zeros(f.shape[1:], np.int64)
-    labels = spectral_clustering(W, n_clusters=k, random_state=int(seed), assign_labels="kmeans")
-    return _first_appearance(labels.reshape(f.shape[1:]))
+    # the spectral embedding of scikit-learn's spectral_clustering (y = D^-1/2 v, the first k, the
+    # constant one included), on the cut's graph
+    km = KMeans(n_clusters=k, n_init=10, random_state=int(seed)).fit(spec.vectors[:, :k])
+    return _first_appearance(km.labels_.reshape(f.shape[1:]))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -346,9 +382,10 @@ METHODS: dict[str, Callable[..., np.ndarray]] = {
 }
 
 _KEYWORDS = {
-    "diffcut": (*CUT_FIELDS, "config", "seed"),
+    "diffcut": (*CUT_FIELDS, "config", "attention", "seed"),
     "kmeans": ("n_clusters", "seed", "n_init"),
-    "spectral": ("n_clusters", "alpha", "min_clusters", "max_clusters", "seed"),
+    "spectral": ("n_clusters", "config", "attention", "alpha", "knn", "affinity", "walk_steps", "mode", "min_clusters",
+                 "max_clusters", "seed"),
     "diffseg": ("attn", "kl_threshold", "n_iter", "anchors", "resolution_weights", "refine", "seed"),
 }
 

@@ -77,8 +77,8 @@ def laplacian_eigenvalues(
     -----
     Only eigenvalues are computed: dense LAPACK up to 512 nodes, ARPACK Lanczos above (one BLAS thread,
     deterministic start, dense fallback), so that it runs on every step of a recursion and on sparse (kNN)
-    graphs. :func:`diffcut_lab.spectrum.laplacian_spectrum` computes the same spectrum with eigenvectors,
-    densely, for the eigenvector views. Nodes of zero degree are isolated (eigenvalue 1).
+    graphs. :func:`diffcut_lab.spectrum.laplacian_spectrum` computes the same spectrum with eigenvectors
+    for the eigenvector views, on the graph a config cuts. Nodes of zero degree are isolated (eigenvalue 1).
     """
     import scipy.linalg
     import scipy.sparse.linalg
@@ -413,11 +413,14 @@ def auto_n_segments(
     grid : tuple of int, optional
         ``(h, w)`` of the nodes, passed to the recursive cut (``method="tree"``); default ``(1, N)``.
     self_loops : bool, default False
-        Keep the diagonal of ``W`` in the eigengap's Laplacian. Off by default, as in the fixed-mode cut:
+        Keep the diagonal of ``W`` in the eigengap's Laplacian (the paper mode's convention). Off by
+        default, as in the fixed-mode cut (:func:`~diffcut_lab.segmentation.laplacian_weights`):
         the unit diagonal of :func:`~diffcut_lab.affinity` dominates the degrees wherever the off-diagonal
         weights are small (``alpha=10`` makes most of them small), which squeezes every eigenvalue towards
         0 and hides the gap (on noisy blob features the count then goes wrong; without self-loops it is
-        right).
+        right). :func:`~diffcut_lab.spectrum.laplacian_spectrum` (its ``n_clusters``), the eigenvector
+        views and the spectral baseline (:func:`~diffcut_lab.baselines.eigengap_k`) count with the same
+        rule on the same graph.
 
     Returns
     -------
@@ -448,15 +451,10 @@ def auto_n_segments(
         tau, why = stable_tau(tree)
         k = min(tree.prune(tau).n_segments, int(max_segments))
         return k, f"K = {k}: recursive cut at the stable tau; {why}"
-    if not self_loops:
-        if sp.issparse(x):
-            x = x.tolil()
-            x.setdiag(0.0)
-            x = x.tocsr()
-            x.eliminate_zeros()
-        else:
-            x = x.copy()
-            np.fill_diagonal(x, 0.0)
+    if not self_loops:  # the fixed-mode cut's graph, as every spectrum view and the spectral baseline see it
+        from .segmentation import laplacian_weights
+
+        x = laplacian_weights(x, "fixed")
     tau, k, vals = auto_threshold(x, max_clusters=int(max_segments))
     gaps = np.diff(vals)
     second = float(np.sort(gaps)[-2]) if gaps.size > 1 else 0.0

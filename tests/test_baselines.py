@@ -127,3 +127,50 @@ def test_errors():
         diffseg_segment(np.ones((4, 5)))
     with pytest.raises(ParameterError, match="kl_threshold"):
         diffseg_segment(np.full((16, 16), 1 / 16), kl_threshold=-1.0)
+
+
+def _bands(k: int, *, noise: float = 0.5, seed: int = 0, channels: int = 64) -> tuple[torch.Tensor, np.ndarray]:
+    """``(C, 16, 16)`` features of ``k`` Gaussian blobs laid out as vertical bands (one blob: pure noise
+    around one centre), and the ``(16, 16)`` true labels."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat((np.arange(16) * k // 16)[None, :], 16, axis=0)
+    centres = rng.normal(size=(k, channels))
+    x = centres[labels.reshape(-1)] + noise * rng.normal(size=(256, channels))
+    return torch.from_numpy(x.T.reshape(channels, 16, 16).astype(np.float32)), labels
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+@pytest.mark.parametrize("mode", ["fixed", "paper"])
+def test_spectral_counts_clusters_as_auto_n_segments(k, mode):
+    """One graph and one eigengap rule: the spectral baseline, eigengap_k, the eigenvector view and
+    auto_n_segments agree, on one noisy blob (1 cluster, where the old count with self-loops and at least
+    two clusters said 2 to 4) and on k clear clusters."""
+    from diffcut_lab.config import DiffCutConfig
+    from diffcut_lab.segmentation import affinity_graph
+    from diffcut_lab.spectrum import laplacian_spectrum
+    from diffcut_lab.stopping import auto_n_segments
+
+    cfg = DiffCutConfig(mode=mode)
+    for seed in range(3):
+        f, truth = _bands(k, seed=seed + 10 * k)
+        W = affinity_graph(f, cfg)
+        auto, why = auto_n_segments(W, self_loops=mode == "paper")
+        assert auto == k, why
+        assert eigengap_k(W, mode=mode) == k
+        assert laplacian_spectrum(f, config=cfg).n_clusters == k
+        lab = segment_features(f, "spectral", config=cfg, seed=0)
+        assert lab.max() + 1 == k and _ari(lab, truth) == 1.0
+
+
+def test_spectral_cuts_the_configs_graph():
+    """kNN and attention-walk graphs, as the cut builds them."""
+    reg = _regions(12, 12)
+    f = _clustered_features(reg, noise=0.1)
+    lab = segment_features(f, "spectral", knn=8, seed=0)
+    assert _ari(lab, reg) == 1.0
+    attn = _block_attention(reg)
+    lab = segment_features(f, "spectral", affinity="attention", attention=attn, seed=0)
+    assert _ari(lab, reg) == 1.0
+    assert _ari(segment_features(f, "diffcut", affinity="attention", attention=attn), reg) == 1.0
+    with pytest.raises(ParameterError, match="attention"):
+        segment_features(f, "spectral", affinity="attention")
