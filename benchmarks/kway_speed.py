@@ -1,0 +1,140 @@
+"""Benchmark: the K-way cut against scikit-learn's spectral clustering on the same graph, same process.
+
+Graphs: ``K`` noisy Voronoi blobs (a random centre per region plus Gaussian noise, as in the tests'
+``clustered_features``), DiffCut's affinity (``alpha``), the diagonal removed so that both methods see the
+graph ``kway_ncut`` cuts (it ignores self-loops). For each graph the two methods run alternately,
+``repeats`` times each, on the same number of threads; the ratio of medians is reported
+(``kway_over_sklearn < 1``: the K-way cut is faster), with the K-way NCut of both partitions
+(:func:`diffcut_lab.kway.kway_ncut_value`) and, for reference, the eigenvector-free start
+(``init="k-means++"``).
+
+Run: ``python benchmarks/kway_speed.py [--sides 32 64] [--noises 1 2 3] [--repeats 3] [--threads 1]``
+-> ``benchmarks/results/kway_speed.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.cluster import spectral_clustering
+from threadpoolctl import threadpool_limits
+
+from diffcut_lab.affinities import affinity
+from diffcut_lab.kway import kway_ncut, kway_ncut_value
+
+OUT = Path(__file__).parent / "results" / "kway_speed.json"
+
+
+def blobs(seed: int, side: int, k: int, channels: int, noise: float) -> torch.Tensor:
+    """``(C, side, side)`` features: ``k`` random Voronoi regions, a random centre each, plus noise."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(k, channels, generator=gen)
+    sites = torch.rand(k, 2, generator=gen) * side
+    yy, xx = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    dist = (yy[None] - sites[:, 0, None, None]) ** 2 + (xx[None] - sites[:, 1, None, None]) ** 2
+    feats = centres[dist.argmin(0)].permute(2, 0, 1)
+    return feats + noise * torch.randn(channels, side, side, generator=gen)
+
+
+def alternate(fns: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """Run every function ``repeats`` times, interleaved (a, b, a, b, ...); seconds and last outputs."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    outs: dict[str, Any] = {}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            outs[name] = fn()
+            times[name].append(time.perf_counter() - t)
+    return times, outs
+
+
+def compare(side: int, k: int, noise: float, seed: int, repeats: int, alpha: float, channels: int,
+            kmeanspp: bool) -> dict:  # fmt: skip
+    w = affinity(blobs(seed, side, k, channels, noise), alpha=alpha)
+    w_np = w.double().numpy().copy()
+    np.fill_diagonal(w_np, 0.0)
+
+    def sklearn() -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "graph is not fully connected" cannot happen here, but quiet
+            return spectral_clustering(w_np, n_clusters=k, random_state=0, assign_labels="cluster_qr")
+
+    fns: dict[str, Callable[[], Any]] = {"sklearn": sklearn, "kway": lambda: kway_ncut(w, k)}
+    if kmeanspp:
+        fns["kway_kmeanspp"] = lambda: kway_ncut(w, k, init="k-means++")
+    times, outs = alternate(fns, repeats)
+    med = {name: statistics.median(t) for name, t in times.items()}
+    row = {
+        "grid": [side, side], "nodes": side * side, "k": k, "noise": noise, "seed": seed,
+        "seconds": med, "times": times,
+        "kway_over_sklearn": med["kway"] / med["sklearn"],
+        "ncut": {"sklearn": kway_ncut_value(w, outs["sklearn"]), "kway": float(outs["kway"].ncut)},
+    }  # fmt: skip
+    if kmeanspp:
+        row["kway_kmeanspp_over_sklearn"] = med["kway_kmeanspp"] / med["sklearn"]
+        row["ncut"]["kway_kmeanspp"] = float(outs["kway_kmeanspp"].ncut)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sides", type=int, nargs="+", default=[32, 64])
+    p.add_argument("--noises", type=float, nargs="+", default=[1.0, 2.0, 3.0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--k", type=int, default=8)
+    p.add_argument("--alpha", type=float, default=10.0)
+    p.add_argument("--channels", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-kmeanspp", action="store_true", help="skip the eigenvector-free start")
+    p.add_argument("--out", type=Path, default=OUT)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = []
+    with threadpool_limits(limits=args.threads):
+        for side in args.sides:
+            for noise in args.noises:
+                for seed in args.seeds:
+                    row = compare(side, args.k, noise, seed, args.repeats, args.alpha, args.channels,
+                                  not args.no_kmeanspp)  # fmt: skip
+                    rows.append(row)
+                    print(
+                        f"N={row['nodes']} noise={noise} seed={seed}: kway/sklearn {row['kway_over_sklearn']:.2f} "
+                        f"({row['seconds']['kway']:.2f} s vs {row['seconds']['sklearn']:.2f} s), NCut "
+                        f"{row['ncut']['kway']:.4f} vs {row['ncut']['sklearn']:.4f}",
+                        flush=True,
+                    )
+    summary = {
+        f"N={n}": {
+            "max_kway_over_sklearn": max(r["kway_over_sklearn"] for r in rows if r["nodes"] == n),
+            "median_kway_over_sklearn": statistics.median(r["kway_over_sklearn"] for r in rows if r["nodes"] == n),
+            "kway_ncut_never_higher": all(
+                r["ncut"]["kway"] <= r["ncut"]["sklearn"] + 1e-9 for r in rows if r["nodes"] == n
+            ),
+        }
+        for n in sorted({r["nodes"] for r in rows})
+    }
+    result = {
+        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": args.threads},
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "summary": summary,
+        "compare": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

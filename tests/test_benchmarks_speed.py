@@ -1,0 +1,49 @@
+"""The speed benchmarks still run: the K-way comparison and the large-grid methods, on tiny sizes (no timing
+is checked here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_benchmarks import _load
+
+
+def test_kway_speed_writes_both_methods_on_the_same_graph(tmp_path: Path) -> None:
+    ks = _load("kway_speed")
+    out = tmp_path / "kway.json"
+    argv = ["--sides", "8", "--noises", "1.0", "--seeds", "0", "--k", "3", "--repeats", "2", "--out", str(out)]
+    assert ks.main(argv) == 0
+    res = json.loads(out.read_text())
+    (row,) = res["compare"]
+    assert row["nodes"] == 64 and row["k"] == 3
+    assert set(row["seconds"]) == {"sklearn", "kway", "kway_kmeanspp"}
+    assert all(len(t) == 2 for t in row["times"].values())  # alternated repeats, kept for the medians
+    assert row["kway_over_sklearn"] == pytest.approx(row["seconds"]["kway"] / row["seconds"]["sklearn"])
+    assert all(v >= 0 for v in row["ncut"].values())
+    assert set(res["summary"]) == {"N=64"}
+
+
+@pytest.mark.parametrize("method", ["recursive", "kway", "walk", "device"])
+def test_large_grid_methods_cut_in_process(method: str) -> None:
+    lg = _load("large_grid")
+    row = lg.child(method, side=6, k=3, channels=8, noise=0.5, tau=0.5, threads=1, seed=0)
+    assert row["seconds"] >= 0 and row["n_segments"] >= 1
+    if method == "kway":
+        assert row["n_segments"] == 3
+    if method == "device":
+        assert set(row["solvers"]) <= {"torch64", "torch64-lanczos", "components", "none"}
+
+
+@pytest.mark.slow
+def test_large_grid_measures_each_method_in_its_own_process(tmp_path: Path) -> None:
+    lg = _load("large_grid")
+    out = tmp_path / "lg.json"
+    argv = ["--side", "6", "--k", "3", "--channels", "8", "--methods", "kway", "--threads", "1", "--out", str(out)]
+    assert lg.main(argv) == 0
+    res = json.loads(out.read_text())
+    assert set(res["summary"]) == {"recursive", "kway"}  # the reference always runs
+    assert res["summary"]["recursive"]["time_over_recursive"] == 1.0
+    for m in res["summary"].values():
+        assert m["completed"] and m["peak_rss_gib"] > 0
