@@ -11,7 +11,7 @@ import numpy as np
 
 from .errors import FeatureError, ParameterError
 
-__all__ = ["PALETTE", "label_colors", "label_hex", "lineage_hex", "overlay"]
+__all__ = ["PALETTE", "label_colors", "label_hex", "lineage_hex", "overlay", "pca_rgb"]
 
 #: the first 48 label colours: plotly's Dark24 then Light24 qualitative palettes
 PALETTE = (
