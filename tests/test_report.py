@@ -264,18 +264,30 @@ def test_a_failed_final_move_puts_the_previous_report_back(tmp_path, images, mon
 # a page that opens complete with no network
 
 
-def _notebook_with_a_figure():
-    """An executed notebook as papermill leaves it: Markdown, a plotly figure (JSON only), a table."""
+def _notebook_with_a_figure(renderer: str = "plotly_mimetype"):
+    """An executed notebook as papermill leaves it: Markdown, a plotly figure, a table. With
+    ``renderer="plotly_mimetype+notebook"`` (the report notebook's), the figure carries the notebook
+    renderer's HTML too (which loads MathJax from a CDN) and a set-up output embeds plotly.js."""
     import nbformat
     import plotly.graph_objects as go
+    import plotly.io as pio
+    from plotly.offline import get_plotlyjs
 
     fig = go.Figure(go.Scatter(x=[0, 1, 2], y=[1, 3, 2]), layout={"title": {"text": "a figure"}})
     nb = nbformat.v4.new_notebook()
     md = nbformat.v4.new_output("display_data", data={"text/markdown": "## scene.png", "text/plain": ""})
-    plot = nbformat.v4.new_output("display_data", data={rp.PLOTLY_MIME: fig.to_plotly_json(), "text/plain": ""})
+    data = {rp.PLOTLY_MIME: fig.to_plotly_json(), "text/plain": ""}
+    setup = []
+    if renderer.endswith("+notebook"):
+        data.update(pio.renderers["notebook"].to_mimebundle(fig.to_plotly_json()))
+        assert "cdnjs" in data["text/html"]  # what the renderer's own drawing would load
+        setup = [nbformat.v4.new_output("display_data", data={"text/html": "<script>window.PlotlyConfig = {};"
+                                        f"</script><script>{get_plotlyjs()}</script>"})]  # fmt: skip
+    plot = nbformat.v4.new_output("display_data", data=data)
     table = nbformat.v4.new_output("execute_result", data={"text/html": "<table><tr><td>1</td></tr></table>"},
                                    execution_count=1)  # fmt: skip
     nb.cells = [nbformat.v4.new_markdown_cell("# Report\n\nInline math $x^2$ stays text."),
+                nbformat.v4.new_code_cell("setup()", outputs=setup),
                 nbformat.v4.new_code_cell("show()", outputs=[md, plot, table])]  # fmt: skip
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     return nb
@@ -289,11 +301,12 @@ def _external_sources(html: str) -> list[str]:
     return tags + imports
 
 
-def test_html_loads_nothing_from_another_host(tmp_path):
+@pytest.mark.parametrize("renderer", ["plotly_mimetype", "plotly_mimetype+notebook"])
+def test_html_loads_nothing_from_another_host(tmp_path, renderer):
     """Item 3: no MathJax, require.js or mermaid from a CDN; plotly.js embedded once; the figure drawn
     from its JSON."""
     out = tmp_path / "r.html"
-    rp.export_html(_notebook_with_a_figure(), out, title="r")
+    rp.export_html(_notebook_with_a_figure(renderer), out, title="r")
     html = out.read_text(encoding="utf-8")
     assert _external_sources(html) == []
     before, bundle = html.split("plotly.js v")

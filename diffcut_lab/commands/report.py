@@ -164,8 +164,9 @@ def _strip_for_html(nb: Any) -> Any:
 
 
 def _draw_plotly(nb: Any) -> Any:
-    """Give each plotly figure an HTML drawing (plotly.js embedded once, before the first; no MathJax,
-    no plotly logo linking to plotly.com)."""
+    """Give each plotly figure an HTML drawing made from its JSON: no MathJax from a CDN (the notebook
+    renderer's own drawing loads it), no plotly logo linking to plotly.com, and plotly.js embedded once:
+    by the renderer's set-up output when the notebook has one, else before the first figure."""
     import plotly.io as pio
 
     first = True
@@ -174,6 +175,8 @@ def _draw_plotly(nb: Any) -> Any:
             data = out.get("data") or {}
             fig = data.pop(PLOTLY_MIME, None)
             if fig is None:
+                if "plotly.js v" in str(data.get("text/html", "")):  # plotly.js is on the page already
+                    first = False
                 continue
             data["text/html"] = pio.to_html(
                 fig, include_plotlyjs=first, include_mathjax=False, full_html=False, default_width="100%",
@@ -314,8 +317,19 @@ def _mark_figures(directory: Path) -> None:
 
 
 def written_by_report(path: str | Path) -> bool:
-    """True when ``path`` (a report's HTML, notebook or figures folder) is as ``diffcut-lab report`` wrote
-    it; False for anything else: another file, or a report file edited since."""
+    """Whether ``path`` is a report output exactly as ``diffcut-lab report`` wrote it.
+
+    Parameters
+    ----------
+    path : str or Path
+        A report's HTML, its executed notebook (``.ipynb``) or its figures folder.
+
+    Returns
+    -------
+    bool
+        True when the file carries the report's mark and its content matches the mark's SHA-256; False
+        for anything else (another file, a report file edited since, an unreadable or missing path).
+    """
     path = Path(path)
     try:
         if path.is_dir():
@@ -355,8 +369,17 @@ def _check_targets(targets: Sequence[tuple[Path, str]]) -> None:
 def resolve_params(params: ReportParams) -> ReportParams:
     """``params`` with local paths made absolute (the notebook runs in another directory).
 
-    A model that names an existing path (not ``"pocket"``, which :func:`diffcut_lab.load_backbone` reads
-    first) and every image become absolute paths; hub ids and ``"pocket"`` stay as they are.
+    Parameters
+    ----------
+    params : ReportParams
+        The report's parameters, paths relative to the current directory allowed.
+
+    Returns
+    -------
+    ReportParams
+        The same parameters where a model that names an existing path (not ``"pocket"``, which
+        :func:`diffcut_lab.load_backbone` reads first) and every image are absolute paths; hub ids and
+        ``"pocket"`` stay as they are.
     """
     model = params.model
     if model != "pocket" and Path(model).expanduser().exists():
