@@ -146,3 +146,57 @@ def test_eval_pocket_on_synthetic(capsys):
     assert main(["eval", "--dataset", "synthetic", "--model", "pocket", "--limit", "2", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "synthetic" in out.splitlines()[0] and "2 images in" in out
+
+
+def _no_work(*args, **kwargs):
+    raise AssertionError("the evaluation ran before its output paths were checked")
+
+
+@pytest.mark.parametrize("option", ["--json", "--rows"])
+def test_eval_output_paths_are_checked_before_the_work(tmp_path, tiny_dir, capsys, monkeypatch, option):
+    import diffcut_lab.ablation.evaluation as evaluation
+    import diffcut_lab.datasets as datasets
+    from diffcut_lab.cli import main
+
+    monkeypatch.setattr(evaluation, "evaluate", _no_work)
+    monkeypatch.setattr(datasets, "load_dataset", _no_work)
+    base = ["eval", "--dataset", "synthetic", "--model", str(tiny_dir), "--limit", "1", "--no-progress"]
+    long = tmp_path / ("x" * 251 + ".json")  # 256 bytes: one more than the file system allows
+    for target, message in ((tmp_path, "is a directory; give a file name"),
+                            (long, "is 256 bytes long; this file system allows 255"),
+                            (tmp_path / "missing" / "r.json", "does not exist; create it first")):  # fmt: skip
+        assert main([*base, option, str(target)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err and option in err, err
+
+
+def test_eval_writes_a_255_byte_name_whole(tmp_path, tiny_dir, capsys):
+    from diffcut_lab.cli import main
+
+    report = tmp_path / ("r" * 250 + ".json")  # 255 bytes: the longest name allowed
+    rows = tmp_path / ("w" * 247 + ".parquet")
+    argv = ["eval", "--dataset", "synthetic", "--model", str(tiny_dir), "--limit", "1", "--mask-size", "32",
+            "--json", str(report), "--rows", str(rows), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    assert json.loads(report.read_text())["n_images"] == 1
+    import pandas as pd
+
+    assert len(pd.read_parquet(rows)) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([report.name, rows.name])  # no temporary left
+
+
+def test_ablate_output_paths_are_checked_before_the_work(tmp_path, capsys, monkeypatch):
+    import diffcut_lab.ablation as ablation
+    from diffcut_lab.cli import main
+
+    monkeypatch.setattr(ablation, "run_ablation", _no_work)
+    grid = tmp_path / "g.yaml"
+    grid.write_text("dataset: synthetic\n")
+    afile = tmp_path / "a-file"
+    afile.write_text("")
+    for argv, message in ((["--out", str(afile)], "--out"), (["--cache-dir", str(afile)], "--cache-dir"),
+                          (["--out", str(afile / "sub")], "is a file, so the folder cannot be made"),
+                          (["--out", str(tmp_path / ("o" * 256))], "256 bytes long")):  # fmt: skip
+        assert main(["ablate", str(grid), *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from ..options import MATCHES, METHODS, QUIRKS, SCORED_DATASETS
@@ -58,6 +62,72 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+def check_output_path(path: Path | None, option: str, *, directory: bool = False) -> None:
+    """Refuse, before any work, an output path that could not be written when the work is done.
+
+    Parameters
+    ----------
+    path : Path or None
+        The path an option names (None: the option was not given).
+    option : str
+        The option, for the message (``"--json"``).
+    directory : bool
+        The output is a directory (created if missing) rather than a file.
+
+    Raises
+    ------
+    ParameterError
+        ``path`` is a directory where a file is written (or a file where a directory is), its name is
+        longer than the file system allows, or its folder does not exist or cannot be written.
+    """
+    from ..errors import ParameterError
+
+    if path is None:
+        return
+    path = Path(path)
+    limit = 255  # the common limit; the file system's own when it says (checked first: a longer name
+    # cannot even be looked up)
+    anchor = path.parent  # the nearest folder (or file in the way) that exists
+    while not _exists(anchor) and anchor != anchor.parent:
+        anchor = anchor.parent
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        limit = os.pathconf(anchor, "PC_NAME_MAX")
+    for part in path.parts:
+        if len(os.fsencode(part)) > limit:
+            raise ParameterError(
+                f"{option}: the name {part[:40]!r}... is {len(os.fsencode(part))} bytes long; this file system "
+                f"allows {limit}. Give a shorter name."
+            )
+    if not directory and path.is_dir():
+        raise ParameterError(f"{option} {path} is a directory; give a file name (e.g. {path / 'report.json'})")
+    if directory and path.exists() and not path.is_dir():
+        raise ParameterError(f"{option} {path} is a file; give a directory (a new path, or an existing folder)")
+    if not directory and not path.parent.is_dir():
+        raise ParameterError(f"{option} {path}: the folder {path.parent} does not exist; create it first")
+    if directory and not anchor.is_dir():
+        raise ParameterError(f"{option} {path}: {anchor} is a file, so the folder cannot be made there")
+    target = path if path.exists() else anchor
+    if not os.access(target, os.W_OK):
+        raise ParameterError(f"{option} {path}: {target} cannot be written (permission denied)")
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long to look up
+        return False
+
+
+def _write_whole(path: Path, write: Callable[[Path], object]) -> None:
+    """Write ``path`` through a temporary file in its folder, renamed when complete (never half-written)."""
+    tmp = path.with_name(f".diffcut-{uuid.uuid4().hex[:12]}.tmp")  # short: any legal name stays legal
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation and print the table."""
     from ..ablation.evaluation import evaluate, format_table
@@ -66,6 +136,9 @@ def run(args: argparse.Namespace) -> int:
     from ..datasets import ON_DISK, load_dataset
 
     config = config_from_args(args)  # invalid settings fail here, before any data or model is read
+    check_output_path(args.json, "--json")  # and outputs that could not be written after the work
+    check_output_path(args.rows, "--rows")
+    check_output_path(None if args.cache_dir is None else Path(args.cache_dir), "--cache-dir", directory=True)
     kwargs = {}
     if args.split:
         kwargs["split"] = args.split
@@ -86,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
     if report.notes:
         print(f"note: {report.notes}")
     if args.json:
-        args.json.write_text(json.dumps(report.to_dict(), indent=2))
+        text = json.dumps(report.to_dict(), indent=2)
+        _write_whole(args.json, lambda p: p.write_text(text))
     if args.rows:
-        report.rows.to_parquet(args.rows)
+        _write_whole(args.rows, lambda p: report.rows.to_parquet(p))
     return 0
