@@ -9,6 +9,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..colors import lineage_hex
+from ..errors import ParameterError
 from ._common import (
     as_labels,
     as_rgb,
@@ -35,6 +37,7 @@ def overlay_traces(
     legendgroup: str | None = None,
     names: Mapping[int, str] | Sequence[str] | None = None,
     hover_side: int = 96,
+    colors: Sequence[str] | None = None,
 ) -> list[go.BaseTraceType]:
     """Traces of one overlay: the blended picture, a transparent hover layer and legend entries.
 
@@ -56,6 +59,10 @@ def overlay_traces(
         Optional segment names (id -> name), e.g. class names of a ground truth.
     hover_side
         The hover layer has at most this many cells a side (keeps HTML reports small).
+    colors
+        ``"#rrggbb"`` of each id (indexable by the label, e.g. one list of
+        :func:`diffcut_lab.colors.lineage_hex`); default: the toolkit's palette. The legend swatches show
+        the same colours as the picture.
     """
     rgb = as_rgb(image)
     lab = as_labels(labels)
@@ -77,7 +84,7 @@ def overlay_traces(
             return str(names.get(k, f"segment {k}"))
         return str(names[k]) if 0 <= k < len(names) else f"segment {k}"
 
-    painted = blend_labels(small, lab, opacity=opacity)
+    painted = blend_labels(small, lab, opacity=opacity, colors=colors)
     traces: list[go.BaseTraceType] = [image_trace(painted, name="overlay")]
     size_of = np.zeros(int(lab.max()) + 1 if lab.size else 1, dtype=np.int64)
     size_of[ids] = [sizes[k] for k in ids.tolist()]
@@ -104,8 +111,8 @@ def overlay_traces(
         )
     )
     if legend:
-        palette = label_palette(int(lab.max()) + 1 if lab.size else 1)
-        seen = seen_colors(blend_labels(small, lab, opacity=opacity, boundaries=False), lab)
+        palette = list(colors) if colors is not None else label_palette(int(lab.max()) + 1 if lab.size else 1)
+        seen = seen_colors(blend_labels(small, lab, opacity=opacity, boundaries=False, colors=colors), lab)
         for k in ids.tolist():
             traces.append(
                 go.Scatter(
@@ -132,6 +139,7 @@ def overlay(
     max_side: int = 384,
     names: Mapping[int, str] | Sequence[str] | None = None,
     height: int = 420,
+    colors: Sequence[str] | None = None,
 ) -> go.Figure:
     """Segments over the image, one legend entry per segment; hover shows segment id and size.
 
@@ -152,6 +160,8 @@ def overlay(
         Optional segment names (id -> name).
     height
         Figure height in pixels.
+    colors
+        ``"#rrggbb"`` of each id (e.g. from :func:`diffcut_lab.colors.lineage_hex`); default: the palette.
 
     Returns
     -------
@@ -169,7 +179,7 @@ def overlay(
     """
     lab = as_labels(labels)
     rgb = as_rgb(image)
-    traces = overlay_traces(rgb, lab, opacity=opacity, max_side=max_side, names=names)
+    traces = overlay_traces(rgb, lab, opacity=opacity, max_side=max_side, names=names, colors=colors)
     fig = go.Figure(traces)
     n = len(np.unique(lab))
     # as wide as the picture plus its legend: the legend sits beside the image, not across the page
@@ -196,6 +206,8 @@ def compare_overlays(
     opacity: float = 0.5,
     max_side: int = 320,
     height: int = 380,
+    lineage: bool = True,
+    legend: bool = False,
 ) -> go.Figure:
     """Several segmentations of the same image side by side (e.g. ``{"paper": ..., "fixed": ...}``).
 
@@ -204,22 +216,56 @@ def compare_overlays(
     image
         The image all labelings belong to.
     labelings
-        Panel title -> ``(h, w)`` label map.
+        Panel title -> ``(h, w)`` label map, in the order the panels are drawn (coarse to fine reads best).
     title
         Figure title.
     opacity, max_side, height
         As in :func:`overlay`.
+    lineage
+        Colour the segments by :func:`diffcut_lab.colors.lineage_hex` over the labelings in their order: a
+        segment present in two panels keeps its colour (a tree pruned at several taus), its parts take
+        nearby hues, and an unrelated segmentation is matched to the previous one region by region.
+        ``False``: every panel in the palette's order of ids (needs no ids ``>= 0``).
+    legend
+        One legend entry per segment and panel (grouped by panel title), in the colours of the panels.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        One panel per labeling, titled with its name and number of segments.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> img = np.zeros((32, 48, 3), np.uint8)
+    >>> coarse = np.zeros((4, 6), np.int64); coarse[:, 3:] = 1
+    >>> fine = coarse.copy(); fine[2:, 3:] = 2
+    >>> fig = compare_overlays(img, {"tau=0.3": coarse, "tau=0.6": fine}, legend=True)
+    >>> left = [t.marker.color for t in fig.data if t.name.startswith("segment 0")]
+    >>> left[0] == left[1]  # the left half persists: one colour in both panels
+    True
     """
     if not labelings:
         raise ValueError("compare_overlays needs at least one labeling")
+    labs = {name: as_labels(lab) for name, lab in labelings.items()}
+    colours: list[list[str] | None] = [None] * len(labs)
+    if lineage:
+        try:
+            colours = list(lineage_hex(list(labs.values())))
+        except ParameterError as err:
+            raise ParameterError(f"{err} Pass lineage=False to colour such labels by the palette.") from None
     titles = []
-    for name, lab in labelings.items():
-        n = len(np.unique(as_labels(lab)))
+    for name, lab in labs.items():
+        n = len(np.unique(lab))
         titles.append(f"{name}: {n} segment{'s' if n != 1 else ''}")
-    fig = make_subplots(rows=1, cols=len(labelings), subplot_titles=titles, horizontal_spacing=0.02)
-    for col, lab in enumerate(labelings.values(), start=1):
-        for tr in overlay_traces(image, lab, opacity=opacity, max_side=max_side, legend=False):
+    fig = make_subplots(rows=1, cols=len(labs), subplot_titles=titles, horizontal_spacing=0.02)
+    for col, (name, lab) in enumerate(labs.items(), start=1):
+        traces = overlay_traces(image, lab, opacity=opacity, max_side=max_side, legend=legend,
+                                legendgroup=name if legend else None, colors=colours[col - 1])  # fmt: skip
+        for tr in traces:
             fig.add_trace(tr, row=1, col=col)
         style_image_axes(fig, 1, col)
-    fig.update_layout(title=title, height=height, margin={"l": 10, "r": 10, "t": 60, "b": 10})
+    fig.update_layout(title=title, height=height, margin={"l": 10, "r": 10, "t": 60, "b": 10}, showlegend=legend)
+    if legend:
+        fig.update_layout(legend={"itemclick": False, "itemdoubleclick": False, "groupclick": "toggleitem"})
     return fig
