@@ -257,3 +257,29 @@ def test_the_stable_rule_prunes_to_a_fixed_tau():
     app.set_tau(0.1)
     assert "pruned" in app.info.value and not app.auto
     assert_same_tree(app.tree, seg.recut(tau=0.1))
+
+
+def _text(markup: str) -> str:
+    import html
+    import re
+
+    return html.unescape(re.sub(r"<[^>]+>", "", markup))
+
+
+def test_the_status_says_the_verdict_once(case):
+    _feats, img, tree = case
+    app = st.cut_stepper(tree, img)
+    for k, s in enumerate(tree.steps, start=1):
+        app.show_step(k)
+        text = _text(app.status.value)
+        word, other = ("accepted", "rejected") if s.accepted else ("rejected", "accepted")
+        assert text.count(word) == 1 and other not in text, text
+        assert text.endswith("accepted: split" if s.accepted else "rejected: leaf")
+        assert st.step_summary(tree, k - 1) == text  # the plain summary reads the same
+
+
+def test_the_note_line_says_why_the_tau_slider_starts_at_its_maximum(case):
+    _feats, img, tree = case
+    app = st.cut_stepper(tree, img)  # no features: tau can only be lowered
+    assert app.tau_slider.value == app.tau_slider.max == pytest.approx(tree.tau)
+    assert "starts at its maximum" in app.info.value and f"{tree.tau:.2f}" in app.info.value

@@ -19,6 +19,7 @@ automatic (its tau slider switches explicitly to a fixed tau), a kNN tree stays 
 
 from __future__ import annotations
 
+import html
 import math
 import re
 import time
@@ -1101,7 +1102,7 @@ class CutStepper:
         i = self.step - 1
         s = self.tree.steps[i]
         color = ACCEPTED if _accepted(s) else REJECTED
-        head, verdict, tail = _summary_parts(self.tree, i)  # the verdict once, in its colour
+        head, verdict, tail = (html.escape(t) for t in _summary_parts(self.tree, i))  # the verdict once, in its colour
         self.status.value = (
             f"<b style='font-size:14px'>{head} → "
             f"<span style='background:{color};color:white;border-radius:3px;padding:1px 6px'>{verdict}</span>"
