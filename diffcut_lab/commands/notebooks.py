@@ -25,7 +25,7 @@ from .._scratch import install, scratch_dir, terminate_as_interrupt
 from ..errors import DiffCutLabError, ParameterError
 from ._options import add_model_option
 
-__all__ = ["copy_notebooks", "notebook_paths", "register", "run"]
+__all__ = ["copy_notebooks", "model_line", "notebook_paths", "register", "run"]
 
 _MODEL_LINE = re.compile(r"^model = .*$", re.MULTILINE)
 
@@ -41,6 +41,22 @@ def notebook_paths() -> list[Path]:
 
 def model_line(model: str) -> str:
     """The parameters cell's line that sets ``model``: a Python literal that evaluates to exactly it.
+
+    Parameters
+    ----------
+    model : str
+        Any string: quotes, backslashes, newlines and ``#`` included.
+
+    Returns
+    -------
+    str
+        ``model = <literal>`` on one line (``repr``, in double quotes when the name has no quote); it is
+        parsed back with :mod:`ast` and checked to assign exactly ``model`` and nothing else.
+
+    Raises
+    ------
+    ParameterError
+        ``model`` is not a string.
 
     Examples
     --------
