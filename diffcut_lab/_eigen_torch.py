@@ -89,6 +89,7 @@ def _lanczos_top(
         alpha = torch.zeros(steps, dtype=m.dtype, device=m.device)
         beta = torch.zeros(steps, dtype=m.dtype, device=m.device)
         q, j = x, 0
+        theta = z = None
         for j in range(steps):
             basis[j] = q
             w = m @ q
@@ -98,11 +99,19 @@ def _lanczos_top(
                 w -= basis[: j + 1].T @ (basis[: j + 1] @ w)
             beta[j] = w.norm()
             if float(beta[j]) <= 1e-14 * max(1.0, float(alpha[: j + 1].abs().max())):
-                break  # an invariant subspace: the Ritz values are exact
+                theta = None  # an invariant subspace: the Ritz values are exact
+                break
+            if j % 8 == 7 or j == steps - 1:  # Ritz pair of the largest value, and its residual beta_j |z_j|
+                size = j + 1
+                t = torch.diag(alpha[:size]) + torch.diag(beta[: size - 1], 1) + torch.diag(beta[: size - 1], -1)
+                theta, z = torch.linalg.eigh(t)
+                if float(beta[j] * z[-1, -1].abs()) <= 0.1 * tol * max(1.0, float(theta[-1].abs())):
+                    break
             q = w / beta[j]
         size = j + 1
-        t = torch.diag(alpha[:size]) + torch.diag(beta[: size - 1], 1) + torch.diag(beta[: size - 1], -1)
-        theta, z = torch.linalg.eigh(t)
+        if theta is None or z is None or z.shape[0] != size:
+            t = torch.diag(alpha[:size]) + torch.diag(beta[: size - 1], 1) + torch.diag(beta[: size - 1], -1)
+            theta, z = torch.linalg.eigh(t)
         x = basis[:size].T @ z[:, -1]
         residual = float((m @ x - u * (u @ (m @ x)) - theta[-1] * x).norm())
         if residual <= tol * max(1.0, float(theta[-1].abs())):
