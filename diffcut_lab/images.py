@@ -251,8 +251,8 @@ def _integer_scale(arr: np.ndarray, bits: int | None, origin: str) -> float:
         top = 2**bits - 1
         if lo < 0 or hi > top:
             raise ImageInputError(
-                f"{origin} is a {bits}-bit image with values in [{lo}, {hi}], outside 0..{top}; the file is "
-                "damaged or mislabelled."
+                f"{origin} is a {bits}-bit image with values in [{lo}, {hi}], outside 0..{top} (signed or "
+                "damaged data); convert it to an unsigned 8- or 16-bit image (or a float image in [0, 1]) first."
             )
         return float(top)
     if lo < 0 or hi > 255:

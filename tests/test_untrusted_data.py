@@ -325,3 +325,23 @@ def test_an_alias_to_a_layer_not_captured_says_so_without_contradiction():
     text = str(info.value)
     assert "'diffcut' stands for the layer 'other'" in text and "captured: 'l'" in text
     assert text.count("'diffcut'") == 1  # not also listed as captured
+
+
+def test_a_result_part_that_cannot_be_written_is_an_error_naming_it(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from diffcut_lab.ablation.store import SCHEMA, ResultStore
+
+    def full(table, where, **kwargs):
+        with open(where, "wb") as f:
+            f.write(b"PAR1")
+        raise OSError("IOError: No space left on device")  # as pyarrow raises it: no errno, no file name
+
+    monkeypatch.setattr(pq, "write_table", full)
+    store = ResultStore(tmp_path / "r.parquet")
+    rows = pa.Table.from_pylist([{"model": "m", "image": "i", "config_id": "c"}], schema=SCHEMA).to_pandas()
+    with pytest.raises(OSError, match=r"cannot write a result part .*No space left") as info:
+        store.write(rows)
+    assert info.value.filename and "part-" in info.value.filename
+    assert not [p for p in (tmp_path / "r.parquet").iterdir()]  # nothing half-written left

@@ -249,9 +249,11 @@ class ResultStore:
             pq.write_table(table, tmp, write_page_checksum=True)
             _fsync(tmp)
             os.replace(tmp, final)
-        except BaseException:
+        except BaseException as err:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
+            if isinstance(err, OSError) and not err.filename:  # pyarrow's errors name no file: say which
+                raise OSError(err.errno or 0, f"cannot write a result part ({_one_line(err)})", str(final)) from err
             raise
         _fsync(self.out)
         return final
