@@ -5,7 +5,9 @@ Each method cuts the same synthetic features (``k`` noisy Voronoi blobs) through
 memory (``ru_maxrss`` of that process, from ``os.wait4``) is its own:
 
 * ``recursive``: the plain dense recursion (``DiffCutConfig(tau=...)``), the reference;
-* ``kway``: one K-way cut (``partition="kway"``, ``n_segments``);
+* ``kway``: one K-way cut (``partition="kway"``, ``n_segments``), as the segmentation core runs it;
+* ``kway-spectral``: :func:`~diffcut_lab.kway.kway_ncut` with its own default start on the core's graph
+  (:func:`~diffcut_lab.segmentation.affinity_graph`);
 * ``walk``: the attention random walk (``affinity="attention"``, ``walk_steps``) on a synthetic attention
   matrix (softmax of the features' scaled cosines, built in place in the child);
 * ``device``: the device path's arithmetic (``solver="torch64"``) run on the CPU (its timing there says
@@ -37,7 +39,7 @@ import time
 from pathlib import Path
 
 OUT_DIR = Path(__file__).parent / "results"
-METHODS = ("recursive", "kway", "walk", "device")
+METHODS = ("recursive", "kway", "kway-spectral", "walk", "device")
 
 
 def child(method: str, side: int, k: int, channels: int, noise: float, tau: float, threads: int, seed: int) -> dict:
@@ -70,10 +72,20 @@ def child(method: str, side: int, k: int, channels: int, noise: float, tau: floa
     elif method == "device":
         cfg = cfg.replace(solver="torch64")
     t = time.perf_counter()
+    if method == "kway-spectral":
+        from diffcut_lab.kway import kway_ncut
+        from diffcut_lab.segmentation import affinity_graph
+
+        res = kway_ncut(affinity_graph(f, cfg), k)
+        return {"seconds": time.perf_counter() - t, "n_segments": int(res.n_segments), "solvers": [],
+                "ncut": float(res.ncut)}  # fmt: skip
     tree = cut_tree(f, cfg, attention=attention)
     seconds = time.perf_counter() - t
     solvers = sorted({s.solver for s in tree.steps})
-    return {"seconds": seconds, "n_segments": int(tree.n_segments), "solvers": solvers}
+    row = {"seconds": seconds, "n_segments": int(tree.n_segments), "solvers": solvers}
+    if "ncut" in tree.params:
+        row["ncut"] = float(tree.params["ncut"])
+    return row
 
 
 def spawn(method: str, args: argparse.Namespace) -> dict:
