@@ -252,14 +252,13 @@ class DiffCut:
 
     def check(self) -> str:
         """Validate the settings against the backbone (timestep, input size, layer, and that the feature
-        grid can be cut: dense up to :data:`~diffcut_lab.config.MAX_DENSE_NODES` nodes, else ``knn``);
-        return the layer name.
+        grid can be cut with these settings: :meth:`~diffcut_lab.config.DiffCutConfig.check_grid`); return
+        the layer name.
 
         Raises
         ------
         ParameterError, UnknownLayerError
         """
-        from .config import MAX_DENSE_NODES
         from .hook_points import list_hook_points
 
         bb = self._require_backbone()
@@ -273,13 +272,7 @@ class DiffCut:
                 f"affinity='attention' walks on a self-attention layer's probabilities, and {name} has none; "
                 "pass an attn1 layer (see `diffcut-lab layers --kind attn1`)."
             )
-        h, w = point.resolution
-        if self.config.knn is None and h * w > MAX_DENSE_NODES:
-            raise ParameterError(
-                f"layer {name} gives a {h} x {w} feature grid at a {size[1]} x {size[0]} input: a dense "
-                f"affinity of {h * w:,} nodes would take {(h * w) ** 2 * 4 / 2**30:.0f} GiB. Pass knn=32 (a "
-                "sparse graph), a smaller image_size, or a coarser layer."
-            )
+        self.config.check_grid(point.resolution)
         return name
 
     def inputs(self, images: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -188,6 +188,7 @@ def affinity_graph(features: Any, config: DiffCutConfig, attention: Any = None) 
     from .affinities import affinity
 
     features = _grid_features(features)  # the checks of cut_tree (a no-op on features it already checked)
+    config.check_grid(features.shape[1:])  # what these settings cannot cut on this grid, before any work
 
     if config.affinity == "attention":
         from .walks import walk_affinity

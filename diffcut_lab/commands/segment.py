@@ -18,7 +18,7 @@ from ..errors import ImageInputError, ParameterError
 from ..progress import Progress
 from ._options import add_config_options, add_model_option, config_from_args, parse_float, parse_int
 
-__all__ = ["IMAGE_SUFFIXES", "collect_images", "feature_grid", "register", "run", "save_labels"]
+__all__ = ["IMAGE_SUFFIXES", "collect_images", "register", "run", "save_labels"]
 
 #: file suffixes picked up when a directory is given
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
@@ -100,14 +100,6 @@ def collect_images(paths: list[str]) -> list[Path]:
     return files
 
 
-def feature_grid(backbone: Any, layer: str, image_size: tuple[int, int]) -> tuple[int, int]:
-    """The ``(h, w)`` feature grid ``layer`` of ``backbone`` gives at an ``image_size`` input."""
-    from ..hook_points import list_hook_points
-
-    points = {p.name: p for p in list_hook_points(backbone, image_size=image_size)}
-    return tuple(points[layer].resolution)
-
-
 def save_labels(labels: np.ndarray, path: Path) -> None:
     """Write ``(H, W)`` label ids as a grey PNG: 8-bit when ids fit, else 16-bit."""
     from PIL import Image
@@ -145,8 +137,7 @@ def run(args: argparse.Namespace) -> int:
     backbone = load_backbone(args.model, device=args.device)
     t_load = time.perf_counter() - t0
     dc = DiffCut(backbone, config)
-    layer = dc.check()  # --timestep, --image-size and --layer against the model, before any image is read
-    config.check_grid(feature_grid(backbone, layer, dc.input_size()))  # what the grid cannot take, likewise
+    layer = dc.check()  # --timestep, --image-size, --layer and what the grid can take, before any image is read
     def say(msg: str) -> None:  # what runs and what came of it (stderr, like the progress lines)
         if not args.quiet:
             print(msg, file=sys.stderr, flush=True)
