@@ -180,3 +180,30 @@ def test_segment_refuses_what_the_feature_grid_cannot_take_before_any_image(tiny
     line = err.strip().splitlines()[-1]
     assert line.startswith("diffcut-lab segment: error: n_segments=700") and "feature grid" in line
     assert "pass n_segments=" in line
+
+
+def test_a_killed_runs_scratch_folder_is_removed_by_the_next_run(tiny_dir, images, tmp_path, capsys):
+    """A run killed outright leaves its scratch folder; the next segment run in that folder removes it."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    stale = tmp_path / f".out.diffcut-{pid}-0123abcd.tmp"
+    stale.mkdir()
+    (stale / ".owner").write_text(f"{pid} {__import__('socket').gethostname()}\n")
+    (stale / "half_labels.png").write_bytes(b"partial")
+    code, _, err = _run(["segment", str(images[0]), "--model", str(tiny_dir), "--out", str(tmp_path / "out"),
+                         "--refine", "none"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert not stale.exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_one_segment_says_why_and_what_to_try(tiny_dir, images, tmp_path, capsys):
+    out = tmp_path / "one"
+    code, _, err = _run(["segment", str(images[0]), "--model", str(tiny_dir), "--tau", "0.001", "--refine", "none",
+                         "--out", str(out)], capsys)  # fmt: skip
+    assert code == 0, err
+    assert "(1 segment: the first cut's NCut" in err and "1 segments" not in err
+    record = json.loads((out / "settings.json").read_text())["images"][0]
+    assert record["n_segments"] == 1 and "a tau of" in record["one_segment_reason"]

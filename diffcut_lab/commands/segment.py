@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._scratch import scratch_dir, terminate_as_interrupt
 from ..errors import ImageInputError, ParameterError
 from ..progress import Progress
 from ._options import add_config_options, add_model_option, config_from_args, parse_float, parse_int
@@ -147,8 +146,7 @@ def run(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     # results go to a temporary folder beside --out and move in only when every image is done, so a
     # failed or interrupted run leaves the previous contents of --out as they were
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with terminate_as_interrupt(), scratch_dir(out.parent, out.name) as tmp:  # removed however the run ends
         records = _segment_all(dc, files, tmp, out, args)
         settings = {
             "command": "segment",
@@ -172,8 +170,6 @@ def run(args: argparse.Namespace) -> int:
             for key in ("labels", "overlay"):
                 os.replace(tmp / r[key], out / r[key])
         os.replace(tmp / "settings.json", out / "settings.json")  # last: it describes the files above
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     seconds = time.perf_counter() - t0
     mean = sum(r["n_segments"] for r in records) / max(len(records), 1)
     say(f"wrote {len(records)} segmentation(s) and settings.json to {out}/ in {seconds:.1f} s "
@@ -185,6 +181,7 @@ def _segment_all(dc: Any, files: list[Path], tmp: Path, out: Path, args: argpars
     """Segment ``files`` in batches, writing label maps and overlays into ``tmp``; one record per image."""
     from PIL import Image
 
+    from ..explain import one_segment_reason
     from ..images import unique_names
 
     records = []
@@ -205,7 +202,10 @@ def _segment_all(dc: Any, files: list[Path], tmp: Path, out: Path, args: argpars
                     "grid": list(seg.features.shape[1:]),
                     "n_segments": seg.n_segments,
                     "n_cuts": len(seg.tree.steps),
+                    "one_segment_reason": one_segment_reason(seg.tree),
                     "timings": {k: round(v, 4) for k, v in seg.timings.items()},
                 })  # fmt: skip
-                bar.advance(f"{f} -> {out / label_path.name} ({seg.n_segments} segments)")
+                why = one_segment_reason(seg.tree)
+                count = f"1 segment: {why}" if why else f"{seg.n_segments} segments"
+                bar.advance(f"{f} -> {out / label_path.name} ({count})")
     return records
