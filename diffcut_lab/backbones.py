@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -31,15 +31,20 @@ from . import _diffusers
 from .errors import ModelLoadError, ParameterError, UnsupportedModelError
 from .options import NOISE_DEVICES
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .hook_points import UNetOutline
+
 __all__ = [
     "DTYPES",
     "FAMILIES",
     "Backbone",
+    "ModelOutline",
     "backbone_from_config",
     "default_device",
     "default_dtype",
     "detect_family",
     "load_backbone",
+    "model_outline",
     "parse_dtype",
     "pocket_weights_dir",
 ]
@@ -91,7 +96,44 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
 # the backbone
 
 
-class Backbone:
+class _InputSizes:
+    """Input sizes of a UNet model, for :class:`Backbone` and :class:`ModelOutline` alike (they define
+    ``name``, ``image_size``, ``latent_scale`` and ``size_multiple``)."""
+
+    name: str
+    image_size: int
+    latent_scale: int
+    size_multiple: int
+
+    def latent_size(self, image_size: int | tuple[int, int] | None = None) -> tuple[int, int]:
+        """``(h, w)`` of the UNet input for an image of ``image_size`` pixels (default: native size)."""
+        from .config import parse_size
+
+        h, w = parse_size(self.image_size if image_size is None else image_size)
+        return h // self.latent_scale, w // self.latent_scale
+
+    def check_image_size(self, image_size: int | tuple[int, int]) -> tuple[int, int]:
+        """Validate an input size for this UNet and return it as ``(H, W)``.
+
+        Raises
+        ------
+        ParameterError
+            A side is not a multiple of :attr:`size_multiple`.
+        """
+        from .config import parse_size
+
+        h, w = parse_size(image_size)
+        m = self.size_multiple
+        if h % m or w % m:
+            near = (max(m, round(h / m) * m), max(m, round(w / m) * m))
+            raise ParameterError(
+                f"image size {(h, w)} does not fit {self.name or 'this model'}: sides must be multiples of "
+                f"{m} pixels (latent scale {self.latent_scale} x the UNet's downsampling); try {near}."
+            )
+        return h, w
+
+
+class Backbone(_InputSizes):
     """A diffusion UNet ready for feature extraction, with its encoder, noise schedule and conditioning.
 
     Usually made by :func:`load_backbone` or :func:`diffcut_lab.testing.tiny_backbone`.
@@ -179,33 +221,6 @@ class Backbone:
         """Input sides must be multiples of this many pixels (latent scale x UNet downsampling)."""
         n_down = sum(1 for blk in self.unet.down_blocks if getattr(blk, "downsamplers", None) is not None)
         return self.latent_scale * 2**n_down
-
-    def latent_size(self, image_size: int | tuple[int, int] | None = None) -> tuple[int, int]:
-        """``(h, w)`` of the UNet input for an image of ``image_size`` pixels (default: native size)."""
-        from .images import parse_size
-
-        h, w = parse_size(self.image_size if image_size is None else image_size)
-        return h // self.latent_scale, w // self.latent_scale
-
-    def check_image_size(self, image_size: int | tuple[int, int]) -> tuple[int, int]:
-        """Validate an input size for this UNet and return it as ``(H, W)``.
-
-        Raises
-        ------
-        ParameterError
-            A side is not a multiple of :attr:`size_multiple`.
-        """
-        from .images import parse_size
-
-        h, w = parse_size(image_size)
-        m = self.size_multiple
-        if h % m or w % m:
-            near = (max(m, round(h / m) * m), max(m, round(w / m) * m))
-            raise ParameterError(
-                f"image size {(h, w)} does not fit {self.name or 'this model'}: sides must be multiples of "
-                f"{m} pixels (latent scale {self.latent_scale} x the UNet's downsampling); try {near}."
-            )
-        return h, w
 
     def __repr__(self) -> str:
         vae = "none (pixel space)" if self.vae is None else f"{type(self.vae).__name__} ({self.vae_dtype})"
@@ -534,30 +549,10 @@ def load_backbone(
     name = str(source)
     if variant == "auto":
         variant = "fp16" if dt == torch.float16 else None
-    if name == "pocket":
-        root = pocket_weights_dir()
-        if not (root / "unet").is_dir():
-            raise ModelLoadError(
-                f"the bundled pocket model is not installed (no weights in {root}). Train it with "
-                "`python -m diffcut_lab.pocket.train` (a few minutes on a CPU), or load real weights, "
-                "e.g. load_backbone('segmind/SSD-1B') on a GPU."
-            )
-        variant = None
-    elif Path(name).expanduser().exists():
-        root = Path(name).expanduser()
-        if not root.is_dir():
-            raise ModelLoadError(f"{name!r} is a file; expected a diffusers model directory (with unet/).")
-    elif _HUB_ID.match(name):
-        root, variant = _fetch_from_hub(
-            name, variant=variant, use_safetensors=use_safetensors, revision=revision,
-            local_files_only=local_files_only, configs_only=not weights,
-            need_text_encoders=prompt_embeds is None,
-        )
-    else:
-        raise ModelLoadError(
-            f"model source {name!r} is neither 'pocket', an existing directory, nor a Hugging Face Hub id "
-            "('owner/name'); check the path, or use 'pocket' to run offline."
-        )
+    root, variant = _locate(
+        name, variant=variant, use_safetensors=use_safetensors, revision=revision,
+        local_files_only=local_files_only, configs_only=not weights, need_text_encoders=prompt_embeds is None,
+    )  # fmt: skip
     layout = _read_layout(root, name)
     if not weights:
         return _skeleton(layout, name=name, image_size=image_size)
@@ -574,6 +569,44 @@ def load_backbone(
         variant=variant,
         keep_text_encoders=keep_text_encoders,
     )
+
+
+def _locate(
+    name: str,
+    *,
+    variant: str | None,
+    use_safetensors: bool,
+    revision: str | None,
+    local_files_only: bool,
+    configs_only: bool,
+    need_text_encoders: bool,
+) -> tuple[Path, str | None]:
+    """The model directory of a source (``"pocket"``, a directory or a hub id) and the weight variant to read."""
+    if name == "pocket":
+        root = pocket_weights_dir()
+        if not (root / "unet").is_dir():
+            raise ModelLoadError(
+                f"the bundled pocket model is not installed (no weights in {root}). Train it with "
+                "`python -m diffcut_lab.pocket.train` (a few minutes on a CPU), or load real weights, "
+                "e.g. load_backbone('segmind/SSD-1B') on a GPU."
+            )
+        variant = None
+    elif Path(name).expanduser().exists():
+        root = Path(name).expanduser()
+        if not root.is_dir():
+            raise ModelLoadError(f"{name!r} is a file; expected a diffusers model directory (with unet/).")
+    elif _HUB_ID.match(name):
+        root, variant = _fetch_from_hub(
+            name, variant=variant, use_safetensors=use_safetensors, revision=revision,
+            local_files_only=local_files_only, configs_only=configs_only,
+            need_text_encoders=need_text_encoders,
+        )
+    else:
+        raise ModelLoadError(
+            f"model source {name!r} is neither 'pocket', an existing directory, nor a Hugging Face Hub id "
+            "('owner/name'); check the path, or use 'pocket' to run offline."
+        )
+    return root, variant
 
 
 def _read_json(path: Path) -> dict:
@@ -685,20 +718,117 @@ def _fetch_from_hub(
 def _skeleton(layout: _Layout, *, name: str, image_size: int | None) -> Backbone:
     """A weightless backbone: the UNet built from its config on the meta device."""
     unet = _diffusers.new_unet(layout.unet_config, empty=True)
-    latent_scale = 1
-    if layout.has_vae:
-        latent_scale = _diffusers.vae_latent_scale(_read_json(layout.root / "vae" / "config.json"))
-    family = layout.meta.get("family") or detect_family(unet.config)
-    if image_size is None:
-        image_size = layout.meta.get("image_size") or int(unet.config.sample_size) * latent_scale
+    family, image_size, latent_scale = _family_and_sizes(layout, unet.config, image_size)
     return Backbone(
         unet,
         family=family,
         name=name,
-        image_size=int(image_size),
+        image_size=image_size,
         latent_scale=latent_scale,
         diffcut_layer=layout.meta.get("diffcut_layer"),
     )
+
+
+def _family_and_sizes(layout: _Layout, unet_config: Mapping[str, Any], image_size: int | None) -> tuple[str, int, int]:
+    """``(family, image_size, latent_scale)`` of a model directory, from its config files."""
+    latent_scale = 1
+    if layout.has_vae:
+        latent_scale = _diffusers.vae_latent_scale(_read_json(layout.root / "vae" / "config.json"))
+    family = layout.meta.get("family") or detect_family(unet_config)
+    if image_size is None:
+        image_size = layout.meta.get("image_size") or int(unet_config["sample_size"]) * latent_scale
+    return family, int(image_size), latent_scale
+
+
+@dataclass(frozen=True)
+class ModelOutline(_InputSizes):
+    """A model's hook points and input sizes, read from its config files alone: no weights, and no
+    diffusers import for the Stable Diffusion family's UNets and the pocket model.
+
+    Made by :func:`model_outline`. It answers what a weightless backbone answers about names, channels
+    and resolutions: :func:`~diffcut_lab.hook_points.list_hook_points`,
+    :func:`~diffcut_lab.hook_points.resolve_layers`, :meth:`check_image_size`; it cannot run a forward.
+
+    Attributes
+    ----------
+    name : str
+        The source it was read from.
+    family : str
+        One of :data:`FAMILIES`.
+    image_size : int
+        Native input side in pixels.
+    latent_scale : int
+        Pixels per latent cell (1 in pixel space).
+    unet : diffcut_lab.hook_points.UNetOutline
+        Hook points in forward order and where the UNet changes resolution.
+    diffcut_layer : str or None
+        An explicit hook name for the ``"diffcut"`` alias (from ``diffcut_lab.json``).
+    """
+
+    name: str
+    family: str
+    image_size: int
+    latent_scale: int
+    unet: UNetOutline
+    diffcut_layer: str | None = None
+
+    @property
+    def size_multiple(self) -> int:
+        """Input sides must be multiples of this many pixels (latent scale x UNet downsampling)."""
+        return self.latent_scale * 2 ** sum(self.unet.downsamples)
+
+
+def model_outline(
+    source: str | Path = "segmind/SSD-1B",
+    *,
+    image_size: int | None = None,
+    revision: str | None = None,
+    local_files_only: bool = False,
+) -> ModelOutline:
+    """Hook points and sizes of a model from its config files: what ``diffcut-lab layers`` prints.
+
+    The cheap way to list a model's layers: the Stable Diffusion family's UNets (SD 1.x/2.x, SDXL,
+    SSD-1B, Vega) and the pocket model are read from ``unet/config.json`` without importing diffusers or
+    building any module; other UNets are built on the meta device as with ``load_backbone(...,
+    weights=False)``. The names, channels and resolutions are the same either way.
+
+    Parameters
+    ----------
+    source : str or Path
+        ``"pocket"``, a local diffusers directory or a Hugging Face Hub id (only its JSON files are
+        downloaded).
+    image_size : int, optional
+        Native input side in pixels; default from ``diffcut_lab.json`` or ``sample_size x latent_scale``.
+    revision : str, optional
+        Hub revision.
+    local_files_only : bool
+        Use only the local Hugging Face cache for hub ids (no network).
+
+    Returns
+    -------
+    ModelOutline
+
+    Raises
+    ------
+    ModelLoadError
+        The source cannot be found or read.
+    UnsupportedModelError
+        The model has no UNet with cross-attention.
+    """
+    from .hook_points import outline_from_config, unet_outline
+
+    name = str(source)
+    root, _ = _locate(
+        name, variant=None, use_safetensors=True, revision=revision, local_files_only=local_files_only,
+        configs_only=True, need_text_encoders=False,
+    )  # fmt: skip
+    layout = _read_layout(root, name)
+    outline = outline_from_config(layout.unet_config)
+    if outline is None:  # blocks the config reader does not know: the built (weightless) modules tell
+        bb = _skeleton(layout, name=name, image_size=image_size)
+        return ModelOutline(name, bb.family, bb.image_size, bb.latent_scale, unet_outline(bb.unet), bb.diffcut_layer)
+    family, size, latent_scale = _family_and_sizes(layout, layout.unet_config, image_size)
+    return ModelOutline(name, family, size, latent_scale, outline, layout.meta.get("diffcut_layer"))
 
 
 def backbone_from_config(

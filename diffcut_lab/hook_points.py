@@ -23,26 +23,31 @@ import difflib
 import fnmatch
 import math
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._diffusers import module_classes as _classes
-from .backbones import Backbone
 from .errors import ParameterError, UnknownLayerError
 from .options import KINDS
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only: this module imports neither torch nor diffusers
+    from .backbones import Backbone, ModelOutline
 
 __all__ = [
     "KINDS",
     "HookPoint",
     "LayerSpec",
+    "UNetOutline",
     "diffcut_layer_name",
     "forward_order",
+    "hook_point_rows",
     "hook_points_frame",
     "layer_stage",
     "list_hook_points",
+    "outline_from_config",
     "resolve_layers",
     "short_layer_name",
+    "unet_outline",
 ]
 
 #: Kinds of hook points, in the order they are listed.
@@ -154,38 +159,77 @@ def short_layer_name(name: str) -> str:
     return name
 
 
-def _resolutions(unet: Any, latent: tuple[int, int]) -> dict[str, tuple[int, int]]:
+#: one hook point before resolutions: (name, kind, stage, block key, channels); channels -1 for probs
+Row = tuple[str, str, str, str, int]
+
+
+@dataclass(frozen=True)
+class UNetOutline:
+    """What hook points need of a UNet: its hook points in forward order and where it changes resolution.
+
+    Made from the modules of a built UNet (:func:`unet_outline`) or from a ``UNet2DConditionModel`` config
+    alone (:func:`outline_from_config`, which imports neither torch nor diffusers); both give the same
+    outline for the configs the latter reads.
+
+    Attributes
+    ----------
+    rows : tuple of (name, kind, stage, block, channels)
+        Every hook point in firing order; ``block`` is ``down_blocks.i``, ``mid_block`` or ``up_blocks.i``;
+        ``channels`` is ``-1`` for ``probs`` (their row length depends on the input size).
+    downsamples : tuple of bool
+        Whether each down block ends with a downsampler.
+    upsamples : tuple of bool
+        Whether each up block ends with an upsampler.
+    """
+
+    rows: tuple[Row, ...]
+    downsamples: tuple[bool, ...]
+    upsamples: tuple[bool, ...]
+
+
+def _resolutions(outline: UNetOutline, latent: tuple[int, int]) -> dict[str, tuple[int, int]]:
     """``(h, w)`` at each down/mid/up block for a UNet input of ``latent`` size."""
     h, w = latent
     out: dict[str, tuple[int, int]] = {}
     levels: list[tuple[int, int]] = []
-    for i, blk in enumerate(unet.down_blocks):
+    for i, down in enumerate(outline.downsamples):
         out[f"down_blocks.{i}"] = (h, w)
         if not levels or levels[-1] != (h, w):
             levels.append((h, w))
-        if getattr(blk, "downsamplers", None) is not None:
+        if down:
             h, w = (h + 1) // 2, (w + 1) // 2  # stride-2 convolution with padding 1
     out["mid_block"] = (h, w)
     if not levels or levels[-1] != (h, w):
         levels.append((h, w))
     level = len(levels) - 1
-    for i, blk in enumerate(unet.up_blocks):
+    for i, up in enumerate(outline.upsamples):
         out[f"up_blocks.{i}"] = levels[level]
-        if getattr(blk, "upsamplers", None) is not None:
+        if up:
             level = max(0, level - 1)  # the upsampler restores the size of the matching skip connection
     return out
 
 
-# structural listing (no resolution) cached per UNet: name, kind, stage, block key, channels
-_STRUCTURE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# outlines of built UNets, cached per module (the walk over named_modules costs a few ms on SDXL)
+_OUTLINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _structure(unet: Any) -> list[tuple[str, str, str, str, int]]:
-    cached = _STRUCTURE.get(unet)
+def unet_outline(unet: Any) -> UNetOutline:
+    """The :class:`UNetOutline` of a built diffusers UNet, read from its modules (cached per UNet).
+
+    Parameters
+    ----------
+    unet : diffusers.UNet2DConditionModel or UNetOutline
+        An outline is returned as it is.
+    """
+    if isinstance(unet, UNetOutline):
+        return unet
+    cached = _OUTLINES.get(unet)
     if cached is not None:
         return cached
-    cls = _classes()
-    rows: list[tuple[str, str, str, str, int]] = []
+    from ._diffusers import module_classes
+
+    cls = module_classes()
+    rows: list[Row] = []
     for name, module in unet.named_modules():
         head = name.split(".", 1)[0]
         if head not in _STAGES:
@@ -205,8 +249,146 @@ def _structure(unet: Any) -> list[tuple[str, str, str, str, int]]:
         elif isinstance(module, cls["resnet"]) and parts[-2] == "resnets":
             rows.append((name, "resnet", stage, block_key, int(module.out_channels)))
     rows.sort(key=lambda r: order_key(r[0]))
-    _STRUCTURE[unet] = rows
-    return rows
+    outline = UNetOutline(
+        rows=tuple(rows),
+        downsamples=tuple(getattr(b, "downsamplers", None) is not None for b in unet.down_blocks),
+        upsamples=tuple(getattr(b, "upsamplers", None) is not None for b in unet.up_blocks),
+    )
+    _OUTLINES[unet] = outline
+    return outline
+
+
+# The blocks outline_from_config knows, as UNet2DConditionModel builds them (diffusers 0.2x-0.4x): block
+# type -> whether it has attentions. Any other block (or option that changes the module tree) is read from
+# the built modules instead.
+_CONFIG_DOWN = {"DownBlock2D": False, "CrossAttnDownBlock2D": True}
+_CONFIG_UP = {"UpBlock2D": False, "CrossAttnUpBlock2D": True}
+_CONFIG_MID = {"UNetMidBlock2DCrossAttn": (1, True), "UNetMidBlock2D": (0, False), None: None}
+# settings that would change the module tree away from what outline_from_config writes, with the values it reads
+_CONFIG_PLAIN = {
+    "dual_cross_attention": (False, None),
+    "attention_type": ("default", None),
+    "num_attention_heads": (None,),
+}
+
+
+def _per_block(value: Any, n: int, what: str) -> list:
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise ValueError(f"{what} has {len(value)} entries for {n} blocks")
+        return list(value)
+    return [value] * n
+
+
+def _per_layer(value: Any, n: int) -> list[int]:
+    """Transformer depth of each of the ``n`` layers of a block (an int, or one int per layer)."""
+    if isinstance(value, (list, tuple)):
+        if len(value) < n:
+            raise ValueError("fewer transformer depths than layers")
+        return [int(v) for v in value[:n]]
+    return [int(value)] * n
+
+
+def outline_from_config(config: Mapping[str, Any]) -> UNetOutline | None:
+    """The :class:`UNetOutline` of a ``UNet2DConditionModel`` from its config alone (no torch, no diffusers).
+
+    It reads the Stable Diffusion family's blocks (``DownBlock2D``, ``CrossAttnDownBlock2D``,
+    ``UNetMidBlock2DCrossAttn``, ``UNetMidBlock2D``, ``UpBlock2D``, ``CrossAttnUpBlock2D``), with per-block
+    and per-layer transformer depths (SDXL, SSD-1B, Vega) and the pocket model. For any other block or
+    setting it returns ``None``: build the UNet (on the meta device) and use :func:`unet_outline`.
+
+    Parameters
+    ----------
+    config : mapping
+        The UNet's ``config.json`` contents.
+
+    Returns
+    -------
+    UNetOutline or None
+
+    Examples
+    --------
+    >>> cfg = {"block_out_channels": [32, 64], "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+    ...        "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "layers_per_block": 1}
+    >>> outline_from_config(cfg).rows[0]
+    ('down_blocks.0.resnets.0', 'resnet', 'down', 'down_blocks.0', 32)
+    """
+    cfg = dict(config)
+    if cfg.get("_class_name", "UNet2DConditionModel") != "UNet2DConditionModel":
+        return None
+    if "cross_attention_dim" in cfg and cfg["cross_attention_dim"] is None:
+        return None  # transformer blocks without attn2
+    if any(cfg.get(key, accepted[0]) not in accepted for key, accepted in _CONFIG_PLAIN.items()):
+        return None
+    downs = list(cfg.get("down_block_types", ()))
+    ups = list(cfg.get("up_block_types", ()))
+    mid_type = cfg.get("mid_block_type", "UNetMidBlock2DCrossAttn")
+    if (
+        not downs
+        or len(ups) != len(downs)
+        or any(b not in _CONFIG_DOWN for b in downs)
+        or any(b not in _CONFIG_UP for b in ups)
+        or mid_type not in _CONFIG_MID
+    ):
+        return None
+    n = len(downs)
+    try:
+        widths = [int(c) for c in cfg["block_out_channels"]]
+        heads = _per_block(cfg.get("num_attention_heads") or cfg.get("attention_head_dim", 8), n, "heads")
+        layers = [int(v) for v in _per_block(cfg.get("layers_per_block", 2), n, "layers_per_block")]
+        depth = _per_block(cfg.get("transformer_layers_per_block", 1), n, "transformer_layers_per_block")
+        reverse = cfg.get("reverse_transformer_layers_per_block")
+        up_depth = list(reversed(depth)) if reverse is None else _per_block(reverse, n, "reverse depths")
+        if len(widths) != n or any(h is None or int(h) < 1 for h in heads):
+            return None
+        rows: list[Row] = []
+
+        def attention(prefix: str, stage: str, block: str, width: int, n_heads: int, n_tb: int) -> None:
+            inner = n_heads * (width // n_heads)  # Transformer2DModel(n_heads, width // n_heads, width)
+            rows.append((prefix, "attentions", stage, block, width))
+            for k in range(n_tb):
+                tb = f"{prefix}.transformer_blocks.{k}"
+                rows.append((tb, "block", stage, block, inner))
+                rows.append((f"{tb}.attn1", "attn1", stage, block, inner))
+                rows.append((f"{tb}.attn1.probs", "probs", stage, block, -1))
+                rows.append((f"{tb}.attn2", "attn2", stage, block, inner))
+
+        for i, kind in enumerate(downs):
+            block = f"down_blocks.{i}"
+            per_layer = _per_layer(depth[i], layers[i]) if _CONFIG_DOWN[kind] else []
+            for j in range(layers[i]):
+                rows.append((f"{block}.resnets.{j}", "resnet", "down", block, widths[i]))
+                if _CONFIG_DOWN[kind]:
+                    attention(f"{block}.attentions.{j}", "down", block, widths[i], int(heads[i]), per_layer[j])
+        mid = _CONFIG_MID[mid_type]
+        if mid is not None:
+            n_attn, has_attn = mid
+            for j in range(n_attn + 1):
+                rows.append((f"mid_block.resnets.{j}", "resnet", "mid", "mid_block", widths[-1]))
+            if has_attn:
+                mid_depth = _per_layer(depth[-1], 1)[0]
+                attention("mid_block.attentions.0", "mid", "mid_block", widths[-1], int(heads[-1]), mid_depth)
+        r_widths, r_heads, r_layers = widths[::-1], [int(h) for h in heads[::-1]], layers[::-1]
+        for i, kind in enumerate(ups):
+            block = f"up_blocks.{i}"
+            per_layer = _per_layer(up_depth[i], r_layers[i] + 1) if _CONFIG_UP[kind] else []
+            for j in range(r_layers[i] + 1):
+                rows.append((f"{block}.resnets.{j}", "resnet", "up", block, r_widths[i]))
+                if _CONFIG_UP[kind]:
+                    attention(f"{block}.attentions.{j}", "up", block, r_widths[i], r_heads[i], per_layer[j])
+    except (KeyError, TypeError, ValueError):
+        return None  # a config this reader does not understand: the built modules will tell
+    rows.sort(key=lambda r: order_key(r[0]))
+    return UNetOutline(
+        rows=tuple(rows),
+        downsamples=tuple(i < n - 1 for i in range(n)),
+        upsamples=tuple(i < n - 1 for i in range(n)),
+    )
+
+
+def _outline(backbone: Backbone | ModelOutline) -> UNetOutline:
+    """The outline of a backbone's UNet (built, or a :class:`~diffcut_lab.backbones.ModelOutline`'s)."""
+    return unet_outline(backbone.unet)
 
 
 def _check_kinds(kind: str | Sequence[str] | None) -> tuple[str, ...] | None:
@@ -220,7 +402,7 @@ def _check_kinds(kind: str | Sequence[str] | None) -> tuple[str, ...] | None:
 
 
 def list_hook_points(
-    backbone: Backbone,
+    backbone: Backbone | ModelOutline,
     kind: str | Sequence[str] | None = None,
     image_size: int | tuple[int, int] | None = None,
 ) -> list[HookPoint]:
@@ -228,7 +410,9 @@ def list_hook_points(
 
     Parameters
     ----------
-    backbone : Backbone
+    backbone : Backbone or ModelOutline
+        A loaded backbone, or the outline :func:`diffcut_lab.backbones.model_outline` reads from a
+        model's config files.
     kind : str or sequence of str, optional
         Keep only these kinds (see :data:`KINDS`). ``None`` lists all, ``probs`` included.
     image_size : int or (H, W), optional
@@ -246,9 +430,10 @@ def list_hook_points(
     """
     kinds = _check_kinds(kind)
     size = backbone.image_size if image_size is None else image_size
-    res = _resolutions(backbone.unet, backbone.latent_size(size))
+    outline = _outline(backbone)
+    res = _resolutions(outline, backbone.latent_size(size))
     points = []
-    for name, k, stage, block_key, ch in _structure(backbone.unet):
+    for name, k, stage, block_key, ch in outline.rows:
         if kinds is not None and k not in kinds:
             continue
         hw = res[block_key]
@@ -256,24 +441,26 @@ def list_hook_points(
     return points
 
 
-def hook_points_frame(
-    backbone: Backbone,
+#: the columns of :func:`hook_point_rows` and :func:`hook_points_frame`, in order
+FRAME_COLUMNS = ("name", "kind", "stage", "block", "channels", "height", "width", "tokens", "order", "diffcut")
+
+
+def hook_point_rows(
+    backbone: Backbone | ModelOutline,
     kind: str | Sequence[str] | None = None,
     image_size: int | tuple[int, int] | None = None,
-) -> Any:
-    """:func:`list_hook_points` as a pandas DataFrame (one row per hook point, in execution order).
+) -> list[dict[str, Any]]:
+    """:func:`list_hook_points` as plain rows (dicts with the keys of :data:`FRAME_COLUMNS`), no pandas.
 
-    Columns: ``name, kind, stage, block, channels, height, width, tokens, order, diffcut``
-    (``diffcut`` marks the layer the ``"diffcut"`` alias resolves to).
+    ``order`` is the position in the forward pass among the rows listed; ``diffcut`` marks the layer the
+    ``"diffcut"`` alias resolves to.
     """
-    import pandas as pd
-
     points = list_hook_points(backbone, kind=kind, image_size=image_size)
     try:
         alias = diffcut_layer_name(backbone)
     except UnknownLayerError:
         alias = None
-    rows = [
+    return [
         {
             "name": p.name,
             "kind": p.kind,
@@ -288,15 +475,28 @@ def hook_points_frame(
         }
         for i, p in enumerate(points)
     ]
-    cols = ["name", "kind", "stage", "block", "channels", "height", "width", "tokens", "order", "diffcut"]
-    return pd.DataFrame(rows, columns=cols)
+
+
+def hook_points_frame(
+    backbone: Backbone | ModelOutline,
+    kind: str | Sequence[str] | None = None,
+    image_size: int | tuple[int, int] | None = None,
+) -> Any:
+    """:func:`list_hook_points` as a pandas DataFrame (one row per hook point, in execution order).
+
+    Columns: ``name, kind, stage, block, channels, height, width, tokens, order, diffcut``
+    (``diffcut`` marks the layer the ``"diffcut"`` alias resolves to).
+    """
+    import pandas as pd
+
+    return pd.DataFrame(hook_point_rows(backbone, kind=kind, image_size=image_size), columns=list(FRAME_COLUMNS))
 
 
 # ----------------------------------------------------------------------------------------------------
 # resolving names
 
 
-def diffcut_layer_name(backbone: Backbone) -> str:
+def diffcut_layer_name(backbone: Backbone | ModelOutline) -> str:
     """The hook name of the paper's layer for this backbone (what ``"diffcut"`` resolves to).
 
     An explicit ``diffcut_layer`` (from ``diffcut_lab.json``) wins. Otherwise: the last ``attn1`` of the
@@ -309,7 +509,8 @@ def diffcut_layer_name(backbone: Backbone) -> str:
     UnknownLayerError
         The override names no ``attn1``-like hook point, or the encoder has no attention at all.
     """
-    names = [r[0] for r in _structure(backbone.unet)]
+    outline = _outline(backbone)
+    names = [r[0] for r in outline.rows]
     override = getattr(backbone, "diffcut_layer", None)
     if override:
         if override not in names:
@@ -318,13 +519,13 @@ def diffcut_layer_name(backbone: Backbone) -> str:
                 f"point of this UNet; closest: {close_names(override, names)}."
             )
         return override
-    down_attn1 = [r for r in _structure(backbone.unet) if r[1] == "attn1" and r[2] == "down"]
+    down_attn1 = [r for r in outline.rows if r[1] == "attn1" and r[2] == "down"]
     if not down_attn1:
         raise UnknownLayerError(
             f"{backbone.name or 'this UNet'} has no self-attention in its encoder, so there is no 'diffcut' "
             "layer; name a layer explicitly (see list_hook_points)."
         )
-    res = _resolutions(backbone.unet, backbone.latent_size())
+    res = _resolutions(outline, backbone.latent_size())
     lowest = min(res[r[3]][0] * res[r[3]][1] for r in down_attn1)
     candidates = [r for r in down_attn1 if res[r[3]][0] * res[r[3]][1] == lowest]
     return candidates[-1][0]  # already in execution order: the last one finishes last
@@ -348,7 +549,7 @@ def _common_prefix(a: str, b: str) -> str:
 LayerSpec = str | Sequence[str] | Callable[[str], bool]
 
 
-def resolve_layers(backbone: Backbone, spec: LayerSpec) -> list[str]:
+def resolve_layers(backbone: Backbone | ModelOutline, spec: LayerSpec) -> list[str]:
     """Turn a layer specification into hook-point names.
 
     Parameters
@@ -373,7 +574,7 @@ def resolve_layers(backbone: Backbone, spec: LayerSpec) -> list[str]:
     UnknownLayerError
         A name or pattern matches nothing; the message lists the closest valid names.
     """
-    rows = _structure(backbone.unet)
+    rows = _outline(backbone).rows
     names = [r[0] for r in rows]
     out: list[str] = []
 

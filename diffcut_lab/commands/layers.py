@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 from typing import Any
 
 from ..options import KINDS
 
-__all__ = ["register", "run"]
+__all__ = ["format_table", "register", "run"]
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -59,23 +60,46 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the hook-point table of ``args.model``; returns the exit status."""
-    from ..backbones import load_backbone
-    from ..hook_points import hook_points_frame
+    """Print the hook-point table of ``args.model``; returns the exit status.
 
-    backbone = load_backbone(args.model, weights=False, device="cpu")
+    The model is read from its config files (:func:`~diffcut_lab.backbones.model_outline`): for the pocket
+    model and the Stable Diffusion family neither diffusers nor pandas is imported, so the table comes
+    in about the time torch takes to import.
+    """
+    from ..backbones import model_outline
+    from ..hook_points import FRAME_COLUMNS, hook_point_rows
+
+    outline = model_outline(args.model)
     if args.image_size is not None:
-        backbone.check_image_size(args.image_size)
-    frame = hook_points_frame(backbone, kind=args.kind, image_size=args.image_size)
-    frame = frame.drop(columns=["order"])
+        outline.check_image_size(args.image_size)
+    rows = hook_point_rows(outline, kind=args.kind, image_size=args.image_size)
+    columns = [c for c in FRAME_COLUMNS if c != "order"]
     if args.format == "csv":
-        frame.to_csv(sys.stdout, index=False)
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([r[c] for c in columns] for r in rows)
         return 0
-    size = args.image_size or backbone.image_size
+    size = args.image_size or outline.image_size
     print(
-        f"# {backbone.name}: family {backbone.family}, input {size}x{size} px, latent scale "
-        f"{backbone.latent_scale}, {len(frame)} hook point(s)"
+        f"# {outline.name}: family {outline.family}, input {size}x{size} px, latent scale "
+        f"{outline.latent_scale}, {len(rows)} hook point(s)"
     )
-    frame["diffcut"] = frame["diffcut"].map({True: "<- diffcut", False: ""})
-    print(frame.to_string(index=False))
+    for r in rows:
+        r["diffcut"] = "<- diffcut" if r["diffcut"] else ""
+    print(format_table(rows, columns))
     return 0
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """Rows as an aligned text table, as pandas' ``DataFrame.to_string(index=False)`` prints them.
+
+    Every column is right-aligned and one space apart; the header of a numeric column gets one more
+    leading space.
+    """
+    numeric = {c for c in columns if rows and all(isinstance(r[c], (int, float)) for r in rows)}
+    headers = [f" {c}" if c in numeric else c for c in columns]
+    cells = [[str(r[c]) for c in columns] for r in rows]
+    widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
+    lines = [" ".join(h.rjust(w) for h, w in zip(headers, widths))]
+    lines += [" ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
