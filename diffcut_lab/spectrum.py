@@ -174,7 +174,9 @@ def _eigenpairs(weights: Any, d: np.ndarray, m: int) -> tuple[np.ndarray, np.nda
         v0 = np.cos(np.arange(n) * 0.7) + 1.1  # deterministic (ARPACK's default start is random)
         try:
             with threadpool_limits(limits=1, user_api="blas"):
-                mu, vecs = scipy.sparse.linalg.eigsh(op, k=m, which="LA", v0=v0, tol=1e-10, maxiter=max(1000, 20 * n))
+                mu, vecs = scipy.sparse.linalg.eigsh(
+                    op, k=m, which="LA", v0=v0, tol=1e-10, maxiter=max(1000, 20 * n)
+                )
             order = np.argsort(-mu)
             return 1.0 - mu[order], vecs[:, order]
         except (scipy.sparse.linalg.ArpackNoConvergence, scipy.sparse.linalg.ArpackError):
@@ -198,7 +200,8 @@ def _published_pairs(weights: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarra
     from .threads import small_work
 
     a = torch.as_tensor(np.ascontiguousarray(weights, dtype=np.float32))
-    with small_work():  # the cut's thread settings: float32 results depend on them where eigenvalues nearly tie
+    # the cut's thread settings: float32 results depend on them where eigenvalues nearly tie
+    with small_work():
         d = torch.sum(a, dim=1)
         if bool((d <= 0).any()):
             return None
@@ -278,7 +281,10 @@ def laplacian_spectrum(
         ``segmentation.cut_tree(features, config)`` (``tree.steps[0].fiedler``), up to its normalisation
         (and to float32 rounding in paper mode). On a disconnected graph (a kNN graph can be) the
         eigenvalue-0 eigenvectors are chosen as the fixed-mode cut splits: ``y1`` separates the component
-        of the largest volume from the rest.
+        of the largest volume from the rest (unless ``min_size`` forbids that split: the cut then cuts the
+        largest component spectrally, which no eigenvector of the whole graph shows). In paper mode the
+        vectors are computed on the CPU in the published float32 numerics; a paper cut run on a GPU
+        solves in float32 there, which can rotate ``y1`` where eigenvalues nearly tie.
 
     Examples
     --------

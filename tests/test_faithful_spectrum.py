@@ -107,3 +107,18 @@ def test_eigengap_rule_counts_from_one():
     assert eigengap([0.0, 0.9, 0.95, 1.0]) == 1
     assert eigengap([0.0, 0.01, 0.02, 0.9, 0.95]) == 3
     assert eigengap([0.0, 0.9, 0.95, 1.0], min_clusters=2) == 3
+
+
+def test_large_graphs_use_lanczos_with_the_same_pairs(monkeypatch):
+    """Above the dense limit the eigenpairs come from ARPACK on the same weights (dense or kNN)."""
+    import diffcut_lab.spectrum as spectrum
+
+    f = clustered_features(1, 12, 12, k=3, noise=1.0, channels=32)
+    for cfg in (DiffCutConfig(), DiffCutConfig(knn=8)):
+        dense = laplacian_spectrum(f, 6, config=cfg)
+        monkeypatch.setattr(spectrum, "_DENSE_MAX", 50)
+        lanczos = laplacian_spectrum(f, 6, config=cfg)
+        monkeypatch.undo()
+        np.testing.assert_allclose(lanczos.values, dense.values, atol=1e-8)
+        for j in range(1, 3):
+            assert _corr(lanczos.vectors[:, j], dense.vectors[:, j]) >= 0.9999
