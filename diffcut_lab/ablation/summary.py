@@ -10,7 +10,7 @@ from ..metrics import MIoUResult
 from .grid import CONFIG_COLUMNS
 from .store import ROW_KEY
 
-__all__ = ["pooled", "summarize", "tuned"]
+__all__ = ["choose", "pooled", "summarize", "tuned"]
 
 #: columns a summary row is keyed by
 SUMMARY_KEYS = ("dataset", *CONFIG_COLUMNS)
@@ -63,12 +63,93 @@ def summarize(df: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=out_cols)
 
 
+def _scores(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """One row per configuration (``keys``): pooled ``miou`` (per-image rows) or the summary's, with the
+    mean ``n_segments`` and ``seconds`` where the rows have them."""
+    if "tp" not in rows.columns:  # summarize() rows: one per configuration already
+        cols = [c for c in ("miou", "n_segments", "seconds") if c in rows.columns]
+        return rows[[*keys, *cols]].reset_index(drop=True)
+    if set(ROW_KEY) <= set(rows.columns):
+        rows = rows.drop_duplicates(ROW_KEY, keep="first")
+    records = []
+    for key, g in rows.groupby(keys, dropna=False, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        rec = {**dict(zip(keys, key)), "miou": pooled(g, what=f"rows of {dict(zip(keys, key))}").miou}
+        rec["n_segments"] = float(g["n_segments"].mean()) if "n_segments" in g else float("nan")
+        if "seconds" in g:
+            rec["seconds"] = float(g["seconds"].mean())
+        records.append(rec)
+    return pd.DataFrame.from_records(records, columns=[*keys, "miou", "n_segments", *(["seconds"] if "seconds" in rows else [])])
+
+
+def choose(
+    rows: pd.DataFrame, by: list[str], over: list[str], *, select: list | None = None, test: list | None = None
+) -> pd.DataFrame:
+    """The toolkit's one selection rule: per group of ``by``, the configuration (the values of ``over``)
+    with the best pooled mIoU on the ``select`` images, reported on the ``test`` images.
+
+    No image serves both choosing and scoring, unless neither ``select`` nor ``test`` is given: then every
+    image does both, which gives the in-sample best (optimistic; the ``in_sample`` column says so, and
+    the views' titles say it too). Ties go to the first configuration in sorted order.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        Per-image rows with ``image, tp, fp, fn, n_pixels`` (:func:`~diffcut_lab.ablation.run_ablation`,
+        :func:`~diffcut_lab.layer_comparison.layer_scores`), or :func:`summarize` rows (in-sample only).
+    by : list of str
+        The groups (e.g. ``["layer", "timestep"]``: one cell of a heatmap each).
+    over : list of str
+        The settings chosen per group (e.g. ``["tau"]``, or every other configuration column).
+    select, test : list, optional
+        Values of the ``image`` column that choose and that score (disjoint, both non-empty).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per group: the ``by`` keys, the chosen ``over`` values, ``miou`` (pooled over the test
+        images), ``miou_min`` / ``miou_max`` (the test mIoU's range over every configuration of the
+        group), ``n_segments`` (mean on the test images), ``seconds`` (when the rows have it),
+        ``n_choices`` (configurations compared) and ``in_sample``.
+    """
+    by, over = list(by), list(over)
+    in_sample = select is None and test is None
+    if not in_sample:
+        select, test = list(select or []), list(test or [])
+        overlap = set(select) & set(test)
+        if overlap or not select or not test:
+            raise ParameterError(f"select and test must be non-empty and disjoint; both hold {sorted(overlap)}.")
+        if "tp" not in rows.columns:
+            raise ParameterError("choosing on some images and scoring on others needs per-image rows (tp, fp, fn), "
+                                 "not summarize() output.")  # fmt: skip
+    keys = [*by, *over]
+    sel = _scores(rows if in_sample else rows[rows["image"].isin(select)], keys)
+    tst = sel if in_sample else _scores(rows[rows["image"].isin(test)], keys)
+    cols = [*keys, "miou", "miou_min", "miou_max", "n_segments", *(["seconds"] if "seconds" in tst else []),
+            "n_choices", "in_sample"]  # fmt: skip
+    if sel.empty:
+        return pd.DataFrame(columns=cols)
+    ranked = sel.assign(_rank=sel["miou"].fillna(-np.inf))
+    if by:
+        best = ranked.loc[ranked.groupby(by, dropna=False, sort=True)["_rank"].idxmax().to_numpy(), keys]
+        spread = tst.groupby(by, dropna=False, sort=True)["miou"].agg(miou_min="min", miou_max="max").reset_index()
+        counts = sel.groupby(by, dropna=False, sort=True).size().rename("n_choices").reset_index()
+    else:
+        best = ranked.loc[[ranked["_rank"].idxmax()], keys]
+        spread = pd.DataFrame({"miou_min": [tst["miou"].min()], "miou_max": [tst["miou"].max()]})
+        counts = pd.DataFrame({"n_choices": [len(sel)]})
+    out = best.merge(tst, on=keys, how="left")
+    out = out.merge(spread, on=by, how="left").merge(counts, on=by, how="left") if by else pd.concat(
+        [out.reset_index(drop=True), spread, counts], axis=1)  # fmt: skip
+    return out.assign(in_sample=in_sample)[cols].reset_index(drop=True)
+
+
 def tuned(rows: pd.DataFrame, by: list[str], *, select: list, test: list) -> pd.DataFrame:
     """Each group of ``by`` at its own tau, chosen on some images and scored on others; ``tau="auto"``
     rows (NaN in the numeric ``tau`` column) scored on the same test images as they are.
 
     With one fixed tau a comparison measures the tau as much as the method (or layer). Here tau is chosen
-    per group as the one with the best pooled mIoU on the ``select`` images (values of the ``image``
+    per group by :func:`choose` (the best pooled mIoU on the ``select`` images, values of the ``image``
     column), and reported on the ``test`` images; no image serves both.
 
     Returns
@@ -80,39 +161,67 @@ def tuned(rows: pd.DataFrame, by: list[str], *, select: list, test: list) -> pd.
         ``n_segments`` (mean on the test images) and ``seconds`` (mean per test image, when the rows have
         it).
     """
-    overlap = set(select) & set(test)
-    if overlap or not len(select) or not len(test):
-        raise ParameterError(f"select and test must be non-empty and disjoint; both hold {sorted(overlap)}.")
-    keys = [*by, "tau"]
-
-    def score(g: pd.DataFrame) -> pd.Series:
-        out = {"miou": pooled(g).miou, "n_segments": g["n_segments"].mean()}
-        if "seconds" in g:
-            out["seconds"] = g["seconds"].mean()
-        return pd.Series(out)
-
-    split = {
-        name: rows[rows["image"].isin(list(ids))].groupby(keys, sort=False, dropna=False).apply(score).sort_index()
-        for name, ids in (("select", select), ("test", test))
-    }
-    out = []
-    for group, sel in split["select"].groupby(level=list(range(len(by))), sort=False, dropna=False):
-        group = group if isinstance(group, tuple) else (group,)
-        tst = split["test"].loc[group]
-        tst = tst if isinstance(tst, pd.DataFrame) else tst.to_frame().T
-        taus = sel.index.get_level_values("tau")
-        numeric = sel[~np.isnan(taus.to_numpy(dtype=float))]
-        base = dict(zip(by, group))
-        finite = tst[~np.isnan(tst.index.to_numpy(dtype=float))]
-        if len(numeric):
-            tau = float(numeric["miou"].idxmax()[-1])
-            row = tst.loc[tau]
-            out.append({**base, "stopping": "tau chosen", "tau": tau, **row.to_dict(),
-                        "miou_min": float(finite["miou"].min()), "miou_max": float(finite["miou"].max())})  # fmt: skip
-        auto = tst[np.isnan(tst.index.to_numpy(dtype=float))]
-        if len(auto):
-            out.append({**base, "stopping": "auto", "tau": float("nan"), **auto.iloc[0].to_dict(),
-                        "miou_min": float("nan"), "miou_max": float("nan")})  # fmt: skip
+    by = list(by)
+    numeric = rows[rows["tau"].notna()]
+    automatic = rows[rows["tau"].isna()]
+    parts = []
+    if len(numeric):
+        parts.append(choose(numeric, by, ["tau"], select=select, test=test).assign(stopping="tau chosen"))
+    if len(automatic):
+        auto = choose(automatic.drop(columns=["tau"]), by, [], select=select, test=test)
+        parts.append(auto.assign(stopping="auto", tau=float("nan"), miou_min=float("nan"), miou_max=float("nan")))
     cols = [*by, "stopping", "tau", "miou", "miou_min", "miou_max", "n_segments"]
     cols += ["seconds"] if "seconds" in rows else []
-    return pd.DataFrame(out, columns=cols)
+    if not parts:
+        return pd.DataFrame(columns=cols)
+    out = pd.concat(parts, ignore_index=True)
+    order = {"tau chosen": 0, "auto": 1}
+    out = out.assign(_stop=out["stopping"].map(order))
+    return out.sort_values([*by, "_stop"], kind="stable").reset_index(drop=True)[cols]
+
+
+#: how :func:`cells` reduces the configurations of a cell
+REDUCERS = ("max", "tuned", "mean")
+
+
+def cells(
+    rows: pd.DataFrame, keys: list[str], *, reduce: str = "max", select: list | None = None, test: list | None = None
+) -> pd.DataFrame:
+    """The score of each cell of ``keys`` (a heatmap's, a curve's points) over the configurations it holds:
+    what the ablation views draw.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        Per-image rows of :func:`~diffcut_lab.ablation.run_ablation`, or :func:`summarize` rows.
+    keys : list of str
+        The cell's columns (e.g. ``["layer", "timestep"]``).
+    reduce : {"max", "tuned", "mean"}
+        ``"tuned"``: the configuration chosen on the ``select`` images, scored on the ``test`` images
+        (:func:`choose`); ``"max"``: the same rule on every image at once (the in-sample best,
+        optimistic); ``"mean"``: the mean over the cell's configurations of their pooled mIoU.
+    select, test : list, optional
+        Images (values of ``image``) that choose and that score, for ``"tuned"``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per cell: ``keys``, the chosen configuration's other columns (``"max"``, ``"tuned"``),
+        ``miou`` and ``n_choices`` (configurations in the cell); ``in_sample`` says whether the images
+        that chose also scored.
+    """
+    if reduce not in REDUCERS:
+        raise ParameterError(f"reduce must be one of {REDUCERS}, got {reduce!r}")
+    keys = list(keys)
+    over = [c for c in SUMMARY_KEYS if c in rows.columns and c not in keys and rows[c].notna().any()]
+    if reduce == "mean":
+        table = summarize(rows) if "tp" in rows.columns else rows
+        g = table.groupby(keys, dropna=False, sort=True)["miou"]
+        return pd.concat([g.mean(), g.size().rename("n_choices")], axis=1).reset_index().assign(in_sample=True)
+    if reduce == "tuned":
+        if select is None or test is None:
+            raise ParameterError("reduce='tuned' needs the images that choose (select=) and those that score (test=).")
+        return choose(rows, keys, over, select=select, test=test)
+    if select is not None or test is not None:
+        raise ParameterError("reduce='max' chooses and scores on every image; pass reduce='tuned' with select/test.")
+    return choose(rows, keys, over)

@@ -3,8 +3,12 @@ paper's Figs. 5, 7 and 8) and method comparison bars.
 
 Every function takes either the per-image rows of :func:`~diffcut_lab.ablation.run_ablation` or the
 output of :func:`~diffcut_lab.ablation.summarize`, narrows it with ``select`` (column -> value or list of
-values), and reduces the configuration columns it does not plot with ``reduce`` ("max": the best
-configuration per cell, the usual way to read an ablation; or "mean").
+values), and draws the scores :func:`~diffcut_lab.ablation.summary.cells` computes for the configuration
+columns it does not plot: with ``tune_images`` and ``test_images`` (``reduce="tuned"``) the configuration
+of each cell is chosen on some images and scored on others, the toolkit's one selection rule
+(:func:`~diffcut_lab.ablation.summary.choose`, as the layer ranking and the methods table use it);
+``reduce="max"`` applies the same rule to every image at once (the in-sample best: optimistic, and the
+title says so when a cell holds more than one configuration); ``reduce="mean"`` averages them.
 """
 
 from __future__ import annotations
@@ -16,36 +20,38 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from ..ablation.summary import cells
+from ..errors import ParameterError
 from ..hook_points import forward_order, short_layer_name
 
 __all__ = ["method_bars", "miou_heatmap", "sensitivity"]
 
-_REDUCERS = ("max", "mean")
-
-
-def _summary(df: pd.DataFrame, select: Mapping[str, Any] | None) -> pd.DataFrame:
-    if "miou" not in df.columns or "tp" in df.columns:
-        from ..ablation import summarize
-
-        df = summarize(df)
+def _rows(df: pd.DataFrame, select: Mapping[str, Any] | None) -> pd.DataFrame:
+    """The rows that ``select`` (column -> value or values) keeps."""
     for col, value in (select or {}).items():
         if col not in df.columns:
-            raise KeyError(f"select names column {col!r}; the table has {list(df.columns)}")
+            raise ParameterError(f"select names column {col!r}; the table has {list(df.columns)}")
         values = value if isinstance(value, (list, tuple, set)) else [value]
         df = df[df[col].isin(values)]
     if df.empty:
-        raise ValueError("no rows left to plot (check select=)")
+        raise ParameterError("no rows left to plot (check select=)")
     return df
 
 
-def _reduce(df: pd.DataFrame, keys: Sequence[str], reduce: str) -> pd.DataFrame:
-    if reduce not in _REDUCERS:
-        raise ValueError(f"reduce must be one of {_REDUCERS}, got {reduce!r}")
-    g = df.groupby(list(keys), dropna=False, sort=True)
-    if reduce == "mean":
-        return g["miou"].mean().reset_index()
-    best = df.loc[g["miou"].idxmax()]  # keep the winning configuration's other columns for hover
-    return best.reset_index(drop=True)
+def _cells(df: pd.DataFrame, keys: Sequence[str], reduce: str | None, tune_images: Sequence[Any] | None,
+           test_images: Sequence[Any] | None) -> tuple[pd.DataFrame, str]:  # fmt: skip
+    """The library's scores of each cell and the words that say how they were chosen."""
+    how = reduce or ("tuned" if tune_images is not None or test_images is not None else "max")
+    s = cells(df, list(keys), reduce=how, select=None if tune_images is None else list(tune_images),
+              test=None if test_images is None else list(test_images))  # fmt: skip
+    several = bool((s["n_choices"] > 1).any())
+    if how == "tuned":
+        note = f"settings chosen on {len(tune_images)} images, scored on {len(test_images)} others"
+    elif how == "mean":
+        note = "mean over the other settings" if several else ""
+    else:
+        note = "best of the other settings on the same images (optimistic)" if several else ""
+    return s, note
 
 
 def _layers_sorted(values: Sequence[str]) -> list[str]:
@@ -75,14 +81,19 @@ def miou_heatmap(
     x: str = "timestep",
     y: str = "layer",
     select: Mapping[str, Any] | None = None,
-    reduce: str = "max",
+    reduce: str | None = None,
     title: str | None = None,
+    tune_images: Sequence[Any] | None = None,
+    test_images: Sequence[Any] | None = None,
 ) -> go.Figure:
     """Dataset-level mIoU over two configuration columns (default: layer x timestep).
 
-    Cells show the dataset-pooled mIoU (0-1, the published metric); with ``reduce="max"`` the hover names the best configuration of each cell.
+    Cells show the dataset-pooled mIoU (0-1, the published metric) of
+    :func:`~diffcut_lab.ablation.summary.cells`; the hover names each cell's chosen configuration.
+    ``reduce``: ``"tuned"`` (the default when ``tune_images`` and ``test_images`` are given: chosen on
+    those, scored on these), ``"max"`` (the default otherwise: the in-sample best) or ``"mean"``.
     """
-    s = _reduce(_summary(df, select), [y, x], reduce)
+    s, note = _cells(_rows(df, select), [y, x], reduce, tune_images, test_images)
     xs = sorted(s[x].unique().tolist())
     ys = _layers_sorted(s[y].unique().tolist()) if y == "layer" else sorted(s[y].unique().tolist())
     z = np.full((len(ys), len(xs)), np.nan)
@@ -100,7 +111,7 @@ def miou_heatmap(
         )
     )  # fmt: skip
     fig.update_layout(
-        title=title or f"mIoU (pooled over images, 0-1) over {y} x {x}, {reduce} over the other settings",
+        title=title or f"mIoU (pooled over images, 0-1) over {y} x {x}" + (f", {note}" if note else ""),
         xaxis={"title": x, "type": "category"},
         yaxis={"title": y, "autorange": "reversed", "type": "category"},
         template="plotly_white",
@@ -114,18 +125,21 @@ def sensitivity(
     x: str = "tau",
     color: str = "alpha",
     select: Mapping[str, Any] | None = None,
-    reduce: str = "max",
+    reduce: str | None = None,
     title: str | None = None,
+    tune_images: Sequence[Any] | None = None,
+    test_images: Sequence[Any] | None = None,
 ) -> go.Figure:
     """mIoU curves over one setting, one curve per value of another.
 
     Defaults give the paper's tau / alpha sensitivity (Figs. 5 and 8: a larger alpha widens the range of
-    good tau); ``x="timestep"`` gives Fig. 7 (mIoU against the noising timestep).
+    good tau); ``x="timestep"`` gives Fig. 7 (mIoU against the noising timestep). ``reduce``,
+    ``tune_images`` and ``test_images`` as :func:`miou_heatmap`.
     """
-    s = _summary(df, select)
+    s = _rows(df, select)
     if x in ("tau", "alpha") or color in ("tau", "alpha"):
         s = s[s["method"] == "diffcut"] if "method" in s.columns else s
-    s = _reduce(s, [color, x], reduce)
+    s, note = _cells(s, [color, x], reduce, tune_images, test_images)
     fig = go.Figure()
     for value, g in s.groupby(color, sort=True, dropna=False):
         g = g.sort_values(x)
@@ -138,7 +152,7 @@ def sensitivity(
             )
         )  # fmt: skip
     fig.update_layout(
-        title=title or f"mIoU sensitivity to {x} per {color}",
+        title=title or f"mIoU sensitivity to {x} per {color}" + (f" ({note})" if note else ""),
         xaxis_title=x,
         yaxis={"title": MIOU_TITLE, "rangemode": "tozero"},
         template="plotly_white",
@@ -153,13 +167,15 @@ def method_bars(
     by: str = "method",
     color: str | None = "refine",
     select: Mapping[str, Any] | None = None,
-    reduce: str = "max",
+    reduce: str | None = None,
     title: str | None = None,
+    tune_images: Sequence[Any] | None = None,
+    test_images: Sequence[Any] | None = None,
 ) -> go.Figure:
-    """Best (or mean) mIoU per method, grouped bars per ``color`` (default: refinement)."""
-    s = _summary(df, select)
+    """mIoU per method, grouped bars per ``color`` (default: refinement); ``reduce``, ``tune_images`` and
+    ``test_images`` as :func:`miou_heatmap`."""
     keys = [by] if color is None else [by, color]
-    s = _reduce(s, keys, reduce)
+    s, note = _cells(_rows(df, select), keys, reduce, tune_images, test_images)
     fig = go.Figure()
     groups = [(None, s)] if color is None else list(s.groupby(color, sort=True, dropna=False))
     for value, g in groups:
@@ -172,7 +188,7 @@ def method_bars(
         )  # fmt: skip
     fig.update_layout(
         barmode="group",
-        title=title or f"mIoU per {by}",
+        title=title or f"mIoU per {by}" + (f" ({note})" if note else ""),
         xaxis_title=by,
         yaxis_title=MIOU_TITLE,
         template="plotly_white",

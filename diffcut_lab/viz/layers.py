@@ -96,7 +96,7 @@ def layer_grid(
             raise ParameterError("pass image=: layer_scores rows hold no image (or pass the cache).")
         made = source.attrs.get("config")
         cfg = DiffCutConfig.from_dict(made) if made else None
-        tau = _grid_tau(source, settings.get("tau", cfg.tau if cfg is not None else None))
+        tau = _grid_tau(source, settings.get("tau"), None if cfg is None else cfg.tau)
         df = _grid_rows(source, image_index, tau, layers, timesteps, sort_by)
     else:
         if image is None:
@@ -123,9 +123,12 @@ def _tau_text(tau: Any) -> str:
     return AUTO if tau == AUTO else f"{float(tau):g}"
 
 
-def _grid_tau(rows: pd.DataFrame, tau: Any) -> float | str:
-    """Which of the rows' taus the grid shows: ``tau`` (checked against the rows), else their only one."""
+def _grid_tau(rows: pd.DataFrame, tau: Any, default: Any) -> float | str:
+    """Which of the rows' taus the grid shows: ``tau`` (checked against the rows), else the settings' tau
+    ``default`` where the rows hold it, else their only one."""
     held = sorted({"auto" if np.isnan(v) else float(v) for v in rows["tau"]}, key=str)
+    if tau is None and default in held:
+        return default
     if tau is None:
         if len(held) != 1:
             raise ParameterError(f"these rows hold taus {held}: pass tau= to pick the one to draw.")
