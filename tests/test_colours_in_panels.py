@@ -192,3 +192,21 @@ def test_blend_labels_paints_given_colours():
     assert not np.array_equal(painted, overlay(img, big, 1.0, edges=False))
     with pytest.raises(dl.ParameterError, match="one per id"):
         blend_labels(img, lab, colors=colours[:2])
+
+
+def test_the_tree_of_cuts_shows_each_node_in_its_segments_colour(tree):
+    fig = st.cut_steps_figure(tree)
+    data = st._StepData(tree)
+    bars = fig.data[st.T_ICICLE]
+    step_of = {s.node: j for j, s in enumerate(tree.steps)}
+    for i, s in enumerate(tree.steps):
+        if s.accepted:  # the two children are drawn in the colours of the two sides of their parent's cut
+            for child, colour in zip(s.children, data.side_colors(i)):  # (positive child, negative child)
+                if child in step_of:
+                    assert bars.marker.color[step_of[child]] == colour
+    final = np.asarray(tree.labels).ravel()
+    leaf_colours = data.partition_colors(len(tree.steps))
+    for j, s in enumerate(tree.steps):
+        assert (bars.marker.pattern.shape[j] == "/") == (not s.accepted)  # a final segment is hatched
+        if not s.accepted:  # and in that segment's colour in the final partition
+            assert bars.marker.color[j] == leaf_colours[final[s.members[0]]]

@@ -6,7 +6,14 @@ Each recorded :class:`~diffcut_lab.CutStep` is shown as five panels:
 * its Fiedler vector as a heatmap on the feature grid,
 * NCut against the threshold of the sweep, with the chosen threshold and the ``tau`` line,
 * the partition after this step (``CutTree.labels_at``),
-* the tree of cuts as an icicle (x: pixels, y: depth); in the app, a click on a node jumps to its step.
+* the tree of cuts as an icicle (x: pixels, y: depth; rejected cuts, the final segments, hatched); in the
+  app, a click on a node jumps to its step.
+
+One colour means one thing: each segment has its colour by its place in the tree
+(:func:`~diffcut_lab.colors.lineage_hex` over the partitions after each step), in the partition panel
+and the icicle alike, and at each step the two sides of the cut have the colours they take (or, for a
+rejected cut, would take) in the partition: in the sub-graph panel, at the two ends of the Fiedler
+vector's scale (white at the chosen threshold) and in the legend.
 
 :func:`cut_steps_figure` renders all of this into one plotly figure with a slider (works in exported
 HTML, no kernel needed); :func:`cut_stepper` returns a :class:`CutStepper`, a live app in which ``tau``
@@ -277,13 +284,16 @@ class _StepData:
         self.k_final = int(labels.max()) + 1 if labels.size else 1
         self._partition_cache: dict[int, np.ndarray] = {}
         self._chain: list[list[str]] | None = None
+        self._node_colors: list[str] | None = None
         self._sides_cache: dict[int, tuple[str, str]] = {}
 
     # -- icicle --------------------------------------------------------------------------------------
     def icicle_props(self, current: int) -> dict[str, Any]:
         steps = self.tree.steps
         lay = self.layout
-        colors = [ACCEPTED if _accepted(s) else REJECTED for s in steps]
+        colors = self.node_colors()
+        # a rejected cut leaves a final segment: hatched (the verdict's own colours stay in the titles)
+        pattern = ["" if _accepted(s) else "/" for s in steps]
         opac = [1.0 if j <= current else 0.3 for j in range(len(steps))]
         line_w = [4 if j == current else 0.5 for j in range(len(steps))]
         line_c = [HIGHLIGHT if j == current else "white" for j in range(len(steps))]
@@ -299,7 +309,8 @@ class _StepData:
             "base": list(lay.offset),
             "y": list(lay.depth),
             "customdata": custom,
-            "marker": {"color": colors, "opacity": opac, "line": {"width": line_w, "color": line_c}},
+            "marker": {"color": colors, "opacity": opac, "line": {"width": line_w, "color": line_c},
+                       "pattern": {"shape": pattern, "fgcolor": "white", "size": 7, "solidity": 0.25}},
         }
 
     # -- one step -------------------------------------------------------------------------------------
@@ -322,6 +333,17 @@ class _StepData:
             else:
                 positive = np.ones(members.size, bool)
         return members, positive
+
+    def node_colors(self) -> list[str]:
+        """The colour of each step's node in the tree of cuts: its region's colour in the partition the step
+        starts from (the root's before any cut, a child's the side colour its parent's cut gave it)."""
+        if self._node_colors is None:
+            self._node_colors = [
+                self.partition_colors(j)[int(self.partition(j).ravel()[int(_as_np(s.members).ravel()[0])])]
+                if _as_np(s.members).size else "#808080"
+                for j, s in enumerate(self.tree.steps)
+            ]
+        return self._node_colors
 
     def partition_colors(self, k: int) -> list[str]:
         """``"#rrggbb"`` of each segment of the partition after ``k`` steps, by its place in the tree: the
@@ -394,7 +416,7 @@ class _StepData:
             lo, hi = thr - zabs, thr + zabs
             fiedler_props.update(
                 zmin=lo, zmax=hi, zmid=None,
-                colorbar={"tickvals": [lo, thr, hi], "ticktext": [f"{lo:.2g}", f"threshold {thr:.2g}", f"{hi:.2g}"]},
+                colorbar={"tickvals": [lo, thr, hi], "ticktext": [f"{lo:.2g}", "threshold", f"{hi:.2g}"]},
             )  # fmt: skip
         else:
             fiedler_props.update(zmin=None, zmax=None, zmid=None, colorbar={"tickvals": [], "ticktext": []})
@@ -465,7 +487,7 @@ class _StepData:
             "Fiedler vector (white: the threshold)",
             f"{value}: <span style='color:{color}'><b>{verdict}</b></span>",
             f"partition after step {i + 1}: {k} segment{'s' if k != 1 else ''}",
-            f"tree of cuts: {len(self.tree.steps)} steps, {self.k_final} leaves"
+            f"tree of cuts: {len(self.tree.steps)} steps, {self.k_final} leaves (hatched)"
             + (" (click a node)" if self.interactive else ""),
         ]
 
@@ -492,7 +514,7 @@ def _base_figure(
         specs=[[{}, {}, {}], [{}, {"colspan": 2}, None]],
         subplot_titles=data.titles(0),
         horizontal_spacing=0.1,
-        vertical_spacing=0.11,
+        vertical_spacing=0.13,  # room for the Fiedler colour bar and its title
         row_heights=[0.55, 0.45],
     )
     geom = grid_geometry(background.shape[:2], data.grid)
@@ -537,7 +559,7 @@ def _base_figure(
         col=3,
     )
     fig.add_trace(
-        go.Scatter(x=[], y=[], mode="lines", name="threshold", line={"color": "#ff8f00", "dash": "dot"},
+        go.Scatter(x=[], y=[], mode="lines", name="threshold", line={"color": "#757575", "dash": "dot"},
                    hoverinfo="skip"),
         row=1,
         col=3,
@@ -722,8 +744,9 @@ def cut_steps_figure(
 
 
 def cut_tree_figure(tree: Any, *, height: int = 320, title: str | None = None) -> go.Figure:
-    """The tree of cuts alone, as an icicle: one bar per step (x: pixels covered, y: depth), green when
-    the cut was accepted (NCut < tau), red when rejected (the node is a final segment)."""
+    """The tree of cuts alone, as an icicle: one bar per step (x: pixels covered, y: depth) in its region's
+    colour by its place in the tree (the colours of the stepper's partition panel, a final segment's bar in
+    the segment's colour); a rejected cut (the node is a final segment) is hatched."""
     data = _StepData(tree)
     props = data.icicle_props(len(tree.steps) - 1)
     props["marker"]["line"] = {"width": 0.5, "color": "white"}
