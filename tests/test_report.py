@@ -153,11 +153,18 @@ def test_report_end_to_end(tmp_path, images, artifacts_dir):
     nb = json.loads(executed.read_text())
     assert nb["metadata"]["papermill"]["parameters"]["config"]["tau"] == 0.5
     # the settings table: the layer the alias resolved to, readable values, no raw None
-    table = next(c for c in nb["cells"] if "setting" in json.dumps(c.get("outputs", [])))
+    table = next(c for c in nb["cells"] if "Settings of this run" in json.dumps(c.get("outputs", [])))
     text = json.dumps(table["outputs"])
     assert "down_blocks." in text
     assert re.search(r"the image(&#x27;|&#39;|')s size", text)
     assert "None" not in text and "diffcut</td>" not in text
+    # results first: the first image's figure comes before the summary, the settings last and collapsed
+    first_figure = html.index('class="plotly-graph-div"')
+    settings_at = html.index("Settings of this run")
+    assert first_figure < html.index("<table") < settings_at
+    details = html[html.rindex("<details", 0, settings_at) :]
+    assert "</summary>" in details and details.index("down_blocks.") < details.index("</details>")
+    assert "<details open" not in html
     pngs = sorted((out.parent / "demo_figures").glob("*.png"))
     if shutil.which("chromium") or Path("/usr/bin/chromium").exists():
         assert len(pngs) == 2 * len(images)
