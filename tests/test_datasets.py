@@ -298,3 +298,43 @@ def test_choice_lists_agree_with_the_registries():
     assert set(BENCHMARKS) == set(LOADERS)
     assert set(SCORED_DATASETS) == set(DATASETS) - {"samples"}
     assert load_dataset("samples").info.num_classes == 0  # the one set without labels
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A grey PNG whose header claims width x height (decoding it would allocate gigabytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) +
+                     chunk(b"IEND", b""))  # fmt: skip
+
+
+@pytest.mark.parametrize("side", [10_000, 20_000])
+def test_a_huge_label_is_refused_before_decoding(tmp_path, side):
+    from diffcut_lab.datasets.base import read_label
+
+    path = tmp_path / "big.png"
+    _png_header_only(path, side, side)
+    with pytest.raises(ImageInputError, match=r"big\.png .*(above the limit|too large)"):
+        read_label(path)
+
+
+def test_a_damaged_label_names_the_file(tmp_path):
+    from diffcut_lab.datasets.base import read_label
+
+    path = tmp_path / "cut.png"
+    _lab(path, [0, 1, 2], size=(64, 64))
+    path.write_bytes(path.read_bytes()[:60])
+    with pytest.raises(ImageInputError, match=r"cut\.png"):
+        read_label(path)
+
+
+def test_a_non_utf8_image_list_is_a_clear_error(tmp_path):
+    fake_voc_devkit(tmp_path)
+    (tmp_path / "VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt").write_bytes(b"2007_000001\n2007_\xff\n")
+    with pytest.raises(ImageInputError, match=r"val\.txt is not UTF-8 text \(byte 0xff"):
+        load_dataset("voc", tmp_path)

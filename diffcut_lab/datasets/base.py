@@ -14,6 +14,7 @@ relies on.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import MAX_IMAGE_PIXELS
 from ..errors import ImageInputError, ParameterError
 from ..images import center_crop_box, crop_region, resize_image
 
@@ -173,13 +175,25 @@ def read_label(path: Path) -> np.ndarray:
     if not path.is_file():
         raise ImageInputError(f"expected a label file at {path}, found none; check the dataset root")
     try:
-        with Image.open(path) as im:
-            if im.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
-                raise ImageInputError(
-                    f"label {path} has mode {im.mode!r}; expected a single-channel (L, P or I) PNG of class ids"
-                )
-            arr = np.asarray(im)
-    except OSError as err:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > MAX_IMAGE_PIXELS:  # before decoding, as for images
+                    raise ImageInputError(
+                        f"label {path} is {w} x {h} = {w * h / 1e6:.0f} MP, above the limit of "
+                        f"{MAX_IMAGE_PIXELS / 1e6:.0f} MP; it cannot be the label of a readable image."
+                    )
+                if im.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
+                    raise ImageInputError(
+                        f"label {path} has mode {im.mode!r}; expected a single-channel (L, P or I) PNG of class ids"
+                    )
+                arr = np.asarray(im)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageInputError(f"label {path} is too large to read safely ({err}).") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        if isinstance(err, ImageInputError):
+            raise
         raise ImageInputError(f"cannot read the label {path}: {err}") from err
     return arr.astype(np.int64)
 

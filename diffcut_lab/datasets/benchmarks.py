@@ -100,7 +100,16 @@ def _candidates(root: Path, subdirs: Sequence[str]) -> list[Path]:
 
 
 def _read_list(path: Path) -> list[str]:
-    ids = [line.strip().split()[0] for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ImageInputError(
+            f"the image list {path} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+            "expected one image id per line"
+        ) from None
+    except OSError as err:
+        raise ImageInputError(f"cannot read the image list {path}: {err.strerror or err}") from None
+    ids = [line.strip().split()[0] for line in text.splitlines() if line.strip()]
     if not ids:
         raise ImageInputError(f"the image list {path} is empty; expected one image id per line")
     return ids
