@@ -11,9 +11,9 @@ device, prompt, layer), under ``<cache_dir>/<key[:2]>/<key>.safetensors``; the k
 record of those fields, with the model identified by a fingerprint of its weights (not only its name: two
 checkpoints under one path never share entries) and the image by a hash of the exact input tensor
 (content, crop and size). A file is written to a temporary name and renamed, so a killed run never leaves
-a half-written entry behind. An entry records its own key and what it holds (the image's content hash,
-layer, timestep, size); on reading, both are checked against what was asked for, so a file copied or moved
-under another key (another image's features, another timestep's) is refused and computed again.
+a half-written entry behind. An entry records its own key, what it holds (the image's content hash, layer,
+timestep, size) and a checksum of its values; on reading, all are checked, so a damaged file, or one copied
+or moved under another key (another image's features, another timestep's), is refused and computed again.
 """
 
 from __future__ import annotations
@@ -345,6 +345,14 @@ def image_hash(image: torch.Tensor) -> str:
     return h.hexdigest()[:24]
 
 
+def _content_hash(t: torch.Tensor) -> str:
+    """SHA-256 of a stored tensor's shape, dtype and bytes (what a feature-cache entry's checksum covers)."""
+    t = t.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{tuple(t.shape)}|{t.dtype}|".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def feature_key(
     *, model: str, image: str, size: int, timestep: int, seed: int, prompt: str, layer: str, dtype: str,
     noise_device: str = "cpu",
@@ -398,8 +406,8 @@ class FeatureStore:
         Returns
         -------
         torch.Tensor or None
-            None for a missing entry, and (with a warning) for an unreadable one or one that is not what
-            was asked for: stored under another key (a file copied or moved from another image, layer or
+            None for a missing entry, and (with a warning) for an unreadable or damaged one (its values
+            do not match their checksum) or one that is not what was asked for: stored under another key (a file copied or moved from another image, layer or
             timestep) or holding other metadata than ``expect``. Such entries count as misses and are
             computed again.
         """
@@ -415,6 +423,8 @@ class FeatureStore:
                 t = f.get_tensor("features")
         except Exception as err:  # a truncated or foreign file: recompute
             return self._bad(p, f"cannot be read ({type(err).__name__})")
+        if meta.get("sha256") != _content_hash(t):
+            return self._bad(p, "is damaged (its values do not match the checksum written with them)")
         if meta.get("key") != key:
             stored = meta.get("key")
             return self._bad(p, "holds another feature map (it was written under another key: "
@@ -452,9 +462,10 @@ class FeatureStore:
         p = self.path(key)
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex}.tmp")
-        metadata = {**{k: str(v) for k, v in (meta or {}).items()}, "key": key}
+        data = tensor.detach().cpu().contiguous()
+        metadata = {**{k: str(v) for k, v in (meta or {}).items()}, "key": key, "sha256": _content_hash(data)}
         try:
-            save_file({"features": tensor.detach().cpu().contiguous()}, str(tmp), metadata=metadata)
+            save_file({"features": data}, str(tmp), metadata=metadata)
             os.replace(tmp, p)
         except (OSError, SafetensorError) as err:  # safetensors reports a full disk as SafetensorError
             with contextlib.suppress(OSError):

@@ -345,3 +345,18 @@ def test_a_result_part_that_cannot_be_written_is_an_error_naming_it(tmp_path, mo
         store.write(rows)
     assert info.value.filename and "part-" in info.value.filename
     assert not [p for p in (tmp_path / "r.parquet").iterdir()]  # nothing half-written left
+
+
+def test_a_damaged_feature_cache_entry_is_recomputed_not_used(tiny_dir, tmp_path):
+    grid = small_grid(tiny_dir, dataset_kwargs={"n": 1, "size": 64})
+    cache = tmp_path / "c"
+    first = run_ablation(grid, out=None, cache_dir=cache, progress=False)
+    ((entry, _),) = _entries(cache)
+    data = bytearray(entry.read_bytes())
+    data[-5] ^= 0x40  # one bit of one feature value (a disk error; the file still reads)
+    entry.write_bytes(bytes(data))
+    with pytest.warns(RuntimeWarning, match="is damaged"):
+        again = run_ablation(grid, out=None, cache_dir=cache, progress=False)
+    assert not again["features_cached"].any()
+    pd.testing.assert_frame_equal(stable(again), stable(first))
+    assert run_ablation(grid, out=None, cache_dir=cache, progress=False)["features_cached"].all()  # rewritten

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from collections.abc import Mapping
@@ -118,7 +119,9 @@ def run_ablation(
         return _run(grid, ds, None, cache_dir, executor, workers, scheduler, client, progress)
     with store.lock():
         _check_same_data(grid, store)
-        grid.to_yaml(store.out / "_grid.yaml")
+        tmp = store.out / f"._grid.{os.getpid()}.tmp"  # written whole, then renamed: never half a description
+        grid.to_yaml(tmp)
+        os.replace(tmp, store.out / "_grid.yaml")
         return _run(grid, ds, store, cache_dir, executor, workers, scheduler, client, progress)
 
 
