@@ -1,25 +1,34 @@
-"""Benchmark: the cost of starting up -- imports and ``load_backbone("pocket")``, each in a fresh process.
+"""Benchmark: the cost of starting -- the command line and ``load_backbone("pocket")``, in fresh processes.
 
-Every measurement runs in a new Python process (``sys.executable -c ...``), as a notebook kernel or the
-command line would; the times are taken inside it with ``time.perf_counter`` (interpreter start-up is
-reported apart), repeated ``--repeats`` times, median and fastest kept:
+Every measurement runs in a new Python process, as the command line or a notebook kernel would, and is
+repeated ``--repeats`` times (median and fastest kept). Two parts:
 
-- ``import_torch``: ``import torch``;
-- ``import_diffusers``: ``import diffusers`` after torch (the increment);
-- ``import_diffcut_lab``: ``import diffcut_lab`` alone (lazy: no torch);
-- ``load_pocket``: ``import diffcut_lab; diffcut_lab.load_backbone("pocket")``, all of it;
-- ``load_pocket_parts``: the same work in steps, in one process: ``import torch``, ``import diffusers``,
-  the package's own modules (``diffcut_lab.backbones``), diffusers' UNet module tree
-  (``from diffusers import UNet2DConditionModel``), then ``load_backbone("pocket")`` (what is left: the
-  other diffusers imports it needs, reading the config and weights, building the model, the scheduler,
-  the conditioning), then a second ``load_backbone("pocket")`` in the same process.
+**Commands** (``--commands``): time to first work of the command line, from the moment the process is
+spawned (interpreter start-up included):
 
-And once, with ``python -X importtime``, where the import time of ``load_backbone("pocket")`` goes: the
-modules' own import times summed by package (``torch._dynamo`` and the big diffusers subpackages apart),
-with the number of modules each brought in. ``-X importtime`` slows imports down a little, so these are
-shares, not timings.
+- ``help``: ``diffcut-lab --help``, until it exits;
+- ``layers``: ``diffcut-lab layers --model pocket``, until it exits (printing the table is its work);
+- ``segment``: ``diffcut-lab segment photo.png`` on one 256 x 320 photo: until the first image is handed
+  to the segmentation (the model loaded and the settings checked: ``first_work_s``) and until it exits
+  (``exit_s``).
 
-Run: ``python benchmarks/load_time.py [--repeats 5]`` -> ``benchmarks/results/load_time.json``.
+Each process's CPU time (user + system, from ``wait4``) is kept too: on a busy machine it moves much less
+than the wall time. With ``--reference DIR`` (an older checkout, e.g. ``git worktree add /tmp/ref
+HEAD~3``) each command also runs from that tree, alternating with this one, and the ratios
+``this / reference`` of the medians are reported. Once per command and tree, ``python -X importtime``
+gives the import profile: modules imported, their own import times summed by package (``torch._dynamo``
+and the big diffusers subpackages apart) and which heavy packages were loaded at all. ``-X importtime``
+slows imports a little, so these are shares, not timings. ``--no-bytecode`` adds one run per command with
+an empty bytecode cache (``PYTHONPYCACHEPREFIX`` set to an empty folder, nothing written): every module is
+compiled from source, as on a first call in an environment installed without bytecode.
+
+**Steps** (``--steps``, the earlier measurements): ``import torch``; ``import diffusers`` after torch;
+``import diffcut_lab`` alone (lazy: no torch); ``load_backbone("pocket")`` whole; and the same work in
+steps in one process (torch, diffusers, ``diffcut_lab.backbones``, diffusers' UNet module tree, the rest
+of the first load, a second load).
+
+Run: ``python benchmarks/load_time.py [--repeats 5] [--reference /tmp/ref] [--no-bytecode] [--steps]``
+-> ``benchmarks/results/load_time.json``.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -65,11 +75,43 @@ SNIPPETS: dict[str, list[tuple[str, str]]] = {
     ],
 }
 
+#: the command lines measured (arguments after ``diffcut-lab``; PHOTO and OUTDIR are filled in)
+COMMANDS: dict[str, list[str]] = {
+    "help": ["--help"],
+    "layers": ["layers", "--model", "pocket"],
+    "segment": ["segment", "PHOTO", "--model", "pocket", "--out", "OUTDIR", "--quiet"],
+}
 
-def _env() -> dict[str, str]:
+# Runs the command line in the measured process. For segment, the moment the first images are handed to
+# the segmentation is written to stderr as an epoch time (the parent compares it with its spawn time).
+_CLI = """\
+import sys, time
+argv = {argv!r}
+if argv[0] == "segment":
+    import diffcut_lab.commands.segment as _seg
+    _inner = getattr(_seg, "_segment_all", None)
+    if _inner is not None:
+        def _first_work(*a, **k):
+            print("FIRST_WORK", repr(time.time()), file=sys.stderr, flush=True)
+            return _inner(*a, **k)
+        _seg._segment_all = _first_work
+from diffcut_lab.cli import main
+try:
+    code = main(argv)
+except SystemExit as err:  # --help
+    code = err.code
+sys.exit(code or 0)
+"""
+
+#: packages whose presence after a command tells what it paid for
+HEAVY = ("torch", "diffusers", "transformers", "accelerate", "torch._dynamo", "sympy", "scipy", "pandas", "plotly")
+
+
+def _env(tree: Path = REPO, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("HF_HUB_OFFLINE", "1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tree), env.get("PYTHONPATH", "")) if p)
+    env.update(extra)
     return env
 
 
@@ -85,6 +127,32 @@ def run_fresh(code: str, *args: str) -> tuple[dict[str, float], float, str]:
     return json.loads(proc.stdout.strip().splitlines()[-1]), wall, proc.stderr
 
 
+def run_command(
+    name: str, tree: Path, workdir: Path, *, python_args: tuple[str, ...] = (), env: dict[str, str] | None = None
+) -> dict:
+    """One fresh ``diffcut-lab <name> ...`` process from ``tree``: wall seconds to exit (and, for segment,
+    to its first work), CPU seconds, and its stderr."""
+    argv = [a.replace("PHOTO", str(workdir / "photo.png")).replace("OUTDIR", str(workdir / "out")) for a in COMMANDS[name]]
+    with tempfile.TemporaryFile() as err:
+        start_epoch, t0 = time.time(), time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, *python_args, "-c", _CLI.format(argv=argv)],
+            cwd=workdir, env=env or _env(tree), stdout=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+    if proc.returncode != 0:
+        raise RuntimeError(f"diffcut-lab {name} from {tree} failed ({proc.returncode}):\n{stderr[-3000:]}")
+    out = {"exit_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime}
+    marks = [line.split()[1] for line in stderr.splitlines() if line.startswith("FIRST_WORK ")]
+    if marks:
+        out["first_work_s"] = float(marks[0]) - start_epoch
+    return {**out, "stderr": stderr}
+
+
 def _group(module: str) -> str:
     """The bucket a module's import time is counted in."""
     parts = module.split(".")
@@ -97,23 +165,27 @@ def _group(module: str) -> str:
     return parts[0]
 
 
-def import_breakdown(steps: list[tuple[str, str]]) -> dict:
-    """``-X importtime`` of a snippet: self time and module count per bucket, largest first."""
-    _, _, stderr = run_fresh(_snippet(steps), "-X", "importtime")
+def parse_importtime(stderr: str) -> dict:
+    """``-X importtime`` output: self time and module count per bucket, largest first, and which heavy
+    packages were imported at all."""
     self_us: dict[str, int] = defaultdict(int)
     count: dict[str, int] = defaultdict(int)
+    names: set[str] = set()
     for line in stderr.splitlines():
         if not line.startswith("import time:") or "self [us]" in line:
             continue
         own, _cumulative, name = line.split(":", 1)[1].split("|")
-        bucket = _group(name.strip())
+        name = name.strip()
+        names.add(name)
+        bucket = _group(name)
         self_us[bucket] += int(own)
         count[bucket] += 1
-    total = sum(self_us.values())
+    total = sum(self_us.values()) or 1
     rows = sorted(self_us.items(), key=lambda kv: -kv[1])
     return {
         "total_import_s": round(total / 1e6, 3),
         "modules": sum(count.values()),
+        "heavy_packages_imported": [h for h in HEAVY if h in names],
         "by_package": [
             {"package": k, "self_s": round(v / 1e6, 3), "share": round(v / total, 3), "modules": count[k]}
             for k, v in rows
@@ -122,37 +194,90 @@ def import_breakdown(steps: list[tuple[str, str]]) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args(argv)
-    load_at_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+def import_breakdown(steps: list[tuple[str, str]]) -> dict:
+    """``-X importtime`` of a snippet: self time and module count per bucket, largest first."""
+    _, _, stderr = run_fresh(_snippet(steps), "-X", "importtime")
+    return parse_importtime(stderr)
+
+
+def _photo(path: Path) -> None:
+    """A 256 x 320 photo-like test image: smooth colour regions and texture."""
+    import numpy as np
+    from PIL import Image
+
+    y, x = np.mgrid[0:256, 0:320] / 64.0
+    rng = np.random.default_rng(0)
+    img = np.stack([np.sin(x) * 0.5 + 0.5, (y > 2).astype(float), np.cos(x + y) * 0.5 + 0.5], axis=-1)
+    img = np.clip(img * 200 + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(img).save(path)
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {"median_s": round(statistics.median(values), 3), "fastest_s": round(min(values), 3)}
+
+
+def measure_commands(
+    names: list[str], repeats: int, reference: Path | None, *, no_bytecode: bool = False, profile: bool = True
+) -> dict:
+    """Fresh-process time to first work of each command, from this tree (and ``reference``), alternated."""
+    trees = {"this": REPO, **({"reference": reference} if reference is not None else {})}
+    samples: dict[str, dict[str, dict[str, list[float]]]] = {t: {n: defaultdict(list) for n in names} for t in trees}
+    with tempfile.TemporaryDirectory(prefix="load_time_") as tmp:
+        work = Path(tmp)
+        _photo(work / "photo.png")
+        for _ in range(repeats):  # interleaved, so that a busy moment of the machine hits all alike
+            for name in names:
+                for label, tree in trees.items():
+                    run = run_command(name, tree, work)
+                    for key in ("exit_s", "cpu_s", "first_work_s"):
+                        if key in run:
+                            samples[label][name][key].append(run[key])
+        result: dict = {
+            label: {name: {key: _stats(v) for key, v in by_key.items()} for name, by_key in by_name.items()}
+            for label, by_name in samples.items()
+        }
+        if reference is not None:
+            result["ratio_this_over_reference"] = {
+                name: {
+                    key: round(result["this"][name][key]["median_s"] / result["reference"][name][key]["median_s"], 3)
+                    for key in result["this"][name]
+                    if key in result["reference"][name]
+                }
+                for name in names
+            }
+        if profile:
+            result["import_profile"] = {
+                label: {name: parse_importtime(run_command(name, tree, work, python_args=("-X", "importtime"))["stderr"])
+                        for name in names}
+                for label, tree in trees.items()
+            }  # fmt: skip
+        if no_bytecode:
+            result["no_bytecode"] = {}
+            for label, tree in trees.items():
+                result["no_bytecode"][label] = {}
+                for name in names:
+                    with tempfile.TemporaryDirectory(prefix="pyc_") as empty:
+                        env = _env(tree, PYTHONPYCACHEPREFIX=empty, PYTHONDONTWRITEBYTECODE="1")
+                        run = run_command(name, tree, work, env=env)
+                    result["no_bytecode"][label][name] = {k: round(v, 3) for k, v in run.items() if k != "stderr"}
+    return result
+
+
+def measure_steps(repeats: int) -> dict:
+    """The earlier step-by-step measurements of imports and ``load_backbone("pocket")``."""
     samples: dict[str, dict[str, list[float]]] = {k: defaultdict(list) for k in SNIPPETS}
     startup: list[float] = []
-    for _ in range(args.repeats):  # interleaved, so that a busy moment of the machine hits all alike
+    for _ in range(repeats):
         for key, steps in SNIPPETS.items():
             timings, wall, _ = run_fresh(_snippet(steps))
             for name, seconds in timings.items():
                 samples[key][name].append(seconds)
             if key == "import_diffcut_lab":
                 startup.append(wall - timings["import_diffcut_lab"])
-    results = {
-        key: {
-            name: {"median_s": round(statistics.median(v), 3), "fastest_s": round(min(v), 3)}
-            for name, v in by_name.items()
-        }
-        for key, by_name in samples.items()
-    }
+    results = {key: {name: _stats(v) for name, v in by_name.items()} for key, by_name in samples.items()}
     parts = results["load_pocket_parts"]
     imports = ("import_torch", "import_diffusers", "import_diffcut_lab_backbones", "import_diffusers_unet")
-    breakdown = import_breakdown(SNIPPETS["load_pocket"])
-    doc = {
-        "benchmark": "load_time",
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "load_average_at_start": load_at_start,
-        "repeats": args.repeats,
+    return {
         "interpreter_startup_s": round(statistics.median(startup), 3),
         "results": results,
         "summary_median_s": {
@@ -166,16 +291,60 @@ def main(argv: list[str] | None = None) -> int:
             "of which the rest of the first load": parts["first_load_rest"]["median_s"],
             "a second load in the same process": parts["second_load"]["median_s"],
         },
-        "import_time_by_package": breakdown,
+        "import_time_by_package": import_breakdown(SNIPPETS["load_pocket"]),
     }
-    for line, value in doc["summary_median_s"].items():
-        print(f"{line}: {value:.3f} s")
-    print("import time by package (-X importtime, self times):")
-    for row in breakdown["by_package"][:15]:
-        print(f"  {row['package']:<36} {row['self_s']:6.3f} s  {100 * row['share']:5.1f}%  {row['modules']} modules")
+
+
+def _print_commands(res: dict) -> None:
+    for label in ("this", "reference"):
+        if label not in res:
+            continue
+        for name, by_key in res[label].items():
+            shown = ", ".join(f"{k} {v['median_s']:.2f} s" for k, v in by_key.items())
+            prof = res.get("import_profile", {}).get(label, {}).get(name)
+            mods = f"; {prof['modules']} modules, heavy: {' '.join(prof['heavy_packages_imported']) or '-'}" if prof else ""
+            print(f"{label:>9} {name:<8} {shown}{mods}")
+    for name, ratios in res.get("ratio_this_over_reference", {}).items():
+        print(f"    ratio {name:<8} " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
+    for label, by_name in res.get("no_bytecode", {}).items():
+        for name, run in by_name.items():
+            print(f"no bytecode {label:>9} {name:<8} " + ", ".join(f"{k} {v:.2f} s" for k, v in run.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--commands", nargs="*", choices=sorted(COMMANDS), default=["help", "layers", "segment"],
+                        help="commands to time (none: skip)")  # fmt: skip
+    parser.add_argument("--reference", type=Path, default=None, metavar="DIR",
+                        help="another checkout of the repository to measure alternately (ratios this/reference)")
+    parser.add_argument("--no-bytecode", action="store_true", help="also one run per command with no bytecode cache")
+    parser.add_argument("--no-profile", action="store_true", help="skip the -X importtime profiles")
+    parser.add_argument("--steps", action="store_true", help="also the step-by-step import and load measurements")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    doc: dict = {
+        "benchmark": "load_time",
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "load_average_at_start": load,
+        "repeats": args.repeats,
+        "reference": str(args.reference) if args.reference else None,
+    }
+    if args.commands:
+        doc["commands"] = measure_commands(
+            args.commands, args.repeats, args.reference, no_bytecode=args.no_bytecode, profile=not args.no_profile
+        )
+        _print_commands(doc["commands"])
+    if args.steps:
+        doc["steps"] = measure_steps(args.repeats)
+        for line, value in doc["steps"]["summary_median_s"].items():
+            print(f"{line}: {value:.3f} s")
+    doc["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out} (load average {load} at start, {doc['load_average_at_end']} at end)")
     return 0
 
 

@@ -190,3 +190,36 @@ def test_pocket_weights_are_safetensors():
     unet = Path(pocket_weights_dir()) / "unet"
     assert (unet / "diffusion_pytorch_model.safetensors").is_file()
     assert not list(unet.glob("*.bin"))
+
+
+def _load_time_benchmark():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "load_time.py"
+    spec = importlib.util.spec_from_file_location("benchmark_load_time", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_import_profile_is_summed_by_package():
+    text = (
+        "import time: self [us] | cumulative | imported package\n"
+        "import time:       100 |        100 |     torch._dynamo.utils\n"
+        "import time:       300 |        400 |   torch._dynamo\n"
+        "import time:       600 |       1000 | diffusers.models.unets.unet_2d\n"
+    )
+    prof = _load_time_benchmark().parse_importtime(text)
+    assert prof["modules"] == 3 and prof["total_import_s"] == 0.001
+    assert prof["heavy_packages_imported"] == ["torch._dynamo"]
+    assert [r["package"] for r in prof["by_package"]] == ["diffusers.models.unets", "torch._dynamo"]
+
+
+def test_load_time_benchmark_runs_the_layers_command(tmp_path):
+    out = tmp_path / "load_time.json"
+    assert _load_time_benchmark().main(["--repeats", "1", "--commands", "layers", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())["commands"]
+    assert set(res["this"]["layers"]) == {"exit_s", "cpu_s"}
+    assert "diffusers" not in res["import_profile"]["this"]["layers"]["heavy_packages_imported"]
