@@ -360,3 +360,15 @@ def test_a_damaged_feature_cache_entry_is_recomputed_not_used(tiny_dir, tmp_path
     assert not again["features_cached"].any()
     pd.testing.assert_frame_equal(stable(again), stable(first))
     assert run_ablation(grid, out=None, cache_dir=cache, progress=False)["features_cached"].all()  # rewritten
+
+
+def test_quarantined_files_of_one_name_never_replace_each_other(tiny_dir, tmp_path):
+    grid = small_grid(tiny_dir, dataset_kwargs={"n": 1, "size": 64})
+    out = tmp_path / "r.parquet"
+    run_ablation(grid, out=out, progress=False)
+    for content in (b"first foreign file", b"second foreign file"):
+        (out / "part-x.parquet").write_bytes(content)
+        with pytest.warns(RuntimeWarning, match="part-x.parquet cannot be read"):
+            run_ablation(grid, out=out, progress=False)
+    kept = sorted(p.read_bytes() for p in (out / "_quarantine").iterdir())
+    assert kept == [b"first foreign file", b"second foreign file"]

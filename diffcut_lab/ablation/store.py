@@ -165,7 +165,7 @@ class ResultStore:
 
     def _quarantine(self, part: Path, why: str) -> None:
         target = self.out / QUARANTINE
-        dest = target / f"{part.name}.bad"
+        dest = _free(target / f"{part.name}.bad")
         try:
             target.mkdir(exist_ok=True)
             os.replace(part, dest)
@@ -175,7 +175,8 @@ class ResultStore:
                 "it, and run again to compute its rows"
             ) from None
         warnings.warn(
-            f"{part} {why}; moved to {dest}. Its rows are computed again on the next run.",
+            f"{part} {why}; moved to {dest}. Its rows are missing until an ablation run on {self.out} "
+            "computes them again (the run that is starting, if one is).",
             RuntimeWarning,
             stacklevel=4,
         )
@@ -190,7 +191,7 @@ class ResultStore:
         for f in sorted(old.iterdir()):
             if f.is_file():
                 name = f.name if f.suffix == ".bad" else f"{f.name}.bad"
-                os.replace(f, target / name)
+                os.replace(f, _free(target / name))
         with contextlib.suppress(OSError):
             old.rmdir()
 
@@ -265,6 +266,13 @@ class ResultStore:
             return SCHEMA.empty_table().to_pandas()
         df = pa.concat_tables(tables).to_pandas()
         return sort_rows(df.drop_duplicates(ROW_KEY, keep="first"))
+
+
+def _free(path: Path) -> Path:
+    """``path``, or a sibling name that no file has yet (quarantined files never replace each other)."""
+    while path.exists():
+        path = path.with_name(f"{path.name[: -len('.bad')]}.{uuid.uuid4().hex[:8]}.bad")
+    return path
 
 
 class _BadPart(Exception):
