@@ -224,3 +224,11 @@ def test_bad_training_settings_are_one_line_errors(capsys, tmp_path):
     assert main(["--tiny", "--steps", "-3", "--out", str(tmp_path / "r"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "steps >= 0" in err
+
+
+@pytest.mark.parametrize(("argv", "message"), [(["--threads", "0"], "--threads must be >= 1"),
+                                               (["--device", "nonsense"], "--device 'nonsense' cannot be used")])
+def test_bad_devices_and_thread_counts_are_one_line_errors(tmp_path, capsys, argv, message):
+    assert main(["--tiny", "--steps", "1", "--out", str(tmp_path / "r"), "--no-progress", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err

@@ -395,8 +395,16 @@ _PROG = "python -m diffcut_lab.pocket.train"
 
 def _main(args: argparse.Namespace) -> int:
     """Train as ``args`` say and print the summary line."""
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ParameterError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    try:
+        torch.empty(0, device=torch.device(args.device))
+    except (RuntimeError, ValueError, AssertionError) as err:  # torch asserts when built without CUDA
+        raise ParameterError(
+            f"--device {args.device!r} cannot be used ({' '.join(str(err).split())[:160]}); try cpu or cuda"
+        ) from None
     cfg = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
