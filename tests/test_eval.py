@@ -200,3 +200,14 @@ def test_ablate_output_paths_are_checked_before_the_work(tmp_path, capsys, monke
         assert main(["ablate", str(grid), *argv]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err
+
+
+@pytest.mark.parametrize("limit", ["0", "-1"])
+def test_eval_refuses_a_limit_below_one_before_the_work(tmp_path, capsys, monkeypatch, limit):
+    import diffcut_lab.datasets as datasets
+    from diffcut_lab.cli import main
+
+    monkeypatch.setattr(datasets, "load_dataset", _no_work)
+    assert main(["eval", "--dataset", "synthetic", "--limit", limit, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--limit must be >= 1" in err

@@ -136,6 +136,10 @@ def run(args: argparse.Namespace) -> int:
     from ..datasets import ON_DISK, load_dataset
 
     config = config_from_args(args)  # invalid settings fail here, before any data or model is read
+    if args.limit is not None and args.limit < 1:
+        from ..errors import ParameterError
+
+        raise ParameterError(f"--limit must be >= 1 (the number of images to evaluate), got {args.limit}")
     check_output_path(args.json, "--json")  # and outputs that could not be written after the work
     check_output_path(args.rows, "--rows")
     check_output_path(None if args.cache_dir is None else Path(args.cache_dir), "--cache-dir", directory=True)
