@@ -372,3 +372,19 @@ def test_quarantined_files_of_one_name_never_replace_each_other(tiny_dir, tmp_pa
             run_ablation(grid, out=out, progress=False)
     kept = sorted(p.read_bytes() for p in (out / "_quarantine").iterdir())
     assert kept == [b"first foreign file", b"second foreign file"]
+
+
+def test_a_folder_under_a_part_name_is_quarantined(tiny_dir, tmp_path):
+    grid = small_grid(tiny_dir, dataset_kwargs={"n": 1, "size": 64})
+    out = tmp_path / "r.parquet"
+    first = run_ablation(grid, out=out, progress=False)
+    nested = out / "part-nested.parquet"
+    nested.mkdir()
+    for part in out.glob("part-*.parquet"):
+        if part != nested:
+            shutil.copy(part, nested / part.name)  # its rows twice, if it were read as a dataset
+    with pytest.warns(RuntimeWarning, match="part-nested.parquet is not a file"):
+        again = run_ablation(grid, out=out, progress=False)
+    pd.testing.assert_frame_equal(stable(again), stable(first))
+    assert (out / "_quarantine" / "part-nested.parquet.bad").is_dir()
+    assert len(pd.read_parquet(out)) == len(first)

@@ -285,6 +285,8 @@ class _BadPart(Exception):
 
 def _read_part(path: Path) -> pa.Table:
     """Every row of one part, read whole (page checksums verified) and cast to :data:`SCHEMA`."""
+    if not path.is_file():  # a folder under a part's name would be read as a whole dataset
+        raise _BadPart("is not a file")
     try:
         table = pq.read_table(path, page_checksum_verification=True)
     except (OSError, pa.ArrowException) as err:
