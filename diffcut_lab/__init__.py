@@ -35,6 +35,8 @@ _EXPORTS: dict[str, str] = {
     # backbones and hooks
     "Backbone": "backbones",
     "load_backbone": "backbones",
+    "model_outline": "backbones",
+    "ModelOutline": "backbones",
     "HookPoint": "hook_points",
     "FeatureCache": "feature_cache",
     "capture": "capturing",
@@ -92,7 +94,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
     from .ablation import AblationGrid, run_ablation, summarize
     from .affinities import affinity
-    from .backbones import Backbone, load_backbone
+    from .backbones import Backbone, ModelOutline, load_backbone, model_outline
     from .baselines import segment_features
     from .capturing import capture, memory_estimate
     from .config import DiffCutConfig
