@@ -533,8 +533,22 @@ def layer_similarity(
         for key, m in maps.items()
     }
     keys = list(reps)
-    out = np.eye(len(keys))
-    for i in range(len(keys)):
-        for j in range(i + 1, len(keys)):
-            out[i, j] = out[j, i] = linear_cka(reps[keys[i]], reps[keys[j]])
-    return pd.DataFrame(out, index=keys, columns=keys)
+    return pd.DataFrame(_cka_matrix([reps[k] for k in keys]), index=keys, columns=keys)
+
+
+def _cka_matrix(reps: list[np.ndarray]) -> np.ndarray:
+    """:func:`linear_cka` of every pair of ``(n, p_i)`` representations from one product: the centred
+    representations side by side, ``Z^T Z`` holds every ``x^T y`` block at once; 1 on the diagonal."""
+    z = np.concatenate([np.asarray(r, dtype=np.float64) for r in reps], axis=1)
+    z -= z.mean(axis=0)
+    gram = z.T @ z
+    edges = np.cumsum([0, *(np.shape(r)[1] for r in reps)])
+    blocks = [slice(edges[i], edges[i + 1]) for i in range(len(reps))]
+    norms = [np.linalg.norm(gram[b, b]) for b in blocks]
+    out = np.eye(len(reps))
+    for i in range(len(reps)):
+        for j in range(i + 1, len(reps)):
+            norm = norms[i] * norms[j]
+            cross = np.linalg.norm(gram[blocks[j], blocks[i]]) ** 2
+            out[i, j] = out[j, i] = float(cross / norm) if norm > 0 else float("nan")
+    return out
