@@ -388,3 +388,21 @@ def test_a_folder_under_a_part_name_is_quarantined(tiny_dir, tmp_path):
     pd.testing.assert_frame_equal(stable(again), stable(first))
     assert (out / "_quarantine" / "part-nested.parquet.bad").is_dir()
     assert len(pd.read_parquet(out)) == len(first)
+
+
+@pytest.mark.parametrize(("change", "message"), [("config_id", "has rows without config_id"),
+                                                 ("tp", "has rows whose 'tp' counts do not have one entry per class")])
+def test_a_part_with_impossible_rows_is_quarantined(tiny_dir, tmp_path, change, message):
+    grid = small_grid(tiny_dir, dataset_kwargs={"n": 1, "size": 64})
+    out = tmp_path / "r.parquet"
+    first = run_ablation(grid, out=out, progress=False)
+    forged = pd.read_parquet(out)
+    forged["image"] = "another"  # rows of their own, so only the check can keep them out
+    if change == "config_id":
+        forged["config_id"] = None
+    else:
+        forged["tp"] = [[1, 2]] * len(forged)
+    forged.to_parquet(out / "part-forged.parquet")
+    with pytest.warns(RuntimeWarning, match=f"part-forged.parquet {message}"):
+        again = run_ablation(grid, out=out, progress=False)
+    pd.testing.assert_frame_equal(stable(again), stable(first))

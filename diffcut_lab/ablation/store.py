@@ -304,7 +304,23 @@ def _read_part(path: Path) -> pa.Table:
             wrong.append(f"{f.name} ({column.type}, not {f.type})")
     if wrong:
         raise _BadPart(f"is not a part of these results: the columns {', '.join(wrong[:5])} have other types")
-    return pa.Table.from_arrays(columns, schema=SCHEMA)
+    table = pa.Table.from_arrays(columns, schema=SCHEMA)
+    _check_rows(table)
+    return table
+
+
+def _check_rows(table: pa.Table) -> None:
+    """Rows a writer of this module could have written: every key set, one count per class."""
+    import pyarrow.compute as pc
+
+    unkeyed = [k for k in ROW_KEY if table.column(k).null_count]
+    if unkeyed:
+        raise _BadPart(f"has rows without {', '.join(unkeyed)}; it was not written by an ablation run")
+    classes = table.column("num_classes")
+    for name in ("tp", "fp", "fn"):
+        lengths = pc.list_value_length(table.column(name))
+        if lengths.null_count or classes.null_count or not pc.all(pc.equal(lengths, classes)).as_py():
+            raise _BadPart(f"has rows whose {name!r} counts do not have one entry per class")
 
 
 def _one_line(err: Exception) -> str:
