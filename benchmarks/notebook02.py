@@ -82,6 +82,23 @@ def run_notebook(tree: Path, params: dict[str, Any], workdir: Path) -> dict[str,
     return {"wall": wall, "cells": cells, "errors": len(errors)}
 
 
+def summarize(runs: dict[str, list[dict[str, Any]]], *, before: str, after: str, args: argparse.Namespace,
+              params: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """The result of the repeats done so far (medians, ratio), written to ``args.out``."""
+    walls = {k: [x["wall"] for x in v] for k, v in runs.items()}
+    ratios = [b / a for b, a in zip(walls["before"], walls["after"])]
+    result = {
+        "benchmark": "notebook02", "before": before, "after": after, "before_tree": args.before_tree,
+        "params": params, "repeats": len(ratios), "machine": platform.platform(), "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(), "wall_before_s": statistics.median(walls["before"]),
+        "wall_after_s": statistics.median(walls["after"]), "ratio_before_over_after": statistics.median(ratios),
+        "runs": runs,
+    }  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--before", default="c9745e5~1", help="the commit before the shared work (default c9745e5~1)")
@@ -112,16 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs[name].append(run_notebook(trees[name], params, work))
                 print(f"repeat {r} {name}: {runs[name][-1]['wall']:.1f} s ({time.perf_counter() - t0:.1f} s with "
                       "start-up)", flush=True)  # fmt: skip
-    walls = {k: [x["wall"] for x in v] for k, v in runs.items()}
-    ratios = [b / a for b, a in zip(walls["before"], walls["after"])]
-    result = {
-        "benchmark": "notebook02", "before": before, "after": after, "before_tree": args.before_tree,
-        "params": params, "repeats": args.repeats, "machine": platform.platform(), "cpus": os.cpu_count(),
-        "wall_before_s": statistics.median(walls["before"]), "wall_after_s": statistics.median(walls["after"]),
-        "ratio_before_over_after": statistics.median(ratios), "runs": runs,
-    }  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+            result = summarize(runs, before=before, after=after, args=args, params=params)  # kept after each repeat
     print(f"before {result['wall_before_s']:.1f} s, after {result['wall_after_s']:.1f} s: "
           f"{result['ratio_before_over_after']:.2f}x -> {args.out}")  # fmt: skip
     return 0
