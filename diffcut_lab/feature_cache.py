@@ -197,7 +197,6 @@ class FeatureCache:
         tensors = {_key(layer, t): v.detach().cpu().contiguous() for (layer, t), v in self._features.items()}
         if self.images is not None:
             tensors["__images__"] = self.images.detach().cpu().float().contiguous()
-        save_file(tensors, str(tensor_path))
         sidecar = {
             "format": "diffcut_lab.FeatureCache",
             "version": 1,
@@ -207,7 +206,8 @@ class FeatureCache:
             "meta": _jsonable(self.meta),
             "keys": {_key(layer, t): [layer, t] for (layer, t) in self._features},
         }
-        json_path.write_text(json.dumps(sidecar, indent=2))
+        _write_whole(tensor_path, lambda tmp: save_file(tensors, str(tmp)))
+        _write_whole(json_path, lambda tmp: tmp.write_text(json.dumps(sidecar, indent=2)))
         return tensor_path
 
     @classmethod
@@ -243,6 +243,23 @@ class FeatureCache:
             images=tensors.get("__images__"),
             aliases=sidecar.get("aliases", {}),
         )
+
+
+def _write_whole(path: Path, write: Any) -> None:
+    """Write ``path`` through a temporary file beside it, renamed when complete; a failure (a full disk,
+    which safetensors reports as ``SafetensorError``) is an ``OSError`` naming ``path``, nothing left behind."""
+    from safetensors import SafetensorError
+
+    tmp = path.with_name(f".{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except (OSError, SafetensorError) as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
+        raise OSError(errno.EIO, f"cannot write ({err})", str(path)) from err
 
 
 def _checked_entries(sidecar: dict, tensors: dict[str, torch.Tensor], json_path: Path) -> dict:

@@ -406,3 +406,22 @@ def test_a_part_with_impossible_rows_is_quarantined(tiny_dir, tmp_path, change, 
     with pytest.warns(RuntimeWarning, match=f"part-forged.parquet {message}"):
         again = run_ablation(grid, out=out, progress=False)
     pd.testing.assert_frame_equal(stable(again), stable(first))
+
+
+def test_saving_a_feature_cache_on_a_full_disk_is_an_oserror_naming_it(tmp_path, monkeypatch):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    from diffcut_lab.feature_cache import FeatureCache
+
+    def full(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"\0" * 10)
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    cache = FeatureCache({("l", 10): torch.zeros(1, 2, 3, 3)}, layers=["l"], timesteps=[10])
+    with pytest.raises(OSError, match="StorageFull") as info:
+        cache.save(tmp_path / "c")
+    assert info.value.filename == str(tmp_path / "c.safetensors")
+    assert not list(tmp_path.iterdir())  # nothing half-written, no sidecar without its tensors
