@@ -56,8 +56,8 @@ This module's own choices:
   decreases, every run keeps exactly ``K`` non-empty segments (empty segments cannot occur: nothing to
   reseed), and a run stops at a local minimum for single-node moves.
 * Escapes from such minima ("overcoming minima" in the paper's title; its mechanism was not in the text
-  available): segment-level moves, each scored exactly -- cut a segment in two (by the same solver, on
-  its sub-graph) and merge two others, or give one half to another segment -- the best one taken while
+  available): segment-level moves, each scored exactly -- cut a segment in two (on its sub-graph) and
+  merge two others, or give one half to another segment -- the best one taken while
   it lowers the NCut, followed by more alternating steps. A trial cut starts from the best threshold of
   the segment's second eigenvector (every cut point scored exactly) and is polished by the alternating
   steps. Without them (``escapes=0``), runs from
@@ -80,7 +80,8 @@ This module's own choices:
 * The paper's second stage (mask refinement with low-level cues) is not part of this module; see
   :mod:`diffcut_lab.refine`.
 
-Everything runs in torch on W's device (float64; float32 on MPS); random draws come from a CPU
+Everything runs in torch on W's device (float64; float32 on MPS), except the small eigenproblems and
+Lanczos iterations on the host (scipy, one BLAS thread); random draws come from a CPU
 ``torch.Generator``, so every device draws the same seeds.
 """
 
@@ -607,11 +608,11 @@ Splits = dict[bytes, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 def _split(
-    a: torch.Tensor, d: torch.Tensor, idx: torch.Tensor, seed: int, reg: float, splits: Splits
+    a: torch.Tensor, d: torch.Tensor, idx: torch.Tensor, reg: float, splits: Splits
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`_bisect` of the segment with members ``idx`` (ascending), a function of that member set
-    alone: its draws come from a generator seeded by ``seed`` and the members, and the result is kept in
-    ``splits`` under the member set, for every later run and every segment with the same members."""
+    """:func:`_bisect` of the segment with members ``idx`` (ascending): a function of that member set alone
+    (:func:`_bisect` is deterministic), kept in ``splits`` under it for every later run and every segment
+    with the same members."""
     key = idx.cpu().numpy().tobytes()
     found = splits.get(key)
     if found is None:
@@ -624,7 +625,6 @@ def _escape(
     d: torch.Tensor,
     lab: torch.Tensor,
     k: int,
-    seed: int,
     reg: float,
     splits: Splits,
     current: float,
@@ -635,7 +635,7 @@ def _escape(
     A local minimum of node moves can hold two segments that belong together while another holds two
     objects, or give an object to the wrong neighbour; no single-node move fixes either. Gains are exact:
     merges from the K x K association matrix, transfers from the half's links to every segment, splits
-    from :func:`_split`. The move is a function of the labelling (and ``seed``) alone.
+    from :func:`_split`. The move is a function of the labelling alone.
     """
     st, vol, assoc = _state(a, d, lab, k)
     c = torch.zeros(k, k, dtype=a.dtype, device=a.device).index_add_(1, lab, st)  # X^T W X
@@ -653,7 +653,7 @@ def _escape(
         if sizes[cc] < 2:
             continue
         idx = order[bounds[cc] : bounds[cc + 1]]
-        sub, hv, ha = _split(a, d, idx, seed, reg, splits)
+        sub, hv, ha = _split(a, d, idx, reg, splits)
         halves[cc] = (idx, sub)
         hr = _ratios(hv, ha)
         split = float(hr.sum()) - float(rho_np[cc])
@@ -708,7 +708,6 @@ def _run(
     d: torch.Tensor,
     lab: torch.Tensor,
     k: int,
-    seed: int,
     reg: float,
     max_iter: int,
     tol: float,
@@ -738,7 +737,7 @@ def _run(
             history.extend(tail)
             return lab, history, True
         visited.append((key, len(history), used))
-        moved = _escape(a, d, lab, k, seed, reg, splits, history[-1])
+        moved = _escape(a, d, lab, k, reg, splits, history[-1])
         if moved is None:
             finished = True
             break
@@ -889,7 +888,7 @@ def kway_ncut(
     memo: Memo = {}
     for r in range(n_init):
         lab0 = given if x is None else _initial(str(init), x, d, k, gen, first=r == 0)
-        lab, history, converged = _run(a, d, lab0, k, seed, reg, max_iter, tol, escapes, splits, memo)
+        lab, history, converged = _run(a, d, lab0, k, reg, max_iter, tol, escapes, splits, memo)
         finals.append(history[-1])
         if best is None or history[-1] < best[0]:
             best = (history[-1], lab, history, converged)
