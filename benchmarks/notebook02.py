@@ -13,8 +13,13 @@ papermill's metadata, so the time of the grid, the layer table and the methods t
 cell. The machine may be shared: the ratio (before / after, median over repeats) is the result, not the
 seconds.
 
+``--calls`` times the three calls instead, in one process on one capture: ``layer_scores`` (every layer,
+timestep, scene and tau), ``method_comparison`` (before: its own capture and every method cut alone;
+after: reading the layer table) and ``layer_grid`` (before: from the cache; after: drawing the table's
+rows), the modules of ``--before`` loaded beside the current ones and run alternately.
+
 Run: ``python benchmarks/notebook02.py [--repeats 1] [--params '{"n_scenes": 2}']``
--> ``benchmarks/results/notebook02.json``.
+-> ``benchmarks/results/notebook02.json``; ``--calls`` -> ``benchmarks/results/notebook02_calls.json``.
 """
 
 from __future__ import annotations
@@ -82,6 +87,77 @@ def run_notebook(tree: Path, params: dict[str, Any], workdir: Path) -> dict[str,
     return {"wall": wall, "cells": cells, "errors": len(errors)}
 
 
+def _module_at(commit: str, path: str, name: str) -> Any:
+    """The module ``path`` as it was at ``commit``, imported as ``name`` inside the package."""
+    import importlib.util
+
+    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:{path}"], check=True, capture_output=True)
+    folder = Path(tempfile.mkdtemp())
+    file = folder / Path(path).name
+    file.write_bytes(source.stdout)
+    spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(spec)
+    module.__package__ = name.rsplit(".", 1)[0]
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def time_calls(before: str, params: dict[str, Any], repeats: int) -> dict[str, Any]:
+    """Seconds of layer_scores, method_comparison and layer_grid, before and after, alternately."""
+    import diffcut_lab as dl
+    from diffcut_lab import viz
+
+    old = _module_at(before, "diffcut_lab/layer_comparison.py", "diffcut_lab._layer_comparison_before")
+    old_views = _module_at(before, "diffcut_lab/viz/layers.py", "diffcut_lab.viz._layers_before")
+    old_views.layer_scores = old.layer_scores  # the old grid cut with the old table
+    p = {"timesteps": [10, 50, 200], "n_scenes": 3, "taus": [0.3, 0.5, 0.7, 0.9], "tau": 0.5, "alpha": 10.0,
+         "walk_steps": [1, 4], **params}  # fmt: skip
+    bb = dl.load_backbone("pocket")
+    scenes = dl.load_dataset("synthetic", split="val", n=2 * p["n_scenes"], size=bb.image_size)
+    select, test = list(range(p["n_scenes"])), list(range(p["n_scenes"], 2 * p["n_scenes"]))
+    layer = dl.resolve_layers(bb, "diffcut")[0]
+    images, gts = [s.image for s in scenes], [s.label for s in scenes]
+    cache = dl.capture(bb, images, layers=["attn1", f"{layer}.probs"], timesteps=sorted({*p["timesteps"], 50}))
+    n = scenes.info.num_classes
+    methods = {"DiffCut": dl.DiffCutConfig(alpha=p["alpha"], refine="none"), "K-way": dl.DiffCutConfig(
+        alpha=p["alpha"], partition="kway", refine="none")}  # fmt: skip
+    methods |= {f"walk {k}": dl.DiffCutConfig(affinity="attention", walk_steps=k, refine="none") for k in p["walk_steps"]}
+    kw = {"select": select, "test": test, "taus": p["taus"], "num_classes": n, "layer": layer, "timestep": 50}
+    s0 = test[0]
+    times: dict[str, list[float]] = {}
+
+    def clock(key: str, fn: Any) -> Any:
+        t0 = time.perf_counter()
+        out = fn()
+        times.setdefault(key, []).append(time.perf_counter() - t0)
+        return out
+
+    def run_before() -> None:
+        clock("layer_scores before", lambda: old.layer_scores(cache, gts, num_classes=n, timesteps=p["timesteps"],
+                                                              taus=p["taus"], alpha=p["alpha"], refine="none"))  # fmt: skip
+        pair = dl.capture(bb, images, layers=[layer, f"{layer}.probs"], timesteps=50)
+        clock("method_comparison before", lambda: old.method_comparison(pair, gts, methods, **kw))
+        clock("layer_grid before", lambda: old_views.layer_grid(cache, gt=gts[s0], image_index=s0, num_classes=n,
+                                                                timesteps=p["timesteps"], tau=p["tau"], alpha=p["alpha"],
+                                                                refine="none"))  # fmt: skip
+
+    def run_after() -> None:
+        rows = clock("layer_scores after", lambda: dl.layer_scores(
+            cache, gts, num_classes=n, timesteps=p["timesteps"], taus=sorted({*p["taus"], p["tau"]}), alpha=p["alpha"],
+            refine="none", keep_labels=True))  # fmt: skip
+        clock("method_comparison after", lambda: dl.method_comparison(cache, gts, methods, scores=rows, **kw))
+        clock("layer_grid after", lambda: viz.layer_grid(rows, image=images[s0], image_index=s0, tau=p["tau"]))
+
+    for r in range(repeats):
+        for run in (run_before, run_after) if r % 2 == 0 else (run_after, run_before):
+            run()
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    ratios = {name: medians[f"{name} before"] / medians[f"{name} after"]
+              for name in ("layer_scores", "method_comparison", "layer_grid")}  # fmt: skip
+    return {"params": p, "seconds": times, "median_s": medians, "ratio_before_over_after": ratios}
+
+
 def summarize(runs: dict[str, list[dict[str, Any]]], *, before: str, after: str, args: argparse.Namespace,
               params: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     """The result of the repeats done so far (medians, ratio), written to ``args.out``."""
@@ -106,9 +182,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--before-tree", action="store_true", help="run the whole tree at --before as 'before'")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--params", default="{}", help="papermill parameters as JSON (default: the notebook's)")
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--calls", action="store_true", help="time the three calls in one process instead")
     args = ap.parse_args(argv)
     params = json.loads(args.params)
+    if args.calls:
+        out = args.out or OUT.with_name("notebook02_calls.json")
+        result = {"benchmark": "notebook02 calls", "before": args.before, "repeats": args.repeats,
+                  "machine": platform.platform(), "cpus": os.cpu_count(),
+                  **time_calls(args.before, params, args.repeats), "load_average": os.getloadavg()}  # fmt: skip
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        print(json.dumps(result["median_s"], indent=1), json.dumps(result["ratio_before_over_after"]), f"-> {out}")
+        return 0
+    args.out = args.out or OUT
     rev = lambda c: subprocess.run(["git", "-C", str(ROOT), "rev-parse", c], check=True, capture_output=True,  # noqa: E731
                                    text=True).stdout.strip()  # fmt: skip
     before, after = rev(args.before), rev(args.after)
