@@ -400,8 +400,15 @@ def _top_eigvecs(a: torch.Tensor, d: torch.Tensor, k: int) -> torch.Tensor:
         if vecs is not None:
             return torch.from_numpy(np.ascontiguousarray(vecs))
         return torch.linalg.eigh(s[:, None] * a * s[None, :])[1][:, -k:]
-    x0 = torch.cos(torch.arange(n * k, device=a.device, dtype=a.dtype).reshape(n, k) * 0.7) + 0.1
-    _, vecs = torch.lobpcg(s[:, None] * a * s[None, :], k=k, X=x0, largest=True, tol=1e-8, niter=1000)
+    return _lobpcg_top(s[:, None] * a * s[None, :], k)
+
+
+def _lobpcg_top(m: torch.Tensor, k: int) -> torch.Tensor:
+    """Top-k eigenvectors ``(N, k)`` of the symmetric ``m`` by LOBPCG on its device, from a fixed start
+    (normal draws of a CPU generator seeded 0: independent columns, the same on every device)."""
+    n = m.shape[0]
+    x0 = torch.randn(n, k, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(m.device, m.dtype)
+    _, vecs = torch.lobpcg(m, k=k, X=x0, largest=True, tol=1e-8, niter=1000)
     return vecs
 
 

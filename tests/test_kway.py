@@ -386,3 +386,14 @@ def test_large_graph_uses_no_dense_eigendecomposition(monkeypatch) -> None:
     monkeypatch.setattr(torch.linalg, "eigh", refuse)
     res = kway_ncut(w, 4, n_init=2)
     assert adjusted_rand_score(region, res.labels) == 1.0
+
+
+def test_device_start_by_lobpcg_spans_the_dense_eigenvectors() -> None:
+    # off the host the spectral start uses torch.lobpcg on W's device; its arithmetic, checked on the CPU
+    f, _ = clustered(8, 20, 4, noise=1.0)
+    a, d = kway._graph(affinity(f, alpha=10.0), False)
+    s = d.rsqrt()
+    m = s[:, None] * a * s[None, :]
+    v = kway._lobpcg_top(m, 4)
+    dense = torch.linalg.eigh(m)[1][:, -4:]
+    assert float(torch.linalg.svdvals(dense.T @ v).min()) > 1 - 1e-6
