@@ -452,8 +452,16 @@ def hook_point_rows(
 ) -> list[dict[str, Any]]:
     """:func:`list_hook_points` as plain rows (dicts with the keys of :data:`FRAME_COLUMNS`), no pandas.
 
-    ``order`` is the position in the forward pass among the rows listed; ``diffcut`` marks the layer the
-    ``"diffcut"`` alias resolves to.
+    Parameters
+    ----------
+    backbone, kind, image_size
+        As for :func:`list_hook_points`.
+
+    Returns
+    -------
+    list of dict
+        One dict per hook point in forward order: ``order`` is its position among the rows listed,
+        ``diffcut`` marks the layer the ``"diffcut"`` alias resolves to.
     """
     points = list_hook_points(backbone, kind=kind, image_size=image_size)
     try:

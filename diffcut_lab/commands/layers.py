@@ -94,7 +94,19 @@ def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     """Rows as an aligned text table, as pandas' ``DataFrame.to_string(index=False)`` prints them.
 
     Every column is right-aligned and one space apart; the header of a numeric column gets one more
-    leading space.
+    leading space. Written here so that the command needs no pandas.
+
+    Parameters
+    ----------
+    rows : list of dict
+        One dict per row, with at least the keys in ``columns``.
+    columns : list of str
+        Column names, in order.
+
+    Returns
+    -------
+    str
+        The header line and one line per row, without a trailing newline.
     """
     numeric = {c for c in columns if rows and all(isinstance(r[c], (int, float)) for r in rows)}
     headers = [f" {c}" if c in numeric else c for c in columns]
