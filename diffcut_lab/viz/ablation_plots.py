@@ -26,6 +26,7 @@ from ..hook_points import forward_order, short_layer_name
 
 __all__ = ["method_bars", "miou_heatmap", "sensitivity"]
 
+
 def _rows(df: pd.DataFrame, select: Mapping[str, Any] | None) -> pd.DataFrame:
     """The rows that ``select`` (column -> value or values) keeps."""
     for col, value in (select or {}).items():
