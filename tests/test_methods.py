@@ -179,3 +179,26 @@ def test_the_stepper_says_a_kway_partition_has_no_steps():
     app = viz.cut_stepper(auto, features=f)  # an automatic tree steps like any other
     app.set_tau(0.3)
     assert app.tree.n_segments <= auto.n_segments
+
+
+def test_spectral_rows_on_the_attention_walk_get_the_captured_attention(tiny_dir):
+    """The spectral baseline on the attention graph: the engine captures the layer's probabilities for it
+    and its rows are segment_features' labels on them (the graph the cut would partition)."""
+    from diffcut_lab.baselines import segment_features
+
+    grid = _grid(tiny_dir, layers=["diffcut"], timesteps=[50], refines=["none"], methods=["spectral"],
+                 method_kwargs={"spectral": {"affinity": "attention", "walk_steps": 1}})  # fmt: skip
+    rows = run_ablation(grid, out=None, progress=False)
+    assert len(rows) == 2 and (rows["n_segments"] >= 1).all()
+    bb = dl.load_backbone(str(tiny_dir))
+    from diffcut_lab.datasets import load_dataset
+
+    ds = load_dataset(grid.dataset, **grid.dataset_kwargs)
+    dc = dl.DiffCut(bb, refine="none")
+    name = dc.layer_name()
+    for _, row in rows.iterrows():
+        x = dc.inputs(ds[int(row["image_index"])].image)[0][1][None]
+        cache = dl.capture(bb, x, layers=[name, f"{name}.probs"], timesteps=50, seed=grid.seed)
+        labels = segment_features(cache[name, 50][0], "spectral", affinity="attention", walk_steps=1,
+                                  attention=cache[f"{name}.probs", 50][0], seed=grid.seed)  # fmt: skip
+        assert row["n_segments"] == len(np.unique(labels))

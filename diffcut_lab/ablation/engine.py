@@ -121,6 +121,8 @@ def _baseline_labels(method: str, feats: torch.Tensor, params: str, seed: int, a
     kwargs.setdefault("seed", seed)
     if method == "diffseg":
         kwargs["attn"] = attn
+    elif kwargs.get("affinity") == "attention":  # the spectral baseline on the attention walk's graph
+        kwargs["attention"] = attn
     return np.asarray(segment_features(feats, method=method, **kwargs), dtype=np.int64)
 
 
@@ -213,7 +215,9 @@ def compute_unit(
     needs |= {
         (f"{names[c.layer]}.probs", c.timestep)
         for c in configs
-        if c.method == "diffseg" or (c.method == "diffcut" and cfgs[c.id].affinity == "attention")
+        if c.method == "diffseg"
+        or (c.method == "diffcut" and cfgs[c.id].affinity == "attention")
+        or json.loads(c.params or "{}").get("affinity") == "attention"
     }
     feats, cached = _features(backbone, grid, x, base, needs, store)
     fingerprint = model_fingerprint(backbone)
