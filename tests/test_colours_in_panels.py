@@ -210,3 +210,28 @@ def test_the_tree_of_cuts_shows_each_node_in_its_segments_colour(tree):
         assert (bars.marker.pattern.shape[j] == "/") == (not s.accepted)  # a final segment is hatched
         if not s.accepted:  # and in that segment's colour in the final partition
             assert bars.marker.color[j] == leaf_colours[final[s.members[0]]]
+
+
+@pytest.mark.parametrize("mode", ["fixed", "paper"])
+def test_a_rejected_cut_shows_the_colours_that_cut_alone_would_give(mode):
+    """The stepper colours every rejected cut at once; each must equal the lineage of the partitions up to
+    that step followed by the partition with that one cut made."""
+    from diffcut_lab.colors import lineage_hex
+
+    t = dl.recursive_ncut(affinity(_features(5), alpha=10.0), tau=0.7, grid=(H_GRID, W_GRID), mode=mode)
+    data = st._StepData(t)
+    rejected = 0
+    for i, s in enumerate(t.steps):
+        members, positive = data.sides(i)
+        if s.accepted or not positive.any() or positive.all():
+            continue
+        rejected += 1
+        before = t.labels_at(i).ravel()
+        codes = before.copy()
+        codes[members[positive]] = before.max() + 1
+        _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+        after = np.argsort(np.argsort(first))[inverse.ravel()]  # numbered by first pixel, as the tree numbers
+        colours = lineage_hex([t.labels_at(j) for j in range(i + 1)] + [after.reshape(H_GRID, W_GRID)])[-1]
+        expect = (colours[after[members[positive][0]]], colours[after[members[~positive][0]]])
+        assert data.side_colors(i) == expect, i
+    assert rejected >= 2

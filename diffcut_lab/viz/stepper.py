@@ -284,6 +284,8 @@ class _StepData:
         self.k_final = int(labels.max()) + 1 if labels.size else 1
         self._partition_cache: dict[int, np.ndarray] = {}
         self._chain: list[list[str]] | None = None
+        self._rejected_split = np.zeros(0, np.int64)
+        self._rejected_colours: list[str] = []
         self._node_colors: list[str] | None = None
         self._sides_cache: dict[int, tuple[str, str]] = {}
 
@@ -349,9 +351,33 @@ class _StepData:
         """``"#rrggbb"`` of each segment of the partition after ``k`` steps, by its place in the tree: the
         partitions after each step are a chain from the root, coloured by
         :func:`~diffcut_lab.colors.lineage_hex` (a segment keeps its colour, its parts take nearby hues)."""
-        if self._chain is None:
-            self._chain = lineage_hex([self.partition(j) for j in range(len(self.tree.steps) + 1)])
+        self._colour_chain()
+        assert self._chain is not None
         return self._chain[k]
+
+    def _colour_chain(self) -> None:
+        """Colour the chain of partitions once, and with it the cuts that were rejected.
+
+        A rejected node is a leaf of the final partition, where it keeps the colour (and the hues) it had
+        when its cut was tried: one labeling more, the final partition with every rejected cut made, gives
+        each rejected cut's sides the colours that cut alone would have given them (the sides of one leaf
+        inherit from that leaf only, ordered as the tree orders ids).
+        """
+        if self._chain is not None:
+            return
+        steps = self.tree.steps
+        chain = [self.partition(j) for j in range(len(steps) + 1)]
+        final = chain[-1].ravel()
+        split = final.copy()
+        nxt = int(final.max()) + 1 if final.size else 1
+        for j, step in enumerate(steps):
+            members, positive = self.sides(j)
+            if not _accepted(step) and members.size and positive.any() and not positive.all():
+                split[members[positive]] = nxt
+                nxt += 1
+        self._rejected_split = _raster_relabel(split)
+        colours = lineage_hex([*chain, self._rejected_split.reshape(self.grid)])
+        self._chain, self._rejected_colours = colours[:-1], colours[-1]
 
     def side_colors(self, i: int) -> tuple[str, str]:
         """``(this side, that side)`` colours of step ``i``: the colours the two sides take in the partition
@@ -367,12 +393,9 @@ class _StepData:
         else:
             if _accepted(self.tree.steps[i]):
                 after, colours = self.partition(i + 1).ravel(), self.partition_colors(i + 1)
-            else:  # the partition the cut would have given, numbered as the tree numbers it
-                split = before.copy()
-                split[members[positive]] = int(before.max()) + 1
-                after = _raster_relabel(split)
-                chain = [self.partition(j) for j in range(i + 1)] + [after.reshape(self.grid)]
-                colours = lineage_hex(chain)[-1]
+            else:  # the colours the cut would have given (see _colour_chain)
+                self._colour_chain()
+                after, colours = self._rejected_split, self._rejected_colours
             out = (colours[int(after[members[positive][0]])], colours[int(after[members[~positive][0]])])
         self._sides_cache[i] = out
         return out
@@ -380,7 +403,9 @@ class _StepData:
     def legend_props(self, i: int) -> dict[int, dict[str, Any]]:
         """The legend's two swatches at step ``i``: this side's and that side's colour."""
         pos, neg = self.side_colors(i)
-        return {T_LEGEND_POS: {"marker": {"color": pos}}, T_LEGEND_NEG: {"marker": {"color": neg}}}
+        # x and y travel with every update: a view displayed again draws what the updates carried
+        return {T_LEGEND_POS: {"x": [None], "y": [None], "marker": {"color": pos}},
+                T_LEGEND_NEG: {"x": [None], "y": [None], "marker": {"color": neg}}}
 
     def step_props(self, i: int) -> dict[int, dict[str, Any]]:
         """Trace index -> properties for step ``i`` (0-based)."""
