@@ -557,7 +557,7 @@ def _base_figure(
         go.Heatmap(
             z=np.zeros((h, w)), name="Fiedler",
             colorbar={"orientation": "h", "thickness": 8, "tickfont": {"size": 9}, "yanchor": "top",
-                      "xanchor": "center", "title": {"text": "Fiedler value", "side": "bottom", "font": {"size": 10}}},
+                      "xanchor": "center", "title": {"text": "Fiedler value", "side": "top", "font": {"size": 10}}},
             hovertemplate="Fiedler value %{z:.4f}<extra></extra>", **geom,
         ),
         row=1,
@@ -631,7 +631,8 @@ def _base_figure(
     # the Fiedler panel shows the outside of the sub-graph (no value there) in the sub-graph panel's dark
     fig.add_shape(type="rect", x0=-0.5, x1=background.shape[1] - 0.5, y0=-0.5, y1=background.shape[0] - 0.5,
                   fillcolor=_OUTSIDE_SOLID, line_width=0, layer="below", row=1, col=2)
-    fig.update_xaxes(title_text="threshold on the Fiedler vector", row=1, col=3, title_font={"size": 11})
+    fig.update_xaxes(title_text="threshold on the Fiedler vector", row=1, col=3, title_font={"size": 11},
+                     nticks=4)  # few ticks: they stay level in a narrow panel
     fig.update_yaxes(title_text="NCut", row=1, col=3, title_font={"size": 11})
     fig.update_xaxes(title_text="pixels", row=2, col=2, range=[0, data.n], showgrid=False,
                      title_font={"size": 11})
@@ -655,7 +656,7 @@ def _base_figure(
     sub = fig.get_subplot(1, 2)
     fig.data[T_FIEDLER].colorbar.update(
         x=(sub.xaxis.domain[0] + sub.xaxis.domain[1]) / 2, len=0.8 * (sub.xaxis.domain[1] - sub.xaxis.domain[0]),
-        y=sub.yaxis.domain[0] - 0.02,
+        y=sub.yaxis.domain[0] - 0.01,
     )
     curve = fig.get_subplot(1, 3)
     assert (curve.xaxis.plotly_name, curve.yaxis.plotly_name) == (_CURVE_X, _CURVE_Y)
@@ -736,7 +737,9 @@ def cut_steps_figure(
     anim = {"mode": "immediate", "frame": {"duration": 0, "redraw": True}, "transition": {"duration": 0}}
     fig.update_layout(
         title=title or f"recursive NCut: {len(tree.steps)} steps, {data.k_final} segments ({_tau_text(tree)})",
-        margin={"t": 70, "b": 110},
+        margin={"t": 100, "b": 110},
+        # the step's legend on a line of its own under the title (a narrow export keeps both whole)
+        legend={"y": 1 - 42 / height, "x": 0.0, "xanchor": "left"},
         sliders=[
             {
                 "active": 0,
