@@ -14,7 +14,8 @@ import scipy.linalg
 import scipy.sparse as sp
 import scipy.sparse.csgraph
 import scipy.sparse.linalg
-from threadpoolctl import threadpool_limits
+
+from .threads import blas_threads
 
 DENSE_MAX = 256  # "auto": dense float64 eigh up to this many nodes, Lanczos (ARPACK) above
 
@@ -67,7 +68,7 @@ def _dense_fiedler(g: np.ndarray, d: np.ndarray) -> Fiedler:
     k = min(2, g.shape[0] - 1)
     # Small problems run fastest on one BLAS thread; more threads spin-wait against torch's (4-10x slower).
     limits = 1 if g.shape[0] <= 4 * DENSE_MAX else None
-    with threadpool_limits(limits=limits, user_api="blas"):
+    with blas_threads(limits):
         vals, vecs = scipy.linalg.eigh(m, subset_by_index=[0, k], driver="evr", check_finite=False)
     lam3 = float(vals[2]) if k == 2 else float("inf")
     return Fiedler(fix_sign(s * vecs[:, 1]), float(vals[1]), lam3, "dense")
@@ -94,7 +95,7 @@ def _lanczos_fiedler(g: np.ndarray | sp.csr_matrix, d: np.ndarray, warm: np.ndar
     if v0 is None:  # deterministic start (ARPACK's default is random)
         v0 = np.cos(np.arange(n) * 0.7) + 0.1
         v0 -= u * (u @ v0)
-    with threadpool_limits(limits=1, user_api="blas"):
+    with blas_threads(1):
         vals, vecs = scipy.sparse.linalg.eigsh(
             op, k=2, which="LA", v0=v0, tol=1e-10, maxiter=max(1000, 10 * n)
         )

@@ -95,6 +95,7 @@ import numpy as np
 import torch
 
 from .errors import FeatureError, ParameterError
+from .threads import blas_threads
 
 __all__ = ["INITS", "KwayResult", "kway_ncut", "kway_ncut_value"]
 
@@ -355,19 +356,6 @@ def _nearest(x: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
 
 
 _DENSE_EIG_MAX = 256  # the spectral embedding: dense eigh up to this many nodes, Lanczos above
-_BLAS: list[Any] = []  # one threadpoolctl controller (building one scans the loaded libraries: ~10 ms)
-
-
-def _one_blas_thread() -> Any:
-    """Context: BLAS on one thread (its idle threads spin-wait against torch's on a busy machine)."""
-    if not _BLAS:
-        import scipy.linalg  # noqa: F401  (its BLAS must be loaded before the scan)
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS.append(ThreadpoolController())
-    return _BLAS[0].limit(limits=1, user_api="blas")
-
-
 def _top_eigvecs(a: torch.Tensor, d: torch.Tensor, k: int) -> torch.Tensor:
     """Top-k eigenvectors ``(N, k)`` of ``D^-1/2 W D^-1/2``: dense ``eigh`` for small graphs, else Lanczos
     (ARPACK on one BLAS thread from a fixed start vector, on the host) or LOBPCG (other devices); products
@@ -381,7 +369,7 @@ def _top_eigvecs(a: torch.Tensor, d: torch.Tensor, k: int) -> torch.Tensor:
         m = s[:, None] * a * s[None, :]
         if a.device.type != "cpu":
             return torch.linalg.eigh(m)[1][:, -k:]
-        with _one_blas_thread():  # the k eigenpairs only (LAPACK's MRRR)
+        with blas_threads(1):  # the k eigenpairs only (LAPACK's MRRR)
             vecs = scipy.linalg.eigh(m.numpy(), subset_by_index=[n - k, n - 1], driver="evr", check_finite=False)[1]
         return torch.from_numpy(vecs)
     if a.device.type == "cpu":
@@ -392,7 +380,7 @@ def _top_eigvecs(a: torch.Tensor, d: torch.Tensor, k: int) -> torch.Tensor:
 
         op = scipy.sparse.linalg.LinearOperator((n, n), matvec=matvec, dtype=a_np.dtype)
         v0 = np.cos(np.arange(n) * 0.7) + 0.1  # deterministic start (ARPACK's default is random)
-        with _one_blas_thread():
+        with blas_threads(1):
             try:
                 _, vecs = scipy.sparse.linalg.eigsh(op, k=k, which="LA", v0=v0, tol=1e-8, maxiter=max(1000, 10 * n))
             except scipy.sparse.linalg.ArpackNoConvergence as exc:  # unconverged vectors still seed well

@@ -78,7 +78,7 @@ class CutStep:
         Boolean mask over ``members``: the positive side of the chosen split.
     solver : str
         How the Fiedler vector was obtained ("dense", "eigsh", "eigsh->dense", "torch32", "torch64",
-        "components", "none").
+        "torch64-lanczos", "components", "none").
     reason : str
         Why the cut was accepted or rejected, in words.
     """

@@ -224,7 +224,7 @@ def _kway_tree(W: torch.Tensor, config: DiffCutConfig, grid: tuple[int, int], k:
     from .ncut import CutTree
 
     k = check_kway_segments(int(k), grid, source=k_from)  # refused, never clamped: K means what it says
-    init = "k-means++" if start is None else np.asarray(start).reshape(-1)
+    init = "spectral" if start is None else np.asarray(start).reshape(-1)  # kway_ncut's default start
     res = kway_ncut(W, k, seed=0, init=init)
     params = {"ncut": float(res.ncut), "k_from": k_from, "n_iter": int(res.n_iter), "converged": bool(res.converged)}
     if config.tau == AUTO:

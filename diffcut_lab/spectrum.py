@@ -163,7 +163,8 @@ def _eigenpairs(weights: Any, d: np.ndarray, m: int) -> tuple[np.ndarray, np.nda
     """The ``m`` smallest eigenpairs ``(values, v)`` of ``I - D^-1/2 W D^-1/2``, ascending."""
     import scipy.linalg
     import scipy.sparse.linalg
-    from threadpoolctl import threadpool_limits
+
+    from .threads import blas_threads
 
     n = weights.shape[0]
     s = np.divide(1.0, np.sqrt(d), out=np.zeros(n), where=d > 0)
@@ -173,7 +174,7 @@ def _eigenpairs(weights: Any, d: np.ndarray, m: int) -> tuple[np.ndarray, np.nda
         )
         v0 = np.cos(np.arange(n) * 0.7) + 1.1  # deterministic (ARPACK's default start is random)
         try:
-            with threadpool_limits(limits=1, user_api="blas"):
+            with blas_threads(1):
                 mu, vecs = scipy.sparse.linalg.eigsh(
                     op, k=m, which="LA", v0=v0, tol=1e-10, maxiter=max(1000, 20 * n)
                 )
@@ -184,7 +185,7 @@ def _eigenpairs(weights: Any, d: np.ndarray, m: int) -> tuple[np.ndarray, np.nda
     dense = weights.toarray() if sp.issparse(weights) else weights
     lap = -(s[:, None] * dense * s[None, :])
     lap[np.diag_indices_from(lap)] += 1.0
-    with threadpool_limits(limits=1 if n <= 1024 else None, user_api="blas"):
+    with blas_threads(1 if n <= 1024 else None):
         vals, vecs = scipy.linalg.eigh(lap, subset_by_index=[0, m - 1], driver="evr", check_finite=False)
     return vals, vecs
 

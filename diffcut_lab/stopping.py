@@ -82,7 +82,8 @@ def laplacian_eigenvalues(
     """
     import scipy.linalg
     import scipy.sparse.linalg
-    from threadpoolctl import threadpool_limits
+
+    from .threads import blas_threads
 
     w = sp.csr_matrix(weights) if sp.issparse(weights) else np.asarray(weights)
     if w.dtype not in (np.float32, np.float64):
@@ -109,7 +110,7 @@ def laplacian_eigenvalues(
         )
         v0 = np.cos(np.arange(n) * 0.7) + 1.1  # deterministic (ARPACK's default start is random)
         try:
-            with threadpool_limits(limits=1, user_api="blas"):
+            with blas_threads(1):
                 mu = scipy.sparse.linalg.eigsh(
                     op, k=m, which="LA", v0=v0, tol=1e-9, maxiter=max(1000, 20 * n), return_eigenvectors=False
                 )
@@ -119,7 +120,7 @@ def laplacian_eigenvalues(
         dense = w.toarray() if sp.issparse(w) else w
         a = s[:, None] * np.asarray(dense, np.float64) * s[None, :]
         # one BLAS thread up to a few thousand nodes: more spin-wait against torch's threads (see _eigen)
-        with threadpool_limits(limits=1 if n <= 4096 else None, user_api="blas"):
+        with blas_threads(1 if n <= 4096 else None):
             mu = scipy.linalg.eigh(a, subset_by_index=[n - m, n - 1], eigvals_only=True, check_finite=False)
     return np.clip(np.sort(1.0 - np.asarray(mu, np.float64)), 0.0, 2.0)
 

@@ -277,7 +277,8 @@ def _krylov_stationary(P: torch.Tensor) -> torch.Tensor | None:
     copy and no ``O(N^3)`` factorisation. None when it does not converge or its residual
     ``max |pi P - pi|`` exceeds :data:`KRYLOV_RTOL` of ``max pi`` (the caller then solves directly)."""
     import scipy.sparse.linalg
-    from threadpoolctl import threadpool_limits
+
+    from .threads import blas_threads
 
     n = P.shape[0]
     pt = P.numpy().T  # a view: products with P^T read P's rows
@@ -289,7 +290,7 @@ def _krylov_stationary(P: torch.Tensor) -> torch.Tensor | None:
     v0 = np.full(n, 1.0 / n)
     tol = 1e-12 if P.dtype == torch.float64 else 1e-6  # the products' own rounding
     try:
-        with threadpool_limits(limits=1, user_api="blas"):
+        with blas_threads(1):
             _, vecs = scipy.sparse.linalg.eigs(op, k=1, which="LR", v0=v0, tol=tol, maxiter=max(1000, n))
     except scipy.sparse.linalg.ArpackError:  # ArpackNoConvergence derives from it
         return None

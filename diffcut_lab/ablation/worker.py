@@ -102,12 +102,13 @@ def fixed_threads(n: int | None) -> Iterator[None]:
         yield
         return
     import torch
-    from threadpoolctl import threadpool_limits
+
+    from ..threads import pool_threads
 
     before = torch.get_num_threads()
     torch.set_num_threads(int(n))
     try:
-        with threadpool_limits(limits=int(n)):
+        with pool_threads(int(n)):
             yield
     finally:
         torch.set_num_threads(before)
