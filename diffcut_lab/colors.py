@@ -40,15 +40,29 @@ def label_colors(n: int) -> np.ndarray:
     return np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in label_hex(n)], dtype=np.uint8).reshape(-1, 3)
 
 
-def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5, *, edges: bool = True) -> np.ndarray:
+def overlay(
+    image: np.ndarray,
+    labels: np.ndarray,
+    alpha: float = 0.5,
+    *,
+    edges: bool = True,
+    colors: Sequence[str] | None = None,
+) -> np.ndarray:
     """Blend label colours over an ``(H, W, 3)`` uint8 image of the same size; segment borders drawn white
-    when ``edges``. Returns ``(H, W, 3)`` uint8."""
+    when ``edges``. ``colors`` paints id ``k`` in ``colors[k]`` (``"#rrggbb"``, e.g. from
+    :func:`lineage_hex`) instead of the palette. Returns ``(H, W, 3)`` uint8."""
     labels = np.asarray(labels)
     image = np.asarray(image)
     if image.shape[:2] != labels.shape:
         raise ParameterError(f"image {image.shape[:2]} and labels {labels.shape} differ in size.")
-    colours = label_colors(int(labels.max()) + 1 if labels.size else 1)[np.clip(labels, 0, None)]
-    out = (1 - alpha) * image.astype(np.float64) + alpha * colours
+    n = int(labels.max()) + 1 if labels.size else 1
+    if colors is None:
+        table = label_colors(n)
+    elif len(colors) < n:
+        raise ParameterError(f"colors has {len(colors)} entries for labels up to id {n - 1}; give one per id.")
+    else:
+        table = np.array([[int(str(c)[i : i + 2], 16) for i in (1, 3, 5)] for c in colors[:n]], dtype=np.uint8)
+    out = (1 - alpha) * image.astype(np.float64) + alpha * table[np.clip(labels, 0, None)]
     if edges:
         border = np.zeros(labels.shape, bool)
         border[:-1] |= labels[:-1] != labels[1:]

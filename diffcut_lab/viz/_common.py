@@ -102,22 +102,7 @@ def blend_labels(
     """
     from ..colors import overlay
 
-    lab = resize_labels(labels, image.shape[:2])
-    if colors is None:
-        return overlay(image, lab, opacity, edges=boundaries)
-    n = int(lab.max()) + 1 if lab.size else 1
-    if len(colors) < n:
-        from ..errors import ParameterError
-
-        raise ParameterError(f"colors has {len(colors)} entries for labels up to id {n - 1}; give one per id.")
-    table = np.array([[int(str(c)[i : i + 2], 16) for i in (1, 3, 5)] for c in colors[:n]], dtype=np.float64)
-    out = (1 - opacity) * np.asarray(image, dtype=np.float64) + opacity * table[np.clip(lab, 0, None)]
-    if boundaries:
-        border = np.zeros(lab.shape, bool)
-        border[:-1] |= lab[:-1] != lab[1:]
-        border[:, :-1] |= lab[:, :-1] != lab[:, 1:]
-        out[border] = 255
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+    return overlay(image, resize_labels(labels, image.shape[:2]), opacity, edges=boundaries, colors=colors)
 
 
 def seen_colors(painted: np.ndarray, labels: np.ndarray) -> dict[int, str]:
