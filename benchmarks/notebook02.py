@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs[name].append(run_notebook(trees[name], params, work))
                 print(f"repeat {r} {name}: {runs[name][-1]['wall']:.1f} s ({time.perf_counter() - t0:.1f} s with "
                       "start-up)", flush=True)  # fmt: skip
-        result = summarize(runs, before=before, after=after, args=args, params=params)  # kept after each repeat
+            result = summarize(runs, before=before, after=after, args=args, params=params)  # kept after each repeat
     print(f"before {result['wall_before_s']:.1f} s, after {result['wall_after_s']:.1f} s: "
           f"{result['ratio_before_over_after']:.2f}x -> {args.out}")  # fmt: skip
     return 0
