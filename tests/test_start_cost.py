@@ -163,7 +163,7 @@ def test_layers_command_imports_neither_diffusers_nor_pandas():
         "assert '<- diffcut' in out.getvalue()\n"
         f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
-    assert _run(code).split() == ["torch"]
+    assert set(_run(code).split()) <= {"torch"}  # torch comes with diffcut_lab.backbones, nothing else heavy
 
 
 def test_hook_point_module_imports_without_torch():
