@@ -544,6 +544,9 @@ def load_backbone(
     UnsupportedModelError
         The model has no UNet with cross-attention (e.g. a DiT/transformer pipeline or a ``UNet2DModel``).
     """
+    from .threads import apply_env
+
+    apply_env()  # --threads N of the command that started this process (a report's kernel, a worker)
     dev = torch.device(device) if device is not None else default_device()
     dt = dtype if dtype is not None else default_dtype(dev)
     name = str(source)

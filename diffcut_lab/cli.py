@@ -56,6 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from .commands._options import apply_threads
+
+        apply_threads(args)
         return int(args.run(args) or 0)
     except DiffCutLabError as err:
         print(f"diffcut-lab {args.command}: error: {err}", file=sys.stderr)

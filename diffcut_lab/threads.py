@@ -25,10 +25,13 @@ from typing import Any
 
 from .errors import ParameterError
 
-__all__ = ["MAX_THREADS", "blas_threads", "pool_threads", "set_policy", "set_threads", "small_work", "thread_settings"]
+__all__ = ["ENV_THREADS", "MAX_THREADS", "apply_env", "blas_threads", "pool_threads", "set_policy", "set_threads", "small_work", "thread_settings"]
 
 #: the most threads ``--threads`` accepts (more than any machine's cores is a typo)
 MAX_THREADS = 1024
+#: environment variable that carries ``--threads N`` into the processes a command starts (a report's
+#: notebook kernel, process-pool workers): :func:`apply_env` reads it
+ENV_THREADS = "DIFFCUT_LAB_THREADS"
 
 _state: dict[str, Any] = {"policy": True, "controller": None}
 
@@ -94,6 +97,13 @@ def set_threads(n: Any) -> int:
     torch.set_num_threads(n)
     _controller().limit(limits=n, user_api="blas")  # kept: the process's setting from now on
     return n
+
+
+def apply_env() -> int | None:
+    """Use the threads :data:`ENV_THREADS` names, if set (``--threads N`` of the command that started this
+    process); returns them. :func:`~diffcut_lab.backbones.load_backbone` calls it."""
+    value = os.environ.get(ENV_THREADS)
+    return None if not value else set_threads(value)
 
 
 def thread_settings() -> dict[str, Any]:

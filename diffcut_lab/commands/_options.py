@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from collections.abc import Iterable
 from typing import Any
 
 from ..config import NONE, NONE_MEANS, DiffCutConfig
 
-__all__ = ["DEFAULT_MODEL", "MODEL_HELP", "add_config_options", "add_model_option", "config_from_args", "option", "parse_float", "parse_int"]
+__all__ = ["DEFAULT_MODEL", "MODEL_HELP", "add_config_options", "add_model_option", "add_threads_option", "apply_threads", "config_from_args", "option", "parse_float", "parse_int"]
 
 DEFAULT_MODEL = "pocket"
 MODEL_HELP = (
@@ -34,6 +35,26 @@ def option(name: str) -> str:
 def add_model_option(parser: argparse.ArgumentParser) -> None:
     """``--model``, with the one default every command shares."""
     parser.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``: the threads of the large work (UNet, affinity); :func:`apply_threads` uses it."""
+    parser.add_argument(
+        "--threads", type=parse_int, default=None, metavar="N",
+        help="threads for the UNet and the large products (default: every core); the many small steps "
+             "(cut, concept assignment, PAMR) run on one thread either way, which keeps them fast on a busy "
+             "machine. --threads 1 leaves the other cores to other work",
+    )  # fmt: skip
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    """Apply ``--threads`` to this process and, through the environment, to the processes it starts."""
+    n = getattr(args, "threads", None)
+    if n is not None:
+        from ..threads import ENV_THREADS, check_threads, set_threads
+
+        os.environ[ENV_THREADS] = str(check_threads(n))
+        set_threads(n)
 
 
 def _optional_int(text: str) -> int | str:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..options import MATCHES, METHODS, QUIRKS, SCORED_DATASETS
-from ._options import add_config_options, add_model_option, config_from_args
+from ._options import add_config_options, add_model_option, add_threads_option, config_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -39,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, choices=SCORED_DATASETS, help="benchmark or built-in set")
     p.add_argument("--root", help="dataset directory (required for the six benchmarks)")
     add_model_option(p)
+    add_threads_option(p)
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
     p.add_argument("--split", default=None, help="dataset split (default: val; synthetic: test)")
     p.add_argument("--quirks", default="fixed", choices=QUIRKS,

@@ -43,7 +43,7 @@ from ..config import DiffCutConfig
 from ..datasets.samples import SAMPLE_NAMES
 from ..errors import DiffCutLabError, ImageInputError, ParameterError
 from ..progress import PROGRESS_ENV, Progress, watch
-from ._options import add_config_options, add_model_option, config_from_args
+from ._options import add_config_options, add_model_option, add_threads_option, config_from_args
 
 __all__ = [
     "ReportParams", "build_report", "register", "report_notebook_path", "resolve_params", "run", "validate",
@@ -524,6 +524,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_option(parser)
+    add_threads_option(parser)
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", nargs="+", metavar="IMAGE", help="image files to segment")
     src.add_argument("--samples", action="store_true",

@@ -15,7 +15,14 @@ import numpy as np
 from .._scratch import scratch_dir, terminate_as_interrupt
 from ..errors import ImageInputError, ParameterError
 from ..progress import Progress
-from ._options import add_config_options, add_model_option, config_from_args, parse_float, parse_int
+from ._options import (
+    add_config_options,
+    add_model_option,
+    add_threads_option,
+    config_from_args,
+    parse_float,
+    parse_int,
+)
 
 __all__ = ["IMAGE_SUFFIXES", "collect_images", "register", "run", "save_labels"]
 
@@ -53,6 +60,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="image files (any format Pillow reads) or directories of images",
     )
     add_model_option(parser)
+    add_threads_option(parser)
     add_config_options(parser)
     parser.add_argument(
         "--overlay-alpha",

@@ -1,0 +1,93 @@
+"""The thread policy: small work on one thread in a scope that restores the settings; --threads N."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import diffcut_lab as dl
+from diffcut_lab import segmentation as core
+from diffcut_lab import threads
+
+
+def _blas() -> set[int]:
+    return set(threads.thread_settings()["blas"].values())
+
+
+def test_small_work_runs_on_one_thread_and_restores():
+    torch.set_num_threads(2)
+    with threads.blas_threads(2):
+        seen = {}
+
+        def probe(*_a, **_k):
+            seen["torch"], seen["blas"] = torch.get_num_threads(), _blas()
+            return 0
+
+        with threads.small_work():
+            probe()
+        assert seen == {"torch": 1, "blas": {1}}
+        assert torch.get_num_threads() == 2 and _blas() == {2}
+        threads.set_policy(False)
+        try:
+            with threads.small_work():
+                assert torch.get_num_threads() == 2
+        finally:
+            threads.set_policy(True)
+    torch.set_num_threads(1)  # the suite's setting (conftest)
+
+
+def test_the_cut_and_the_post_processing_run_in_the_scope(monkeypatch):
+    """pixel_labels and the cut see one thread; the caller's threads are back afterwards."""
+    from diffcut_lab import refine
+
+    seen = []
+    original = refine.median_filter
+
+    def spy(*a, **k):
+        seen.append(torch.get_num_threads())
+        return original(*a, **k)
+
+    monkeypatch.setattr(refine, "median_filter", spy)
+    torch.set_num_threads(2)
+    try:
+        f = torch.randn(8, 6, 6)
+        tree = core.cut_tree(f, dl.DiffCutConfig(refine="median"))
+        core.pixel_labels(core.grid_labels(tree), f, (12, 12), dl.DiffCutConfig(refine="median"))
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("bad", [0, -1, "two", 1.5, True, 10**6])
+def test_thread_counts_are_checked(bad):
+    with pytest.raises(dl.ParameterError, match="threads"):
+        threads.check_threads(bad)
+
+
+def test_threads_option_reaches_the_process_and_the_ones_it_starts(tmp_path):
+    """--threads N: this process's torch threads, and through the environment a notebook kernel's."""
+    code = (
+        "import os, torch, diffcut_lab.cli as c, diffcut_lab.commands._options as o, argparse\n"
+        "o.apply_threads(argparse.Namespace(threads=1))\n"
+        "print(torch.get_num_threads(), os.environ['DIFFCUT_LAB_THREADS'])\n"
+        "import subprocess, sys\n"
+        "print(subprocess.run([sys.executable, '-c', 'import torch, diffcut_lab as dl; dl.load_backbone(\"pocket\", "
+        "weights=False); print(torch.get_num_threads())'], capture_output=True, text=True).stdout.strip())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != threads.ENV_THREADS}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.split() == ["1", "1", "1"]
+
+
+def test_segment_refuses_a_bad_threads_value(capsys):
+    from diffcut_lab import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["segment", "x.png", "--threads", "many"])
+    assert "expected an integer" in capsys.readouterr().err
+    assert cli.main(["segment", "x.png", "--threads", "0"]) == 2
+    assert "threads must be an int from 1" in capsys.readouterr().err
