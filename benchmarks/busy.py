@@ -2,7 +2,7 @@
 
 Researchers run the toolkit on laptops and shared workstations where something else holds a core: a
 second notebook kernel, a browser, a build. This measures, in one run and alternating, the pipeline with
-the thread policy of :mod:`diffcut_lab.threads` on (the default) and off (every stage on the process's
+the thread policy of :mod:`diffcut_lab.threads` ("auto", the default) and off (every stage on the process's
 threads, as before the policy):
 
 - ``idle``: nothing else runs;
@@ -51,11 +51,11 @@ def _segment_times(dc, images, repeats: int) -> dict[bool, list[float]]:
     out: dict[bool, list[float]] = {True: [], False: []}
     for r in range(repeats):
         for policy in ((True, False) if r % 2 == 0 else (False, True)):  # alternate which runs first
-            threads.set_policy(policy)
+            threads.set_policy("auto" if policy else "off")
             t0 = time.perf_counter()
             dc.segment(images)
             out[policy].append(time.perf_counter() - t0)
-    threads.set_policy(True)
+    threads.set_policy("auto")
     return out
 
 

@@ -8,10 +8,14 @@ core (a second notebook kernel, a browser, a build) every hand-off waits for the
 machine beside another process's two-thread torch work that made post-processing 3-4x slower
 (``benchmarks/busy.py``).
 
-So the chain runs its small work in :func:`small_work`, a scope with one torch thread and one BLAS
-thread that restores the previous settings when it ends, and leaves the large work to the process's
-threads. :func:`set_threads` sets those (the command line's ``--threads N``); :func:`set_policy` turns the
-policy off, for comparisons (``benchmarks/busy.py`` measures both in one run).
+So the chain runs its small work in :func:`small_work`. On an idle machine the extra thread still pays
+(post-processing 1.3x slower on one thread), so the scope decides from what the process just got: the
+CPU time of the work before it (the UNet, the affinity: every thread busy) against its wall time. A
+multi-threaded stage that got less than :data:`BUSY_SHARE` of its threads' time shared the cores with
+other work; then the small work runs on one torch thread and one BLAS thread, restored when it ends.
+:func:`set_threads` sets the process's threads (the command line's ``--threads N``); :func:`set_policy`
+chooses ``"auto"`` (the default), ``"always"`` (small work always on one thread) or ``"off"``, for
+comparisons (``benchmarks/busy.py`` measures them in one run).
 
 Imports no torch at module level: the command line's ``--help`` reads this module.
 """
@@ -20,12 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from .errors import ParameterError
 
-__all__ = ["ENV_THREADS", "MAX_THREADS", "apply_env", "blas_threads", "pool_threads", "set_policy", "set_threads", "small_work", "thread_settings"]
+__all__ = ["ENV_THREADS", "MAX_THREADS", "POLICIES", "apply_env", "blas_threads", "machine_busy", "pool_threads", "set_policy", "set_threads", "small_work", "thread_settings"]
 
 #: the most threads ``--threads`` accepts (more than any machine's cores is a typo)
 MAX_THREADS = 1024
@@ -33,7 +38,15 @@ MAX_THREADS = 1024
 #: notebook kernel, process-pool workers): :func:`apply_env` reads it
 ENV_THREADS = "DIFFCUT_LAB_THREADS"
 
-_state: dict[str, Any] = {"policy": True, "controller": None}
+#: policies of :func:`small_work`
+POLICIES = ("auto", "always", "off")
+#: a multi-threaded stage that got less than this share of its threads' CPU time shared the machine
+BUSY_SHARE = 0.7
+#: the work between two scopes is read as a measurement when it lasted this long (seconds): shorter is
+#: noise, longer is likely a pause (a user reading a notebook) rather than work
+_MEASURE_WALL = (0.05, 10.0)
+
+_state: dict[str, Any] = {"policy": "auto", "controller": None, "mark": None, "busy": False}
 
 
 def _controller() -> Any:
@@ -64,11 +77,24 @@ def pool_threads(n: int) -> contextlib.AbstractContextManager:
     return _controller().limit(limits=n)
 
 
-def set_policy(enabled: bool) -> None:
-    """Turn the per-stage policy on (the default) or off (every stage on the process's threads)."""
-    if not isinstance(enabled, bool):
-        raise ParameterError(f"enabled must be True or False; got {enabled!r}.")
-    _state["policy"] = enabled
+def set_policy(policy: str) -> None:
+    """``"auto"`` (the default: small work on one thread when the machine is busy), ``"always"`` or
+    ``"off"`` (every stage on the process's threads)."""
+    if policy not in POLICIES:
+        raise ParameterError(f"unknown thread policy {policy!r}; expected one of {POLICIES}.")
+    _state["policy"] = policy
+
+
+def machine_busy() -> bool:
+    """Whether the work since the last :func:`small_work` scope shared the cores with other processes:
+    its CPU time fell short of :data:`BUSY_SHARE` of its threads' wall time. Without a usable measurement
+    (too short, a long pause, one thread) the last verdict stands (at first: not busy)."""
+    mark = _state["mark"]
+    if mark is not None:
+        wall, cpu, n = time.perf_counter() - mark[0], time.process_time() - mark[1], mark[2]
+        if n > 1 and _MEASURE_WALL[0] <= wall <= _MEASURE_WALL[1]:
+            _state["busy"] = cpu < BUSY_SHARE * n * wall
+    return _state["busy"]
 
 
 def check_threads(value: Any) -> int:
@@ -117,19 +143,21 @@ def thread_settings() -> dict[str, Any]:
 
 @contextlib.contextmanager
 def small_work() -> Iterator[None]:
-    """Run the enclosed small operations on one torch thread and one BLAS thread, then restore.
-
-    Nested scopes are free; with the policy off (:func:`set_policy`) this does nothing.
-    """
-    if not _state["policy"]:
-        yield
-        return
+    """Run the enclosed small operations on one torch thread and one BLAS thread where that pays (the
+    policy: :func:`machine_busy` under ``"auto"``), then restore; nested scopes are free."""
     import torch
 
+    policy = _state["policy"]
+    one = policy == "always" or (policy == "auto" and machine_busy())
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
-        with blas_threads(1):
+        if one and before > 1:
+            torch.set_num_threads(1)
+            with blas_threads(1):
+                yield
+        else:
             yield
     finally:
-        torch.set_num_threads(before)
+        if one and before > 1:
+            torch.set_num_threads(before)
+        _state["mark"] = (time.perf_counter(), time.process_time(), torch.get_num_threads())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -18,26 +19,48 @@ def _blas() -> set[int]:
     return set(threads.thread_settings()["blas"].values())
 
 
+def _probe() -> dict:
+    return {"torch": torch.get_num_threads(), "blas": _blas()}
+
+
 def test_small_work_runs_on_one_thread_and_restores():
     torch.set_num_threads(2)
-    with threads.blas_threads(2):
-        seen = {}
-
-        def probe(*_a, **_k):
-            seen["torch"], seen["blas"] = torch.get_num_threads(), _blas()
-            return 0
-
-        with threads.small_work():
-            probe()
-        assert seen == {"torch": 1, "blas": {1}}
-        assert torch.get_num_threads() == 2 and _blas() == {2}
-        threads.set_policy(False)
-        try:
+    try:
+        with threads.blas_threads(2):
+            threads.set_policy("always")
             with threads.small_work():
-                assert torch.get_num_threads() == 2
-        finally:
-            threads.set_policy(True)
-    torch.set_num_threads(1)  # the suite's setting (conftest)
+                inside = _probe()
+            assert inside == {"torch": 1, "blas": {1}}
+            assert _probe() == {"torch": 2, "blas": {2}}
+            threads.set_policy("off")
+            with threads.small_work():
+                assert _probe() == {"torch": 2, "blas": {2}}
+    finally:
+        threads.set_policy("auto")
+        torch.set_num_threads(1)  # the suite's setting (conftest)
+
+
+def test_auto_policy_reads_whether_the_work_before_shared_the_cores(monkeypatch):
+    """"auto": one thread only after a multi-threaded stage that got less than BUSY_SHARE of its threads'
+    CPU time (another process held cores); after one that got its share, threads as they are."""
+    torch.set_num_threads(2)
+    try:
+        with threads.blas_threads(2):
+            now = time.perf_counter(), time.process_time()
+            monkeypatch.setitem(threads._state, "mark", (now[0] - 1.0, now[1] - 0.6, 2))  # 0.6 of 2 CPU-s
+            with threads.small_work():
+                assert _probe()["torch"] == 1
+            assert threads.machine_busy()  # a short interval since: the verdict stands
+            now = time.perf_counter(), time.process_time()
+            monkeypatch.setitem(threads._state, "mark", (now[0] - 1.0, now[1] - 1.9, 2))  # 1.9 of 2 CPU-s
+            with threads.small_work():
+                assert _probe() == {"torch": 2, "blas": {2}}
+            monkeypatch.setitem(threads._state, "mark", (now[0] - 600.0, now[1], 2))  # a pause, not work
+            assert not threads.machine_busy()
+    finally:
+        torch.set_num_threads(1)
+    with pytest.raises(dl.ParameterError, match="policy"):
+        threads.set_policy("sometimes")
 
 
 def test_the_cut_and_the_post_processing_run_in_the_scope(monkeypatch):
@@ -53,12 +76,14 @@ def test_the_cut_and_the_post_processing_run_in_the_scope(monkeypatch):
 
     monkeypatch.setattr(refine, "median_filter", spy)
     torch.set_num_threads(2)
+    threads.set_policy("always")
     try:
         f = torch.randn(8, 6, 6)
         tree = core.cut_tree(f, dl.DiffCutConfig(refine="median"))
         core.pixel_labels(core.grid_labels(tree), f, (12, 12), dl.DiffCutConfig(refine="median"))
         assert seen == [1] and torch.get_num_threads() == 2
     finally:
+        threads.set_policy("auto")
         torch.set_num_threads(1)
 
 
