@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from . import segmentation as core
-from .colors import label_colors, overlay
+from .colors import label_colors, lineage_hex, overlay
 from .config import DiffCutConfig, parse_size
 from .errors import FeatureError, ImageInputError, ParameterError
 from .images import resize_image
@@ -126,15 +126,27 @@ class Segmentation:
         """
         return core.recut(self.tree, self.features, attention=self.attention, **changes)
 
+    @property
+    def colors(self) -> list[str]:
+        """``"#rrggbb"`` of each id of :attr:`labels`, by its place in the tree: the colours the cut
+        stepper's partition panel gives the same segments after the last step (each segment inherits from
+        the partition after every cut, :func:`~diffcut_lab.colors.lineage_hex`), so the overlay, the report
+        and the stepper colour a segment alike."""
+        steps = len(self.tree.steps)
+        chain = [self.tree.labels_at(k) for k in range(steps + 1)] if steps else [self.tree.labels]
+        return lineage_hex([*chain, self.labels])[-1]
+
     def colorize(self) -> np.ndarray:
-        """``(H, W, 3)`` uint8 colour image of the labels."""
-        return label_colors(int(self.labels.max()) + 1)[self.labels]
+        """``(H, W, 3)`` uint8 colour image of the labels (:attr:`colors`)."""
+        table = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in self.colors], dtype=np.uint8)
+        return table[self.labels]
 
     def overlay(self, alpha: float = 0.5, *, edges: bool = True) -> np.ndarray:
-        """``(H, W, 3)`` uint8 label colours blended over the image (the colours alone without an image)."""
+        """``(H, W, 3)`` uint8 label colours (:attr:`colors`) blended over the image (the colours alone
+        without an image)."""
         if self.image is None:
             return self.colorize()
-        return overlay(self.image, self.labels, alpha, edges=edges)
+        return overlay(self.image, self.labels, alpha, edges=edges, colors=self.colors)
 
     def __repr__(self) -> str:
         h, w = self.labels.shape

@@ -8,6 +8,7 @@ from itertools import pairwise
 
 import numpy as np
 import pytest
+from _reference_ncut import clustered_features
 
 import diffcut_lab as dl
 from diffcut_lab.affinities import affinity
@@ -235,3 +236,19 @@ def test_a_rejected_cut_shows_the_colours_that_cut_alone_would_give(mode):
         expect = (colours[after[members[positive][0]]], colours[after[members[~positive][0]]])
         assert data.side_colors(i) == expect, i
     assert rejected >= 2
+
+
+def test_a_segmentation_is_coloured_as_the_steppers_last_partition():
+    """Segmentation.colors (the overlay, the CLI's PNG, the report) = the stepper's partition colours after
+    the last step, for segments that survive upsampling unchanged."""
+    from diffcut_lab.colors import lineage_hex
+
+    f = clustered_features(5, 12, 12, channels=16, k=4, noise=0.6)
+    seg = dl.DiffCut(None, refine="none", upsample="nearest", tau=0.6).segment_features(f, size=(24, 24))
+    chain = [seg.tree.labels_at(k) for k in range(len(seg.tree.steps) + 1)]
+    last = lineage_hex(chain)[-1]
+    assert seg.n_segments > 2
+    assert seg.colors[: seg.n_segments] == last[: seg.n_segments]  # nearest upsampling keeps every id
+    img = seg.colorize()
+    assert img.shape == (24, 24, 3)
+    assert "#{:02x}{:02x}{:02x}".format(*img[0, 0]) == last[int(seg.labels[0, 0])].lower()
