@@ -550,3 +550,21 @@ def test_sigterm_removes_the_scratch_folder(tmp_path, images):
     assert proc.returncode == 130, err
     assert err.strip() == "diffcut-lab report: interrupted", err
     assert list(out.parent.iterdir()) == []
+
+
+def test_the_png_warning_says_why_in_whole_words(tmp_path, monkeypatch):
+    """Without a browser for kaleido the report goes on; the warning names the cause without cutting a word."""
+    import plotly.io as pio
+
+    from diffcut_lab.commands.report import export_pngs
+
+    def no_browser(*a, **k):
+        raise RuntimeError("could not find a Chromium executable anywhere on this machine " * 4)
+
+    monkeypatch.setattr(pio, "write_images", no_browser)
+    with pytest.warns(RuntimeWarning, match="PNG export needs a Chromium") as caught:
+        assert export_pngs([{"data": [], "layout": {}}], tmp_path / "figs") == []
+    words = str(caught[0].message).rsplit("(", 1)[1].rstrip(")").split()
+    allowed = {"RuntimeError:", *"could not find a Chromium executable anywhere on this machine".split()}
+    assert words[-1] == "..." and set(words[:-1]) <= allowed  # shortened between words
+    assert not (tmp_path / "figs").exists()

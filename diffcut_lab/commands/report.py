@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import sys
+import textwrap
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -243,8 +244,7 @@ def export_pngs(figs: Sequence[dict], directory: Path, *, scale: float = 1.0) ->
                          width=[f.layout.width or 1100 for f in objs],
                          height=[f.layout.height or 500 for f in objs])
     except Exception as exc:
-        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
-        reason = reason if len(reason) <= 120 else reason[:117] + "..."
+        reason = textwrap.shorten(f"{type(exc).__name__}: {exc}", 120, placeholder=" ...")  # whole words
         warnings.warn(
             "PNG export needs a Chromium for kaleido (Debian: apt-get install chromium; or "
             f"plotly_get_chrome); the HTML report is complete without them ({reason})",
