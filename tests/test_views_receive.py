@@ -56,6 +56,14 @@ def test_grid_tau_auto(scenes_cache):
     assert "τ=auto" in again.layout.title.text and _titles(again) == _titles(fig)
 
 
+def test_grid_marks_the_papers_layer(scenes_cache):
+    cache, _, layer = scenes_cache
+    fig = viz.layer_grid(cache, image_index=0, timesteps=[50], tau=0.5, mark=layer)
+    marked = [ax for name, ax in fig.layout.to_plotly_json().items()
+              if name.startswith("yaxis") and "the paper's layer" in str(ax.get("title", {}).get("text", ""))]  # fmt: skip
+    assert len(marked) == 1
+
+
 def test_grid_refuses_what_rows_cannot_give(scenes_cache):
     cache, scenes, _ = scenes_cache
     rows = dl.layer_scores(cache, timesteps=[50], images=[0], taus=[0.3, 0.9], keep_labels=True)

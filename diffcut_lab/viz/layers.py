@@ -42,6 +42,7 @@ def layer_grid(
     sort_by: str = "stage",
     tile: int = 140,
     ignore_index: int = 255,
+    mark: str | None = None,
     **settings: Any,
 ) -> go.Figure:
     """Every captured layer (rows) and timestep (column pairs): PCA colours of the features next to the
@@ -78,6 +79,8 @@ def layer_grid(
         Side of one tile in pixels.
     ignore_index
         Ground-truth id left out of the score.
+    mark
+        A layer whose row is marked "the paper's layer" (e.g. ``dl.resolve_layers(bb, "diffcut")[0]``).
 
     Returns
     -------
@@ -115,7 +118,7 @@ def layer_grid(
         )  # fmt: skip
     if df.empty:
         raise ParameterError("no (B, C, h, w) feature maps to show (check layers=, timesteps= and image_index=)")
-    return _draw_grid(df, downscale(as_rgb(image), tile), tau, cfg, sort_by, tile)
+    return _draw_grid(df, downscale(as_rgb(image), tile), tau, cfg, sort_by, tile, mark)
 
 
 def _tau_text(tau: Any) -> str:
@@ -154,7 +157,7 @@ def _grid_rows(rows: pd.DataFrame, image_index: int, tau: Any, layers: Sequence[
 
 
 def _draw_grid(df: pd.DataFrame, rgb: np.ndarray, tau: Any, cfg: DiffCutConfig | None, sort_by: str,
-               tile: int) -> go.Figure:  # fmt: skip
+               tile: int, mark: str | None = None) -> go.Figure:  # fmt: skip
     """The figure of :func:`layer_grid` from its rows (one per layer and timestep)."""
     row_layers = list(dict.fromkeys(df["layer"]))
     ts = sorted(df["timestep"].unique().tolist())
@@ -184,8 +187,9 @@ def _draw_grid(df: pd.DataFrame, rgb: np.ndarray, tau: Any, cfg: DiffCutConfig |
             style_image_axes(fig, r, 2 * j + 1)
             style_image_axes(fig, r, 2 * j + 2)
         rec = df[df["layer"] == layer].iloc[0]
+        paper = "<b>★ the paper's layer</b><br>" if layer == mark else ""
         fig.update_yaxes(
-            title_text=f"{rec['short']}<br>{rec['resolution']} · {rec['channels']} ch",
+            title_text=f"{paper}{rec['short']}<br>{rec['resolution']} · {rec['channels']} ch",
             title_font={"size": 12}, row=r, col=1,
         )  # fmt: skip
     fig.update_annotations(font_size=12)
