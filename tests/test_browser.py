@@ -349,6 +349,10 @@ def test_report_page_draws_offline_and_requests_nothing(tmp_path):
         heading = page.evaluate("() => document.querySelector('h2').textContent")
         titles = page.evaluate("() => [...document.querySelectorAll('.gtitle')].map(t => t.textContent)")
         links = page.evaluate("() => [...document.querySelectorAll('a[href], img')].map(a => a.outerHTML)")
+        # the step-through opens on its first step and stays there (no auto-play through the frames)
+        opened = page.evaluate("() => { const g = document.querySelectorAll('.plotly-graph-div')[1];"
+                               " return [g.layout.sliders[0].active, g._fullLayout.annotations[0].text]; }")
+    assert opened[0] == 0 and "step 1" in opened[1], opened
     assert requests == [html.as_uri()], requests
     assert not errors, errors
     assert heading.startswith(name), heading

@@ -182,6 +182,7 @@ def _draw_plotly(nb: Any) -> Any:
             data["text/html"] = pio.to_html(
                 fig, include_plotlyjs=first, include_mathjax=False, full_html=False, default_width="100%",
                 default_height=525, validate=False, config={"displaylogo": False},  # no link to plotly.com
+                auto_play=False,  # a step-through opens on its first step, as its slider says
             )
             first = False
     return nb
