@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _forged_files import png_header_only
 from PIL import Image
 
 from diffcut_lab.datasets import list_datasets, load_dataset
@@ -300,25 +301,12 @@ def test_choice_lists_agree_with_the_registries():
     assert load_dataset("samples").info.num_classes == 0  # the one set without labels
 
 
-def _png_header_only(path: Path, width: int, height: int) -> None:
-    """A grey PNG whose header claims width x height (decoding it would allocate gigabytes)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) +
-                     chunk(b"IEND", b""))  # fmt: skip
-
-
 @pytest.mark.parametrize("side", [10_000, 20_000])
 def test_a_huge_label_is_refused_before_decoding(tmp_path, side):
     from diffcut_lab.datasets.base import read_label
 
     path = tmp_path / "big.png"
-    _png_header_only(path, side, side)
+    png_header_only(path, side, side, color_type=0)
     with pytest.raises(ImageInputError, match=r"big\.png .*(above the limit|too large)"):
         read_label(path)
 

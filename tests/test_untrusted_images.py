@@ -3,11 +3,9 @@ ranges, decompression bombs and images too large to hold."""
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import numpy as np
 import pytest
+from _forged_files import png_header_only
 from PIL import Image
 
 import diffcut_lab as dl
@@ -43,21 +41,10 @@ def test_a_32_bit_integer_image_gets_a_clear_message(tmp_path):
         load_image(path)
 
 
-def _png_header_only(path, width: int, height: int) -> None:
-    """A PNG whose header claims width x height (decoding it would allocate gigabytes)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) +
-                     chunk(b"IEND", b""))  # fmt: skip
-
-
 @pytest.mark.parametrize("side", [12_000, 20_000])
 def test_too_large_images_are_refused_before_decoding(tmp_path, side):
     path = tmp_path / f"big{side}.png"
-    _png_header_only(path, side, side)
+    png_header_only(path, side, side)
     with pytest.raises(dl.ImageInputError, match=r"above the limit|too large"):
         load_image(path)
     with pytest.raises(dl.ImageInputError):
