@@ -736,7 +736,9 @@ def cut_steps_figure(
     fig.frames = frames
     anim = {"mode": "immediate", "frame": {"duration": 0, "redraw": True}, "transition": {"duration": 0}}
     fig.update_layout(
-        title=title or f"recursive NCut: {len(tree.steps)} steps, {data.k_final} segments ({_tau_text(tree)})",
+        # the title on the first line (12 px from the top), the legend on its own line under it (42 px)
+        title={"text": title or f"recursive NCut: {len(tree.steps)} steps, {data.k_final} segments "
+                                 f"({_tau_text(tree)})", "y": 1 - 12 / height, "yanchor": "top", "yref": "container"},
         margin={"t": 100, "b": 110},
         # the step's legend on a line of its own under the title (a narrow export keeps both whole)
         legend={"y": 1 - 42 / height, "x": 0.0, "xanchor": "left"},
