@@ -10,14 +10,16 @@ means in Python and YAML: ``none`` is None (``--max-depth none``: no limit) and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from ..config import NONE, NONE_MEANS, DiffCutConfig
 
-__all__ = ["DEFAULT_MODEL", "MODEL_HELP", "add_config_options", "add_model_option", "add_threads_option", "apply_threads", "config_from_args", "option", "parse_float", "parse_int"]
+__all__ = ["DEFAULT_MODEL", "MODEL_HELP", "add_config_options", "add_model_option", "add_threads_option", "apply_threads", "check_output_path", "config_from_args", "option", "parse_float", "parse_int"]
 
 DEFAULT_MODEL = "pocket"
 MODEL_HELP = (
@@ -147,3 +149,59 @@ def config_from_args(args: argparse.Namespace, **fixed: Any) -> DiffCutConfig:
         if name in given:
             given[name] = tuple(given[name])
     return base.replace(**given, **fixed)
+
+
+def check_output_path(path: Path | None, option: str, *, directory: bool = False) -> None:
+    """Refuse, before any work, an output path that could not be written when the work is done.
+
+    Parameters
+    ----------
+    path : Path or None
+        The path an option names (None: the option was not given).
+    option : str
+        The option, for the message (``"--json"``).
+    directory : bool
+        The output is a directory (created if missing) rather than a file.
+
+    Raises
+    ------
+    ParameterError
+        ``path`` is a directory where a file is written (or a file where a directory is), its name is
+        longer than the file system allows, or its folder does not exist or cannot be written.
+    """
+    from ..errors import ParameterError
+
+    if path is None:
+        return
+    path = Path(path)
+    limit = 255  # the common limit; the file system's own when it says (checked first: a longer name
+    # cannot even be looked up)
+    anchor = path.parent  # the nearest folder (or file in the way) that exists
+    while not _exists(anchor) and anchor != anchor.parent:
+        anchor = anchor.parent
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        limit = os.pathconf(anchor, "PC_NAME_MAX")
+    for part in path.parts:
+        if len(os.fsencode(part)) > limit:
+            raise ParameterError(
+                f"{option}: the name {part[:40]!r}... is {len(os.fsencode(part))} bytes long; this file system "
+                f"allows {limit}. Give a shorter name."
+            )
+    if not directory and path.is_dir():
+        raise ParameterError(f"{option} {path} is a directory; give a file name (e.g. {path / 'report.json'})")
+    if directory and path.exists() and not path.is_dir():
+        raise ParameterError(f"{option} {path} is a file; give a directory (a new path, or an existing folder)")
+    if not directory and not path.parent.is_dir():
+        raise ParameterError(f"{option} {path}: the folder {path.parent} does not exist; create it first")
+    if directory and not anchor.is_dir():
+        raise ParameterError(f"{option} {path}: {anchor} is a file, so the folder cannot be made there")
+    target = path if path.exists() else anchor
+    if not os.access(target, os.W_OK):
+        raise ParameterError(f"{option} {path}: {target} cannot be written (permission denied)")
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long to look up
+        return False

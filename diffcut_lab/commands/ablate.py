@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..ablation import AblationGrid, run_ablation, summarize
     from ..ablation.grid import tau_text
-    from .evaluate import check_output_path
+    from ._options import check_output_path
 
     check_output_path(args.out, "--out", directory=True)  # before any work: it is written as images finish
     check_output_path(args.cache_dir, "--cache-dir", directory=True)

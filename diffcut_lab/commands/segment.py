@@ -19,6 +19,7 @@ from ._options import (
     add_config_options,
     add_model_option,
     add_threads_option,
+    check_output_path,
     config_from_args,
     parse_float,
     parse_int,
@@ -135,8 +136,7 @@ def run(args: argparse.Namespace) -> int:
         raise ParameterError(f"--batch-size must be >= 1; got {args.batch_size}.")
     files = collect_images(args.images)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ParameterError(f"--out {out} is a file; pass a directory (it is created if missing).")
+    check_output_path(out, "--out", directory=True)  # before any work, as eval and ablate do
     for f in files:  # every input is read once before any work: a bad one fails the run before it starts
         load_image(f)
 
