@@ -132,9 +132,11 @@ class Segmentation:
         stepper's partition panel gives the same segments after the last step (each segment inherits from
         the partition after every cut, :func:`~diffcut_lab.colors.lineage_hex`), so the overlay, the report
         and the stepper colour a segment alike."""
-        steps = len(self.tree.steps)
-        chain = [self.tree.labels_at(k) for k in range(steps + 1)] if steps else [self.tree.labels]
-        return lineage_hex([*chain, self.labels])[-1]
+        tree = self.tree
+        # a rejected step leaves the partition as it was (and a persisting segment keeps its colour), so
+        # the partitions after the accepted steps give the same colours as the chain of every step
+        chain = [tree.labels_at(0)] + [tree.labels_at(k + 1) for k, s in enumerate(tree.steps) if s.accepted]
+        return lineage_hex([*chain, self.labels])[-1]  # a tree without steps: labels_at(0) is its labels
 
     def colorize(self) -> np.ndarray:
         """``(H, W, 3)`` uint8 colour image of the labels (:attr:`colors`)."""
