@@ -15,27 +15,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 from .config import MAX_DENSE_NODES
 from .errors import FeatureError, ParameterError
+from .validation import as_tensor, check_features, check_float, check_int
 
-__all__ = ["affinity", "as_tensor", "feature_matrix", "safe_scale"]
-
-
-def as_tensor(value: Any, error: type[Exception], what: str, shape: str) -> torch.Tensor:
-    """``value`` as a detached torch tensor (numpy and array-likes converted); ``error`` when it cannot be
-    read as an array, naming ``what`` and the expected ``shape``."""
-    if isinstance(value, torch.Tensor):
-        return value.detach()
-    try:
-        return torch.as_tensor(np.asarray(value))
-    except (TypeError, ValueError) as exc:
-        raise error(
-            f"{what} of type {type(value).__name__} cannot be read as an array ({exc}); pass a torch tensor "
-            f"or numpy array {shape}."
-        ) from exc
+__all__ = ["affinity", "feature_matrix", "safe_scale"]
 
 
 def feature_matrix(features: Any, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -58,30 +44,15 @@ def feature_matrix(features: Any, dtype: torch.dtype = torch.float32) -> torch.T
     FeatureError
         Wrong number of dimensions, an empty axis, or NaN/Inf values.
     """
-    x = as_tensor(features, FeatureError, "features", "of shape (C, h, w) or (N, C)")
-    if x.ndim == 3:
-        x = x.reshape(x.shape[0], x.shape[1] * x.shape[2])
-    elif x.ndim == 2:
-        x = x.T
-    else:
+    x = as_tensor(features, "features", "of shape (C, h, w) or (N, C)")
+    if x.ndim == 2:
+        x = x.T[:, :, None]  # (N, C) rows: a (C, N, 1) map
+    elif x.ndim != 3:
         raise FeatureError(
             f"features have shape {tuple(x.shape)}; expected (C, h, w) for a feature map or (N, C) for "
             "N feature rows. Pick one image from a (B, C, h, w) batch first, e.g. feats[0]."
         )
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise FeatureError(
-            f"features have an empty axis (C={x.shape[0]}, N={x.shape[1]}); nothing to compare."
-        )
-    if x.is_complex() or x.dtype == torch.bool:
-        raise FeatureError(f"features have dtype {x.dtype}; expected real numbers.")
-    x = x.to(dtype)
-    if not bool(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x)).sum())
-        raise FeatureError(
-            f"features contain {bad} NaN or Inf values; the affinity would be undefined. Check the "
-            "captured layer (fp16 overflow is a common cause: capture in float32 or bfloat16)."
-        )
-    return x
+    return check_features(x, dtype=dtype).reshape(x.shape[0], -1)
 
 
 def safe_scale(x: torch.Tensor) -> torch.Tensor:
@@ -94,17 +65,11 @@ def safe_scale(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _check_alpha(alpha: float) -> float:
-    try:
-        a = float(alpha)
-    except (TypeError, ValueError) as exc:
-        raise ParameterError(f"alpha must be a positive number, got {alpha!r}.") from exc
-    if not np.isfinite(a) or a <= 0:
-        raise ParameterError(
-            f"alpha must be a finite number > 0 (the published default is 10), got {alpha!r}. Larger alpha "
-            "sharpens the affinity; alpha <= 0 would invert or flatten it."
-        )
-    return a
+def _check_alpha(alpha: Any) -> float:
+    return check_float(
+        alpha, "alpha", minimum=0, strict_minimum=True,
+        hint="The published default is 10; larger alpha sharpens the affinity, alpha <= 0 would invert or flatten it.",
+    )  # fmt: skip
 
 
 def _normalise_(s: torch.Tensor, smin: torch.Tensor, smax: torch.Tensor, alpha: Any) -> torch.Tensor:
@@ -189,9 +154,8 @@ def affinity(
             "smaller image_size."
         )
     if knn is not None:
-        if int(knn) < 1:
-            raise ParameterError(f"knn must be a positive integer (neighbours per node), got {knn!r}.")
-        return _knn_affinity(z, alpha_pow, int(knn), max(1, int(chunk_size)))
+        k = check_int(knn, "knn", minimum=1, hint="It is the number of neighbours per node.")
+        return _knn_affinity(z, alpha_pow, k, max(1, int(chunk_size)))
     s = torch.t(z) @ z
     smin, smax = s.min(), s.max()
     if not bool(smax > smin):

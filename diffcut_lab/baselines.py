@@ -38,6 +38,8 @@ import torch.nn.functional as F
 
 from .config import CUT_FIELDS
 from .errors import FeatureError, ParameterError
+from .label_maps import relabel_raster, resize_labels
+from .validation import check_features, check_int
 
 __all__ = ["METHODS", "diffseg_segment", "eigengap_k", "segment_features"]
 
@@ -47,16 +49,7 @@ __all__ = ["METHODS", "diffseg_segment", "eigengap_k", "segment_features"]
 
 
 def _features(features: Any) -> torch.Tensor:
-    f = features if isinstance(features, torch.Tensor) else torch.as_tensor(np.asarray(features))
-    if f.ndim != 3 or min(f.shape) < 1:
-        raise FeatureError(
-            f"features must be a non-empty (C, h, w) map; got shape {tuple(f.shape)}. For a captured batch "
-            "pass one image, e.g. cache['diffcut'][0]."
-        )
-    f = f.detach().to(torch.float64 if f.dtype == torch.float64 else torch.float32).cpu()
-    if not torch.isfinite(f).all():
-        raise FeatureError("features contain NaN or Inf values; capture them in float32.")
-    return f
+    return check_features(features).cpu()
 
 
 def _rows(f: torch.Tensor) -> np.ndarray:
@@ -66,18 +59,8 @@ def _rows(f: torch.Tensor) -> np.ndarray:
 
 
 def _first_appearance(labels: np.ndarray) -> np.ndarray:
-    """Renumber ids 0..K-1 in order of first appearance (raster order)."""
-    flat = np.asarray(labels).ravel()
-    _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
-    rank = np.empty_like(first)
-    rank[np.argsort(first)] = np.arange(first.size)
-    return rank[inverse.ravel()].reshape(np.shape(labels)).astype(np.int64)
-
-
-def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-        raise ParameterError(f"{name} must be an integer >= {minimum}; got {value!r}.")
-    return int(value)
+    """Renumber ids 0..K-1 in order of first appearance (raster order), keeping the shape."""
+    return relabel_raster(labels).reshape(np.shape(labels))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -101,10 +84,10 @@ def _kmeans(f: torch.Tensor, *, n_clusters: int | None = None, seed: int = 0, n_
     if n_clusters is None:
         raise ParameterError("method='kmeans' needs n_clusters=K (the number of segments).")
     x = _rows(f)
-    k = _positive_int(n_clusters, "n_clusters")
+    k = check_int(n_clusters, "n_clusters", minimum=1)
     if k > x.shape[0]:
         raise ParameterError(f"n_clusters={k} exceeds the {x.shape[0]} feature vectors of the grid.")
-    km = KMeans(n_clusters=k, n_init=_positive_int(n_init, "n_init"), random_state=int(seed)).fit(x)
+    km = KMeans(n_clusters=k, n_init=check_int(n_init, "n_init", minimum=1), random_state=int(seed)).fit(x)
     return _first_appearance(km.labels_.reshape(f.shape[1:]))
 
 
@@ -123,14 +106,16 @@ def eigengap_k(W: Any, *, min_clusters: int = 1, max_clusters: int = 20, mode: s
     """
     from .config import DiffCutConfig
 
-    lo = _positive_int(min_clusters, "min_clusters")
-    hi = _positive_int(max_clusters, "max_clusters", lo)
+    lo = check_int(min_clusters, "min_clusters", minimum=1)
+    hi = check_int(max_clusters, "max_clusters", minimum=lo)
     n = int(np.shape(W)[0])
     spec = _spectrum(W, DiffCutConfig(mode=mode), hi + 1, grid=(n, 1))
     return _eigengap_count(spec, lo, hi)
 
 
-def _spectrum(source: Any, config: Any, m: int, *, grid: tuple[int, int] | None = None, attention: Any = None) -> Any:
+def _spectrum(
+    source: Any, config: Any, m: int, *, grid: tuple[int, int] | None = None, attention: Any = None
+) -> Any:
     from .spectrum import laplacian_spectrum
 
     return laplacian_spectrum(source, m, grid, config=config, attention=attention)
@@ -161,11 +146,11 @@ def _spectral(
     n = int(f.shape[1] * f.shape[2])
     if n == 1:
         return np.zeros(f.shape[1:], np.int64)
-    lo = _positive_int(min_clusters, "min_clusters")
-    hi = _positive_int(max_clusters, "max_clusters", lo)
+    lo = check_int(min_clusters, "min_clusters", minimum=1)
+    hi = check_int(max_clusters, "max_clusters", minimum=lo)
     k = None
     if n_clusters is not None:
-        k = _positive_int(n_clusters, "n_clusters")
+        k = check_int(n_clusters, "n_clusters", minimum=1)
         if k > n:
             raise ParameterError(f"n_clusters={k} exceeds the {n} feature vectors of the grid.")
     spec = _spectrum(f, cfg, max(hi + 1, k or 0), attention=attention)
@@ -323,14 +308,14 @@ def diffseg_segment(
     if h * w != n_fine:
         raise FeatureError(f"the finest attention map has {n_fine} nodes but grid {grid} has {h * w}.")
     if isinstance(kl_threshold, (int, float, np.floating, np.integer)):
-        thresholds = [float(kl_threshold)] * _positive_int(n_iter, "n_iter")
+        thresholds = [float(kl_threshold)] * check_int(n_iter, "n_iter", minimum=1)
     else:
         thresholds = [float(t) for t in kl_threshold]
     if not thresholds or any(not np.isfinite(t) or t <= 0 for t in thresholds):
         raise ParameterError(f"kl_threshold must be positive and finite; got {kl_threshold!r}.")
     agg = _aggregate(maps, (h, w), resolution_weights)  # (N, N)
 
-    anchor_idx = _anchor_points(h, w, _positive_int(anchors, "anchors"))
+    anchor_idx = _anchor_points(h, w, check_int(anchors, "anchors", minimum=1))
     anchor_maps = agg[anchor_idx]
     close = (_sym_kl(anchor_maps, agg) < thresholds[0]).double()
     close[np.arange(anchor_idx.size), anchor_idx] = 1.0  # an anchor always merges with itself
@@ -370,8 +355,7 @@ def _diffseg(f: torch.Tensor, *, attn: Any = None, **kw: Any) -> np.ndarray:
         return diffseg_segment(maps, (h, w), **kw)
     # attention on another grid than the features: segment there, then resize the labels to the features
     labels = diffseg_segment(maps, None, **kw)
-    up = F.interpolate(torch.from_numpy(labels)[None, None].double(), size=(h, w), mode="nearest-exact")
-    return _first_appearance(up[0, 0].long().numpy())
+    return _first_appearance(resize_labels(labels, (h, w)))
 
 
 METHODS: dict[str, Callable[..., np.ndarray]] = {
@@ -384,8 +368,19 @@ METHODS: dict[str, Callable[..., np.ndarray]] = {
 _KEYWORDS = {
     "diffcut": (*CUT_FIELDS, "config", "attention", "seed"),
     "kmeans": ("n_clusters", "seed", "n_init"),
-    "spectral": ("n_clusters", "config", "attention", "alpha", "knn", "affinity", "walk_steps", "mode", "min_clusters",
-                 "max_clusters", "seed"),
+    "spectral": (
+        "n_clusters",
+        "config",
+        "attention",
+        "alpha",
+        "knn",
+        "affinity",
+        "walk_steps",
+        "mode",
+        "min_clusters",
+        "max_clusters",
+        "seed",
+    ),
     "diffseg": ("attn", "kl_threshold", "n_iter", "anchors", "resolution_weights", "refine", "seed"),
 }
 

@@ -38,7 +38,9 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from .config import parse_size
-from .errors import FeatureError, ImageInputError, ParameterError
+from .errors import ImageInputError, ParameterError
+from .label_maps import resize_labels
+from .validation import check_features, check_int, check_labels, is_int
 
 __all__ = ["compact_labels", "concept_assignment", "median_filter", "nearest_upsample", "pamr"]
 
@@ -47,18 +49,13 @@ __all__ = ["compact_labels", "concept_assignment", "median_filter", "nearest_ups
 # helpers
 
 
-def _labels_tensor(labels: Any, what: str = "labels") -> tuple[torch.Tensor, bool]:
+def _labels_tensor(
+    labels: Any, what: str = "labels", ndim: tuple[int, ...] | None = None
+) -> tuple[torch.Tensor, bool]:
     """Labels as an int64 torch tensor, and whether the caller passed numpy (to convert back)."""
     is_numpy = not isinstance(labels, torch.Tensor)
-    t = torch.as_tensor(np.asarray(labels)) if is_numpy else labels
-    if t.dtype == torch.bool:
-        t = t.long()
-    if t.is_floating_point():
-        if not torch.isfinite(t).all() or not torch.equal(t, t.round()):
-            raise ParameterError(f"{what} must hold integer ids; got non-integer floating values.")
-    elif t.dtype.is_complex:
-        raise ParameterError(f"{what} must hold integer ids; got dtype {t.dtype}.")
-    return t.long(), is_numpy
+    t = check_labels(labels, what, ndim=ndim, keep_tensor=True)
+    return (torch.from_numpy(np.ascontiguousarray(t)) if is_numpy else t), is_numpy
 
 
 def _out(t: torch.Tensor, as_numpy: bool) -> Any:
@@ -102,18 +99,7 @@ def _first_argmax(planes: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def _features_tensor(features: Any) -> torch.Tensor:
-    f = features if isinstance(features, torch.Tensor) else torch.as_tensor(np.asarray(features))
-    if f.ndim != 3:
-        raise FeatureError(
-            f"features must be a (C, h, w) map; got shape {tuple(f.shape)}. For a batch, pass one "
-            "image's features (e.g. cache['diffcut'][0])."
-        )
-    f = f.float()
-    if not torch.isfinite(f).all():
-        raise FeatureError(
-            "features contain NaN or Inf values; check the backbone's precision (try float32)."
-        )
-    return f
+    return check_features(features, dtype=torch.float32)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -185,7 +171,9 @@ def concept_assignment(
     return _out(_compact_ids(_first_argmax(scores[0])), as_numpy)
 
 
-def _published_assignment(labels: torch.Tensor, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def _published_assignment(
+    labels: torch.Tensor, features: torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
     """``(H, W)`` indices into the sorted ids of ``(h, w)`` ``labels``: the published concept assignment's
     float32 arithmetic, operation for operation (DiffCut's ``generate_masks``, steps 2 and 3).
 
@@ -217,14 +205,8 @@ def nearest_upsample(labels: Any, size: int | Sequence[int]) -> Any:
 
     Returns int64 compact ids (numpy or torch like the input).
     """
-    out_size = parse_size(size)
-    lab, as_numpy = _labels_tensor(labels)
-    if lab.ndim not in (2, 3):
-        raise ParameterError(f"labels must be (h, w) or (B, h, w); got shape {tuple(lab.shape)}.")
-    x = lab[None, None] if lab.ndim == 2 else lab[:, None]
-    # float32 is exact for ids < 2**24
-    up = F.interpolate(x.double(), size=out_size, mode="nearest-exact").long()
-    up = up[0, 0] if lab.ndim == 2 else up[:, 0]
+    lab, as_numpy = _labels_tensor(labels, ndim=(2, 3))
+    up = resize_labels(lab, parse_size(size))
     if up.ndim == 3:
         return _out(torch.stack([compact_labels(u) for u in up]), as_numpy)
     return _out(compact_labels(up), as_numpy)
@@ -465,20 +447,17 @@ def pamr(
     probabilities by the affinity-weighted sum of its neighbours'. Memory is ``O(B x (K + P) x H x W)``
     (neighbours are visited one at a time, never stacked with the labels).
     """
-    if not isinstance(num_iter, (int, np.integer)) or isinstance(num_iter, bool) or num_iter < 0:
-        raise ParameterError(f"num_iter must be a non-negative integer; got {num_iter!r}.")
+    num_iter = check_int(num_iter, "num_iter", minimum=0)
     dil = tuple(dilations)
-    if not dil or any(not isinstance(d, (int, np.integer)) or isinstance(d, bool) or d < 1 for d in dil):
+    if not dil or not all(is_int(d) and d >= 1 for d in dil):
         raise ParameterError(
             f"dilations must be a non-empty sequence of positive integers; got {dilations!r}."
         )
     img = _image_batch(image)
-    lab, as_numpy = _labels_tensor(labels)
+    lab, as_numpy = _labels_tensor(labels, ndim=(2, 3))
     single = lab.ndim == 2
     if single:
         lab = lab[None]
-    if lab.ndim != 3:
-        raise ParameterError(f"labels must be (H, W) or (B, H, W); got shape {tuple(lab.shape)}.")
     if lab.shape[0] != img.shape[0]:
         raise ParameterError(
             f"got {img.shape[0]} image(s) but {lab.shape[0]} label map(s); pass one label map per image."
@@ -532,11 +511,8 @@ def median_filter(labels: Any, size: int = 3) -> Any:
     Renumbering ids in order does not move a median, so the filter runs on compact ids in a small dtype
     (an exact min/max network for ``size=3``, scipy otherwise).
     """
-    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
-        raise ParameterError(f"size must be a positive integer; got {size!r}.")
-    lab, as_numpy = _labels_tensor(labels)
-    if lab.ndim not in (2, 3):
-        raise ParameterError(f"labels must be (H, W) or (B, H, W); got shape {tuple(lab.shape)}.")
+    size = check_int(size, "size", minimum=1)
+    lab, as_numpy = _labels_tensor(labels, ndim=(2, 3))
     ids = _small_int(_compact_ids(lab))
     if size == 3 and ids.numel():
         filtered = _median_3x3(ids).long()

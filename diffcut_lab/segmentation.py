@@ -24,12 +24,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .affinities import as_tensor, safe_scale
-from .config import DiffCutConfig, parse_size
+from .affinities import safe_scale
+from .config import CUT_FIELDS, DiffCutConfig, parse_size
 from .errors import FeatureError, ParameterError
 from .images import crop_region, resize_image
 from .options import AUTO, AUTO_TAU
 from .threads import small_work
+from .validation import as_tensor, check_features
 
 __all__ = [
     "PUBLISHED_ORDER_MAX_BYTES",
@@ -57,7 +58,9 @@ PUBLISHED_ORDER_MAX_BYTES = 512 * 2**20
 # image -> network input
 
 
-def network_input(image: torch.Tensor, config: DiffCutConfig, size: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def network_input(
+    image: torch.Tensor, config: DiffCutConfig, size: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The segmented region of an image and the UNet input made from it.
 
     Parameters
@@ -85,17 +88,7 @@ def network_input(image: torch.Tensor, config: DiffCutConfig, size: Sequence[int
 
 
 def _grid_features(features: Any) -> torch.Tensor:
-    f = features if isinstance(features, torch.Tensor) else torch.as_tensor(np.asarray(features))
-    if f.ndim == 4 and f.shape[0] == 1:
-        f = f[0]
-    if f.ndim != 3 or min(f.shape) < 1:
-        raise FeatureError(
-            f"features must be a non-empty (C, h, w) map; got shape {tuple(f.shape)}. For a captured batch "
-            "pass one image, e.g. cache['diffcut', 50][0]."
-        )
-    f = f.detach().float()
-    if not torch.isfinite(f).all():
-        raise FeatureError("features contain NaN or Inf values; capture them in float32 or bfloat16.")
+    f = check_features(features, batch_of_one=True, dtype=torch.float32)
     return safe_scale(f)  # norms of 1e19 would overflow float32 and normalise to zeros
 
 
@@ -171,9 +164,8 @@ def _partition(W: Any, config: DiffCutConfig, grid: tuple[int, int], recursive: 
     return tree
 
 
-#: the settings a tree records in ``params`` (with its ``tau`` and ``mode``: all of CUT_FIELDS)
-_TREE_PARAMS = ("alpha", "knn", "min_size", "max_depth", "solver", "affinity", "walk_steps", "partition", "n_segments",
-                "auto_rule")  # fmt: skip
+#: the settings a tree records in ``params`` (its ``tau`` and ``mode`` are attributes of their own)
+_TREE_PARAMS = tuple(f for f in CUT_FIELDS if f not in ("tau", "mode"))
 
 
 def affinity_graph(features: Any, config: DiffCutConfig, attention: Any = None) -> torch.Tensor:
@@ -199,7 +191,7 @@ def affinity_graph(features: Any, config: DiffCutConfig, attention: Any = None) 
                 "capture of the same layer), or segment images with a backbone (DiffCut captures it)."
             )
         n = features.shape[1] * features.shape[2]
-        a = as_tensor(attention, ParameterError, "attention probabilities", "of shape (N, N)")
+        a = as_tensor(attention, "attention probabilities", "of shape (N, N)", error=ParameterError)
         a = a[0] if a.ndim == 3 and a.shape[0] == 1 else a
         if tuple(a.shape) != (n, n):
             raise FeatureError(
@@ -226,7 +218,12 @@ def _kway_tree(W: torch.Tensor, config: DiffCutConfig, grid: tuple[int, int], k:
     k = check_kway_segments(int(k), grid, source=k_from)  # refused, never clamped: K means what it says
     init = "spectral" if start is None else np.asarray(start).reshape(-1)  # kway_ncut's default start
     res = kway_ncut(W, k, seed=0, init=init)
-    params = {"ncut": float(res.ncut), "k_from": k_from, "n_iter": int(res.n_iter), "converged": bool(res.converged)}
+    params = {
+        "ncut": float(res.ncut),
+        "k_from": k_from,
+        "n_iter": int(res.n_iter),
+        "converged": bool(res.converged),
+    }
     if config.tau == AUTO:
         params["tau"] = AUTO
     tau = AUTO_TAU if config.tau == AUTO else config.tau
@@ -388,7 +385,9 @@ def laplacian_weights(W: Any, mode: str = "fixed") -> Any:
         W = sp.csr_matrix((t.values().double().numpy(), (idx[0], idx[1])), shape=tuple(t.shape))
     if sp.issparse(W):
         if mode == "paper":
-            raise ParameterError("mode='paper' cuts a dense affinity; a sparse (kNN) graph is cut in mode='fixed'.")
+            raise ParameterError(
+                "mode='paper' cuts a dense affinity; a sparse (kNN) graph is cut in mode='fixed'."
+            )
         g = sp.csr_matrix(W, dtype=np.float64, copy=True)
         g.setdiag(0.0)
         g.eliminate_zeros()

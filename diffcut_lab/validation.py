@@ -221,24 +221,28 @@ def check_features(features: Any, *, batch_of_one: bool = False, dtype: Any = No
     return f
 
 
-def check_labels(labels: Any, name: str = "labels", *, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
-    """Integer labels as an int64 numpy array.
+def check_labels(
+    labels: Any, name: str = "labels", *, ndim: int | tuple[int, ...] | None = None, keep_tensor: bool = False
+) -> Any:
+    """Integer labels as int64.
 
     Booleans become 0/1 and whole-valued floats their integers; other floats, complex values and objects are
-    refused. Torch tensors are copied to the host.
+    refused.
 
     Parameters
     ----------
-    labels : array-like
+    labels : array-like or torch.Tensor
         Label ids of any integer type.
     name : str
         What the labels are, for the message ("labels", "ground truth", ...).
     ndim : int or tuple of int or None
         The allowed numbers of dimensions (None: any).
+    keep_tensor : bool
+        Return a torch tensor (on its device) when given one; otherwise the result is always numpy.
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray or torch.Tensor
         int64, the input's shape.
 
     Raises
@@ -246,26 +250,45 @@ def check_labels(labels: Any, name: str = "labels", *, ndim: int | tuple[int, ..
     ParameterError
         Not integer ids, or the wrong number of dimensions.
     """
-    if hasattr(labels, "detach"):  # torch tensor
-        labels = labels.detach().cpu().numpy()
+    import torch
+
+    if isinstance(labels, torch.Tensor):
+        t = labels.detach()
+        if t.dtype.is_complex or (
+            t.is_floating_point() and not (bool(torch.isfinite(t).all()) and torch.equal(t, t.round()))
+        ):
+            _not_integer(name, t.dtype)
+        _check_ndim(name, tuple(t.shape), ndim)
+        return t.long() if keep_tensor else t.long().cpu().numpy()
     arr = np.asarray(labels)
     if arr.dtype == bool:
         arr = arr.astype(np.int64)
     elif not np.issubdtype(arr.dtype, np.integer):
-        whole = np.issubdtype(arr.dtype, np.floating) and bool(np.all(np.isfinite(arr))) and bool(
-            np.all(arr == np.round(arr))
+        whole = (
+            np.issubdtype(arr.dtype, np.floating)
+            and bool(np.all(np.isfinite(arr)))
+            and bool(np.all(arr == np.round(arr)))
         )
         if not whole:
-            raise ParameterError(
-                f"{name} must hold integer label ids; got dtype {arr.dtype}. Pass an integer label map "
-                "(e.g. labels.astype(np.int64))."
-            )
-    if ndim is not None:
-        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
-        if arr.ndim not in allowed:
-            want = " or ".join({1: "(N,)", 2: "(h, w)", 3: "(B, h, w)"}.get(d, f"{d}-d") for d in allowed)
-            raise ParameterError(f"{name} must be {want} label ids; got shape {arr.shape}.")
+            _not_integer(name, arr.dtype)
+    _check_ndim(name, arr.shape, ndim)
     return arr.astype(np.int64, copy=False)
+
+
+def _not_integer(name: str, dtype: Any) -> None:
+    raise ParameterError(
+        f"{name} must hold integer label ids; got dtype {dtype}. Pass an integer label map "
+        "(e.g. labels.astype(np.int64))."
+    )
+
+
+def _check_ndim(name: str, shape: tuple[int, ...], ndim: int | tuple[int, ...] | None) -> None:
+    if ndim is None:
+        return
+    allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    if len(shape) not in allowed:
+        want = " or ".join({1: "(N,)", 2: "(h, w)", 3: "(B, h, w)"}.get(d, f"{d}-d") for d in allowed)
+        raise ParameterError(f"{name} must be {want} label ids; got shape {tuple(shape)}.")
 
 
 def is_symmetric(w: Any, *, scale: float | None = None) -> bool:
@@ -299,7 +322,9 @@ def is_symmetric(w: Any, *, scale: float | None = None) -> bool:
         rows = slice(i, min(i + _BLOCK, n))
         top, left = t[rows, i:], t[i:, rows].T
         if not torch.equal(top, left):
-            if not bool(((top - left).abs() <= atol + SYMMETRY_RTOL * torch.minimum(top.abs(), left.abs())).all()):
+            if not bool(
+                ((top - left).abs() <= atol + SYMMETRY_RTOL * torch.minimum(top.abs(), left.abs())).all()
+            ):
                 return False
     return True
 
@@ -373,5 +398,7 @@ def check_affinity(w: Any, *, sparse: bool = True, caller: str = "the cut") -> A
     if low < 0:
         raise ParameterError("W has negative entries; NCut needs non-negative affinities (see affinity()).")
     if not is_symmetric(g, scale=max(abs(low), abs(high))):
-        raise ParameterError("W must be symmetric (an undirected affinity); symmetrise it, e.g. (W + W.T) / 2.")
+        raise ParameterError(
+            "W must be symmetric (an undirected affinity); symmetrise it, e.g. (W + W.T) / 2."
+        )
     return g

@@ -31,8 +31,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .affinities import as_tensor
 from .errors import FeatureError, ParameterError
+from .validation import as_tensor
 
 __all__ = [
     "max_walk_steps",
@@ -58,7 +58,7 @@ Diagonal = Literal["walk", "unit", "zero"]
 
 def _as_square(probs: Any) -> torch.Tensor:
     """``probs`` as a detached ``(N, N)`` real tensor (a leading axis of 1 is dropped)."""
-    x = as_tensor(probs, ParameterError, "attention probabilities", "of shape (N, N)")
+    x = as_tensor(probs, "attention probabilities", "of shape (N, N)", error=ParameterError)
     if x.layout != torch.strided:
         x = x.to_dense()
     if x.ndim == 3 and x.shape[0] == 1:
