@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .errors import ParameterError
+from .validation import check_int
 
 __all__ = ["DEFAULT_EIGENPAIRS", "Spectrum", "describe_graph", "eigengap", "laplacian_spectrum"]
 
@@ -48,8 +49,8 @@ def eigengap(values: Any, *, min_clusters: int = 1, max_clusters: int | None = N
     """
     v = np.asarray(values, dtype=np.float64)
     for name, value in (("min_clusters", min_clusters), ("max_clusters", max_clusters)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-            raise ParameterError(f"{name} must be an integer >= 1; got {value!r}.")
+        if value is not None:
+            check_int(value, name, minimum=1)
     lo = int(min_clusters)
     hi = v.size - 1 if max_clusters is None else min(int(max_clusters), v.size - 1)
     if hi < lo:
@@ -302,8 +303,7 @@ def laplacian_spectrum(
         raise ParameterError(f"config must be a DiffCutConfig, got {type(cfg).__name__}.")
     if alpha is not None:
         cfg = cfg.replace(alpha=alpha)
-    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
-        raise ParameterError(f"m must be an integer >= 1, got {m!r}.")
+    check_int(m, "m", minimum=1)
     weights, grid = _weights_and_grid(W_or_features, grid, cfg, attention)
     graph = describe_graph(cfg, from_features=not _is_graph(W_or_features))
     n = weights.shape[0]
