@@ -56,6 +56,7 @@ from scipy.optimize import linear_sum_assignment
 
 from .errors import ParameterError
 from .options import MATCHES
+from .validation import check_int, check_labels
 
 __all__ = [
     "MIoUAccumulator",
@@ -158,27 +159,6 @@ class MIoUResult:
 # input handling
 
 
-def _as_int_array(x: Any, what: str) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch tensor
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x)
-    if arr.dtype == bool:
-        arr = arr.astype(np.int64)
-    if not np.issubdtype(arr.dtype, np.integer):
-        if (
-            np.issubdtype(arr.dtype, np.floating)
-            and np.all(np.isfinite(arr))
-            and np.all(arr == np.round(arr))
-        ):
-            arr = arr.astype(np.int64)
-        else:
-            raise ParameterError(
-                f"{what} must hold integer label ids; got dtype {arr.dtype}. Pass an integer label map "
-                "(e.g. labels.astype(np.int64))."
-            )
-    return arr.astype(np.int64, copy=False)
-
-
 def _split_images(maps: Any, what: str) -> list[np.ndarray]:
     """One (H, W) map, a (B, H, W) stack, or a sequence of (H, W) maps -> list of (H, W) int64 arrays."""
     if isinstance(maps, (list, tuple)) or (isinstance(maps, Iterable) and not hasattr(maps, "shape")):
@@ -186,7 +166,7 @@ def _split_images(maps: Any, what: str) -> list[np.ndarray]:
         for m in maps:
             out.extend(_split_images(m, what))
         return out
-    arr = _as_int_array(maps, what)
+    arr = check_labels(maps, what)
     if arr.ndim == 2:
         return [arr]
     if arr.ndim == 3:
@@ -200,8 +180,7 @@ def _split_images(maps: Any, what: str) -> list[np.ndarray]:
 
 
 def _check_common(num_classes: int, match: str, background: bool) -> None:
-    if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ParameterError(f"num_classes must be a positive integer; got {num_classes!r}.")
+    check_int(num_classes, "num_classes", minimum=1)
     if background and num_classes < 2:
         raise ParameterError(
             "background=True needs num_classes >= 2 (the object classes plus the background class "
@@ -247,8 +226,8 @@ def confusion_histogram(
     cluster_ids : numpy.ndarray
         ``(K,)`` the distinct predicted ids that occur on labelled pixels, sorted.
     """
-    pred = _as_int_array(pred, "pred")
-    gt = _as_int_array(gt, "gt")
+    pred = check_labels(pred, "pred")
+    gt = check_labels(gt, "gt")
     _check_pair(pred, gt)
     valid = (gt >= 0) & (gt < num_classes)
     if ignore_index is not None:
@@ -318,8 +297,8 @@ def image_counts(
         Labelled pixels of the image.
     """
     _check_common(num_classes, match, False)
-    pred = _as_int_array(pred, "pred")
-    gt = _as_int_array(gt, "gt")
+    pred = check_labels(pred, "pred")
+    gt = check_labels(gt, "gt")
     _check_pair(pred, gt)
     if match == "reference":
         hist = _reference_hist(_histogram_ids(pred), gt, num_classes, ignore_index)
@@ -367,8 +346,8 @@ def merge_background(
         ``(H, W)`` int64, a copy of ``gt`` with ``-1`` replaced by ``num_classes - 1``.
     """
     _check_common(num_classes, match, True)
-    pred = _as_int_array(pred, "pred").copy()
-    gt = _as_int_array(gt, "gt").copy()
+    pred = check_labels(pred, "pred").copy()
+    gt = check_labels(gt, "gt").copy()
     _check_pair(pred, gt)
     n_obj = num_classes - 1
     # background (-1 or n_obj) and ignored pixels are outside [0, n_obj) and so leave the object histogram

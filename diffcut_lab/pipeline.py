@@ -41,8 +41,9 @@ import torch
 from . import segmentation as core
 from .colors import label_colors, lineage_hex, overlay
 from .config import DiffCutConfig, parse_size
-from .errors import FeatureError, ImageInputError, ParameterError
+from .errors import ImageInputError, ParameterError
 from .images import resize_image
+from .validation import as_tensor, check_features
 
 __all__ = ["DiffCut", "DiffCutConfig", "Segmentation", "label_colors", "overlay"]
 
@@ -368,7 +369,12 @@ class DiffCut:
         return out if batch else out[0]
 
     def segment_features(
-        self, features: Any, image: Any = None, size: int | Sequence[int] | None = None, *, attention: Any = None
+        self,
+        features: Any,
+        image: Any = None,
+        size: int | Sequence[int] | None = None,
+        *,
+        attention: Any = None,
     ) -> Segmentation:
         """Segment already captured features (e.g. ``cache["diffcut", 50][i]``).
 
@@ -391,11 +397,7 @@ class DiffCut:
         -------
         Segmentation
         """
-        f = features if isinstance(features, torch.Tensor) else torch.as_tensor(np.asarray(features))
-        if f.ndim == 4 and f.shape[0] == 1:
-            f = f[0]
-        if f.ndim != 3:
-            raise FeatureError(f"features must be (C, h, w); got shape {tuple(f.shape)}.")
+        f = check_features(features, batch_of_one=True, dtype=torch.float32)
         region = None if image is None else _image_tensor(image)
         if region is None and self.config.refine == "pamr":
             raise ParameterError(
@@ -405,7 +407,7 @@ class DiffCut:
         out_size = (None if size is None else parse_size(size, "size")) or self.config.mask_size
         if out_size is None:
             out_size = tuple(region.shape[-2:]) if region is not None else tuple(f.shape[1:])
-        return self._segment_one(f.detach().float(), region, region, out_size, attention)
+        return self._segment_one(f, region, region, out_size, attention)
 
     def _segment_one(
         self, f: torch.Tensor, region: torch.Tensor | None, x: torch.Tensor | None, out_size: tuple[int, int],
@@ -425,8 +427,8 @@ class DiffCut:
             image = _to_uint8(resize_image(region, tuple(out_size), antialias=cfg.antialias))
         kept = None  # the attention the cut walked on, kept so that the tree can be cut again
         if cfg.affinity == "attention" and attention is not None:
-            a = attention if isinstance(attention, torch.Tensor) else torch.as_tensor(np.asarray(attention))
-            kept = a.detach().float().cpu()
+            kept = as_tensor(attention, "attention probabilities", "of shape (N, N)", error=ParameterError)
+            kept = kept.float().cpu()
         return Segmentation(
             labels=labels,
             tree=tree,
