@@ -16,6 +16,7 @@ read after the forward (one synchronisation per forward).
 from __future__ import annotations
 
 import math
+import numbers
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
@@ -27,11 +28,17 @@ import torch
 from . import _diffusers
 from ._diffusers import ProbsProcessor as _ProbsProcessor
 from .backbones import Backbone
+from .config import DiffCutConfig
 from .errors import FeatureError, ParameterError, UnknownLayerError
 from .feature_cache import FeatureCache
 from .hook_points import HookPoint, LayerSpec, diffcut_layer_name, list_hook_points, order_key, resolve_layers
+from .validation import check_int
 
 __all__ = ["capture", "capture_lock", "memory_estimate"]
+
+
+#: the settings' defaults: capture's layer, timestep, seed, policy, antialias and noise device are theirs
+_DEFAULTS = DiffCutConfig()
 
 
 class _StopForward(Exception):
@@ -277,12 +284,10 @@ def _hooks(
 
 
 def _timesteps(timesteps: int | Sequence[int]) -> list[int]:
-    items = [timesteps] if isinstance(timesteps, (int, torch.Tensor)) else list(timesteps)
+    items = [timesteps] if isinstance(timesteps, (numbers.Integral, torch.Tensor)) else list(timesteps)
     out: list[int] = []
     for t in items:
-        t = int(t.item()) if isinstance(t, torch.Tensor) else t
-        if isinstance(t, bool) or not isinstance(t, int):
-            raise ParameterError(f"timesteps must be ints; got {t!r}.")
+        t = check_int(int(t.item()) if isinstance(t, torch.Tensor) else t, "each timestep")
         if t not in out:
             out.append(t)
     if not out:
@@ -301,27 +306,29 @@ def _store_dtype(dtype: torch.dtype | str) -> torch.dtype:
 def capture(
     backbone: Backbone,
     images: Any,
-    layers: LayerSpec = "diffcut",
-    timesteps: int | Sequence[int] = 50,
+    layers: LayerSpec = _DEFAULTS.layer,
+    timesteps: int | Sequence[int] = _DEFAULTS.timestep,
     *,
-    seed: int = 42,
+    seed: int = _DEFAULTS.seed,
     prompt: str = "",
     image_size: int | tuple[int, int] | None = None,
     store_dtype: torch.dtype | str = torch.float32,
     batch_size: int | None = None,
     progress: bool = False,
-    policy: str = "resize",
+    policy: str = _DEFAULTS.policy,
     store_device: torch.device | str = "cpu",
     early_exit: bool = True,
-    antialias: bool = True,
-    noise_device: str = "cpu",
+    antialias: bool = _DEFAULTS.antialias,
+    noise_device: str = _DEFAULTS.noise_device,
 ) -> FeatureCache:
     """Capture UNet activations: one forward per timestep serves every requested layer.
 
     Images are resized to ``image_size`` (default: the backbone's native size), encoded (VAE mean x
     scaling factor, or ``2 x - 1`` in pixel space), noised to each timestep with one seeded noise map
     shared by the batch, and passed through the UNet with the ``prompt`` conditioning. The forward
-    stops right after the deepest requested module (no decoder work for encoder layers).
+    stops right after the deepest requested module (no decoder work for encoder layers). ``layers``,
+    ``timesteps``, ``seed``, ``policy``, ``antialias`` and ``noise_device`` default to the
+    :class:`~diffcut_lab.config.DiffCutConfig` defaults of ``layer``, ``timestep``, ``seed``, ...
 
     Parameters
     ----------
@@ -329,7 +336,7 @@ def capture(
     images : image, list of images, or (B, 3, H, W) tensor in [0, 1]
         Anything :func:`diffcut_lab.images.to_batch` accepts.
     layers : str, list of str or callable
-        See :func:`resolve_layers` (default ``"diffcut"``, the paper's layer).
+        See :func:`resolve_layers` (``"diffcut"``: the paper's layer).
     timesteps : int or sequence of int
         Noise levels in ``[0, num_train_timesteps)``; the paper uses 50.
     seed : int
@@ -381,8 +388,10 @@ def capture(
     by_name = {p.name: p for p in list_hook_points(backbone, image_size=size)}
     points = [by_name[n] for n in names]
     batch = to_batch(images, size, policy=policy, antialias=antialias)
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ParameterError(f"batch_size must be a positive int or None; got {batch_size!r}.")
+    if batch_size is not None:
+        batch_size = check_int(
+            batch_size, "batch_size", minimum=1, hint="Pass None for one forward of all images."
+        )
     step = batch.shape[0] if batch_size is None else batch_size
     embeds, added = backbone.conditioning(prompt)
     chunks: dict[tuple[str, int], list[torch.Tensor]] = {(n, t): [] for n in names for t in ts}
