@@ -16,6 +16,8 @@ Where the defaults differ from the published evaluation, and why
   photo at 256 px).
 * ``mode="fixed"``: the recursion without the published quirks (see :func:`~diffcut_lab.ncut.recursive_ncut`).
 * ``mask_size=None``: labels at the segmented region's size; the published evaluation predicts 128 x 128.
+* ``refine_max_side=1024``: a large photo is upsampled and refined at most at this side, then resized; the
+  published evaluation refines at its 128 x 128 label size, so it needs no limit (``None``).
 * ``pamr_guide="image"``: PAMR follows the colour edges of the image itself resized (antialiased) to the
   label size; the published code uses the UNet input bilinearly downsampled without antialias.
 * ``noise_device="cpu"``: the noise is drawn on the CPU, so a seed gives the same features on every
@@ -27,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,9 +48,11 @@ from .options import (
     TAU_MAX,
     UPSAMPLES,
 )
+from .validation import check_int, is_int
 
 __all__ = [
     "CUT_FIELDS",
+    "DEFAULT_ALPHA",
     "INPUT_FIELDS",
     "LABEL_FIELDS",
     "MAX_DENSE_NODES",
@@ -63,12 +66,16 @@ __all__ = [
     "NONE",
     "NONE_MEANS",
     "PAPER_MASK_SIZE",
+    "TREE_FIELDS",
     "DiffCutConfig",
     "check_kway_segments",
     "check_tau",
+    "cut_key",
     "parse_size",
 ]
 
+#: the affinity exponent of the published method and of the defaults (``W = ((cos - min) / (max - min)) ** alpha``)
+DEFAULT_ALPHA = 10.0
 #: output side of the published evaluation (labels and predictions are 128 x 128)
 PAPER_MASK_SIZE = 128
 #: the largest image, input or output, in pixels (PIL's own decompression-bomb limit, about 9,459 squared)
@@ -93,17 +100,13 @@ MAX_MEDIAN_SIZE = 31
 NONE = "none"
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
 def parse_size(value: Any, name: str = "size") -> tuple[int, int]:
     """An int or an ``(H, W)`` pair -> ``(H, W)`` of positive ints; anything else raises ParameterError."""
-    if _is_int(value):
+    if is_int(value):
         value = (int(value), int(value))
     try:
         h, w = value
-        if not (_is_int(h) and _is_int(w)):
+        if not (is_int(h) and is_int(w)):
             raise TypeError
     except (TypeError, ValueError):
         raise ParameterError(f"{name} must be an int or an (H, W) pair of ints; got {value!r}.") from None
@@ -271,7 +274,7 @@ class DiffCutConfig:
     layer: str = _setting("diffcut", "hook point to read: 'diffcut' (the paper's layer for the model) or "
                           "one name from 'diffcut-lab layers'")  # fmt: skip
     timestep: int = _setting(50, "noising timestep t", metavar="T")
-    alpha: float = _setting(10.0, "affinity exponent, > 0", metavar="A")
+    alpha: float = _setting(DEFAULT_ALPHA, "affinity exponent, > 0", metavar="A")
     tau: float | str = _setting(0.5, "normalized-cut threshold, 0 < tau <= 2: a cut is kept when its NCut "
                                 "is below tau; larger tau, more and smaller segments; 'auto': stop by "
                                 "--auto-rule", metavar="TAU")  # fmt: skip
@@ -293,7 +296,8 @@ class DiffCutConfig:
     noise_device: str = _setting("cpu", "draw the noise on the CPU (same features on every device) or on "
                                  "the model's device (as published)", choices=NOISE_DEVICES)  # fmt: skip
     mask_size: int | tuple[int, int] | None = _setting(
-        None, "output label side (the paper evaluates at 128)", metavar="N")
+        None, "output label side (the paper evaluates at 128)", metavar="N"
+    )
     refine_max_side: int | None = _setting(1024, "upsample and refine at most at this longer side, then "
                                            "resize the labels", metavar="N")  # fmt: skip
     pamr_iter: int = _setting(10, f"PAMR iterations, 0 to {MAX_PAMR_ITER}", metavar="K")
@@ -325,55 +329,64 @@ class DiffCutConfig:
             set_(self, name, _optional(getattr(self, name)))
         if not isinstance(self.layer, str) or not self.layer:
             raise ParameterError(f"layer must be a non-empty layer name or alias; got {self.layer!r}.")
-        if not _is_int(self.timestep) or self.timestep < 0:
-            raise ParameterError(f"timestep must be a non-negative int (the paper uses 50); got {self.timestep!r}.")
+        check_int(self.timestep, "timestep", minimum=0, hint="The paper uses 50.")
         alpha, tau = _number(self.alpha, "alpha"), check_tau(self.tau, auto=True)
         if not alpha > 0:
-            raise ParameterError(f"alpha must be a finite number > 0 (the paper uses 10); got {self.alpha!r}.")
+            raise ParameterError(
+                f"alpha must be a finite number > 0 (the paper uses 10); got {self.alpha!r}."
+            )
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             if choices is not None and getattr(self, f.name) not in choices:
-                raise ParameterError(f"unknown {f.name} {getattr(self, f.name)!r}; expected one of {choices}.")
+                raise ParameterError(
+                    f"unknown {f.name} {getattr(self, f.name)!r}; expected one of {choices}."
+                )
         if self.solver == "torch32" and self.mode != "paper":
             raise ParameterError("solver 'torch32' (the published float32 eigh) exists in mode 'paper' only.")
         if self.solver == "torch64" and self.mode != "fixed":
-            raise ParameterError("solver 'torch64' (dense float64 eigh on the device) exists in mode 'fixed' only.")
+            raise ParameterError(
+                "solver 'torch64' (dense float64 eigh on the device) exists in mode 'fixed' only."
+            )
         if self.mode == "paper" and self.min_size != 1:
-            raise ParameterError("min_size must be 1 in mode 'paper' (the published recursion has no minimum).")
+            raise ParameterError(
+                "min_size must be 1 in mode 'paper' (the published recursion has no minimum)."
+            )
         if not isinstance(self.antialias, bool):
             raise ParameterError(f"antialias must be True or False; got {self.antialias!r}.")
-        if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
-            raise ParameterError(f"seed must be an int from 0 to 2**63 - 1 (an int64); got {self.seed!r}.")
+        check_int(self.seed, "seed", minimum=0, maximum=MAX_SEED, hint="Seeds are int64: 0 to 2**63 - 1.")
         for name, lo in (("pamr_iter", 0), ("median_size", 1), ("min_size", 1)):
-            v = getattr(self, name)
-            if not _is_int(v) or v < lo:
-                raise ParameterError(f"{name} must be an int >= {lo}; got {v!r}.")
+            check_int(getattr(self, name), name, minimum=lo)
         _at_most("pamr_iter", self.pamr_iter, MAX_PAMR_ITER, "the published evaluation runs 10")
         _at_most("median_size", self.median_size, MAX_MEDIAN_SIZE, "the published filter is 3 x 3")
         if self.knn is not None and self.mode == "paper":
-            raise ParameterError("knn exists in mode 'fixed' only (the published recursion cuts the dense graph).")
+            raise ParameterError(
+                "knn exists in mode 'fixed' only (the published recursion cuts the dense graph)."
+            )
         if self.affinity == "attention" and self.knn is not None:
             raise ParameterError("knn applies to the cosine affinity; the attention walk graph is dense.")
         if self.partition == "kway" and self.mode != "fixed":
             raise ParameterError("partition 'kway' has no paper mode (the published method is recursive); "
                                  "use mode='fixed'.")  # fmt: skip
         if self.n_segments is not None and self.partition != "kway":
-            raise ParameterError("n_segments sets K of partition='kway'; the recursive cut's granularity is tau.")
+            raise ParameterError(
+                "n_segments sets K of partition='kway'; the recursive cut's granularity is tau."
+            )
         if self.partition == "kway" and self.knn is not None:
             raise ParameterError("partition 'kway' cuts the dense graph (knn gives a sparse one); drop knn, or use "
                                  "partition='recursive'.")  # fmt: skip
-        if not _is_int(self.walk_steps) or self.walk_steps < 1:
-            raise ParameterError(f"walk_steps must be an int >= 1; got {self.walk_steps!r}.")
-        _at_most("walk_steps", self.walk_steps, MAX_WALK_STEPS, "the walk has converged to one segment long before")
+        check_int(self.walk_steps, "walk_steps", minimum=1)
+        _at_most(
+            "walk_steps", self.walk_steps, MAX_WALK_STEPS, "the walk has converged to one segment long before"
+        )
         for name, lo in (("refine_max_side", 1), ("max_depth", 0), ("knn", 1), ("n_segments", 1)):
             v = getattr(self, name)
-            if v is not None and (not _is_int(v) or v < lo):
-                raise ParameterError(f"{name} must be an int >= {lo}, or None ({NONE_MEANS[name]}); got {v!r}.")
+            if v is not None:
+                check_int(v, name, minimum=lo, hint=f"Or None: {NONE_MEANS[name]}.")
         if self.n_segments is not None:
             _at_most("n_segments", self.n_segments, _MAX_KWAY_SEGMENTS, "a K-way cut needs K grid nodes and "
                      f"segments x nodes <= {MAX_KWAY_WORK:,}")  # fmt: skip
         dil = tuple(self.pamr_dilations) if isinstance(self.pamr_dilations, (list, tuple)) else ()
-        if not dil or any(not _is_int(d) or d < 1 for d in dil):
+        if not dil or any(not is_int(d) or d < 1 for d in dil):
             raise ParameterError(
                 f"pamr_dilations must be a non-empty tuple of positive ints; got {self.pamr_dilations!r}."
             )
@@ -410,14 +423,7 @@ class DiffCutConfig:
         downsampled to 128 x 128 without antialias; a 3 x 3 median filter. ``overrides`` change fields
         (e.g. ``tau=0.2`` for SD 1.4, or ``refine="none"`` for the evaluation without ``--refinement``).
         """
-        base = cls(
-            layer="diffcut", timestep=50, alpha=10.0, tau=0.5, mode="paper", refine="pamr",
-            upsample="concept", seed=42, image_size=None, policy="center_crop", antialias=False,
-            noise_device="model", mask_size=PAPER_MASK_SIZE, refine_max_side=None, pamr_iter=10,
-            pamr_dilations=(1, 2, 4, 8), pamr_guide="input", median_size=3, min_size=1, max_depth=None,
-            solver="auto", knn=None, affinity="cosine", walk_steps=1, partition="recursive", n_segments=None,
-            auto_rule="dynamic",
-        )  # fmt: skip
+        base = cls(**_PAPER_CHANGES)
         return base.replace(**overrides) if overrides else base
 
     @classmethod
@@ -506,6 +512,13 @@ class DiffCutConfig:
         return out
 
 
+#: where the published evaluation differs from the defaults (the module docstring says why); every other
+#: field's default is the published value
+_PAPER_CHANGES: dict[str, Any] = {
+    "mode": "paper", "policy": "center_crop", "antialias": False, "noise_device": "model",
+    "mask_size": PAPER_MASK_SIZE, "refine_max_side": None, "pamr_guide": "input",
+}  # fmt: skip
+
 #: the settings whose value may be None (written "none" on the command line and in YAML), and what None means
 NONE_MEANS = {
     "image_size": "the model's native size", "mask_size": "the image's size", "refine_max_side": "no limit",
@@ -561,6 +574,16 @@ INPUT_FIELDS = ("layer", "timestep", "seed", "image_size", "policy", "antialias"
 #: settings of the cut on the feature grid (recorded in ``CutTree.params``)
 CUT_FIELDS = ("alpha", "tau", "mode", "min_size", "max_depth", "solver", "knn", "affinity", "walk_steps", "partition",
               "n_segments", "auto_rule")  # fmt: skip
+#: the cut settings a tree records in ``CutTree.params`` (its ``tau`` and ``mode`` are attributes of their own)
+TREE_FIELDS = tuple(f for f in CUT_FIELDS if f not in ("tau", "mode"))
+
+
+def cut_key(config: DiffCutConfig) -> tuple:
+    """What a cut depends on besides tau: configurations with one key share one tree, pruned per tau
+    (:func:`~diffcut_lab.segmentation.cut_trees`)."""
+    return tuple(getattr(config, f) for f in CUT_FIELDS if f != "tau")
+
+
 #: settings from the grid labels to the output labels
 LABEL_FIELDS = (
     "upsample", "refine", "mask_size", "refine_max_side", "pamr_iter", "pamr_dilations", "pamr_guide",

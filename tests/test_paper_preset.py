@@ -66,9 +66,27 @@ def test_preset_settings_are_the_published_ones():
     assert (PAPER.timestep, PAPER.alpha, PAPER.tau, PAPER.seed, PAPER.layer) == (50, 10.0, 0.5, 42, "diffcut")
     assert (PAPER.policy, PAPER.antialias, PAPER.noise_device) == ("center_crop", False, "model")
     assert (PAPER.mode, PAPER.upsample, PAPER.mask_size) == ("paper", "concept", (128, 128))
-    assert (PAPER.refine, PAPER.pamr_iter, PAPER.pamr_dilations, PAPER.median_size) == ("pamr", 10, (1, 2, 4, 8), 3)
+    assert (PAPER.refine, PAPER.pamr_iter, PAPER.pamr_dilations, PAPER.median_size) == (
+        "pamr",
+        10,
+        (1, 2, 4, 8),
+        3,
+    )
     assert PAPER.pamr_guide == "input"
+    assert (PAPER.image_size, PAPER.refine_max_side, PAPER.min_size, PAPER.max_depth) == (None, None, 1, None)
+    assert (PAPER.solver, PAPER.knn, PAPER.affinity, PAPER.walk_steps) == ("auto", None, "cosine", 1)
+    assert (PAPER.partition, PAPER.n_segments, PAPER.auto_rule) == ("recursive", None, "dynamic")
     assert dl.DiffCutConfig.paper(tau=0.2).tau == 0.2  # SD 1.4's tau, by override
+
+
+def test_preset_differs_from_the_defaults_where_the_config_docstring_says():
+    """The defaults are the published values except for these (``diffcut_lab.config``'s docstring says why)."""
+    assert PAPER.changes() == {
+        "mode": "paper", "policy": "center_crop", "antialias": False, "noise_device": "model",
+        "mask_size": [128, 128], "refine_max_side": None, "pamr_guide": "input",
+    }  # fmt: skip
+    with pytest.raises(dl.ParameterError, match="unknown DiffCut setting"):
+        dl.DiffCutConfig.paper(taus=0.2)
 
 
 def test_crop_and_resize_are_the_published_ones():
@@ -78,7 +96,9 @@ def test_crop_and_resize_are_the_published_ones():
     region, x = dl.DiffCut(bb, PAPER).inputs(img)[0]
     t = torch.from_numpy(img).permute(2, 0, 1).float() / 255.0
     torch.testing.assert_close(region, t[:, 0:368, 62:430], rtol=0, atol=0)
-    expected = F.interpolate(t[None, :, 0:368, 62:430], size=(64, 64), mode="bilinear", align_corners=False)[0]
+    expected = F.interpolate(t[None, :, 0:368, 62:430], size=(64, 64), mode="bilinear", align_corners=False)[
+        0
+    ]
     torch.testing.assert_close(x, expected, rtol=0, atol=0)
     # the defaults keep the whole image and antialias the shrink: another input
     _, x_default = dl.DiffCut(bb).inputs(img)[0]
@@ -88,7 +108,9 @@ def test_crop_and_resize_are_the_published_ones():
 def test_seeded_noise_comes_from_a_generator_on_the_requested_device():
     bb = tiny_backbone("pixel")
     eps = bb.noise((1, 3, 8, 8), seed=42, device="cpu")
-    torch.testing.assert_close(eps, torch.randn((1, 3, 8, 8), generator=torch.Generator("cpu").manual_seed(42)))
+    torch.testing.assert_close(
+        eps, torch.randn((1, 3, 8, 8), generator=torch.Generator("cpu").manual_seed(42))
+    )
     calls = []
     original = bb.noise
 
@@ -141,7 +163,9 @@ def test_concept_assignment_in_the_published_order():
     np.testing.assert_array_equal(ours, _compact(ref_concept_assignment(labels, f, 128)))
 
 
-def _nearly_parallel(seed: int, channels: int, side: int, k: int, spread: float) -> tuple[np.ndarray, torch.Tensor]:
+def _nearly_parallel(
+    seed: int, channels: int, side: int, k: int, spread: float
+) -> tuple[np.ndarray, torch.Tensor]:
     """Segment ids and features that differ little from one common direction (as a real layer's do at
     t = 50): segment scores lie close, and float32 rounding decides some pixels."""
     g = torch.Generator().manual_seed(seed)
