@@ -375,8 +375,6 @@ def capture(
     ------
     UnknownLayerError, ParameterError, ImageInputError, FeatureError
     """
-    from tqdm.auto import tqdm
-
     from .images import to_batch
 
     size = backbone.check_image_size(backbone.image_size if image_size is None else image_size)
@@ -384,35 +382,19 @@ def capture(
     ts = _timesteps(timesteps)
     for t in ts:
         backbone.check_timestep(t)
-    names = resolve_layers(backbone, layers)
-    by_name = {p.name: p for p in list_hook_points(backbone, image_size=size)}
-    points = [by_name[n] for n in names]
+    points = _points(backbone, layers, size)
+    names = [p.name for p in points]
     batch = to_batch(images, size, policy=policy, antialias=antialias)
     if batch_size is not None:
         batch_size = check_int(
             batch_size, "batch_size", minimum=1, hint="Pass None for one forward of all images."
         )
     step = batch.shape[0] if batch_size is None else batch_size
-    embeds, added = backbone.conditioning(prompt)
-    chunks: dict[tuple[str, int], list[torch.Tensor]] = {(n, t): [] for n in names for t in ts}
-    store: dict[str, _Kept] = {}
-    n_chunks = math.ceil(batch.shape[0] / step)
-    bar = tqdm(total=n_chunks * len(ts), disable=not progress, desc="capture", unit="pass")
-    try:
-        with _hooks(
-            backbone, points, store=store, store_dtype=sdt, early_exit=early_exit, store_device=store_device
-        ):
-            for start in range(0, batch.shape[0], step):
-                latents = backbone.encode(batch[start : start + step])
-                for t in ts:
-                    x_t = backbone.add_noise(latents, t, seed=seed, noise_device=noise_device)
-                    _forward_once(backbone, x_t, t, embeds=embeds, added=added, store=store)
-                    for n, feat in _collect(store, points, t).items():
-                        chunks[(n, t)].append(feat)
-                    bar.update(1)
-    finally:
-        bar.close()
-    feats = {k: torch.cat(v) if len(v) > 1 else v[0] for k, v in chunks.items()}
+    feats = _passes(
+        backbone, batch, points, ts, step=step, conditioning=backbone.conditioning(prompt), seed=seed,
+        noise_device=noise_device, progress=progress,
+        hooks={"store_dtype": sdt, "early_exit": early_exit, "store_device": store_device},
+    )  # fmt: skip
     aliases = {}
     try:
         aliases["diffcut"] = diffcut_layer_name(backbone)
@@ -436,6 +418,50 @@ def capture(
         "resolutions": {p.name: list(p.resolution) for p in points},
     }
     return FeatureCache(feats, layers=names, timesteps=ts, meta=meta, images=batch, aliases=aliases)
+
+
+def _points(backbone: Backbone, layers: LayerSpec, size: Any) -> list[HookPoint]:
+    """The hook points ``layers`` resolves to, at input size ``size``, in the order resolved."""
+    names = resolve_layers(backbone, layers)
+    by_name = {p.name: p for p in list_hook_points(backbone, image_size=size)}
+    return [by_name[n] for n in names]
+
+
+def _passes(
+    backbone: Backbone,
+    batch: torch.Tensor,
+    points: Sequence[HookPoint],
+    ts: Sequence[int],
+    *,
+    step: int,
+    conditioning: tuple[torch.Tensor, dict[str, torch.Tensor] | None],
+    seed: int,
+    noise_device: str,
+    progress: bool,
+    hooks: dict[str, Any],
+) -> dict[tuple[str, int], torch.Tensor]:
+    """The features ``(layer, t) -> (B, C, h, w)`` of ``batch``: one forward per chunk of ``step`` images
+    and timestep, inside :func:`_hooks` (``hooks``: its keyword arguments)."""
+    from tqdm.auto import tqdm
+
+    embeds, added = conditioning
+    chunks: dict[tuple[str, int], list[torch.Tensor]] = {(p.name, t): [] for p in points for t in ts}
+    store: dict[str, _Kept] = {}
+    n_chunks = math.ceil(batch.shape[0] / step)
+    bar = tqdm(total=n_chunks * len(ts), disable=not progress, desc="capture", unit="pass")
+    try:
+        with _hooks(backbone, points, store=store, **hooks):
+            for start in range(0, batch.shape[0], step):
+                latents = backbone.encode(batch[start : start + step])
+                for t in ts:
+                    x_t = backbone.add_noise(latents, t, seed=seed, noise_device=noise_device)
+                    _forward_once(backbone, x_t, t, embeds=embeds, added=added, store=store)
+                    for n, feat in _collect(store, points, t).items():
+                        chunks[(n, t)].append(feat)
+                    bar.update(1)
+    finally:
+        bar.close()
+    return {k: torch.cat(v) if len(v) > 1 else v[0] for k, v in chunks.items()}
 
 
 def memory_estimate(
@@ -467,11 +493,8 @@ def memory_estimate(
         ``sum over layers of B x C x h x w`` (``B x N x N`` for ``probs``) x timesteps x bytes per value.
     """
     size = backbone.image_size if image_size is None else image_size
-    names = resolve_layers(backbone, layers)
-    by_name = {p.name: p for p in list_hook_points(backbone, image_size=size)}
     itemsize = torch.empty((), dtype=_store_dtype(store_dtype)).element_size()
     per_image = 0
-    for n in names:
-        p = by_name[n]
+    for p in _points(backbone, layers, size):
         per_image += p.tokens * p.tokens if p.kind == "probs" else p.channels * p.tokens
     return int(per_image * len(_timesteps(timesteps)) * int(batch) * itemsize)
