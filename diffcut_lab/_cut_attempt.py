@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 from . import _eigen
 
-__all__ = ["Attempt", "fixed_attempt"]
+__all__ = ["Attempt", "fixed_attempt", "subgraph"]
 
 _EMPTY = np.empty(0)
 
@@ -56,15 +56,14 @@ class Attempt:
         return cls(reject=reason, **found)
 
 
-
-
-def _subgraph(g: Any, idx: np.ndarray) -> Any:
+def subgraph(g: Any, idx: np.ndarray) -> Any:
     """The induced sub-graph on ``idx`` (a copy), without self-loops.
 
     Self-loops are dropped because they count in a node's degree but can never be cut: with
     ``affinity``'s unit diagonal, a single pixel whose summed similarity ``c`` to the rest is below 1 has
     ``NCut = c / (1 + c) + ... < 0.5`` and would be peeled off as its own segment on noisy features.
-    Without them, any cut with a one-pixel side has ``NCut >= 1``.
+    Without them, any cut with a one-pixel side has ``NCut >= 1``. A dense sub-graph is float64 up to
+    :data:`~diffcut_lab._eigen.FLOAT64_MAX` nodes and keeps the graph's dtype above (float32 there).
     """
     if sp.issparse(g):
         sub = g[idx][:, idx].tocsr()
@@ -72,7 +71,7 @@ def _subgraph(g: Any, idx: np.ndarray) -> Any:
         sub.eliminate_zeros()
         return sub
     sub = g[np.ix_(idx, idx)]
-    sub = sub.astype(np.float64, copy=False) if idx.shape[0] <= 4096 else sub
+    sub = sub.astype(np.float64, copy=False) if idx.shape[0] <= _eigen.FLOAT64_MAX else sub
     np.fill_diagonal(sub, 0.0)
     return sub
 
@@ -81,7 +80,7 @@ def fixed_attempt(
     g: Any, members: np.ndarray, solver: str, warm: np.ndarray | None, min_size: int
 ) -> Attempt:
     """The fixed-mode cut of the sub-graph on ``members``: a component split off, or the best sweep cut."""
-    sub = _subgraph(g, members)
+    sub = subgraph(g, members)
     d = _eigen.degrees(sub)
     comp = _eigen.components(sub)
     ncomp = int(comp.max()) + 1
@@ -117,7 +116,9 @@ def fixed_attempt(
         note = ""
     thr, nc = _eigen.sweep(sub, d, y, min_size)
     if thr.shape[0] == 0:
-        return Attempt.rejected("no threshold leaves min_size nodes on both sides", fiedler=y, solver=f.solver)
+        return Attempt.rejected(
+            "no threshold leaves min_size nodes on both sides", fiedler=y, solver=f.solver
+        )
     best = int(np.argmin(nc))
     return Attempt(
         fiedler=y,

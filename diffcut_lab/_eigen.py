@@ -8,6 +8,7 @@ smallest eigenvalue of ``D^-1/2 (D - W) D^-1/2``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.linalg
@@ -16,8 +17,20 @@ import scipy.sparse.csgraph
 import scipy.sparse.linalg
 
 from .threads import blas_threads
+from .validation import check_int
 
-DENSE_MAX = 256  # "auto": dense float64 eigh up to this many nodes, Lanczos (ARPACK) above
+#: ``solver="auto"`` (fixed mode, and the K-way spectral start): a dense float64 ``eigh`` up to this many
+#: nodes, Lanczos (ARPACK) above
+DENSE_MAX = 256
+#: paper mode's ``solver="auto"`` on the host: the published float32 ``eigh`` up to this many nodes, a
+#: certified float64 Lanczos solve above (:func:`diffcut_lab._paper_cut.paper_attempt`)
+PAPER_DENSE_MAX = 384
+#: the automatic stopping rule's eigenvalues (:func:`diffcut_lab.stopping.laplacian_eigenvalues`): a dense
+#: solve up to this many nodes, Lanczos above
+EIGVALS_DENSE_MAX = 512
+#: precision of the host graph in the fixed mode: float64 up to this many nodes, float32 above (memory: a
+#: 16k-node float64 sub-graph is 2 GB)
+FLOAT64_MAX = 4096
 
 
 @dataclass
@@ -28,6 +41,34 @@ class Fiedler:
     lam2: float
     lam3: float
     solver: str
+
+
+def eigengap(values: Any, *, min_clusters: int = 1, max_clusters: int | None = None) -> int:
+    """The number of clusters ``k`` in ``[min_clusters, max_clusters]`` with the largest eigengap
+    ``values[k] - values[k - 1]`` (eigenvalues ascending, 0-based): ``k`` small eigenvalues, then a jump.
+
+    The one eigengap rule of the package (:func:`diffcut_lab.spectrum.eigengap` is this function): the
+    eigenvector views, :func:`~diffcut_lab.stopping.auto_n_segments`, the automatic stopping rule and the
+    spectral baseline all count clusters with it. ``k = 1`` (the largest gap follows the first eigenvalue)
+    means one group: no structure to cut.
+
+    Examples
+    --------
+    >>> eigengap([0.0, 0.01, 0.02, 0.9, 0.95])
+    3
+    >>> eigengap([0.0, 0.8, 0.85, 0.9])
+    1
+    """
+    v = np.asarray(values, dtype=np.float64)
+    for name, value in (("min_clusters", min_clusters), ("max_clusters", max_clusters)):
+        if value is not None:
+            check_int(value, name, minimum=1)
+    lo = int(min_clusters)
+    hi = v.size - 1 if max_clusters is None else min(int(max_clusters), v.size - 1)
+    if hi < lo:
+        return max(1, min(lo, v.size))
+    gaps = v[lo : hi + 1] - v[lo - 1 : hi]
+    return int(lo + np.argmax(gaps))
 
 
 def degrees(g: np.ndarray | sp.csr_matrix) -> np.ndarray:

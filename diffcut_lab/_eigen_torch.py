@@ -7,9 +7,9 @@ vector -- written for a dense torch graph so that a GPU never hands the affinity
 the step's record (the Fiedler vector, the candidates, the chosen side) comes back. The solve is a dense
 ``torch.linalg.eigh`` (``CutStep.solver == "torch64"``).
 
-On the CPU the numpy/scipy path is faster (it solves for three eigenpairs, or runs Lanczos above 256
-nodes), so :func:`diffcut_lab.ncut.recursive_ncut` takes this path on the CPU only when asked
-(``solver="torch64"``); on an accelerator ``"auto"`` takes it.
+On the CPU the numpy/scipy path is faster (it solves for three eigenpairs, or runs Lanczos above
+:data:`~diffcut_lab._eigen.DENSE_MAX` nodes), so :func:`diffcut_lab.ncut.recursive_ncut` takes this
+path on the CPU only when asked (``solver="torch64"``); on an accelerator ``"auto"`` takes it.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ DEVICE_EIGH_MAX = 1024
 
 def uses_device_path(g: torch.Tensor, solver: str) -> bool:
     """Whether the fixed-mode recursion on ``g`` runs in torch on its device (else numpy on the host)."""
-    return solver == "torch64" or (solver == "auto" and g.device.type != "cpu" and g.shape[0] <= DEVICE_DENSE_MAX)
+    return solver == "torch64" or (
+        solver == "auto" and g.device.type != "cpu" and g.shape[0] <= DEVICE_DENSE_MAX
+    )
 
 
 def _connected(sub: torch.Tensor) -> bool:
@@ -103,7 +105,11 @@ def _lanczos_top(
                 break
             if j % 8 == 7 or j == steps - 1:  # Ritz pair of the largest value, and its residual beta_j |z_j|
                 size = j + 1
-                t = torch.diag(alpha[:size]) + torch.diag(beta[: size - 1], 1) + torch.diag(beta[: size - 1], -1)
+                t = (
+                    torch.diag(alpha[:size])
+                    + torch.diag(beta[: size - 1], 1)
+                    + torch.diag(beta[: size - 1], -1)
+                )
                 theta, z = torch.linalg.eigh(t)
                 if float(beta[j] * z[-1, -1].abs()) <= 0.1 * tol * max(1.0, float(theta[-1].abs())):
                     break
@@ -119,7 +125,9 @@ def _lanczos_top(
     return None
 
 
-def sweep(sub: torch.Tensor, d: torch.Tensor, y: torch.Tensor, min_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def sweep(
+    sub: torch.Tensor, d: torch.Tensor, y: torch.Tensor, min_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact NCut of every threshold between distinct sorted values of ``y`` (see :func:`diffcut_lab._eigen.sweep`).
 
     With the nodes sorted by decreasing ``y``, the weight inside the top-``p`` set is the cumulative sum of
@@ -158,7 +166,9 @@ def torch_attempt(g: torch.Tensor, members: np.ndarray, min_size: int) -> Attemp
     thr, nc = sweep(sub, d, y, min_size)
     y_np = y.cpu().numpy()
     if thr.shape[0] == 0:
-        return Attempt.rejected("no threshold leaves min_size nodes on both sides", fiedler=y_np, solver=solver)
+        return Attempt.rejected(
+            "no threshold leaves min_size nodes on both sides", fiedler=y_np, solver=solver
+        )
     best = int(torch.argmin(nc))
     thr_np, nc_np = thr.cpu().numpy(), nc.cpu().numpy()
     return Attempt(

@@ -2,8 +2,9 @@
 
 :func:`paper_attempt` reproduces one step of the published recursion: float32 ``eigh`` of the
 symmetric normalised Laplacian, 100 linspace thresholds scored by the discrete Shi-Malik NCut, the
-``np.argmin`` partition and Python-``min`` value. Above :data:`PAPER_DENSE_MAX` nodes ("auto") a float64
-Lanczos solve is used instead when :func:`certified` proves the float32 solve would choose the same cut
+``np.argmin`` partition and Python-``min`` value. Above :data:`~diffcut_lab._eigen.PAPER_DENSE_MAX`
+nodes ("auto") a float64 Lanczos solve is used instead when :func:`certified` proves the float32 solve
+would choose the same cut
 (enough eigengap, no node or competing candidate within float32's error of the decision); near-ties
 are settled with the published per-threshold loop itself.
 """
@@ -17,16 +18,14 @@ import torch
 
 from . import _eigen
 from ._cut_attempt import Attempt
+from ._eigen import PAPER_DENSE_MAX
 
 __all__ = ["N_THRESHOLDS", "PAPER_DENSE_MAX", "Scores", "certified", "paper_attempt", "published_choice"]
 
-PAPER_DENSE_MAX = 384  # "auto": published float32 eigh up to this size, certified Lanczos above
 N_THRESHOLDS = 100
 _TIE_REL = 1e-5  # candidate NCut values closer than this are a tie in float32 arithmetic
 _EIG_ERR = 3e-8  # max |y64 - y32| <= 2 * _EIG_ERR / gap * max(D^-1/2): measured ratio <= 0.33, x3 margin
 _SOLVE_FAILED = "eigen solver failed (the published code would crash here)"
-
-
 
 
 def published_eigh(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor | None:
@@ -50,9 +49,7 @@ def _thresholds(y: torch.Tensor) -> torch.Tensor:
     return torch.linspace(lo, hi, N_THRESHOLDS, dtype=y.dtype, device=y.device)
 
 
-def published_loop_scores(
-    a: torch.Tensor, d: torch.Tensor, y: torch.Tensor, thr: torch.Tensor
-) -> np.ndarray:
+def published_loop_scores(a: torch.Tensor, d: torch.Tensor, y: torch.Tensor, thr: torch.Tensor) -> np.ndarray:
     """The published per-threshold loop, float32, same operations (used only to settle near-ties)."""
     deg = torch.diag(d)
     lap = deg - a
@@ -161,16 +158,22 @@ def paper_attempt(w32: torch.Tensor, kept: np.ndarray, solver: str, warm: np.nda
     n = kept.shape[0]
     a64, d64 = a.to(torch.float64), d.to(torch.float64)
     # on an accelerator "auto" is the published float32 eigh at every size (it is the cheap part there)
-    fast = solver in ("eigsh", "dense") or (solver == "auto" and n > PAPER_DENSE_MAX and a.device.type == "cpu")
+    fast = solver in ("eigsh", "dense") or (
+        solver == "auto" and n > PAPER_DENSE_MAX and a.device.type == "cpu"
+    )
     y = None
     used = "torch32"
     if fast:
-        f = _eigen.fiedler(a64.cpu().numpy(), d64.cpu().numpy(), "dense" if solver == "dense" else "eigsh", warm)
+        f = _eigen.fiedler(
+            a64.cpu().numpy(), d64.cpu().numpy(), "dense" if solver == "dense" else "eigsh", warm
+        )
         y = torch.as_tensor(f.y, dtype=torch.float32, device=a.device)
         thr = _thresholds(y)
         scores = paper_scores(a64, d64, y, thr)
         gap = min(f.lam2, f.lam3 - f.lam2)
-        if solver != "auto" or certified(f.y, d64.cpu().numpy(), gap, thr.cpu().numpy().astype(np.float64), scores):
+        if solver != "auto" or certified(
+            f.y, d64.cpu().numpy(), gap, thr.cpu().numpy().astype(np.float64), scores
+        ):
             used = f.solver
         else:
             y = None
