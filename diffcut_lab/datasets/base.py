@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..config import MAX_IMAGE_PIXELS
+from ..config import MAX_IMAGE_PIXELS, DiffCutConfig
 from ..errors import ImageInputError, ParameterError
-from ..images import center_crop_box, crop_region, resize_image
+from ..images import center_crop_box
+from ..label_maps import resize_labels
 
 __all__ = [
     "IGNORE_INDEX",
@@ -222,10 +222,12 @@ def preprocess(
     -------
     image : torch.Tensor
         (3, size, size) float32 in [0, 1]: centre crop to ``(min(H, W) - 1)^2``, bilinear resize
-        (no antialiasing, as the published loader).
+        (no antialiasing, as the published loader): the network input of
+        :meth:`DiffCutConfig.paper() <diffcut_lab.config.DiffCutConfig.paper>`
+        (:func:`~diffcut_lab.segmentation.network_input`).
     label : torch.Tensor or None
         (label_size, label_size) int64: the same crop, nearest-exact resize to ``size``, then nearest
-        resize to ``label_size`` (both as published). When ``size < label_size`` the crop is resized
+        resize to ``label_size`` (both as published; :func:`~diffcut_lab.label_maps.resize_labels`). When ``size < label_size`` the crop is resized
         directly to ``label_size`` (nearest-exact), so a small model input does not coarsen the labels.
     """
     if size < 1 or (label_size is not None and label_size < 1):
@@ -233,9 +235,11 @@ def preprocess(
     img = np.asarray(image)
     if img.ndim != 3 or img.shape[2] != 3:
         raise ImageInputError(f"expected an (H, W, 3) image, got shape {img.shape}")
+    from ..segmentation import network_input
+
     h, w = img.shape[:2]
     x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255.0
-    x = resize_image(crop_region(x, "center_crop"), (size, size), antialias=False).clamp_(0.0, 1.0)
+    _, x = network_input(x, DiffCutConfig.paper(), (size, size))
     if label is None:
         return x, None
     lab = np.asarray(label)
@@ -252,13 +256,10 @@ def preprocess_label(label: np.ndarray, *, size: int = 1024, label_size: int | N
     """
     lab = np.asarray(label)
     top, left, side = center_crop_box(*lab.shape[:2])
-    y = torch.from_numpy(np.ascontiguousarray(lab[top : top + side, left : left + side]).astype(np.float64))
-    y = y[None, None]
+    crop = np.ascontiguousarray(lab[top : top + side, left : left + side], dtype=np.float64)
+    y = torch.from_numpy(crop).round()  # class ids (a float label map is rounded to them)
     target = size if label_size is None else label_size
-    if target <= size:
-        y = F.interpolate(y, size=(size, size), mode="nearest-exact")
-        if target != size:
-            y = F.interpolate(y, size=(target, target), mode="nearest")
-    else:
-        y = F.interpolate(y, size=(target, target), mode="nearest-exact")
-    return y[0, 0].round().to(torch.int64)
+    if target > size:  # a small model input does not coarsen the labels
+        return resize_labels(y, (target, target))
+    y = resize_labels(y, (size, size))
+    return y if target == size else resize_labels(y, (target, target), exact=False)
