@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from test_benchmarks import _load
+from _benchmarks import load_benchmark
 
 
 def test_kway_speed_writes_both_methods_on_the_same_graph(tmp_path: Path) -> None:
-    ks = _load("kway_speed")
+    ks = load_benchmark("kway_speed")
     out = tmp_path / "kway.json"
     argv = ["--sides", "8", "--noises", "1.0", "--seeds", "0", "--k", "3", "--repeats", "2", "--out", str(out)]
     assert ks.main(argv) == 0
@@ -27,18 +27,17 @@ def test_kway_speed_writes_both_methods_on_the_same_graph(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("method", ["recursive", "kway", "kway-spectral", "walk", "device"])
 def test_large_grid_methods_cut_in_process(method: str) -> None:
-    lg = _load("large_grid")
+    lg = load_benchmark("large_grid")
     row = lg.child(method, side=6, k=3, channels=8, noise=0.5, tau=0.5, threads=1, seed=0)
-    assert row["seconds"] >= 0 and row["n_segments"] >= 1
-    if method.startswith("kway"):
-        assert row["n_segments"] == 3
+    # three well-separated blobs: every method finds them (K-way is told K = 3)
+    assert row["n_segments"] == 3
     if method == "device":
         assert set(row["solvers"]) <= {"torch64", "torch64-lanczos", "components", "none"}
 
 
 @pytest.mark.slow
 def test_large_grid_measures_each_method_in_its_own_process(tmp_path: Path) -> None:
-    lg = _load("large_grid")
+    lg = load_benchmark("large_grid")
     out = tmp_path / "lg.json"
     argv = ["--side", "6", "--k", "3", "--channels", "8", "--methods", "kway", "--threads", "1", "--out", str(out)]
     assert lg.main(argv) == 0

@@ -11,8 +11,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from _contracts import ablation_grid as _grid
+from _contracts import assert_rows_are_the_pipeline as _counts_by_segment
 from _reference_ncut import clustered_features
-from test_one_core import _counts_by_segment, _grid
 
 import diffcut_lab as dl
 from diffcut_lab import segmentation as core

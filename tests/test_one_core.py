@@ -8,60 +8,30 @@ labels.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from _contracts import ablation_grid, assert_rows_are_the_pipeline
 
 import diffcut_lab as dl
 from diffcut_lab import segmentation as core
 from diffcut_lab import viz
 from diffcut_lab.ablation import AblationGrid, run_ablation
-from diffcut_lab.ablation.engine import eval_label
 from diffcut_lab.datasets import load_dataset
 from diffcut_lab.metrics import hungarian_miou
 
 LAYERS = ["diffcut", "down_blocks.1.attentions.0.transformer_blocks.0.attn1"]
 
 
-def _grid(model: Path, **kw) -> AblationGrid:
-    base = dict(
-        dataset="synthetic", dataset_kwargs={"n": 2, "size": 64}, models=[str(model)], layers=LAYERS,
-        timesteps=[10, 50], alphas=[5.0, 10.0], taus=[0.3, 0.8], refines=["none", "pamr"], label_size=48,
-    )  # fmt: skip
-    base.update(kw)
-    return AblationGrid(**base)
-
-
-def _counts_by_segment(grid: AblationGrid, rows: pd.DataFrame) -> None:
-    """Every row == DiffCut(bb, row config).segment(image) scored by hungarian_miou (TP, FP, FN)."""
-    ds = load_dataset(grid.dataset, **grid.dataset_kwargs)
-    bb = dl.load_backbone(grid.models[0])
-    configs = {c.id: c for c in grid.configs()}
-    assert len(rows) == len(configs) * len(ds)
-    for _, row in rows.iterrows():
-        c = configs[row["config_id"]]
-        sample = ds[int(row["image_index"])]
-        seg = dl.DiffCut(bb, c.diffcut_config()).segment(sample.image)
-        gt = eval_label(sample.label, bb.image_size, grid.label_size)
-        res = hungarian_miou(seg.labels, gt, num_classes=ds.info.num_classes)
-        assert list(row["tp"]) == res.tp.tolist(), (c, row["image"])
-        assert list(row["fp"]) == res.fp.tolist(), (c, row["image"])
-        assert list(row["fn"]) == res.fn.tolist(), (c, row["image"])
-        assert row["n_segments"] == seg.tree.n_segments
-
-
 @pytest.mark.slow
 def test_every_ablation_row_is_the_pipeline_result(tiny_dir):
-    grid = _grid(tiny_dir)
+    grid = ablation_grid(tiny_dir)
     rows = run_ablation(grid, out=None, progress=False)
-    _counts_by_segment(grid, rows)
+    assert_rows_are_the_pipeline(grid, rows)
     # the min_size setting reaches the recursion: other rows, and still the pipeline's result
-    sized = _grid(tiny_dir, refines=["none"], method_kwargs={"diffcut": {"min_size": 24}})
+    sized = ablation_grid(tiny_dir, refines=["none"], method_kwargs={"diffcut": {"min_size": 24}})
     sized_rows = run_ablation(sized, out=None, progress=False)
-    _counts_by_segment(sized, sized_rows)
+    assert_rows_are_the_pipeline(sized, sized_rows)
     keys = ["image", "layer", "timestep", "alpha", "tau"]
     plain = rows[rows["refine"] == "none"].set_index(keys).sort_index()
     other = sized_rows.set_index(keys).sort_index()
@@ -72,10 +42,10 @@ def test_every_ablation_row_is_the_pipeline_result(tiny_dir):
 
 @pytest.mark.slow
 def test_paper_preset_rows_are_the_pipeline_result(tiny_dir):
-    grid = _grid(tiny_dir, layers=["diffcut"], timesteps=[50], alphas=[10.0], modes=["paper"],
+    grid = ablation_grid(tiny_dir, layers=["diffcut"], timesteps=[50], alphas=[10.0], modes=["paper"],
                  refines=["pamr"], preset="paper")  # fmt: skip
     rows = run_ablation(grid, out=None, progress=False)
-    _counts_by_segment(grid, rows)
+    assert_rows_are_the_pipeline(grid, rows)
     point = grid.configs()[0].diffcut_config()
     assert point.antialias is False and point.pamr_guide == "input" and point.noise_device == "model"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_pipeline import TREE_KINDS, assert_same_tree
+from _trees import TREE_KINDS, assert_same_tree
 
 import diffcut_lab as dl
 from diffcut_lab.affinities import affinity
@@ -168,7 +168,7 @@ def test_static_figure_has_one_frame_per_step(case):
 
 
 def _segmentation(settings: dict, seed: int = 1):
-    from test_pipeline import kind_features
+    from _trees import kind_features
 
     f, attn = kind_features(seed)
     return dl.DiffCut(None, refine="none", **settings).segment_features(f, attention=attn)
