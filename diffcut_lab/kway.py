@@ -83,28 +83,28 @@ This module's own choices:
 Everything runs in torch on W's device (float64; float32 on MPS), except the small eigenproblems and
 Lanczos iterations on the host (scipy, one BLAS thread); random draws come from a CPU
 ``torch.Generator``, so every device draws the same seeds.
+
+Layout: this module checks the input and keeps the best of the runs; the starts are in ``_kway_init``, the
+descent, the segment moves and one run in ``_kway_moves``.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from .errors import FeatureError, ParameterError
-from .threads import blas_threads
+from ._kway_init import initial, spectral_embedding, walk_rows
+from ._kway_moves import Memo, Splits, ncut_of, run, state
+from .errors import ParameterError
+from .label_maps import relabel_raster
+from .validation import check_affinity, check_float, check_int, check_labels
 
 __all__ = ["INITS", "KwayResult", "kway_ncut", "kway_ncut_value"]
 
 INITS = ("k-means++", "spectral", "random")
-
-_MAX_BACKTRACK = 64  # doublings of lambda before a run is declared stuck (lambda ~ 2**64: nothing moves)
-_LAM0 = 0.125  # first shift tried after a rejected step (scores and inertia are both ~ d_i / vol_k)
-_BISECT_STEPS = 20  # alternating steps of a trial 2-way split (the full solver polishes after a move)
-_BISECT_TOL = 1e-3  # ... and their relative stopping tolerance
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,44 +150,13 @@ class KwayResult:
 
 
 def _graph(w: Any, self_loops: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate a dense affinity; return ``(A, d)`` on W's device: A without its diagonal unless
-    ``self_loops``, d its row sums, float64 (float32 on devices without float64)."""
-    if isinstance(w, torch.Tensor):
-        if w.layout != torch.strided:
-            raise ParameterError(
-                "kway_ncut needs a dense (N, N) affinity; densify it (W.to_dense()) or use "
-                "recursive_ncut, which accepts sparse kNN graphs."
-            )
-        t = w.detach()
-    elif hasattr(w, "toarray") and hasattr(w, "nnz"):
-        raise ParameterError(
-            "kway_ncut needs a dense (N, N) affinity; densify it (W.toarray()) or use recursive_ncut, "
-            "which accepts sparse kNN graphs."
-        )
-    else:
-        try:
-            t = torch.as_tensor(np.asarray(w))
-        except (TypeError, ValueError) as exc:
-            raise ParameterError(f"W of type {type(w).__name__} is not an (N, N) array.") from exc
-    if t.ndim != 2 or t.shape[0] != t.shape[1]:
-        raise ParameterError(f"W must be a square (N, N) affinity matrix, got shape {tuple(t.shape)}.")
-    if t.shape[0] == 0:
-        raise FeatureError("W is empty (N = 0): there are no pixels to segment.")
-    if t.is_complex() or not (t.is_floating_point() or t.dtype in _INTS):
-        raise ParameterError(f"W has dtype {t.dtype}; expected real numbers.")
+    """Check a dense affinity (:func:`~diffcut_lab.validation.check_affinity`); return ``(A, d)`` on W's
+    device: A an exactly symmetric copy, without its diagonal unless ``self_loops``, d its row sums,
+    float64 (float32 on devices without float64)."""
+    t = check_affinity(w, sparse=False, caller="kway_ncut")
     dtype = torch.float32 if t.device.type == "mps" else torch.float64
-    if t.dtype == torch.bool:
-        t = t.to(torch.uint8)
-    low, high = float(t.min()), float(t.max())  # NaN propagates into both; -Inf / +Inf show in one
-    if not (math.isfinite(low) and math.isfinite(high)):
-        raise FeatureError("W contains NaN or Inf; build it from finite features (see affinity()).")
-    if low < 0:
-        raise ParameterError("W has negative entries; NCut needs non-negative affinities (see affinity()).")
     a = t.to(dtype, copy=True).contiguous()  # our own copy: the diagonal and the symmetrisation write to it
-    if not _symmetrise_(a, rtol=1e-5, atol=1e-7 * max(abs(low), abs(high), 1.0)):
-        raise ParameterError(
-            "W must be symmetric (an undirected affinity); symmetrise it, e.g. (W + W.T) / 2."
-        )
+    _symmetrise_(a)
     if not self_loops:
         a.fill_diagonal_(0.0)
     return a, a.sum(1)
@@ -196,554 +165,68 @@ def _graph(w: Any, self_loops: bool) -> tuple[torch.Tensor, torch.Tensor]:
 _BLOCK = 512  # rows per block of the N x N passes that must not allocate N x N temporaries
 
 
-def _symmetrise_(a: torch.Tensor, rtol: float, atol: float) -> bool:
-    """Check ``|A - A^T| <= atol + rtol |A^T|`` (``torch.allclose(A, A.T)``) block by block and, when it holds,
-    replace ``A`` by ``(A + A^T) / 2`` in place (exact symmetry, so that scores and objective agree to the
-    last bit). Memory: two blocks of rows, never an N x N temporary."""
+def _symmetrise_(a: torch.Tensor) -> None:
+    """Replace the (symmetric within tolerance) ``A`` by ``(A + A^T) / 2`` in place, so that scores and
+    objective agree to the last bit. Memory: two blocks of rows, never an N x N temporary."""
     n = a.shape[0]
     for i in range(0, n, _BLOCK):
         rows = slice(i, min(i + _BLOCK, n))
         top, left = a[rows, i:], a[i:, rows].T
         if not torch.equal(top, left):
-            if not bool(((top - left).abs() <= atol + rtol * torch.minimum(top.abs(), left.abs())).all()):
-                return False
             mean = (top + left) / 2
             a[rows, i:] = mean
             a[i:, rows] = mean.T
-    return True
-
-
-_INTS = (torch.bool, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
-
-
-def _int(value: Any, name: str, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ParameterError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    if maximum is not None and value > maximum:
-        raise ParameterError(f"{name} must be at most {maximum}, got {value}.")
-    return int(value)
-
-
-def _nonneg(value: Any, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = float("nan")
-    if isinstance(value, bool) or not math.isfinite(v) or v < 0:
-        raise ParameterError(f"{name} must be a finite number >= 0, got {value!r}.")
-    return v
 
 
 def _codes(labels: Any, n: int) -> tuple[np.ndarray, int]:
     """Any integer labelling of N nodes (shape (N,) or a grid with N cells) -> codes 0..K-1, K."""
-    lab = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    lab = check_labels(labels)
     if lab.size != n:
         raise ParameterError(f"labels must hold one label per node (N = {n}), got shape {lab.shape}.")
-    if lab.dtype.kind not in "iub":
-        if lab.dtype.kind == "f" and np.all(np.isfinite(lab)) and np.all(lab == np.round(lab)):
-            lab = lab.astype(np.int64)
-        else:
-            raise ParameterError(f"labels must be integers, got dtype {lab.dtype}.")
     _, codes = np.unique(lab.reshape(-1), return_inverse=True)
     codes = codes.reshape(-1).astype(np.int64)
     return codes, int(codes.max()) + 1
 
 
-def _raster(codes: np.ndarray) -> np.ndarray:
-    """Renumber 0..K-1 by the raster order of each segment's first node."""
-    _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
-    rank = np.empty(first.shape[0], dtype=np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(first.shape[0])
-    return rank[inverse.reshape(-1)]
+@dataclass(frozen=True)
+class _Runs:
+    """The checked settings of the runs."""
+
+    n_init: int
+    max_iter: int
+    seed: int
+    reg: float
+    tol: float
+    escapes: int
 
 
-# --------------------------------------------------------------------------------------------- objective
+def _check_runs(n_init: Any, max_iter: Any, seed: Any, reg: Any, tol: Any, escapes: Any, init: Any) -> _Runs:
+    if n_init is None:
+        n_init = 1 if isinstance(init, str) and init == "spectral" else 4
+    return _Runs(
+        n_init=check_int(n_init, "n_init", minimum=1),
+        max_iter=check_int(max_iter, "max_iter", minimum=0),
+        seed=check_int(seed, "seed", minimum=0),
+        reg=check_float(reg, "reg", minimum=0.0),
+        tol=check_float(tol, "tol", minimum=0.0),
+        escapes=check_int(escapes, "escapes", minimum=0),
+    )
 
 
-def _state(a: torch.Tensor, d: torch.Tensor, lab: torch.Tensor, k: int):
-    """``S^T = X^T W`` (K, N) -- row k holds every node's links to segment k; W is symmetric, so it is a
-    sum of rows of W -- and the volumes and associations (K,) of the labelling ``lab``."""
-    st = torch.zeros(k, a.shape[0], dtype=a.dtype, device=a.device).index_add_(0, lab, a)
-    return st, *_vol_assoc(st, d, lab, k)
-
-
-def _vol_assoc(
-    st: torch.Tensor, d: torch.Tensor, lab: torch.Tensor, k: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    vol = torch.zeros(k, dtype=d.dtype, device=d.device).index_add_(0, lab, d)
-    own = st.gather(0, lab[None, :]).squeeze(0)
-    assoc = torch.zeros(k, dtype=d.dtype, device=d.device).index_add_(0, lab, own)
-    return vol, assoc
-
-
-def _ratios(vol: torch.Tensor, assoc: torch.Tensor) -> torch.Tensor:
-    """``assoc_k / vol_k``, 0 for a segment of zero volume (empty, or isolated nodes only)."""
-    return torch.where(vol > 0, assoc / torch.where(vol > 0, vol, 1.0), 0.0)
-
-
-def _ncut(vol: torch.Tensor, assoc: torch.Tensor) -> float:
-    """``sum_k cut_k / vol_k`` over segments with positive volume (zero volume: no edges, no cut)."""
-    pos = vol > 0
-    cut = (vol - assoc).clamp_min(0.0)
-    return float(torch.where(pos, cut / torch.where(pos, vol, 1.0), 0.0).sum())
-
-
-def _propose(
-    st: torch.Tensor, d: torch.Tensor, lab: torch.Tensor, vol: torch.Tensor, assoc: torch.Tensor, lam: float
-) -> torch.Tensor:
-    """One assignment step of the fractional quadratic transform with diagonal shift ``lam * D``.
-
-    Node ``i``'s score for segment ``k`` is ``(2 S_ik - (rho_k + lam) d_i) / vol_k`` plus the inertia
-    ``2 lam d_i / vol_k`` for its own segment; it moves to the best segment if that beats staying by
-    more than rounding. Segments of zero volume score 0 (their auxiliary variable is 0). Returns the
-    proposed labels.
-    """
-    inv = torch.where(vol > 0, 1.0 / torch.where(vol > 0, vol, 1.0), 0.0)
-    rho = _ratios(vol, assoc)
-    score = (2.0 * st - (rho + lam)[:, None] * d[None, :]) * inv[:, None]  # (K, N)
-    own = score.gather(0, lab[None, :]).squeeze(0) + 2.0 * lam * d * inv[lab]
-    best_score, best = score.max(0)
-    margin = 1e-12 * (best_score.abs() + own.abs())
-    move = (best_score > own + margin) & (best != lab)
-    return torch.where(move, best, lab)
-
-
-# ------------------------------------------------------------------------------------------------ inits
-
-
-def _sample(weights: torch.Tensor, gen: torch.Generator, n: int = 1) -> torch.Tensor:
-    """``n`` indices drawn with probability proportional to ``weights`` (uniform if they sum to 0),
-    on the CPU generator so that every device draws the same nodes."""
-    w = weights.detach().double().cpu().clamp_min(0.0)
-    if not float(w.sum()) > 0:
-        w = torch.ones_like(w)
-    return torch.multinomial(w, n, replacement=True, generator=gen).to(weights.device)
-
-
-def _kmeanspp(x: torch.Tensor, weight: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
-    """Greedy k-means++ seeding (``2 + log k`` trials a seed) of the rows of ``x``, points weighted by
-    ``weight``; returns ``k`` distinct row indices."""
-    n = x.shape[0]
-    sq = (x * x).sum(1)
-    trials = 2 + int(math.log(k))
-    seeds = [int(_sample(weight, gen)[0])]
-    closest = (sq + sq[seeds[0]] - 2.0 * (x @ x[seeds[0]])).clamp_min(0.0)
-    chosen = torch.zeros(n, dtype=torch.bool, device=x.device)
-    chosen[seeds[0]] = True
-    for _ in range(1, k):
-        pot = weight * closest
-        pot = torch.where(chosen, 0.0, pot)
-        if not float(pot.sum()) > 0:  # every remaining point coincides with a seed: any unchosen one
-            pot = (~chosen).to(x.dtype)
-        cand = _sample(pot, gen, trials)
-        dist = (sq[None, :] + sq[cand][:, None] - 2.0 * (x[cand] @ x.T)).clamp_min(0.0)
-        new_closest = torch.minimum(closest[None, :], dist)
-        best = int(torch.argmin((weight[None, :] * new_closest).sum(1)))
-        c = int(cand[best])
-        seeds.append(c)
-        chosen[c] = True
-        closest = new_closest[best]
-    return torch.tensor(seeds, device=x.device)
-
-
-def _nearest(x: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
-    """Label of the nearest seed for every row of ``x``; each seed keeps its own label."""
-    c = x[seeds]
-    dist = (c * c).sum(1)[None, :] - 2.0 * (x @ c.T)
-    lab = dist.argmin(1)
-    lab[seeds] = torch.arange(seeds.shape[0], device=x.device)
-    return lab
-
-
-_DENSE_EIG_MAX = 256  # the spectral embedding: dense eigh up to this many nodes, Lanczos above
-def _top_eigvecs(a: torch.Tensor, d: torch.Tensor, k: int) -> torch.Tensor:
-    """Top-k eigenvectors ``(N, k)`` of ``D^-1/2 W D^-1/2``: dense ``eigh`` for small graphs, else Lanczos
-    (ARPACK on one BLAS thread from a fixed start vector, on the host) or LOBPCG (other devices); products
-    with ``W`` only, no ``O(N^3)`` step and no ``N x N`` copy. Deterministic for a given graph."""
-    import scipy.linalg
-    import scipy.sparse.linalg
-
-    n = a.shape[0]
-    s = torch.where(d > 0, d.clamp_min(1e-300).rsqrt(), 0.0)
-    if n <= max(_DENSE_EIG_MAX, 4 * k):
-        m = s[:, None] * a * s[None, :]
-        if a.device.type != "cpu":
-            return torch.linalg.eigh(m)[1][:, -k:]
-        with blas_threads(1):  # the k eigenpairs only (LAPACK's MRRR)
-            vecs = scipy.linalg.eigh(m.numpy(), subset_by_index=[n - k, n - 1], driver="evr", check_finite=False)[1]
-        return torch.from_numpy(vecs)
-    if a.device.type == "cpu":
-        a_np, s_np = a.numpy(), s.numpy()
-
-        def matvec(x: np.ndarray) -> np.ndarray:
-            return s_np * (a_np @ (s_np * np.asarray(x).reshape(-1)))
-
-        op = scipy.sparse.linalg.LinearOperator((n, n), matvec=matvec, dtype=a_np.dtype)
-        v0 = np.cos(np.arange(n) * 0.7) + 0.1  # deterministic start (ARPACK's default is random)
-        with blas_threads(1):
-            try:
-                _, vecs = scipy.sparse.linalg.eigsh(op, k=k, which="LA", v0=v0, tol=1e-8, maxiter=max(1000, 10 * n))
-            except scipy.sparse.linalg.ArpackNoConvergence as exc:  # unconverged vectors still seed well
-                vecs = exc.eigenvectors if exc.eigenvectors.shape[1] == k else None
-        if vecs is not None:
-            return torch.from_numpy(np.ascontiguousarray(vecs))
-        return torch.linalg.eigh(s[:, None] * a * s[None, :])[1][:, -k:]
-    return _lobpcg_top(s[:, None] * a * s[None, :], k)
-
-
-def _lobpcg_top(m: torch.Tensor, k: int) -> torch.Tensor:
-    """Top-k eigenvectors ``(N, k)`` of the symmetric ``m`` by LOBPCG on its device, from a fixed start
-    (normal draws of a CPU generator seeded 0: independent columns, the same on every device)."""
-    n = m.shape[0]
-    x0 = torch.randn(n, k, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(m.device, m.dtype)
-    _, vecs = torch.lobpcg(m, k=k, X=x0, largest=True, tol=1e-8, niter=1000)
-    return vecs
-
-
-def _spectral_embedding(a: torch.Tensor, d: torch.Tensor, k: int) -> torch.Tensor:
-    """Ng-Jordan-Weiss: top-k eigenvectors of ``D^-1/2 W D^-1/2`` (:func:`_top_eigvecs`), rows scaled to
-    unit length."""
-    emb = _top_eigvecs(a, d, k)
-    return emb / emb.norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-
-def _cluster_qr(emb: torch.Tensor, k: int) -> torch.Tensor | None:
-    """Deterministic labels from a spectral embedding (Damle, Minden & Ying 2019): column-pivoted QR of
-    ``V^T`` picks K representative nodes, the polar factor of their rows rotates ``V`` onto the axes, and
-    each node takes its largest coordinate. Invariant to the basis of the eigenspace (signs, rotations).
-    None when a label is left empty."""
-    import scipy.linalg
-
-    v = emb.detach().cpu().double().numpy()
-    _, _, piv = scipy.linalg.qr(v.T, pivoting=True, mode="economic", check_finite=False)
-    u, _, vt = np.linalg.svd(v[piv[:k], :].T)
-    lab = np.abs(v @ (u @ vt)).argmax(axis=1)
-    missing = np.setdiff1d(np.arange(k), lab)
-    lab[piv[missing]] = missing  # a label nobody took: its own representative node
-    if np.unique(lab).shape[0] < k:
+def _given_start(init: Any, n: int, k: int, device: torch.device) -> torch.Tensor | None:
+    """The start labels when ``init`` is a labelling (numbered by raster order: the result is a function
+    of the partition, not of its label values); None for a named start."""
+    if isinstance(init, str):
+        if init not in INITS:
+            raise ParameterError(f"init must be one of {INITS} or an (N,) labelling, got {init!r}.")
         return None
-    return torch.from_numpy(lab.astype(np.int64)).to(emb.device)
-
-
-def _lloyd(x: torch.Tensor, lab: torch.Tensor, k: int, n_iter: int = 100) -> torch.Tensor:
-    """Plain k-means iterations from ``lab``; an emptied cluster takes the point farthest from its centre."""
-    for _ in range(n_iter):
-        counts = torch.bincount(lab, minlength=k).to(x.dtype)
-        centres = torch.zeros(k, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, lab, x)
-        centres = centres / counts.clamp_min(1.0)[:, None]
-        dist = (centres * centres).sum(1)[None, :] - 2.0 * (x @ centres.T)
-        new = dist.argmin(1)
-        counts = torch.bincount(new, minlength=k)
-        for e in torch.nonzero(counts == 0).reshape(-1).tolist():
-            own = dist.gather(1, new[:, None]).squeeze(1) + (x * x).sum(1)
-            own[torch.bincount(new, minlength=k)[new] <= 1] = -1.0  # never empty another cluster
-            new[int(own.argmax())] = e
-        if torch.equal(new, lab):
-            break
-        lab = new
-    return lab
-
-
-def _walk_rows(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """The random-walk rows ``D^-1 W`` (zero rows for isolated nodes)."""
-    return a * torch.where(d > 0, 1.0 / d.clamp_min(1e-300), 0.0)[:, None]
-
-
-def _initial(
-    init: str, x: torch.Tensor, d: torch.Tensor, k: int, gen: torch.Generator, first: bool = False
-) -> torch.Tensor:
-    """Start labels: ``x`` is the spectral embedding for ``init="spectral"`` (cluster_qr for the ``first``
-    run, k-means++ and Lloyd iterations for the others), else the random-walk rows ``D^-1 W``."""
-    if init == "spectral":
-        lab = _cluster_qr(x, k) if first else None
-        return lab if lab is not None else _lloyd(x, _nearest(x, _kmeanspp(x, torch.ones_like(d), k, gen)), k)
-    if init == "random":
-        seeds = torch.randperm(x.shape[0], generator=gen)[:k].to(x.device)
-    else:
-        seeds = _kmeanspp(x, torch.where(d > 0, d, 1e-12 * float(d.max()) + 1e-300), k, gen)
-    return _nearest(x, seeds)
+    codes, kk = _codes(init, n)
+    if kk != k:
+        raise ParameterError(f"init labels have {kk} distinct values; expected n_segments = {k}.")
+    return torch.from_numpy(relabel_raster(codes)).to(device)
 
 
 # ------------------------------------------------------------------------------------------------- runs
-
-
-def _exact_gains(
-    st: torch.Tensor,
-    d: torch.Tensor,
-    diag: torch.Tensor,
-    lab: torch.Tensor,
-    vol: torch.Tensor,
-    assoc: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact decrease of the NCut if node ``i`` alone moved to its best other segment: ``(gain, target)``.
-
-    Moving ``i`` from ``j`` to ``k`` changes ``assoc_j`` by ``W_ii - 2 S_ij``, ``assoc_k`` by
-    ``2 S_ik + W_ii`` and the volumes by ``-/+ d_i``; a move that would empty ``j`` gets gain ``-inf``.
-    """
-    rho = _ratios(vol, assoc)
-    vj = vol[lab] - d
-    aj = assoc[lab] - 2.0 * st.gather(0, lab[None, :]).squeeze(0) + diag
-    leave = torch.where(vj > 0, aj / torch.where(vj > 0, vj, 1.0), 0.0) - rho[lab]
-    vk = vol[:, None] + d[None, :]
-    ak = assoc[:, None] + 2.0 * st + diag[None, :]
-    join = torch.where(vk > 0, ak / torch.where(vk > 0, vk, 1.0), 0.0) - rho[:, None]  # (K, N)
-    join.scatter_(0, lab[None, :], -torch.inf)
-    best_join, target = join.max(0)
-    sizes = torch.bincount(lab, minlength=vol.shape[0])
-    gain = torch.where(sizes[lab] > 1, best_join + leave, -torch.inf)
-    return gain, target
-
-
-def _descend(
-    a: torch.Tensor,
-    d: torch.Tensor,
-    lab: torch.Tensor,
-    k: int,
-    reg: float,
-    steps: int,
-    tol: float,
-    history: list[float],
-) -> tuple[torch.Tensor, bool]:
-    """Alternating steps from ``lab`` (at most ``steps``), appending each accepted NCut to ``history``
-    (which holds the NCut of ``lab`` last). Returns the labels and whether it stopped at a local minimum
-    (no step, and no single-node move, lowers the NCut by more than ``tol``).
-
-    A step is the simultaneous assignment of :func:`_propose`, retried with a doubled shift while it
-    would raise the NCut or empty a segment. When even a large shift leaves nothing acceptable, the
-    nodes whose own move has a positive exact gain are moved together, the best half of them if that
-    fails, and so on down to the single best move (which always lowers the NCut).
-    """
-    st, vol, assoc = _state(a, d, lab, k)
-    diag = torch.diagonal(a)
-    lam = reg
-
-    def attempt(new: torch.Tensor) -> tuple | None:
-        moved = torch.nonzero(new != lab).reshape(-1)
-        if not bool((torch.bincount(new, minlength=k) > 0).all()):
-            return None
-        rows = a[moved]  # = columns: W is symmetric
-        st_new = st.clone().index_add_(0, new[moved], rows).index_add_(0, lab[moved], rows, alpha=-1.0)
-        vol_new, assoc_new = _vol_assoc(st_new, d, new, k)
-        value = _ncut(vol_new, assoc_new)
-        if value < history[-1] - 1e-12 * max(1.0, history[-1]):
-            return new, st_new, vol_new, assoc_new, value
-        return None
-
-    for _ in range(steps):
-        found = None
-        for _ in range(_MAX_BACKTRACK):
-            new = _propose(st, d, lab, vol, assoc, lam)
-            if bool((new == lab).all()):
-                break
-            found = attempt(new)
-            if found is not None:
-                break
-            lam = 2.0 * lam if lam >= _LAM0 else _LAM0
-        if found is None:  # fall back on exact single-node gains
-            gain, target = _exact_gains(st, d, diag, lab, vol, assoc)
-            cand = torch.nonzero(gain > tol).reshape(-1)
-            cand = cand[torch.argsort(gain[cand], descending=True, stable=True)]
-            m = cand.numel()
-            while m > 0 and found is None:
-                new = lab.clone()
-                new[cand[:m]] = target[cand[:m]]
-                found = attempt(new)
-                m = 0 if m == 1 else (m + 1) // 2
-            if found is None:
-                return lab, True
-        lab, st, vol, assoc, value = found
-        history.append(value)
-        lam = max(reg, lam / 2.0) if lam / 2.0 >= _LAM0 else reg
-        if history[-2] - history[-1] <= tol:
-            return lab, True
-    return lab, False
-
-
-def _bisect(a: torch.Tensor, d: torch.Tensor, reg: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Best 2-way split of one segment: a spectral sweep polished by the same alternating solver.
-
-    ``a`` is the segment's sub-affinity and ``d`` its nodes' degrees in the whole graph (so the halves'
-    ratios are those of the whole-graph objective). The start is the best of every threshold of the second
-    eigenvector of ``D^-1/2 A D^-1/2`` (exact ratios of all ``n - 1`` cut points at once, by cumulative
-    sums), which finds small tight groups as well as halves; the alternating steps then only improve it.
-    Deterministic. Returns labels 0/1 and the halves' volumes and associations.
-    """
-    n = a.shape[0]
-    if n == 2:
-        lab = torch.arange(2, device=a.device)
-        return lab, *_state(a, d, lab, 2)[1:]
-    v = _top_eigvecs(a, torch.where(d > 0, d, 1.0), 2)[:, 0]  # eigh / Lanczos return ascending order
-    y = v * torch.where(d > 0, d.clamp_min(1e-300).rsqrt(), 0.0)
-    lab = _sweep(a, d, y)
-    history = [_ncut(*_state(a, d, lab, 2)[1:])]
-    lab, _ = _descend(a, d, lab, 2, reg, _BISECT_STEPS, _BISECT_TOL * history[-1], history)
-    return lab, *_state(a, d, lab, 2)[1:]
-
-
-def _sweep(a: torch.Tensor, d: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The 2-way labelling ``{y > t}`` with the largest ``assoc_1 / vol_1 + assoc_2 / vol_2`` over every cut
-    point ``t`` of the sorted ``y`` (ties by index): one ``O(n^2)`` pass of cumulative sums."""
-    n = y.shape[0]
-    order = torch.argsort(-y, stable=True)
-    g = a[order][:, order]
-    below = torch.tril(g, diagonal=-1).sum(1)  # each node's weight towards the nodes sorted before it
-    inner = 2.0 * torch.cumsum(below, 0)[:-1]  # assoc of the first p nodes, p = 1..n-1
-    rows = torch.cumsum(g.sum(1), 0)[:-1]
-    rest = g.sum() - 2.0 * rows + inner  # assoc of the other n - p nodes
-    vol = torch.cumsum(d[order], 0)
-    vp, vn = vol[:-1], vol[-1] - vol[:-1]
-    score = torch.where(vp > 0, inner / vp.clamp_min(1e-300), 0.0) + torch.where(vn > 0, rest / vn.clamp_min(1e-300), 0.0)
-    p = int(torch.argmax(score)) + 1
-    lab = torch.ones(n, dtype=torch.long, device=a.device)
-    lab[order[:p]] = 0
-    return lab
-
-
-Splits = dict[bytes, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
-
-
-def _split(
-    a: torch.Tensor, d: torch.Tensor, idx: torch.Tensor, reg: float, splits: Splits
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`_bisect` of the segment with members ``idx`` (ascending): a function of that member set alone
-    (:func:`_bisect` is deterministic), kept in ``splits`` under it for every later run and every segment
-    with the same members."""
-    key = idx.cpu().numpy().tobytes()
-    found = splits.get(key)
-    if found is None:
-        found = splits[key] = _bisect(a[idx][:, idx], d[idx], reg)
-    return found
-
-
-def _escape(
-    a: torch.Tensor,
-    d: torch.Tensor,
-    lab: torch.Tensor,
-    k: int,
-    reg: float,
-    splits: Splits,
-    current: float,
-) -> tuple[torch.Tensor, float] | None:
-    """Best segment-level move, when it lowers the NCut: cut a segment ``c`` in two and either merge two
-    other segments (the freed label goes to one half), or give one half to another segment.
-
-    A local minimum of node moves can hold two segments that belong together while another holds two
-    objects, or give an object to the wrong neighbour; no single-node move fixes either. Gains are exact:
-    merges from the K x K association matrix, transfers from the half's links to every segment, splits
-    from :func:`_split`. The move is a function of the labelling alone.
-    """
-    st, vol, assoc = _state(a, d, lab, k)
-    c = torch.zeros(k, k, dtype=a.dtype, device=a.device).index_add_(1, lab, st)  # X^T W X
-    rho = _ratios(vol, assoc)
-    merged = (assoc[:, None] + assoc[None, :] + 2.0 * c) / (vol[:, None] + vol[None, :]).clamp_min(1e-300)
-    g = (merged - rho[:, None] - rho[None, :]).cpu().numpy()
-    np.fill_diagonal(g, -np.inf)
-    order = torch.argsort(lab, stable=True)
-    sizes = torch.bincount(lab, minlength=k).cpu().numpy()
-    bounds = np.concatenate([[0], np.cumsum(sizes)])
-    rho_np = rho.cpu().numpy()
-    best = (0.0, "", -1, -1, -1)  # gain, kind, segment cut, (merge i, j) or (half, receiver)
-    halves = {}
-    for cc in range(k):
-        if sizes[cc] < 2:
-            continue
-        idx = order[bounds[cc] : bounds[cc + 1]]
-        sub, hv, ha = _split(a, d, idx, reg, splits)
-        halves[cc] = (idx, sub)
-        hr = _ratios(hv, ha)
-        split = float(hr.sum()) - float(rho_np[cc])
-        gm = g.copy()
-        gm[cc, :] = -np.inf
-        gm[:, cc] = -np.inf
-        i, j = np.unravel_index(int(np.argmax(gm)), gm.shape)
-        if split + gm[i, j] > best[0]:
-            best = (split + float(gm[i, j]), "merge", cc, int(i), int(j))
-        cross = torch.zeros(k, 2, dtype=a.dtype, device=a.device).index_add_(1, sub, st[:, idx]).T  # (2, K)
-        joined = (assoc[None, :] + ha[:, None] + 2.0 * cross) / (vol[None, :] + hv[:, None]).clamp_min(1e-300)
-        t = (joined - rho[None, :] + hr.flip(0)[:, None] - rho[cc]).cpu().numpy()  # the other half stays
-        t[:, cc] = -np.inf
-        h, b = np.unravel_index(int(np.argmax(t)), t.shape)
-        if t[h, b] > best[0]:
-            best = (float(t[h, b]), "transfer", cc, int(h), int(b))
-    gain, kind, cc, i, j = best
-    if not kind or gain <= 1e-12 * max(1.0, current):
-        return None
-    new = lab.clone()
-    idx, sub = halves[cc]
-    if kind == "merge":
-        new[lab == j] = i
-        new[idx[sub == 1]] = j
-    else:
-        new[idx[sub == i]] = j
-    if not bool((torch.bincount(new, minlength=k) > 0).all()):
-        return None
-    value = _ncut(*_state(a, d, new, k)[1:])
-    if not value < current - 1e-12 * max(1.0, current):
-        return None
-    return new, value
-
-
-def _renumber(lab: torch.Tensor, k: int) -> torch.Tensor:
-    """Labels 0..K-1 renumbered by the raster order of each segment's first node (all K present)."""
-    n = lab.shape[0]
-    first = torch.full((k,), n, dtype=torch.long, device=lab.device)
-    first.scatter_reduce_(0, lab, torch.arange(n, device=lab.device), reduce="amin")
-    rank = torch.empty_like(first)
-    rank[torch.argsort(first)] = torch.arange(k, device=lab.device)
-    return rank[lab]
-
-
-#: continuations already run: raster-numbered labelling at a local minimum of node moves -> (accepted
-#: steps and segment moves it took, final labels, NCuts after each of its steps)
-Memo = dict[bytes, tuple[int, int, torch.Tensor, list[float]]]
-
-
-def _run(
-    a: torch.Tensor,
-    d: torch.Tensor,
-    lab: torch.Tensor,
-    k: int,
-    reg: float,
-    max_iter: int,
-    tol: float,
-    escapes: int,
-    splits: Splits,
-    memo: Memo,
-) -> tuple[torch.Tensor, list[float], bool]:
-    """Alternating steps to a local minimum, then merge-split escapes each followed by more steps.
-
-    From a local minimum of node moves (renumbered in raster order) the rest of a run is a function of the
-    labelling: when an earlier run went on from the same one to a minimum that no segment move improves,
-    within the budgets left, its continuation is taken as it was (``memo``), and trial cuts of segments
-    already seen are reused (``splits``)."""
-    history = [_ncut(*_state(a, d, lab, k)[1:])]
-    lab, converged = _descend(a, d, lab, k, reg, max_iter, tol, history)
-    visited: list[tuple[bytes, int, int]] = []  # (labelling, len(history), escapes used) at each minimum
-    used = 0
-    finished = False  # ended at a minimum that no segment move improves
-    while converged and used < escapes and max_iter - (len(history) - 1) > 0:
-        lab = _renumber(lab, k)
-        key = lab.cpu().numpy().tobytes()
-        hit = memo.get(key)
-        if hit is not None and hit[0] <= max_iter - (len(history) - 1) and hit[1] <= escapes - used:
-            steps, moves, lab, tail = hit
-            for key0, at, used0 in visited:
-                memo[key0] = (len(history) - at + steps, used - used0 + moves, lab, history[at:] + tail)
-            history.extend(tail)
-            return lab, history, True
-        visited.append((key, len(history), used))
-        moved = _escape(a, d, lab, k, reg, splits, history[-1])
-        if moved is None:
-            finished = True
-            break
-        used += 1
-        lab = moved[0]
-        history.append(moved[1])
-        lab, converged = _descend(a, d, lab, k, reg, max_iter - (len(history) - 1), tol, history)
-    if finished:
-        for key0, at, used0 in visited:
-            memo[key0] = (len(history) - at, used - used0, lab, history[at:])
-    return lab, history, converged
 
 
 def kway_ncut(
@@ -778,7 +261,8 @@ def kway_ncut(
     seed : int, default 0
         Seed of the CPU ``torch.Generator`` that draws every initialisation (same draws on every device).
     init : {"spectral", "k-means++", "random"} or array_like, default "spectral"
-        "spectral": the top-K eigenvectors of ``D^-1/2 W D^-1/2`` (Lanczos above 256 nodes), the first run
+        "spectral": the top-K eigenvectors of ``D^-1/2 W D^-1/2`` (Lanczos above
+        :data:`~diffcut_lab._eigen.DENSE_MAX` nodes), the first run
         from their cluster_qr assignment (independent of ``seed``), the others from k-means (k-means++ +
         Lloyd) on the Ng-Jordan-Weiss rows. "k-means++": volume-weighted greedy k-means++ seeds on the
         rows of ``D^-1 W``, nodes joining their nearest seed (no eigenvectors). "random": K distinct
@@ -850,48 +334,44 @@ def kway_ncut(
     """
     a, d = _graph(W, bool(self_loops))
     n = a.shape[0]
-    k = _int(n_segments, "n_segments", 1, n)
-    if n_init is None:
-        n_init = 1 if isinstance(init, str) and init == "spectral" else 4
-    n_init = _int(n_init, "n_init", 1)
-    max_iter = _int(max_iter, "max_iter", 0)
-    seed = _int(seed, "seed", 0)
-    reg = _nonneg(reg, "reg")
-    tol = _nonneg(tol, "tol")
-    escapes = _int(escapes, "escapes", 0)
-    given = None
-    if not isinstance(init, str):
-        codes, kk = _codes(init, n)
-        if kk != k:
-            raise ParameterError(f"init labels have {kk} distinct values; expected n_segments = {k}.")
-        # numbered by raster order: the result is a function of the partition, not of its label values
-        given = torch.from_numpy(_raster(codes)).to(a.device)
-        n_init = 1
-    elif init not in INITS:
-        raise ParameterError(f"init must be one of {INITS} or an (N,) labelling, got {init!r}.")
+    k = check_int(
+        n_segments, "n_segments", minimum=1, maximum=n, hint=f"The graph has {n} nodes: K is at most {n}."
+    )
+    runs = _check_runs(n_init, max_iter, seed, reg, tol, escapes, init)
+    given = _given_start(init, n, k, a.device)
     if k == 1:
         zero = np.zeros(n, np.int64)
         value = _value(a, d, zero)
         return KwayResult(zero, value, 0, True, np.array([value]), 1, np.array([value]))
-    gen = torch.Generator().manual_seed(seed)
+    lab, history, converged, finals = _best_run(a, d, k, init, given, runs)
+    labels = relabel_raster(lab.cpu().numpy().astype(np.int64))
+    exact = _value(a, d, labels)  # from scratch, no incremental rounding
+    return KwayResult(labels, exact, len(history) - 1, converged, np.asarray(history), k, np.asarray(finals))
+
+
+def _best_run(
+    a: torch.Tensor, d: torch.Tensor, k: int, init: Any, given: torch.Tensor | None, runs: _Runs
+) -> tuple[torch.Tensor, list[float], bool, list[float]]:
+    """Every run (one from a given labelling), the lowest final NCut kept (the first on ties): its labels,
+    history and convergence, and every run's final NCut."""
+    gen = torch.Generator().manual_seed(runs.seed)
     x = None
     if given is None:  # the points that seed the runs: spectral embedding, or random-walk rows (one copy)
-        x = _spectral_embedding(a, d, k) if init == "spectral" else _walk_rows(a, d)
+        x = spectral_embedding(a, d, k) if init == "spectral" else walk_rows(a, d)
     best: tuple[float, torch.Tensor, list[float], bool] | None = None
     finals = []
     splits: Splits = {}
     memo: Memo = {}
-    for r in range(n_init):
-        lab0 = given if x is None else _initial(str(init), x, d, k, gen, first=r == 0)
-        lab, history, converged = _run(a, d, lab0, k, reg, max_iter, tol, escapes, splits, memo)
+    for r in range(1 if given is not None else runs.n_init):
+        lab0 = given if x is None else initial(str(init), x, d, k, gen, first=r == 0)
+        lab, history, converged = run(
+            a, d, lab0, k, runs.reg, runs.max_iter, runs.tol, runs.escapes, splits, memo
+        )
         finals.append(history[-1])
         if best is None or history[-1] < best[0]:
             best = (history[-1], lab, history, converged)
     assert best is not None
-    value, lab, history, converged = best
-    labels = _raster(lab.cpu().numpy().astype(np.int64))
-    exact = _value(a, d, labels)  # from scratch, no incremental rounding
-    return KwayResult(labels, exact, len(history) - 1, converged, np.asarray(history), k, np.asarray(finals))
+    return best[1], best[2], best[3], finals
 
 
 def kway_ncut_value(W: Any, labels: Any, *, self_loops: bool = False) -> float:
@@ -925,5 +405,5 @@ def kway_ncut_value(W: Any, labels: Any, *, self_loops: bool = False) -> float:
 
 def _value(a: torch.Tensor, d: torch.Tensor, codes: np.ndarray) -> float:
     """NCut of compact codes 0..K-1 on a prepared graph."""
-    _, vol, assoc = _state(a, d, torch.from_numpy(codes).to(a.device), int(codes.max()) + 1)
-    return _ncut(vol, assoc)
+    _, vol, assoc = state(a, d, torch.from_numpy(codes).to(a.device), int(codes.max()) + 1)
+    return ncut_of(vol, assoc)

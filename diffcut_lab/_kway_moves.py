@@ -1,0 +1,351 @@
+"""The descent of the K-way normalized cut (private; :func:`diffcut_lab.kway.kway_ncut` runs it).
+
+The objective and its bookkeeping (:func:`state`, :func:`ratios`, :func:`ncut_of`), the simultaneous
+assignment step of the fractional quadratic transform (:func:`propose`) with its backtracking and exact
+single-node fallback, and the segment-level escapes (cut a segment in two and merge two others, or give
+one half to another segment); :func:`run` is one run from a start to a local minimum. See the module
+docstring of :mod:`diffcut_lab.kway` for the method.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ._kway_init import top_eigvecs
+
+__all__ = ["Memo", "Splits", "ncut_of", "propose", "ratios", "run", "state"]
+
+_MAX_BACKTRACK = 64  # doublings of lambda before a run is declared stuck (lambda ~ 2**64: nothing moves)
+_LAM0 = 0.125  # first shift tried after a rejected step (scores and inertia are both ~ d_i / vol_k)
+_BISECT_STEPS = 20  # alternating steps of a trial 2-way split (the full solver polishes after a move)
+_BISECT_TOL = 1e-3  # ... and their relative stopping tolerance
+
+
+def state(a: torch.Tensor, d: torch.Tensor, lab: torch.Tensor, k: int):
+    """``S^T = X^T W`` (K, N) -- row k holds every node's links to segment k; W is symmetric, so it is a
+    sum of rows of W -- and the volumes and associations (K,) of the labelling ``lab``."""
+    st = torch.zeros(k, a.shape[0], dtype=a.dtype, device=a.device).index_add_(0, lab, a)
+    return st, *_vol_assoc(st, d, lab, k)
+
+
+def _vol_assoc(
+    st: torch.Tensor, d: torch.Tensor, lab: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    vol = torch.zeros(k, dtype=d.dtype, device=d.device).index_add_(0, lab, d)
+    own = st.gather(0, lab[None, :]).squeeze(0)
+    assoc = torch.zeros(k, dtype=d.dtype, device=d.device).index_add_(0, lab, own)
+    return vol, assoc
+
+
+def ratios(vol: torch.Tensor, assoc: torch.Tensor) -> torch.Tensor:
+    """``assoc_k / vol_k``, 0 for a segment of zero volume (empty, or isolated nodes only)."""
+    return torch.where(vol > 0, assoc / torch.where(vol > 0, vol, 1.0), 0.0)
+
+
+def ncut_of(vol: torch.Tensor, assoc: torch.Tensor) -> float:
+    """``sum_k cut_k / vol_k`` over segments with positive volume (zero volume: no edges, no cut)."""
+    pos = vol > 0
+    cut = (vol - assoc).clamp_min(0.0)
+    return float(torch.where(pos, cut / torch.where(pos, vol, 1.0), 0.0).sum())
+
+
+def propose(
+    st: torch.Tensor, d: torch.Tensor, lab: torch.Tensor, vol: torch.Tensor, assoc: torch.Tensor, lam: float
+) -> torch.Tensor:
+    """One assignment step of the fractional quadratic transform with diagonal shift ``lam * D``.
+
+    Node ``i``'s score for segment ``k`` is ``(2 S_ik - (rho_k + lam) d_i) / vol_k`` plus the inertia
+    ``2 lam d_i / vol_k`` for its own segment; it moves to the best segment if that beats staying by
+    more than rounding. Segments of zero volume score 0 (their auxiliary variable is 0). Returns the
+    proposed labels.
+    """
+    inv = torch.where(vol > 0, 1.0 / torch.where(vol > 0, vol, 1.0), 0.0)
+    rho = ratios(vol, assoc)
+    score = (2.0 * st - (rho + lam)[:, None] * d[None, :]) * inv[:, None]  # (K, N)
+    own = score.gather(0, lab[None, :]).squeeze(0) + 2.0 * lam * d * inv[lab]
+    best_score, best = score.max(0)
+    margin = 1e-12 * (best_score.abs() + own.abs())
+    move = (best_score > own + margin) & (best != lab)
+    return torch.where(move, best, lab)
+
+
+def _exact_gains(
+    st: torch.Tensor,
+    d: torch.Tensor,
+    diag: torch.Tensor,
+    lab: torch.Tensor,
+    vol: torch.Tensor,
+    assoc: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact decrease of the NCut if node ``i`` alone moved to its best other segment: ``(gain, target)``.
+
+    Moving ``i`` from ``j`` to ``k`` changes ``assoc_j`` by ``W_ii - 2 S_ij``, ``assoc_k`` by
+    ``2 S_ik + W_ii`` and the volumes by ``-/+ d_i``; a move that would empty ``j`` gets gain ``-inf``.
+    """
+    rho = ratios(vol, assoc)
+    vj = vol[lab] - d
+    aj = assoc[lab] - 2.0 * st.gather(0, lab[None, :]).squeeze(0) + diag
+    leave = torch.where(vj > 0, aj / torch.where(vj > 0, vj, 1.0), 0.0) - rho[lab]
+    vk = vol[:, None] + d[None, :]
+    ak = assoc[:, None] + 2.0 * st + diag[None, :]
+    join = torch.where(vk > 0, ak / torch.where(vk > 0, vk, 1.0), 0.0) - rho[:, None]  # (K, N)
+    join.scatter_(0, lab[None, :], -torch.inf)
+    best_join, target = join.max(0)
+    sizes = torch.bincount(lab, minlength=vol.shape[0])
+    gain = torch.where(sizes[lab] > 1, best_join + leave, -torch.inf)
+    return gain, target
+
+
+def _descend(
+    a: torch.Tensor,
+    d: torch.Tensor,
+    lab: torch.Tensor,
+    k: int,
+    reg: float,
+    steps: int,
+    tol: float,
+    history: list[float],
+) -> tuple[torch.Tensor, bool]:
+    """Alternating steps from ``lab`` (at most ``steps``), appending each accepted NCut to ``history``
+    (which holds the NCut of ``lab`` last). Returns the labels and whether it stopped at a local minimum
+    (no step, and no single-node move, lowers the NCut by more than ``tol``).
+
+    A step is the simultaneous assignment of :func:`propose`, retried with a doubled shift while it
+    would raise the NCut or empty a segment. When even a large shift leaves nothing acceptable, the
+    nodes whose own move has a positive exact gain are moved together, the best half of them if that
+    fails, and so on down to the single best move (which always lowers the NCut).
+    """
+    st, vol, assoc = state(a, d, lab, k)
+    diag = torch.diagonal(a)
+    lam = reg
+
+    def attempt(new: torch.Tensor) -> tuple | None:
+        moved = torch.nonzero(new != lab).reshape(-1)
+        if not bool((torch.bincount(new, minlength=k) > 0).all()):
+            return None
+        rows = a[moved]  # = columns: W is symmetric
+        st_new = st.clone().index_add_(0, new[moved], rows).index_add_(0, lab[moved], rows, alpha=-1.0)
+        vol_new, assoc_new = _vol_assoc(st_new, d, new, k)
+        value = ncut_of(vol_new, assoc_new)
+        if value < history[-1] - 1e-12 * max(1.0, history[-1]):
+            return new, st_new, vol_new, assoc_new, value
+        return None
+
+    for _ in range(steps):
+        found = None
+        for _ in range(_MAX_BACKTRACK):
+            new = propose(st, d, lab, vol, assoc, lam)
+            if bool((new == lab).all()):
+                break
+            found = attempt(new)
+            if found is not None:
+                break
+            lam = 2.0 * lam if lam >= _LAM0 else _LAM0
+        if found is None:  # fall back on exact single-node gains
+            gain, target = _exact_gains(st, d, diag, lab, vol, assoc)
+            cand = torch.nonzero(gain > tol).reshape(-1)
+            cand = cand[torch.argsort(gain[cand], descending=True, stable=True)]
+            m = cand.numel()
+            while m > 0 and found is None:
+                new = lab.clone()
+                new[cand[:m]] = target[cand[:m]]
+                found = attempt(new)
+                m = 0 if m == 1 else (m + 1) // 2
+            if found is None:
+                return lab, True
+        lab, st, vol, assoc, value = found
+        history.append(value)
+        lam = max(reg, lam / 2.0) if lam / 2.0 >= _LAM0 else reg
+        if history[-2] - history[-1] <= tol:
+            return lab, True
+    return lab, False
+
+
+def _bisect(a: torch.Tensor, d: torch.Tensor, reg: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Best 2-way split of one segment: a spectral sweep polished by the same alternating solver.
+
+    ``a`` is the segment's sub-affinity and ``d`` its nodes' degrees in the whole graph (so the halves'
+    ratios are those of the whole-graph objective). The start is the best of every threshold of the second
+    eigenvector of ``D^-1/2 A D^-1/2`` (exact ratios of all ``n - 1`` cut points at once, by cumulative
+    sums), which finds small tight groups as well as halves; the alternating steps then only improve it.
+    Deterministic. Returns labels 0/1 and the halves' volumes and associations.
+    """
+    n = a.shape[0]
+    if n == 2:
+        lab = torch.arange(2, device=a.device)
+        return lab, *state(a, d, lab, 2)[1:]
+    v = top_eigvecs(a, torch.where(d > 0, d, 1.0), 2)[:, 0]  # eigh / Lanczos return ascending order
+    y = v * torch.where(d > 0, d.clamp_min(1e-300).rsqrt(), 0.0)
+    lab = _sweep(a, d, y)
+    history = [ncut_of(*state(a, d, lab, 2)[1:])]
+    lab, _ = _descend(a, d, lab, 2, reg, _BISECT_STEPS, _BISECT_TOL * history[-1], history)
+    return lab, *state(a, d, lab, 2)[1:]
+
+
+def _sweep(a: torch.Tensor, d: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The 2-way labelling ``{y > t}`` with the largest ``assoc_1 / vol_1 + assoc_2 / vol_2`` over every cut
+    point ``t`` of the sorted ``y`` (ties by index): one ``O(n^2)`` pass of cumulative sums."""
+    n = y.shape[0]
+    order = torch.argsort(-y, stable=True)
+    g = a[order][:, order]
+    below = torch.tril(g, diagonal=-1).sum(1)  # each node's weight towards the nodes sorted before it
+    inner = 2.0 * torch.cumsum(below, 0)[:-1]  # assoc of the first p nodes, p = 1..n-1
+    rows = torch.cumsum(g.sum(1), 0)[:-1]
+    rest = g.sum() - 2.0 * rows + inner  # assoc of the other n - p nodes
+    vol = torch.cumsum(d[order], 0)
+    vp, vn = vol[:-1], vol[-1] - vol[:-1]
+    score = torch.where(vp > 0, inner / vp.clamp_min(1e-300), 0.0) + torch.where(
+        vn > 0, rest / vn.clamp_min(1e-300), 0.0
+    )
+    p = int(torch.argmax(score)) + 1
+    lab = torch.ones(n, dtype=torch.long, device=a.device)
+    lab[order[:p]] = 0
+    return lab
+
+
+Splits = dict[bytes, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def _split(
+    a: torch.Tensor, d: torch.Tensor, idx: torch.Tensor, reg: float, splits: Splits
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_bisect` of the segment with members ``idx`` (ascending): a function of that member set alone
+    (:func:`_bisect` is deterministic), kept in ``splits`` under it for every later run and every segment
+    with the same members."""
+    key = idx.cpu().numpy().tobytes()
+    found = splits.get(key)
+    if found is None:
+        found = splits[key] = _bisect(a[idx][:, idx], d[idx], reg)
+    return found
+
+
+def _escape(
+    a: torch.Tensor,
+    d: torch.Tensor,
+    lab: torch.Tensor,
+    k: int,
+    reg: float,
+    splits: Splits,
+    current: float,
+) -> tuple[torch.Tensor, float] | None:
+    """Best segment-level move, when it lowers the NCut: cut a segment ``c`` in two and either merge two
+    other segments (the freed label goes to one half), or give one half to another segment.
+
+    A local minimum of node moves can hold two segments that belong together while another holds two
+    objects, or give an object to the wrong neighbour; no single-node move fixes either. Gains are exact:
+    merges from the K x K association matrix, transfers from the half's links to every segment, splits
+    from :func:`_split`. The move is a function of the labelling alone.
+    """
+    st, vol, assoc = state(a, d, lab, k)
+    c = torch.zeros(k, k, dtype=a.dtype, device=a.device).index_add_(1, lab, st)  # X^T W X
+    rho = ratios(vol, assoc)
+    merged = (assoc[:, None] + assoc[None, :] + 2.0 * c) / (vol[:, None] + vol[None, :]).clamp_min(1e-300)
+    g = (merged - rho[:, None] - rho[None, :]).cpu().numpy()
+    np.fill_diagonal(g, -np.inf)
+    order = torch.argsort(lab, stable=True)
+    sizes = torch.bincount(lab, minlength=k).cpu().numpy()
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    rho_np = rho.cpu().numpy()
+    best = (0.0, "", -1, -1, -1)  # gain, kind, segment cut, (merge i, j) or (half, receiver)
+    halves = {}
+    for cc in range(k):
+        if sizes[cc] < 2:
+            continue
+        idx = order[bounds[cc] : bounds[cc + 1]]
+        sub, hv, ha = _split(a, d, idx, reg, splits)
+        halves[cc] = (idx, sub)
+        hr = ratios(hv, ha)
+        split = float(hr.sum()) - float(rho_np[cc])
+        gm = g.copy()
+        gm[cc, :] = -np.inf
+        gm[:, cc] = -np.inf
+        i, j = np.unravel_index(int(np.argmax(gm)), gm.shape)
+        if split + gm[i, j] > best[0]:
+            best = (split + float(gm[i, j]), "merge", cc, int(i), int(j))
+        cross = torch.zeros(k, 2, dtype=a.dtype, device=a.device).index_add_(1, sub, st[:, idx]).T  # (2, K)
+        joined = (assoc[None, :] + ha[:, None] + 2.0 * cross) / (vol[None, :] + hv[:, None]).clamp_min(1e-300)
+        t = (joined - rho[None, :] + hr.flip(0)[:, None] - rho[cc]).cpu().numpy()  # the other half stays
+        t[:, cc] = -np.inf
+        h, b = np.unravel_index(int(np.argmax(t)), t.shape)
+        if t[h, b] > best[0]:
+            best = (float(t[h, b]), "transfer", cc, int(h), int(b))
+    gain, kind, cc, i, j = best
+    if not kind or gain <= 1e-12 * max(1.0, current):
+        return None
+    new = lab.clone()
+    idx, sub = halves[cc]
+    if kind == "merge":
+        new[lab == j] = i
+        new[idx[sub == 1]] = j
+    else:
+        new[idx[sub == i]] = j
+    if not bool((torch.bincount(new, minlength=k) > 0).all()):
+        return None
+    value = ncut_of(*state(a, d, new, k)[1:])
+    if not value < current - 1e-12 * max(1.0, current):
+        return None
+    return new, value
+
+
+def _renumber(lab: torch.Tensor, k: int) -> torch.Tensor:
+    """Labels 0..K-1 renumbered by the raster order of each segment's first node (all K present)."""
+    n = lab.shape[0]
+    first = torch.full((k,), n, dtype=torch.long, device=lab.device)
+    first.scatter_reduce_(0, lab, torch.arange(n, device=lab.device), reduce="amin")
+    rank = torch.empty_like(first)
+    rank[torch.argsort(first)] = torch.arange(k, device=lab.device)
+    return rank[lab]
+
+
+#: continuations already run: raster-numbered labelling at a local minimum of node moves -> (accepted
+#: steps and segment moves it took, final labels, NCuts after each of its steps)
+Memo = dict[bytes, tuple[int, int, torch.Tensor, list[float]]]
+
+
+def run(
+    a: torch.Tensor,
+    d: torch.Tensor,
+    lab: torch.Tensor,
+    k: int,
+    reg: float,
+    max_iter: int,
+    tol: float,
+    escapes: int,
+    splits: Splits,
+    memo: Memo,
+) -> tuple[torch.Tensor, list[float], bool]:
+    """Alternating steps to a local minimum, then merge-split escapes each followed by more steps.
+
+    From a local minimum of node moves (renumbered in raster order) the rest of a run is a function of the
+    labelling: when an earlier run went on from the same one to a minimum that no segment move improves,
+    within the budgets left, its continuation is taken as it was (``memo``), and trial cuts of segments
+    already seen are reused (``splits``)."""
+    history = [ncut_of(*state(a, d, lab, k)[1:])]
+    lab, converged = _descend(a, d, lab, k, reg, max_iter, tol, history)
+    visited: list[tuple[bytes, int, int]] = []  # (labelling, len(history), escapes used) at each minimum
+    used = 0
+    finished = False  # ended at a minimum that no segment move improves
+    while converged and used < escapes and max_iter - (len(history) - 1) > 0:
+        lab = _renumber(lab, k)
+        key = lab.cpu().numpy().tobytes()
+        hit = memo.get(key)
+        if hit is not None and hit[0] <= max_iter - (len(history) - 1) and hit[1] <= escapes - used:
+            steps, moves, lab, tail = hit
+            for key0, at, used0 in visited:
+                memo[key0] = (len(history) - at + steps, used - used0 + moves, lab, history[at:] + tail)
+            history.extend(tail)
+            return lab, history, True
+        visited.append((key, len(history), used))
+        moved = _escape(a, d, lab, k, reg, splits, history[-1])
+        if moved is None:
+            finished = True
+            break
+        used += 1
+        lab = moved[0]
+        history.append(moved[1])
+        lab, converged = _descend(a, d, lab, k, reg, max_iter - (len(history) - 1), tol, history)
+    if finished:
+        for key0, at, used0 in visited:
+            memo[key0] = (len(history) - at, used - used0, lab, history[at:])
+    return lab, history, converged
