@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .config import CUT_FIELDS, LABEL_FIELDS, DiffCutConfig, check_tau
+from .config import CUT_FIELDS, LABEL_FIELDS, DiffCutConfig, check_tau, cut_key
 from .errors import ParameterError, UnknownLayerError
 from .hook_points import forward_order, layer_stage, short_layer_name
+from .selection import tuned
+from .validation import check_labels
 
 if TYPE_CHECKING:
     import torch
@@ -37,16 +39,6 @@ __all__ = [
     "method_comparison",
     "sort_scores",
 ]
-
-
-def _label_map(labels: Any) -> np.ndarray:
-    """``(h, w)`` int64 labels from an array or tensor."""
-    if hasattr(labels, "detach"):
-        labels = labels.detach().cpu().numpy()
-    arr = np.asarray(labels)
-    if arr.ndim != 2:
-        raise ParameterError(f"ground truth must be (h, w) label maps; got shape {arr.shape}")
-    return arr.astype(np.int64, copy=False)
 
 
 #: orders ``layer_grid`` and ``layer_scores`` accept for ``sort_by``
@@ -162,7 +154,7 @@ def _ground_truth(gt: Any, num_classes: int | None, caller: str) -> list[np.ndar
     if num_classes is None:
         raise ParameterError(f"{caller} with gt needs num_classes= (e.g. dataset.info.num_classes).")
     many = isinstance(gt, (list, tuple)) or np.ndim(gt) == 3
-    return [None if g is None else _label_map(g) for g in (gt if many else [gt])]
+    return [None if g is None else check_labels(g, "ground truth", ndim=2) for g in (gt if many else [gt])]
 
 
 def _tau_groups(taus: Sequence[Any]) -> list[list[Any]]:
@@ -171,11 +163,6 @@ def _tau_groups(taus: Sequence[Any]) -> list[list[Any]]:
 
     asked = [check_tau(t, auto=True) for t in taus]
     return [g for g in (sorted({t for t in asked if t != AUTO}), [AUTO] if AUTO in asked else []) if g]
-
-
-def _cut_key(cfg: DiffCutConfig) -> tuple:
-    """What a cut depends on besides tau."""
-    return tuple(getattr(cfg, f) for f in CUT_FIELDS if f != "tau")
 
 
 class _ImageCuts:
@@ -194,7 +181,7 @@ class _ImageCuts:
 
     def trees(self, cfg: DiffCutConfig, group: Sequence[Any]) -> tuple[dict, float]:
         """``({tau: CutTree}, seconds)``: the trees of ``group`` and the time their cut took."""
-        key = (_cut_key(cfg), tuple(group))
+        key = (cut_key(cfg), tuple(group))
         if key not in self._memo:
             self._memo[key] = self._cut(cfg, list(group))
         return self._memo[key]
@@ -235,7 +222,9 @@ class _ImageScores:
 
         key = (labels.shape, labels.tobytes(), cfg.mode, tuple(getattr(cfg, f) for f in LABEL_FIELDS))
         if key not in self._memo:
-            pred = core.pixel_labels(labels, self.features, self.gt.shape, cfg, region=self.image, x=self.image)
+            pred = core.pixel_labels(
+                labels, self.features, self.gt.shape, cfg, region=self.image, x=self.image
+            )
             res = hungarian_miou(pred, self.gt, num_classes=self.num_classes, ignore_index=self.ignore_index)
             self._memo[key] = {"miou": float(res.miou), "tp": res.tp.tolist(), "fp": res.fp.tolist(),
                                "fn": res.fn.tolist(), "n_pixels": int(res.n_pixels)}  # fmt: skip
@@ -355,8 +344,6 @@ def layer_ranking(scores: pd.DataFrame, *, select: Sequence[int], test: Sequence
         ``miou_min, miou_max`` (the test mIoU's range over every tau tried), ``n_segments`` (mean on the
         test images at that tau).
     """
-    from .ablation.summary import tuned
-
     if "tp" not in scores.columns:
         raise ParameterError("layer_ranking needs scores computed with ground truth (layer_scores(gt=...)).")
     best = tuned(scores, ["layer", "timestep"], select=list(select), test=list(test))
@@ -366,7 +353,18 @@ def layer_ranking(scores: pd.DataFrame, *, select: Sequence[int], test: Sequence
         short=best["layer"].map(first["short"]), stage=best["layer"].map(first["stage"]),
         resolution=best["layer"].map(first["resolution"]), timestep=best["timestep"].astype(int),
     )  # fmt: skip
-    cols = ["layer", "short", "stage", "resolution", "timestep", "tau", "miou", "miou_min", "miou_max", "n_segments"]
+    cols = [
+        "layer",
+        "short",
+        "stage",
+        "resolution",
+        "timestep",
+        "tau",
+        "miou",
+        "miou_min",
+        "miou_max",
+        "n_segments",
+    ]
     return _sort(out[cols].reset_index(drop=True), "stage")
 
 
@@ -416,12 +414,10 @@ def method_comparison(
     Returns
     -------
     pandas.DataFrame
-        :func:`~diffcut_lab.ablation.summary.tuned` per method: ``method, stopping`` ("tau chosen" or
+        :func:`~diffcut_lab.selection.tuned` per method: ``method, stopping`` ("tau chosen" or
         "auto"), ``tau, miou`` (pooled over the test images, the published metric), ``miou_min,
         miou_max, n_segments, seconds`` (the cut, per image).
     """
-    from .ablation.summary import tuned
-
     layers = [n for n in cache.layers if not n.endswith(".probs")] if layer is None else [layer]
     steps = list(cache.timesteps) if timestep is None else [timestep]
     if len(layers) != 1 or len(steps) != 1:
@@ -445,9 +441,9 @@ def method_comparison(
     table = tuned(pd.concat(frames, ignore_index=True), ["method"], select=list(select), test=list(test))
     order = {name: i for i, name in enumerate(dict(methods))}
     rank = {"method": order, "stopping": {"tau chosen": 0, "auto": 1}}
-    return table.sort_values(["method", "stopping"], key=lambda c: c.map(rank[c.name]), kind="stable").reset_index(
-        drop=True
-    )
+    return table.sort_values(
+        ["method", "stopping"], key=lambda c: c.map(rank[c.name]), kind="stable"
+    ).reset_index(drop=True)
 
 
 def _tau_of(value: float) -> float | str:
@@ -464,7 +460,11 @@ def _reusable(scores: pd.DataFrame | None, cfg: DiffCutConfig, layer: str, t: in
     if scores is None or scores.empty or "tp" not in scores.columns:
         return None
     made = scores.attrs.get("config")
-    if made is None or scores.attrs.get("num_classes") != num_classes or scores.attrs.get("ignore_index") != ignore_index:
+    if (
+        made is None
+        or scores.attrs.get("num_classes") != num_classes
+        or scores.attrs.get("ignore_index") != ignore_index
+    ):
         return None
     fields = (*CUT_FIELDS, *LABEL_FIELDS)
     if any(made.get(f) != v for f, v in cfg.to_dict().items() if f in fields and f != "tau"):

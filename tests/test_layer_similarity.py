@@ -1,6 +1,10 @@
-"""Linear CKA between captured layers: the measure's invariances, and the labelled matrix of a cache."""
+"""Linear CKA between captured layers: the measure's invariances, and the labelled matrix of a cache; what
+the layer comparison loads."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -48,3 +52,23 @@ def test_layer_similarity_of_a_cache():
 
     fig = viz.layer_similarity_figure(sim)
     assert fig.layout.xaxis.type == "category" and len(fig.data[0].x) == len(keys)
+
+
+def test_layer_ranking_chooses_without_loading_the_ablation_package():
+    """The layer comparison reads the pooling and the selection rule from ``diffcut_lab.selection``: ranking
+    layers loads neither the ablation package nor its Parquet store (pandas itself may load pyarrow)."""
+    code = (
+        "import sys\n"
+        "import pandas as pd\n"
+        "import diffcut_lab as dl\n"
+        "layer = 'down_blocks.1.attentions.0.transformer_blocks.0.attn1'\n"
+        "rows = pd.DataFrame({'layer': [layer] * 4, 'short': ['d1'] * 4, 'stage': ['down'] * 4,\n"
+        "    'resolution': ['2x2'] * 4, 'timestep': [50] * 4, 'image': [0, 0, 1, 1], 'tau': [0.3, 0.5, 0.3, 0.5],\n"
+        "    'n_segments': [1, 2, 1, 2], 'tp': [[1, 0], [1, 1], [1, 0], [1, 1]], 'fp': [[0, 1], [0, 0]] * 2,\n"
+        "    'fn': [[0, 1], [0, 0]] * 2, 'n_pixels': [2] * 4})\n"
+        "best = dl.layer_ranking(rows, select=[0], test=[1])\n"
+        "assert best['tau'].tolist() == [0.5] and best['miou'].tolist() == [1.0], best\n"
+        "print(' '.join(m for m in ('diffcut_lab.ablation', 'pyarrow.parquet') if m in sys.modules))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == ""

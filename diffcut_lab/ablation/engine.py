@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from .. import segmentation as core
-from ..config import CUT_FIELDS, DiffCutConfig
+from ..config import DiffCutConfig, cut_key
 from ..datasets.base import DatasetInfo, Sample, preprocess_label
 from ..errors import ParameterError, UnknownLayerError
 from ..feature_cache import FeatureStore, feature_key, image_hash, model_fingerprint
@@ -80,8 +80,15 @@ def _features(
     dtype = str(getattr(backbone, "dtype", ""))
     keys = {
         (name, t): feature_key(
-            model=fp, image=img, size=size, timestep=t, seed=base.seed, prompt=grid.prompt, layer=name,
-            dtype=dtype, noise_device=base.noise_device,
+            model=fp,
+            image=img,
+            size=size,
+            timestep=t,
+            seed=base.seed,
+            prompt=grid.prompt,
+            layer=name,
+            dtype=dtype,
+            noise_device=base.noise_device,
         )
         for name, t in needs
     }
@@ -133,7 +140,7 @@ def _grid_labels(
     out: dict[str, tuple[np.ndarray, float]] = {}
     groups: dict[tuple, list[Config]] = defaultdict(list)
     for c in configs:  # configurations that differ only in tau (and the label settings) share one tree
-        groups[tuple(getattr(cfgs[c.id], f) for f in CUT_FIELDS if f != "tau")].append(c)
+        groups[cut_key(cfgs[c.id])].append(c)
     for group in groups.values():
         t0 = time.perf_counter()
         taus = [cfgs[c.id].tau for c in group]  # numbers, or "auto"
@@ -245,14 +252,14 @@ def compute_unit(
                 before_refine=scorer.merge if info.two_stage_background else None,
             )  # fmt: skip
             tp, fp, fn, n = scorer.counts(pred)
+            scores = MIoUResult.from_counts(tp, fp, fn, n_pixels=n)
             row = c.to_dict()
             row.update(
                 dataset=info.name, image=sample.name, image_index=int(index), config_id=c.id,
                 layer_name=names[layer], input_size=size, grid_h=int(f.shape[-2]), grid_w=int(f.shape[-1]),
                 n_segments=len(np.unique(coarse)), num_classes=info.num_classes,
                 background=info.two_stage_background, tp=tp.tolist(), fp=fp.tolist(), fn=fn.tolist(),
-                n_pixels=int(n), miou_image=MIoUResult.from_counts(tp, fp, fn).miou,
-                accuracy=float(tp.sum() / n) if n else float("nan"), model_fingerprint=fingerprint,
+                n_pixels=int(n), miou_image=scores.miou, accuracy=scores.accuracy, model_fingerprint=fingerprint,
                 seconds=secs + time.perf_counter() - t0, features_cached=cached,
             )  # fmt: skip
             rows.append(row)

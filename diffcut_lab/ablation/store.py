@@ -33,8 +33,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ParameterError
+from ..selection import ROW_KEY  # what identifies a row: one result per (model, image, configuration)
 
-__all__ = ["QUARANTINE", "ROW_KEY", "SCHEMA", "SORT_COLUMNS", "VOLATILE_COLUMNS", "ResultStore", "sort_rows", "to_schema"]
+__all__ = [
+    "QUARANTINE",
+    "ROW_KEY",
+    "SCHEMA",
+    "SORT_COLUMNS",
+    "VOLATILE_COLUMNS",
+    "ResultStore",
+    "sort_rows",
+    "to_schema",
+]
 
 #: where unreadable parts go, inside ``out``: Parquet readers (pyarrow, pandas, Dask, Spark) skip folders
 #: whose name starts with ``_``, and the files there lose their ``.parquet`` suffix
@@ -42,9 +52,6 @@ QUARANTINE = "_quarantine"
 
 #: the folder older versions quarantined into (inside what readers glob); moved on the next locked run
 _OLD_QUARANTINE = "quarantine"
-
-#: what identifies a row: one result per (model, image, configuration)
-ROW_KEY = ["model", "image", "config_id"]
 
 _counts = pa.list_(pa.int64())
 
@@ -254,7 +261,9 @@ class ResultStore:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
             if isinstance(err, OSError) and not err.filename:  # pyarrow's errors name no file: say which
-                raise OSError(err.errno or 0, f"cannot write a result part ({_one_line(err)})", str(final)) from err
+                raise OSError(
+                    err.errno or 0, f"cannot write a result part ({_one_line(err)})", str(final)
+                ) from err
             raise
         _fsync(self.out)
         return final
