@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .errors import FeatureError, ParameterError
-from .validation import as_tensor
+from .validation import as_tensor, check_int
 
 __all__ = [
     "max_walk_steps",
@@ -162,7 +162,7 @@ def walk_matrix(probs: Any, steps: int) -> torch.Tensor:
     >>> bool(torch.allclose(walk_matrix(P, 2), P @ P, atol=1e-6))
     True
     """
-    k = _check_steps(steps)
+    k = check_int(steps, "steps", minimum=1, hint="It is the length of the random walk.")
     x = _as_square(probs)
     _check_size(x.shape[0], k)  # before any work
     return _power(transition_matrix(x), k)
@@ -201,12 +201,6 @@ def _power(p: torch.Tensor, k: int) -> torch.Tensor:
     _check_size(p.shape[0], k)
     pk = torch.linalg.matrix_power(p, k) if k > 1 else p.clone()
     return pk.div_(pk.sum(dim=1, keepdim=True))
-
-
-def _check_steps(steps: Any) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or int(steps) < 1:
-        raise ParameterError(f"steps must be an integer >= 1 (the length of the random walk), got {steps!r}.")
-    return int(steps)
 
 
 def stationary_distribution(P: torch.Tensor) -> torch.Tensor:
@@ -424,7 +418,7 @@ def walk_affinity(
         raise ParameterError(f"diagonal must be 'walk', 'unit' or 'zero', got {diagonal!r}.")
     if symmetrize not in ("stationary", "mean"):
         raise ParameterError(f"symmetrize must be 'stationary' or 'mean', got {symmetrize!r}.")
-    k = _check_steps(steps)
+    k = check_int(steps, "steps", minimum=1, hint="It is the length of the random walk.")
     p = _as_square(probs)
     _check_size(p.shape[0], k)  # before any work
     p = transition_matrix(p)
