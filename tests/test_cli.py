@@ -82,6 +82,28 @@ def test_bad_settings_fail_before_any_work_naming_the_field(command, option, fie
     assert field in capsys.readouterr().err
 
 
+def test_a_command_that_fails_to_import_is_named_with_its_error(monkeypatch, capsys):
+    """A broken command module is loud (its name and the import error, in --help and when run) and the
+    other commands still work."""
+    monkeypatch.setitem(cli.COMMANDS, "ghost", "ghost")
+    monkeypatch.setitem(sys.modules, "diffcut_lab.commands.ghost", None)  # importing it raises ImportError
+    assert sorted(_registered()) == sorted([*EXPECTED, "ghost"])
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--help"])
+    assert exc.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "ghost UNAVAILABLE (ModuleNotFoundError: import of diffcut_lab.commands.ghost halted" in out
+    assert cli.main(["ghost", "--any", "thing"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("diffcut-lab ghost: error: the command is unavailable")
+    assert (
+        "diffcut_lab.commands.ghost failed to import (ModuleNotFoundError: import of diffcut_lab.commands.ghost"
+        in err
+    )
+    assert cli.main(["layers", "--model", "pocket", "--kind", "attn1"]) == 0
+    assert "<- diffcut" in capsys.readouterr().out
+
+
 def test_help_does_not_import_torch():
     code = "import sys; from diffcut_lab import cli; cli.build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
