@@ -50,9 +50,11 @@ __all__ = [
     "unet_outline",
 ]
 
-#: Kinds of hook points, in the order they are listed.
+#: the UNet's top-level module of each stage (the first part of a hook point's name) -> the stage
 _STAGES = {"down_blocks": "down", "mid_block": "mid", "up_blocks": "up"}
+#: the stages in the order a forward runs them (for :func:`order_key`)
 _STAGE_RANK = {"down": 0, "mid": 1, "up": 2}
+#: inside a transformer block, self-attention finishes before cross-attention (the block itself, 9, last)
 _SUB_RANK = {"attn1": 0, "attn2": 1}
 
 
@@ -241,7 +243,11 @@ def unet_outline(unet: Any) -> UNetOutline:
             rows.append((name, "attentions", stage, block_key, int(module.out_channels)))
         elif isinstance(module, cls["block"]):
             rows.append((name, "block", stage, block_key, int(module.attn1.to_out[0].out_features)))
-        elif isinstance(module, cls["attention"]) and parts[-1] in ("attn1", "attn2") and "transformer_blocks" in parts:
+        elif (
+            isinstance(module, cls["attention"])
+            and parts[-1] in ("attn1", "attn2")
+            and "transformer_blocks" in parts
+        ):
             ch = int(module.to_out[0].out_features)
             rows.append((name, parts[-1], stage, block_key, ch))
             if parts[-1] == "attn1":
@@ -359,7 +365,9 @@ def outline_from_config(config: Mapping[str, Any]) -> UNetOutline | None:
             for j in range(layers[i]):
                 rows.append((f"{block}.resnets.{j}", "resnet", "down", block, widths[i]))
                 if _CONFIG_DOWN[kind]:
-                    attention(f"{block}.attentions.{j}", "down", block, widths[i], int(heads[i]), per_layer[j])
+                    attention(
+                        f"{block}.attentions.{j}", "down", block, widths[i], int(heads[i]), per_layer[j]
+                    )
         mid = _CONFIG_MID[mid_type]
         if mid is not None:
             n_attn, has_attn = mid
@@ -442,7 +450,18 @@ def list_hook_points(
 
 
 #: the columns of :func:`hook_point_rows` and :func:`hook_points_frame`, in order
-FRAME_COLUMNS = ("name", "kind", "stage", "block", "channels", "height", "width", "tokens", "order", "diffcut")
+FRAME_COLUMNS = (
+    "name",
+    "kind",
+    "stage",
+    "block",
+    "channels",
+    "height",
+    "width",
+    "tokens",
+    "order",
+    "diffcut",
+)
 
 
 def hook_point_rows(
@@ -497,7 +516,9 @@ def hook_points_frame(
     """
     import pandas as pd
 
-    return pd.DataFrame(hook_point_rows(backbone, kind=kind, image_size=image_size), columns=list(FRAME_COLUMNS))
+    return pd.DataFrame(
+        hook_point_rows(backbone, kind=kind, image_size=image_size), columns=list(FRAME_COLUMNS)
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
