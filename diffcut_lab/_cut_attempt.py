@@ -55,6 +55,26 @@ class Attempt:
         """An attempt that cannot cut (``reason``), with whatever was computed before it stopped."""
         return cls(reject=reason, **found)
 
+    @classmethod
+    def best_of_sweep(
+        cls, y: np.ndarray, thr: np.ndarray, nc: np.ndarray, solver: str, note: str = ""
+    ) -> Attempt:
+        """The sweep's best candidate (the first minimum of ``nc``) as the cut over the Fiedler vector ``y``;
+        a rejection when ``min_size`` left no candidate."""
+        if thr.shape[0] == 0:
+            return cls.rejected("no threshold leaves min_size nodes on both sides", fiedler=y, solver=solver)
+        best = int(np.argmin(nc))
+        return cls(
+            fiedler=y,
+            thresholds=thr,
+            ncut_values=nc,
+            threshold=float(thr[best]),
+            ncut=float(nc[best]),
+            positive=y > thr[best],
+            solver=solver,
+            note=note,
+        )
+
 
 def subgraph(g: Any, idx: np.ndarray) -> Any:
     """The induced sub-graph on ``idx`` (a copy), without self-loops.
@@ -115,18 +135,4 @@ def fixed_attempt(
         y = f.y
         note = ""
     thr, nc = _eigen.sweep(sub, d, y, min_size)
-    if thr.shape[0] == 0:
-        return Attempt.rejected(
-            "no threshold leaves min_size nodes on both sides", fiedler=y, solver=f.solver
-        )
-    best = int(np.argmin(nc))
-    return Attempt(
-        fiedler=y,
-        thresholds=thr,
-        ncut_values=nc,
-        threshold=float(thr[best]),
-        ncut=float(nc[best]),
-        positive=y > thr[best],
-        solver=f.solver,
-        note=note,
-    )
+    return Attempt.best_of_sweep(y, thr, nc, f.solver, note)

@@ -164,19 +164,4 @@ def torch_attempt(g: torch.Tensor, members: np.ndarray, min_size: int) -> Attemp
         return fixed_attempt(sub.cpu().numpy(), np.arange(members.shape[0]), "dense", None, min_size)
     y, solver = fiedler(sub, d)
     thr, nc = sweep(sub, d, y, min_size)
-    y_np = y.cpu().numpy()
-    if thr.shape[0] == 0:
-        return Attempt.rejected(
-            "no threshold leaves min_size nodes on both sides", fiedler=y_np, solver=solver
-        )
-    best = int(torch.argmin(nc))
-    thr_np, nc_np = thr.cpu().numpy(), nc.cpu().numpy()
-    return Attempt(
-        fiedler=y_np,
-        thresholds=thr_np,
-        ncut_values=nc_np,
-        threshold=float(thr_np[best]),
-        ncut=float(nc_np[best]),
-        positive=y_np > thr_np[best],
-        solver=solver,
-    )
+    return Attempt.best_of_sweep(y.cpu().numpy(), thr.cpu().numpy(), nc.cpu().numpy(), solver)
