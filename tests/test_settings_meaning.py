@@ -148,12 +148,43 @@ def test_a_setting_means_one_thing_on_every_route(name, capsys):
 
 
 def test_grids_keep_one_configuration_for_one_setting_written_two_ways():
-    """``max_depth: none`` and ``max_depth: null`` are one configuration, with one id."""
-    ids = [
-        AblationGrid.from_dict({"dataset": "synthetic", "variants": [{"max_depth": v}]}).configs()[0].id
-        for v in ("none", "NONE", None)
-    ]
-    assert len(set(ids)) == 1
+    """``max_depth: none`` and ``max_depth: null`` are one configuration, with one id, in a variant and in
+    the grid's shared ``settings``."""
+    for where in ("variants", "settings"):
+        grids = []
+        for v in ("none", "NONE", None):
+            setting = {"max_depth": v}
+            grids.append(
+                AblationGrid.from_dict(
+                    {"dataset": "synthetic", where: [setting] if where == "variants" else setting}
+                )
+            )
+        assert len({g.configs()[0].id for g in grids}) == 1, where
+        assert all(g.configs()[0].diffcut_config().max_depth is None for g in grids)
+    assert AblationGrid(dataset="synthetic", settings={"knn": "none", "pamr_dilations": (1, 2)}).settings == {
+        "knn": None, "pamr_dilations": [1, 2]}  # fmt: skip
+
+
+def test_yaml_numbers_without_a_dot_are_numbers_on_the_axes(tmp_path):
+    """PyYAML (YAML 1.1) reads ``1e1`` as a string; on the alphas and taus axes it is the number 10."""
+    path = tmp_path / "grid.yaml"
+    path.write_text("dataset: synthetic\nalphas: [1e1, 5]\ntaus: [5E-1, auto, 0.5]\n")
+    grid = AblationGrid.from_yaml(path)
+    assert grid.alphas == (10.0, 5.0) and grid.taus == (0.5, "auto")
+    plain = AblationGrid(dataset="synthetic", alphas=[10.0, 5.0], taus=[0.5, "auto"])
+    assert [c.id for c in grid.configs()] == [c.id for c in plain.configs()]
+    with pytest.raises(ParameterError, match="alphas"):
+        AblationGrid(dataset="synthetic", alphas=["ten"])
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("seed", int(BIG)), ("seed", -1), ("image_size", 100_000), ("label_size", 100_000)]
+)
+def test_grid_keys_follow_the_rules_of_the_settings_they_set(key, value):
+    """A grid's ``seed``, ``image_size`` and ``label_size`` (the ``mask_size``) are refused when it is
+    built, as the settings they set would be, not when a unit runs."""
+    with pytest.raises(ParameterError, match=f"'{key}'"):
+        AblationGrid(dataset="synthetic", **{key: value})
 
 
 def test_max_depth_zero_cuts_nothing_and_none_does_not_limit():

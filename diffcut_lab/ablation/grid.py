@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..config import DiffCutConfig
+from ..config import PAPER_MASK_SIZE, DiffCutConfig
 from ..errors import ParameterError
 from ..options import AUTO, MATCHES, METHODS, REFINES
+from ..validation import check_int, is_int
 
 __all__ = [
     "DATA_KEYS", "METHODS", "PRESETS", "REFINES", "AblationGrid", "Config", "config_id", "stable_hash", "tau_setting",
@@ -70,17 +71,47 @@ def stable_hash(obj: Any, n: int = 16) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 
-def _tuple(value: Any, name: str, kind: type | tuple[type, ...]) -> tuple:
-    """An axis as a tuple of distinct values in their order (a repeated value is one configuration)."""
+def _is_text(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _is_number(v: Any) -> bool:
+    return is_int(v) or isinstance(v, float)
+
+
+def _is_number_or_text(v: Any) -> bool:
+    return _is_number(v) or isinstance(v, str)
+
+
+def _read_number(v: Any) -> Any:
+    """A number as a float, and a number written as text too: YAML 1.1 (PyYAML) reads ``1e1`` or ``1E-1``
+    (no dot) as a string. Other text (``"auto"``) is kept, stripped and in lower case, for the axis to judge."""
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return v.strip().lower()
+    return float(v) if _is_number(v) else v
+
+
+def _tuple(
+    value: Any,
+    name: str,
+    accepts: Callable[[Any], bool],
+    expected: str,
+    read: Callable[[Any], Any] = lambda v: v,
+) -> tuple:
+    """An axis as a tuple of distinct values (as ``read`` gives them) in their order (a repeated value is
+    one configuration); a value ``accepts`` refuses raises ParameterError saying what was ``expected``."""
     if value is None:
         raise ParameterError(f"grid field {name!r} must not be empty")
     items = tuple(value) if isinstance(value, (list, tuple)) else (value,)
     if not items:
         raise ParameterError(f"grid field {name!r} must list at least one value")
     for v in items:
-        if not isinstance(v, kind) or isinstance(v, bool):
-            raise ParameterError(f"grid field {name!r} holds {v!r}; expected {kind}")
-    return tuple(dict.fromkeys(items))
+        if not accepts(v):
+            raise ParameterError(f"grid field {name!r} holds {v!r}; expected {expected}")
+    return tuple(dict.fromkeys(read(v) for v in items))
 
 
 def _as_read(config: DiffCutConfig, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -89,13 +120,11 @@ def _as_read(config: DiffCutConfig, values: Mapping[str, Any]) -> dict[str, Any]
     return {k: plain[k] for k in values}
 
 
-def _count(value: Any, name: str, *, minimum: int, optional: bool = False) -> None:
+def _count(value: Any, name: str, *, minimum: int, optional: bool = False) -> int | None:
+    """A grid key that counts (``null`` allowed where ``optional``) as an int."""
     if optional and value is None:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ParameterError(
-            f"grid field {name!r} must be an integer >= {minimum}{' or null' if optional else ''}; got {value!r}"
-        )
+        return None
+    return check_int(value, f"grid field {name!r}", minimum=minimum, hint="Or null." if optional else "")
 
 
 @dataclass(frozen=True)
@@ -139,7 +168,9 @@ class Config:
             refine_max_side=None,
         )  # fmt: skip
         if self.method == "diffcut":
-            changes.update(json.loads(self.params), alpha=self.alpha, tau=tau_setting(self.tau), mode=self.mode)
+            changes.update(
+                json.loads(self.params), alpha=self.alpha, tau=tau_setting(self.tau), mode=self.mode
+            )
         return base.replace(**changes)
 
 
@@ -250,9 +281,9 @@ class AblationGrid:
     methods: tuple[str, ...] = ("diffcut",)
     modes: tuple[str, ...] = (_DEFAULT.mode,)
     limit: int | None = None
-    seed: int = 42
+    seed: int = _DEFAULT.seed
     image_size: int | None = None
-    label_size: int = 128
+    label_size: int = PAPER_MASK_SIZE
     root: str | None = None
     dataset_kwargs: Mapping[str, Any] = field(default_factory=dict)
     method_kwargs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -268,25 +299,24 @@ class AblationGrid:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        set_(self, "models", _tuple(self.models, "models", str))
-        set_(self, "layers", _tuple(self.layers, "layers", str))
-        set_(self, "timesteps", _tuple(self.timesteps, "timesteps", int))
-        set_(self, "alphas", tuple(dict.fromkeys(float(a) for a in _tuple(self.alphas, "alphas", (int, float)))))
-        taus = _tuple(self.taus, "taus", (int, float, str))
-        set_(self, "taus", tuple(dict.fromkeys(t.strip().lower() if isinstance(t, str) else float(t) for t in taus)))
+        set_(self, "models", _tuple(self.models, "models", _is_text, "a name"))
+        set_(self, "layers", _tuple(self.layers, "layers", _is_text, "a layer name"))
+        set_(self, "timesteps", _tuple(self.timesteps, "timesteps", is_int, "an integer", int))
+        set_(self, "alphas", _tuple(self.alphas, "alphas", _is_number_or_text, "a number", _read_number))
+        set_(self, "taus", _tuple(self.taus, "taus", _is_number_or_text, "a number or 'auto'", _read_number))
         for name in ("refines", "methods", "modes"):
-            set_(self, name, _tuple(getattr(self, name), name, str))
+            set_(self, name, _tuple(getattr(self, name), name, _is_text, "a name"))
         bad = [m for m in self.methods if m not in METHODS]
         if bad:
             raise ParameterError(f"grid field 'methods' has {bad}; allowed values are {list(METHODS)}")
         for key, value, allowed in (("preset", self.preset, PRESETS), ("match", self.match, MATCHES)):
             if value not in allowed:
                 raise ParameterError(f"grid field {key!r} is {value!r}; allowed values are {list(allowed)}")
-        _count(self.limit, "limit", minimum=1, optional=True)
-        _count(self.threads, "threads", minimum=1, optional=True)
-        _count(self.label_size, "label_size", minimum=1)
-        _count(self.image_size, "image_size", minimum=1, optional=True)
-        _count(self.seed, "seed", minimum=0)
+        set_(self, "limit", _count(self.limit, "limit", minimum=1, optional=True))
+        set_(self, "threads", _count(self.threads, "threads", minimum=1, optional=True))
+        set_(self, "label_size", _count(self.label_size, "label_size", minimum=1))
+        set_(self, "image_size", _count(self.image_size, "image_size", minimum=1, optional=True))
+        set_(self, "seed", _count(self.seed, "seed", minimum=0))
         for key in ("dataset_kwargs", "method_kwargs", "settings"):
             if not isinstance(getattr(self, key), Mapping):
                 raise ParameterError(f"grid field {key!r} must be a mapping; got {getattr(self, key)!r}")
@@ -306,17 +336,25 @@ class AblationGrid:
         set_(self, "settings", dict(self.settings))
         variants = self.variants if isinstance(self.variants, (list, tuple)) else None
         if not variants or not all(isinstance(v, Mapping) for v in variants):
-            raise ParameterError(f"grid field 'variants' must be a non-empty list of mappings; got {self.variants!r}")
+            raise ParameterError(
+                f"grid field 'variants' must be a non-empty list of mappings; got {self.variants!r}"
+            )
         set_(self, "variants", tuple(dict(v) for v in variants))
         self._check_settings()
 
     def _check_settings(self) -> None:
         """Every axis value and DiffCut override is a valid DiffCutConfig setting (before any work).
 
-        ``method_kwargs["diffcut"]`` and the variants are read by :class:`~diffcut_lab.config.DiffCutConfig`
-        and kept as it reads them (``max_depth: none`` is ``None``, as on the command line), so one
-        setting written two ways is one configuration with one id."""
+        ``settings``, ``method_kwargs["diffcut"]`` and the variants are read by
+        :class:`~diffcut_lab.config.DiffCutConfig` and kept as it reads them (``max_depth: none`` is ``None``,
+        as on the command line), so one setting written two ways is one configuration with one id. The grid
+        keys ``seed``, ``image_size`` and ``label_size`` obey the rules of the fields they set."""
         base = _preset(self.preset)
+        for key, name in (("seed", "seed"), ("image_size", "image_size"), ("label_size", "mask_size")):
+            try:
+                base.replace(**{name: getattr(self, key)})
+            except ParameterError as err:
+                raise ParameterError(f"grid field {key!r}: {err}") from None
         diffcut_owned = {**GRID_OWNED, **SHARED}
         for key, values, owner in (
             ("settings", self.settings, GRID_OWNED),
@@ -330,6 +368,8 @@ class AblationGrid:
                 base = base.replace(**values)
             except ParameterError as err:
                 raise ParameterError(f"{key}: {err}") from None
+            if key == "settings":
+                object.__setattr__(self, "settings", _as_read(base, self.settings))
         if "diffcut" in self.method_kwargs:
             self.method_kwargs["diffcut"] = _as_read(base, self.method_kwargs["diffcut"])
         variants = []
@@ -439,7 +479,9 @@ class AblationGrid:
                         else:
                             sweep = [(float("nan"), float("nan"), "", self.method_params(method))]
                         for alpha, tau, mode, params in sweep:
-                            tau = float("nan") if tau == AUTO else tau  # the tau column is numeric: NaN = auto
+                            tau = (
+                                float("nan") if tau == AUTO else tau
+                            )  # the tau column is numeric: NaN = auto
                             for refine in self.refines:
                                 out.append(Config(m, layer, int(t), method, alpha, tau, mode, refine, params,
                                                   self.seed, size, self.label_size, self.prompt, self.preset,
@@ -449,7 +491,11 @@ class AblationGrid:
     def __len__(self) -> int:
         """Number of configurations per image (counted, not expanded)."""
         per_refine = len(self.refines) * len(self.layers) * len(self.timesteps)
-        diffcut = len(self.variants) * len(self.alphas) * len(self.taus) * len(self.modes) if "diffcut" in self.methods else 0
+        diffcut = (
+            len(self.variants) * len(self.alphas) * len(self.taus) * len(self.modes)
+            if "diffcut" in self.methods
+            else 0
+        )
         return per_refine * (diffcut + len(self.methods) - ("diffcut" in self.methods)) * len(self.models)
 
     def iter_units(self, names: Sequence[str]) -> Iterator[tuple[str, int, str]]:
