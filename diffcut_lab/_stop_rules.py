@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 from ._eigen import EIGVALS_DENSE_MAX, eigengap
 from .errors import ParameterError
-from .validation import check_int
+from .validation import check_float, check_int
 
 __all__ = [
     "DEFAULT_MAX_CLUSTERS",
@@ -324,9 +324,7 @@ def stable_tau(tree: Any, *, min_tau: float = 0.0, max_tau: float | None = None)
     runner-up so that a close call is visible.
     """
     top = min(float(tree.tau), 1.0) if max_tau is None else float(max_tau)
-    lo = float(min_tau)
-    if not (np.isfinite(lo) and lo >= 0.0):
-        raise ParameterError(f"min_tau must be a number >= 0, got {min_tau!r}.")
+    lo = check_float(min_tau, "min_tau", minimum=0.0)
     if not (np.isfinite(top) and lo < top <= float(tree.tau)):
         raise ParameterError(
             f"max_tau must satisfy min_tau < max_tau <= tree.tau ({min_tau} < {max_tau} <= {tree.tau}); "
