@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ParameterError
+from ..validation import check_int
 
 __all__ = [
     "SHAPES",
@@ -233,7 +234,7 @@ def _value_noise(seed: int, cell_px: float, h: int, w: int) -> np.ndarray:
     g01 = grid[y0][:, x0 + 1]
     g10 = grid[y0 + 1][:, x0]
     g11 = grid[y0 + 1][:, x0 + 1]
-    return (g00 * (1 - wy) * (1 - wx) + g01 * (1 - wy) * wx + g10 * wy * (1 - wx) + g11 * wy * wx)
+    return g00 * (1 - wy) * (1 - wx) + g01 * (1 - wy) * wx + g10 * wy * (1 - wx) + g11 * wy * wx
 
 
 def _pattern(t: dict[str, Any], yy: np.ndarray, xx: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -326,14 +327,13 @@ def make_scene(seed: int, size: int | tuple[int, int] = 128, config: SceneConfig
     Scene
         ``image`` (H, W, 3) uint8 and ``mask`` (H, W) int64 with labels 0..K-1 (0 = background).
     """
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ParameterError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = check_int(seed, "seed", minimum=0)
     cfg = config or SceneConfig()
     if not 1 <= cfg.min_objects <= cfg.max_objects:
         raise ParameterError(
             f"need 1 <= min_objects <= max_objects, got {cfg.min_objects} and {cfg.max_objects}"
         )
-    rng = np.random.default_rng(int(seed))
+    rng = np.random.default_rng(seed)
     yy, xx = _grid(size)
     h, w = yy.shape
 
@@ -422,9 +422,7 @@ def split_seeds(split: str, n: int | None = None, start: int = 0) -> range:
     first = lo + int(start)
     stop = hi if n is None else first + int(n)
     if start < 0 or stop > hi or (n is not None and n < 0):
-        raise ParameterError(
-            f"split {split!r} holds {hi - lo} seeds; start={start}, n={n} fall outside it"
-        )
+        raise ParameterError(f"split {split!r} holds {hi - lo} seeds; start={start}, n={n} fall outside it")
     return range(first, stop)
 
 
@@ -457,7 +455,9 @@ def synthetic_scenes(
         yield make_scene(seed, size, config)
 
 
-def scene_batch(seeds: Any, size: int | tuple[int, int] = 128, config: SceneConfig | None = None) -> np.ndarray:
+def scene_batch(
+    seeds: Any, size: int | tuple[int, int] = 128, config: SceneConfig | None = None
+) -> np.ndarray:
     """Images of several seeds as one (B, 3, H, W) float32 array in [0, 1] (for training loops)."""
     images = [make_scene(int(s), size, config).image for s in seeds]
     return np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / 255.0

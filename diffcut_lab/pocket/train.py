@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from ..datasets.synthetic import SPLITS, make_scene
 from ..errors import DiffCutLabError, ModelLoadError, ParameterError
+from ..validation import is_int
 from .model import PocketConfig, PocketDenoiser, build_scheduler, export_weights
 
 __all__ = ["TrainConfig", "TrainResult", "main", "train"]
@@ -174,6 +175,16 @@ _CHECKPOINT_KEYS = {
 }  # fmt: skip
 
 
+def _is_of_kind(value: Any, kind: type) -> bool:
+    """Whether a checkpoint value is of ``kind`` (an int for ``int``, an int or a float for ``float``;
+    never a bool)."""
+    if kind is int:
+        return is_int(value)
+    if kind is float:
+        return is_int(value) or (isinstance(value, float) and not isinstance(value, bool))
+    return isinstance(value, kind)
+
+
 def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
     """Read a checkpoint as tensors and plain data only: a file that holds anything else (a pickled
     object, which could run code) is refused, and so is one that is damaged or was not written by
@@ -185,14 +196,28 @@ def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
         state = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as err:
         lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-        detail = next((ln for ln in lines if ln.startswith(("Trying to load", "Unsupported"))), lines[0] if lines else "")
+        detail = next(
+            (ln for ln in lines if ln.startswith(("Trying to load", "Unsupported"))),
+            lines[0] if lines else "",
+        )
         if "GLOBAL" in detail or "global" in detail or "class" in detail:  # an object that could run code
             raise ModelLoadError(
                 f"checkpoint {path} holds more than tensors and plain data, so it is not loaded (loading it "
                 f"could run code); {way_out}. ({detail})"
             ) from None
-        raise ModelLoadError(f"checkpoint {path} is damaged or not a checkpoint ({detail}); {way_out}.") from None
-    except (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
+        raise ModelLoadError(
+            f"checkpoint {path} is damaged or not a checkpoint ({detail}); {way_out}."
+        ) from None
+    except (
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+    ) as err:
         first = " ".join(str(err).split())[:200]
         raise ModelLoadError(
             f"checkpoint {path} cannot be read ({type(err).__name__}: {first}); {way_out}."
@@ -202,10 +227,7 @@ def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
             f"checkpoint {path} holds a value of type {type(state).__name__!r}, not a training checkpoint of this "
             f"script; {way_out}."
         )
-    wrong = [
-        k for k, kind in _CHECKPOINT_KEYS.items()
-        if not isinstance(state.get(k), (int, float) if kind is float else kind) or isinstance(state.get(k), bool)
-    ]  # fmt: skip
+    wrong = [k for k, kind in _CHECKPOINT_KEYS.items() if not _is_of_kind(state.get(k), kind)]
     if wrong:
         raise ModelLoadError(
             f"checkpoint {path} is not a training checkpoint of this script (missing or wrong: {', '.join(wrong)}); "
@@ -336,7 +358,9 @@ def train(
             "train_config": cfg.to_dict(),
             "steps": step,
             "final_loss_mean_last_50": float(np.mean(tail)),
-            "loss_every_10_steps": [round(float(np.mean(losses[i : i + 10])), 5) for i in range(0, len(losses), 10)],
+            "loss_every_10_steps": [
+                round(float(np.mean(losses[i : i + 10])), 5) for i in range(0, len(losses), 10)
+            ],
             "train_seconds": round(seconds, 1),
             "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
             "torch": torch.__version__,
@@ -363,15 +387,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps in total")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step")
     p.add_argument("--lr", type=float, default=d.lr, help="peak AdamW learning rate")
-    p.add_argument("--photo-fraction", type=float, default=d.photo_fraction,
-                   help="share of training images cropped from scikit-image's bundled photos")
+    p.add_argument(
+        "--photo-fraction",
+        type=float,
+        default=d.photo_fraction,
+        help="share of training images cropped from scikit-image's bundled photos",
+    )
     p.add_argument("--seed", type=int, default=d.seed, help="seed of initialisation and of every batch")
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
+    p.add_argument(
+        "--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints"
+    )
     p.add_argument("--out", default="pocket-run", help="run directory (checkpoint.pt, weights/)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps, ...")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint and start over")
-    p.add_argument("--tiny", action="store_true", help="use the tiny test architecture (32 px), for smoke runs")
+    p.add_argument(
+        "--tiny", action="store_true", help="use the tiny test architecture (32 px), for smoke runs"
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
 
