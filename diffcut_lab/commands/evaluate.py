@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from ..config import PAPER_MASK_SIZE
 from ..options import MATCHES, METHODS, QUIRKS, SCORED_DATASETS
 from ._options import (
     add_config_options,
@@ -55,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="Hungarian matching: 'reference', the published protocol (default, comparable with "
                    "the paper's tables), or 'present' (present classes only)")  # fmt: skip
     add_config_options(p, exclude=("policy", "refine_max_side"),
-                       notes={"mask_size": "the evaluation scores at 128 when none"})  # fmt: skip
+                       notes={"mask_size": f"the evaluation scores at {PAPER_MASK_SIZE} when none"})  # fmt: skip
     p.add_argument(
         "--dtype", help="model dtype: float16, bfloat16, float32 (default: fp16 on GPU, fp32 on CPU)"
     )

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from ..options import KINDS
+from ._options import add_model_option
 
 __all__ = ["format_table", "register", "run"]
 
@@ -30,12 +31,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--model",
-        default="pocket",
-        help="'pocket' (bundled, default), a Hugging Face Hub id (e.g. segmind/SSD-1B) or a local diffusers "
-        "directory",
-    )
+    add_model_option(parser)
     parser.add_argument(
         "--kind",
         action="append",
