@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sklearn.cluster import SpectralClustering
 from sklearn.metrics import adjusted_rand_score
 
-from diffcut_lab import _kway_init, _kway_moves, kway
+from diffcut_lab import _eigen, _kway_init, _kway_moves, kway
 from diffcut_lab.affinities import affinity
 from diffcut_lab.errors import FeatureError, ParameterError
 from diffcut_lab.kway import KwayResult, kway_ncut, kway_ncut_value
@@ -355,9 +355,10 @@ def test_a_given_partition_gives_one_result_whatever_its_label_values():
 
 
 def test_spectral_start_by_lanczos_spans_the_dense_eigenvectors() -> None:
-    # above 256 nodes the embedding comes from Lanczos (products with W only); same subspace as eigh
+    # above DENSE_MAX nodes the embedding comes from Lanczos (products with W only); same subspace as eigh
     f, _ = clustered(4, 20, 5, noise=1.0)
     a, d = kway._graph(affinity(f, alpha=10.0), False)
+    assert a.shape[0] > _eigen.DENSE_MAX
     v = _kway_init.top_eigvecs(a, d, 5)
     s = d.rsqrt()
     dense = torch.linalg.eigh(s[:, None] * a * s[None, :])[1][:, -5:]
@@ -376,9 +377,10 @@ def test_default_start_reaches_what_escapes_reach_and_is_seed_independent_on_its
 
 
 def test_large_graph_uses_no_dense_eigendecomposition(monkeypatch) -> None:
-    # N = 576 > 256: the default start must not call a full eigh (O(N^3), all eigenpairs)
+    # N = 576 > DENSE_MAX: the default start must not call a full eigh (O(N^3), all eigenpairs)
     f, region = clustered(6, 24, 4, noise=0.5)
     w = affinity(f, alpha=10.0)
+    assert w.shape[0] > _eigen.DENSE_MAX
 
     def refuse(*args, **kwargs):
         raise AssertionError("dense eigh on a large graph")
