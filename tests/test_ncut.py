@@ -249,3 +249,49 @@ def test_fixed_mode_does_not_peel_single_pixels_off_noisy_clusters() -> None:
     tree = recursive_ncut(w, tau=0.5, mode="fixed")
     sizes = np.bincount(tree.labels.ravel())
     assert sizes.min() > 1, sizes
+
+
+CUT_CORE = (
+    "ncut", "_ncut_graph", "_ncut_tree", "_cut_attempt", "_eigen", "_eigen_torch", "_paper_cut",
+    "_stop_rules", "stopping", "kway", "_kway_init", "_kway_moves", "walks",
+)  # fmt: skip
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """Module -> the package's top-level modules it imports (at module level or inside functions)."""
+    import ast
+    from pathlib import Path
+
+    import diffcut_lab
+
+    root = Path(diffcut_lab.__file__).parent
+    names = {p.stem for p in root.glob("*.py")} | {
+        p.name for p in root.iterdir() if (p / "__init__.py").exists()
+    }
+    graph = {}
+    for path in root.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+        graph[path.stem] = {d for d in deps if d in names and d not in (path.stem, "__init__")}
+    return graph
+
+
+def test_the_cut_core_imports_no_module_that_imports_it_back() -> None:
+    """Layering: no import cycle (module-level or function-level) passes through the cut's modules."""
+    graph = _package_imports()
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph.get(todo.pop(), ()):
+                if nxt == goal:
+                    return True
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return False
+
+    cycles = sorted(m for m in CUT_CORE if reaches(m, m))
+    assert not cycles, {m: sorted(graph[m]) for m in cycles}
