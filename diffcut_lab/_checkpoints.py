@@ -16,7 +16,15 @@ from pathlib import Path
 from ._families import SUPPORTED_UNETS, TRANSFORMER_DIRS
 from .errors import ModelLoadError, UnsupportedModelError
 
-__all__ = ["Layout", "component_variant", "fetch_from_hub", "read_json", "read_layout", "weight_ext"]
+__all__ = [
+    "Layout",
+    "Request",
+    "component_variant",
+    "fetch_from_hub",
+    "read_json",
+    "read_layout",
+    "weight_ext",
+]
 
 #: files every download takes: the configs, the tokenizers and the stored conditioning (no weights)
 _SMALL_FILES = [
@@ -29,6 +37,25 @@ _SMALL_FILES = [
 ]
 #: the components whose weights a download may take
 _COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to read of a source: the weight files (``variant``, ``use_safetensors``), where from
+    (``revision``, ``local_files_only``), and how much (``configs_only``: no weights; ``need_text_encoders``:
+    the text encoders' weights when the model stores no conditioning)."""
+
+    variant: str | None = None
+    use_safetensors: bool = True
+    revision: str | None = None
+    local_files_only: bool = False
+    configs_only: bool = False
+    need_text_encoders: bool = True
+
+    @property
+    def ext(self) -> str:
+        """The extension of the weight files read: ``"safetensors"`` or ``"bin"``."""
+        return weight_ext(self.use_safetensors)
 
 
 @dataclass(frozen=True)
@@ -141,24 +168,17 @@ def _has_plain_weights(folder: Path, ext: str) -> bool:
     return any(f.name.endswith(f".{ext}") and "." not in f.name[: -len(ext) - 1] for f in folder.iterdir())
 
 
-def _snapshot(
-    repo_id: str,
-    patterns: list[str],
-    *,
-    revision: str | None,
-    local_files_only: bool,
-    ignore: list[str] | None = None,
-) -> Path:
+def _snapshot(repo_id: str, request: Request, patterns: list[str], ignore: list[str] | None = None) -> Path:
     """The files of ``repo_id`` matching ``patterns``, downloaded or from the cache; one clear error."""
     import huggingface_hub
 
     try:
         path = huggingface_hub.snapshot_download(
             repo_id,
-            revision=revision,
+            revision=request.revision,
             allow_patterns=patterns,
             ignore_patterns=ignore,
-            local_files_only=local_files_only,
+            local_files_only=request.local_files_only,
         )
     except Exception as err:  # network, auth, missing repo, offline cache miss: one clear message
         raise ModelLoadError(
@@ -169,44 +189,30 @@ def _snapshot(
     return Path(path)
 
 
-def fetch_from_hub(
-    repo_id: str,
-    *,
-    variant: str | None,
-    use_safetensors: bool,
-    revision: str | None,
-    local_files_only: bool,
-    configs_only: bool = False,
-    need_text_encoders: bool = True,
-) -> tuple[Path, str | None]:
-    """Download (or find in the cache) only the files feature extraction needs; returns (dir, variant)."""
-
-    def snapshot(patterns: list[str], ignore: list[str] | None = None) -> Path:
-        return _snapshot(
-            repo_id, patterns, revision=revision, local_files_only=local_files_only, ignore=ignore
-        )
-
+def fetch_from_hub(repo_id: str, request: Request) -> Path:
+    """Download (or find in the cache) only the files feature extraction needs; returns the directory."""
     small = _SMALL_FILES
-    root = snapshot(small)
+    root = _snapshot(repo_id, request, small)
     comps = [c for c in _COMPONENTS if (root / c / "config.json").exists()]
-    if "unet" not in comps or configs_only:
-        return root, variant  # without a UNet, read_layout explains what the repository is instead
-    if not need_text_encoders or (root / "conditioning.safetensors").exists():
+    if "unet" not in comps or request.configs_only:
+        return root  # without a UNet, read_layout explains what the repository is instead
+    if not request.need_text_encoders or (root / "conditioning.safetensors").exists():
         comps = [c for c in comps if not c.startswith("text_encoder")]
-    ext = weight_ext(use_safetensors)
+    variant, ext = request.variant, request.ext
     if variant:
-        root = snapshot(
-            [*small, *(f"{c}/*.{variant}.{ext}" for c in comps), *(f"{c}/*.{variant}-*.{ext}" for c in comps)]
-        )
+        variant_files = [
+            *(f"{c}/*.{variant}.{ext}" for c in comps),
+            *(f"{c}/*.{variant}-*.{ext}" for c in comps),
+        ]
+        root = _snapshot(repo_id, request, [*small, *variant_files])
     missing = [c for c in comps if component_variant(root / c, variant, ext) is None]
     if missing:  # components without the variant (or no variant asked): the full-precision files
-        root = snapshot(
-            [*small, *(f"{c}/*.{ext}" for c in missing)], ignore=["*.fp16*", "*.bf16*", "*.fp32*"]
-        )
+        plain = [*small, *(f"{c}/*.{ext}" for c in missing)]
+        root = _snapshot(repo_id, request, plain, ignore=["*.fp16*", "*.bf16*", "*.fp32*"])
     if component_variant(root / "unet", variant, ext) is None and not _has_plain_weights(root / "unet", ext):
         raise ModelLoadError(
             f"{repo_id!r} has no {ext} UNet weights (looked for unet/*.{ext}"
             + (f" and the {variant!r} variant" if variant else "")
             + "). Try use_safetensors=False for .bin weights, or use 'pocket' offline."
         )
-    return root, variant
+    return root

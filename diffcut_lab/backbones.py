@@ -43,7 +43,7 @@ from ._backbone import (
     parse_dtype,
     sdxl_added_cond,
 )
-from ._checkpoints import Layout, fetch_from_hub, read_layout
+from ._checkpoints import Layout, Request, fetch_from_hub, read_layout
 from ._families import FAMILIES, HUB_ID, detect_family
 from .errors import ModelLoadError
 
@@ -148,39 +148,25 @@ def load_backbone(
     name = str(source)
     if variant == "auto":
         variant = "fp16" if dt == torch.float16 else None
-    root, variant = _locate(
-        name, variant=variant, use_safetensors=use_safetensors, revision=revision,
-        local_files_only=local_files_only, configs_only=not weights, need_text_encoders=prompt_embeds is None,
+    request = Request(
+        variant=variant, use_safetensors=use_safetensors, revision=revision, local_files_only=local_files_only,
+        configs_only=not weights, need_text_encoders=prompt_embeds is None,
     )  # fmt: skip
+    root, variant = _locate(name, request)
     layout = read_layout(root, name)
     if not weights:
         return skeleton(layout, name=name, image_size=image_size)
     return build(
-        layout,
-        name=name,
-        device=dev,
-        dtype=dt,
-        vae_dtype=vae_dtype,
-        prompt_embeds=prompt_embeds,
-        pooled_prompt_embeds=pooled_prompt_embeds,
-        image_size=image_size,
-        use_safetensors=use_safetensors,
-        variant=variant,
-        keep_text_encoders=keep_text_encoders,
-    )
+        layout, name=name, device=dev, dtype=dt, vae_dtype=vae_dtype, prompt_embeds=prompt_embeds,
+        pooled_prompt_embeds=pooled_prompt_embeds, image_size=image_size, use_safetensors=use_safetensors,
+        variant=variant, keep_text_encoders=keep_text_encoders,
+    )  # fmt: skip
 
 
-def _locate(
-    name: str,
-    *,
-    variant: str | None,
-    use_safetensors: bool,
-    revision: str | None,
-    local_files_only: bool,
-    configs_only: bool,
-    need_text_encoders: bool,
-) -> tuple[Path, str | None]:
-    """The model directory of a source (``"pocket"``, a directory or a hub id) and the weight variant to read."""
+def _locate(name: str, request: Request) -> tuple[Path, str | None]:
+    """The model directory of a source (``"pocket"``, a directory or a hub id) and the weight variant to read
+    (``request.variant``; None for the pocket model)."""
+    variant = request.variant
     if name == "pocket":
         root = pocket_weights_dir()
         if not (root / "unet").is_dir():
@@ -195,15 +181,7 @@ def _locate(
         if not root.is_dir():
             raise ModelLoadError(f"{name!r} is a file; expected a diffusers model directory (with unet/).")
     elif HUB_ID.match(name):
-        root, variant = fetch_from_hub(
-            name,
-            variant=variant,
-            use_safetensors=use_safetensors,
-            revision=revision,
-            local_files_only=local_files_only,
-            configs_only=configs_only,
-            need_text_encoders=need_text_encoders,
-        )
+        root = fetch_from_hub(name, request)
     else:
         raise ModelLoadError(
             f"model source {name!r} is neither 'pocket', an existing directory, nor a Hugging Face Hub id "
@@ -290,10 +268,10 @@ def model_outline(
     from .hook_points import outline_from_config, unet_outline
 
     name = str(source)
-    root, _ = _locate(
-        name, variant=None, use_safetensors=True, revision=revision, local_files_only=local_files_only,
-        configs_only=True, need_text_encoders=False,
-    )  # fmt: skip
+    request = Request(
+        revision=revision, local_files_only=local_files_only, configs_only=True, need_text_encoders=False
+    )
+    root, _ = _locate(name, request)
     layout = read_layout(root, name)
     outline = outline_from_config(layout.unet_config)
     if outline is None:  # blocks the config reader does not know: the built (weightless) modules tell
