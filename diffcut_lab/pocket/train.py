@@ -328,19 +328,7 @@ def train(
     bar = tqdm(range(start, stop), initial=start, total=cfg.steps, disable=not progress, desc="pocket")
     t_run = time.perf_counter()
     for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        x0, noise = make_batch(step, cfg, model_config.image_size)
-        t = _timesteps(step, cfg, x0.shape[0], model_config.num_train_timesteps)
-        x0, noise, t = x0.to(device), noise.to(device), t.to(device)
-        a = alphas_cumprod[t].view(-1, 1, 1, 1)
-        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        loss = torch.nn.functional.mse_loss(model(x_t, t), noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        losses.append(float(loss.detach()))
+        losses.append(_train_step(model, opt, step, cfg, model_config, alphas_cumprod))
         if progress:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", refresh=False)
         done = step + 1
@@ -353,21 +341,53 @@ def train(
     step = max(start, stop)
     weights_dir = None
     if export and out_dir is not None and step >= cfg.steps:
-        tail = losses[-50:] if losses else [float("nan")]
-        extra = {
-            "train_config": cfg.to_dict(),
-            "steps": step,
-            "final_loss_mean_last_50": float(np.mean(tail)),
-            "loss_every_10_steps": [
-                round(float(np.mean(losses[i : i + 10])), 5) for i in range(0, len(losses), 10)
-            ],
-            "train_seconds": round(seconds, 1),
-            "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
-            "torch": torch.__version__,
-            "command": "python -m diffcut_lab.pocket.train " + " ".join(sys.argv[1:]),
-        }
+        extra = _run_record(cfg, losses, step, seconds, device)
         weights_dir = export_weights(model, out_dir / "weights", extra=extra)
     return TrainResult(model=model, losses=losses, step=step, seconds=seconds, weights_dir=weights_dir)
+
+
+def _train_step(
+    model: PocketDenoiser,
+    opt: torch.optim.Optimizer,
+    step: int,
+    cfg: TrainConfig,
+    model_config: PocketConfig,
+    alphas_cumprod: torch.Tensor,
+) -> float:
+    """One optimisation step on the batch of ``step`` (noise prediction, MSE); returns its loss."""
+    device = alphas_cumprod.device
+    for group in opt.param_groups:
+        group["lr"] = lr_at(step, cfg)
+    x0, noise = make_batch(step, cfg, model_config.image_size)
+    t = _timesteps(step, cfg, x0.shape[0], model_config.num_train_timesteps)
+    x0, noise, t = x0.to(device), noise.to(device), t.to(device)
+    a = alphas_cumprod[t].view(-1, 1, 1, 1)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    loss = torch.nn.functional.mse_loss(model(x_t, t), noise)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    return float(loss.detach())
+
+
+def _run_record(
+    cfg: TrainConfig, losses: list[float], step: int, seconds: float, device: torch.device
+) -> dict:
+    """What the exported weights record of the run that made them (settings, losses, time, machine)."""
+    tail = losses[-50:] if losses else [float("nan")]
+    return {
+        "train_config": cfg.to_dict(),
+        "steps": step,
+        "final_loss_mean_last_50": float(np.mean(tail)),
+        "loss_every_10_steps": [
+            round(float(np.mean(losses[i : i + 10])), 5) for i in range(0, len(losses), 10)
+        ],
+        "train_seconds": round(seconds, 1),
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "torch": torch.__version__,
+        "command": "python -m diffcut_lab.pocket.train " + " ".join(sys.argv[1:]),
+    }
 
 
 def _parser() -> argparse.ArgumentParser:
