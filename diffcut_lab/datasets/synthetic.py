@@ -310,6 +310,61 @@ def _grid(size: int | tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     return yy, xx
 
 
+def _layout(
+    rng: np.random.Generator, cfg: SceneConfig, yy: np.ndarray, xx: np.ndarray
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The label map ``(H, W)`` of a scene and each segment's shape name (``"background"`` first).
+
+    Objects are painted in order, later ones occluding earlier ones; the smallest (almost) hidden object
+    is dropped and the rest re-layered until every one covers ``cfg.min_area``.
+    """
+    h, w = yy.shape
+    n_obj = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
+    shapes = [_draw_shape(rng) for _ in range(n_obj)]
+    covers = [_shape_mask(kind, p, yy, xx) for kind, p in shapes]
+    keep = list(range(n_obj))
+    while True:  # drop the smallest (almost) hidden object, re-layer, until all are big enough
+        label = np.zeros((h, w), dtype=np.int64)
+        for j, i in enumerate(keep, start=1):
+            label[covers[i]] = j
+        areas = np.bincount(label.ravel(), minlength=len(keep) + 1)[1:] / label.size
+        if not keep or areas.min() >= cfg.min_area:
+            break
+        del keep[int(np.argmin(areas))]
+    k = len(keep) + 1
+    shape_names: tuple[str, ...] = ("background", *(shapes[i][0] for i in keep))
+    if k == 1 or (label == 0).mean() < cfg.min_area:
+        # degenerate layout (every object dropped, or the background hidden): two halves instead
+        label = (xx >= 0.5).astype(np.int64)
+        k = 2
+        shape_names = ("background", "half")
+    return label, shape_names
+
+
+def _appearance(
+    rng: np.random.Generator, cfg: SceneConfig, k: int
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray, list[dict[str, Any]]]:
+    """``(palettes, pal_idx, textures)`` of ``k`` segments: palettes and textures reused across segments,
+    (palette, texture) pairs unique."""
+    n_pal = int(rng.integers(max(1, (k + 1) // 2), k)) if k > 2 else int(rng.integers(1, 3))
+    palettes = _draw_palettes(rng, n_pal)
+    pal_idx = np.concatenate([rng.permutation(n_pal), rng.integers(0, n_pal, size=max(0, k - n_pal))])[:k]
+    pal_idx = rng.permutation(pal_idx)
+    textures: list[dict[str, Any]] = []
+    for seg in range(k):
+        same_pal = [textures[o] for o in range(seg) if pal_idx[o] == pal_idx[seg]]
+        reuse = [t for t in textures if all(_textures_differ(t, q) for q in same_pal)]
+        if reuse and rng.random() < 0.4:  # same texture as another segment, different colour
+            textures.append(reuse[int(rng.integers(0, len(reuse)))])
+            continue
+        for _ in range(50):
+            t = _draw_texture(rng, cfg.flat_prob)
+            if all(_textures_differ(t, q) for q in same_pal):
+                break
+        textures.append(t)
+    return palettes, pal_idx, textures
+
+
 def make_scene(seed: int, size: int | tuple[int, int] = 128, config: SceneConfig | None = None) -> Scene:
     """Draw one scene from a seed.
 
@@ -337,44 +392,9 @@ def make_scene(seed: int, size: int | tuple[int, int] = 128, config: SceneConfig
     yy, xx = _grid(size)
     h, w = yy.shape
 
-    # layout: objects painted in order, later ones occlude earlier ones
-    n_obj = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
-    shapes = [_draw_shape(rng) for _ in range(n_obj)]
-    covers = [_shape_mask(kind, p, yy, xx) for kind, p in shapes]
-    keep = list(range(n_obj))
-    while True:  # drop the smallest (almost) hidden object, re-layer, until all are big enough
-        label = np.zeros((h, w), dtype=np.int64)
-        for j, i in enumerate(keep, start=1):
-            label[covers[i]] = j
-        areas = np.bincount(label.ravel(), minlength=len(keep) + 1)[1:] / label.size
-        if not keep or areas.min() >= cfg.min_area:
-            break
-        del keep[int(np.argmin(areas))]
-    k = len(keep) + 1
-    shape_names: tuple[str, ...] = ("background", *(shapes[i][0] for i in keep))
-    if k == 1 or (label == 0).mean() < cfg.min_area:
-        # degenerate layout (every object dropped, or the background hidden): two halves instead
-        label = (xx >= 0.5).astype(np.int64)
-        k = 2
-        shape_names = ("background", "half")
-
-    # appearance: palettes and textures reused across segments, (palette, texture) pairs unique
-    n_pal = int(rng.integers(max(1, (k + 1) // 2), k)) if k > 2 else int(rng.integers(1, 3))
-    palettes = _draw_palettes(rng, n_pal)
-    pal_idx = np.concatenate([rng.permutation(n_pal), rng.integers(0, n_pal, size=max(0, k - n_pal))])[:k]
-    pal_idx = rng.permutation(pal_idx)
-    textures: list[dict[str, Any]] = []
-    for seg in range(k):
-        same_pal = [textures[o] for o in range(seg) if pal_idx[o] == pal_idx[seg]]
-        reuse = [t for t in textures if all(_textures_differ(t, q) for q in same_pal)]
-        if reuse and rng.random() < 0.4:  # same texture as another segment, different colour
-            textures.append(reuse[int(rng.integers(0, len(reuse)))])
-            continue
-        for _ in range(50):
-            t = _draw_texture(rng, cfg.flat_prob)
-            if all(_textures_differ(t, q) for q in same_pal):
-                break
-        textures.append(t)
+    label, shape_names = _layout(rng, cfg, yy, xx)
+    k = len(shape_names)
+    palettes, pal_idx, textures = _appearance(rng, cfg, k)
 
     img = np.zeros((h, w, 3))
     for seg in range(k):
