@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from diffcut_lab.ablation import AblationGrid, run_ablation
-from diffcut_lab.ablation.summary import pooled, tuned
+from diffcut_lab.selection import pooled, tuned
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = ROOT / "examples" / "methods_pocket.yaml"
@@ -37,7 +37,11 @@ OUT = ROOT / "benchmarks" / "results" / "methods"
 def variant_name(params: str) -> tuple[str, str]:
     """``(partitioner, graph)`` of a row's ``params`` JSON."""
     p = json.loads(params)
-    graph = f"attention walk, k={p.get('walk_steps', 1)}" if p.get("affinity") == "attention" else "cosine (DiffCut)"
+    graph = (
+        f"attention walk, k={p.get('walk_steps', 1)}"
+        if p.get("affinity") == "attention"
+        else "cosine (DiffCut)"
+    )
     return ("K-way" if p.get("partition") == "kway" else "recursive"), graph
 
 
@@ -128,12 +132,16 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     synthetic = run_ablation(grid, out=None, progress=True)
     photo = None
     if not a.no_photo:
-        photo = run_ablation(dataclasses.replace(grid, dataset="voc-photo", dataset_kwargs={}), out=None, progress=True)
+        photo = run_ablation(
+            dataclasses.replace(grid, dataset="voc-photo", dataset_kwargs={}), out=None, progress=True
+        )
     t = table(grid, synthetic, photo)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.with_suffix(".md").write_text(markdown(t))
     meta = {"benchmark": "methods", "grid": grid.to_dict(), "seconds": round(time.perf_counter() - t0, 1)}
-    a.out.with_suffix(".json").write_text(json.dumps({**meta, "table": t.to_dict("records")}, indent=1, default=str) + "\n")
+    a.out.with_suffix(".json").write_text(
+        json.dumps({**meta, "table": t.to_dict("records")}, indent=1, default=str) + "\n"
+    )
     print(markdown(t))
     return t
 

@@ -46,6 +46,7 @@ OWNED = (
     "diffcut_lab/viz/_common.py",
     "diffcut_lab/colors.py",
     "diffcut_lab/ablation/summary.py",
+    "diffcut_lab/selection.py",
     NOTEBOOK,
 )
 
@@ -53,11 +54,15 @@ OWNED = (
 def export(commit: str, dest: Path, overlay: tuple[str, str] | None = None) -> Path:
     """The tree of ``commit`` in ``dest``; ``overlay = (commit, ...)`` replaces :data:`OWNED` from it."""
     dest.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit], check=True, capture_output=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", commit], check=True, capture_output=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     if overlay is not None:
         for path in OWNED:
-            text = subprocess.run(["git", "-C", str(ROOT), "show", f"{overlay[0]}:{path}"], capture_output=True)
+            text = subprocess.run(
+                ["git", "-C", str(ROOT), "show", f"{overlay[0]}:{path}"], capture_output=True
+            )
             if text.returncode == 0:
                 (dest / path).write_bytes(text.stdout)
     return dest
@@ -83,7 +88,13 @@ def run_notebook(tree: Path, params: dict[str, Any], workdir: Path) -> dict[str,
     cells = [{"id": c.get("id"), "first_line": "".join(c["source"]).splitlines()[0][:70],
               "seconds": c["metadata"].get("papermill", {}).get("duration")}
              for c in nb["cells"] if c["cell_type"] == "code"]  # fmt: skip
-    errors = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"] if o["output_type"] == "error"]
+    errors = [
+        o
+        for c in nb["cells"]
+        if c["cell_type"] == "code"
+        for o in c["outputs"]
+        if o["output_type"] == "error"
+    ]
     return {"wall": wall, "cells": cells, "errors": len(errors)}
 
 
@@ -91,7 +102,9 @@ def _module_at(commit: str, path: str, name: str) -> Any:
     """The module ``path`` as it was at ``commit``, imported as ``name`` inside the package."""
     import importlib.util
 
-    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:{path}"], check=True, capture_output=True)
+    source = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{commit}:{path}"], check=True, capture_output=True
+    )
     folder = Path(tempfile.mkdtemp())
     file = folder / Path(path).name
     file.write_bytes(source.stdout)
@@ -111,18 +124,23 @@ def time_calls(before: str, params: dict[str, Any], repeats: int) -> dict[str, A
     old = _module_at(before, "diffcut_lab/layer_comparison.py", "diffcut_lab._layer_comparison_before")
     old_views = _module_at(before, "diffcut_lab/viz/layers.py", "diffcut_lab.viz._layers_before")
     old_views.layer_scores = old.layer_scores  # the old grid cut with the old table
-    p = {"timesteps": [10, 50, 200], "n_scenes": 3, "taus": [0.3, 0.5, 0.7, 0.9], "tau": 0.5, "alpha": 10.0,
+    p = {"timesteps": [10, 50, 200], "n_scenes": 3, "taus": [0.3, 0.5, 0.7, 0.9], "config": {},
          "walk_steps": [1, 4], **params}  # fmt: skip
+    cfg = dl.DiffCutConfig.from_dict({"refine": "none", **p["config"]})  # as notebook 02 reads its parameters
     bb = dl.load_backbone("pocket")
     scenes = dl.load_dataset("synthetic", split="val", n=2 * p["n_scenes"], size=bb.image_size)
     select, test = list(range(p["n_scenes"])), list(range(p["n_scenes"], 2 * p["n_scenes"]))
     layer = dl.resolve_layers(bb, "diffcut")[0]
     images, gts = [s.image for s in scenes], [s.label for s in scenes]
-    cache = dl.capture(bb, images, layers=["attn1", f"{layer}.probs"], timesteps=sorted({*p["timesteps"], 50}))
+    cache = dl.capture(
+        bb, images, layers=["attn1", f"{layer}.probs"], timesteps=sorted({*p["timesteps"], 50})
+    )
     n = scenes.info.num_classes
-    methods = {"DiffCut": dl.DiffCutConfig(alpha=p["alpha"], refine="none"), "K-way": dl.DiffCutConfig(
-        alpha=p["alpha"], partition="kway", refine="none")}  # fmt: skip
-    methods |= {f"walk {k}": dl.DiffCutConfig(affinity="attention", walk_steps=k, refine="none") for k in p["walk_steps"]}
+    methods = {"DiffCut": cfg, "K-way": cfg.replace(partition="kway")}
+    methods |= {
+        f"walk {k}": dl.DiffCutConfig(affinity="attention", walk_steps=k, refine="none")
+        for k in p["walk_steps"]
+    }
     kw = {"select": select, "test": test, "taus": p["taus"], "num_classes": n, "layer": layer, "timestep": 50}
     s0 = test[0]
     times: dict[str, list[float]] = {}
@@ -135,19 +153,19 @@ def time_calls(before: str, params: dict[str, Any], repeats: int) -> dict[str, A
 
     def run_before() -> None:
         clock("layer_scores before", lambda: old.layer_scores(cache, gts, num_classes=n, timesteps=p["timesteps"],
-                                                              taus=p["taus"], alpha=p["alpha"], refine="none"))  # fmt: skip
+                                                              taus=p["taus"], alpha=cfg.alpha, refine="none"))  # fmt: skip
         pair = dl.capture(bb, images, layers=[layer, f"{layer}.probs"], timesteps=50)
         clock("method_comparison before", lambda: old.method_comparison(pair, gts, methods, **kw))
         clock("layer_grid before", lambda: old_views.layer_grid(cache, gt=gts[s0], image_index=s0, num_classes=n,
-                                                                timesteps=p["timesteps"], tau=p["tau"], alpha=p["alpha"],
+                                                                timesteps=p["timesteps"], tau=cfg.tau, alpha=cfg.alpha,
                                                                 refine="none"))  # fmt: skip
 
     def run_after() -> None:
         rows = clock("layer_scores after", lambda: dl.layer_scores(
-            cache, gts, num_classes=n, timesteps=p["timesteps"], taus=sorted({*p["taus"], p["tau"]}), alpha=p["alpha"],
-            refine="none", keep_labels=True))  # fmt: skip
+            cache, gts, num_classes=n, timesteps=p["timesteps"], taus=sorted({*p["taus"], cfg.tau}), config=cfg,
+            keep_labels=True))  # fmt: skip
         clock("method_comparison after", lambda: dl.method_comparison(cache, gts, methods, scores=rows, **kw))
-        clock("layer_grid after", lambda: viz.layer_grid(rows, image=images[s0], image_index=s0, tau=p["tau"]))
+        clock("layer_grid after", lambda: viz.layer_grid(rows, image=images[s0], image_index=s0, tau=cfg.tau))
 
     for r in range(repeats):
         for run in (run_before, run_after) if r % 2 == 0 else (run_after, run_before):
@@ -177,7 +195,9 @@ def summarize(runs: dict[str, list[dict[str, Any]]], *, before: str, after: str,
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--before", default="c9745e5~1", help="the commit before the shared work (default c9745e5~1)")
+    ap.add_argument(
+        "--before", default="c9745e5~1", help="the commit before the shared work (default c9745e5~1)"
+    )
     ap.add_argument("--after", default="HEAD")
     ap.add_argument("--before-tree", action="store_true", help="run the whole tree at --before as 'before'")
     ap.add_argument("--repeats", type=int, default=1)
@@ -193,7 +213,11 @@ def main(argv: list[str] | None = None) -> int:
                   **time_calls(args.before, params, args.repeats), "load_average": os.getloadavg()}  # fmt: skip
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1) + "\n")
-        print(json.dumps(result["median_s"], indent=1), json.dumps(result["ratio_before_over_after"]), f"-> {out}")
+        print(
+            json.dumps(result["median_s"], indent=1),
+            json.dumps(result["ratio_before_over_after"]),
+            f"-> {out}",
+        )
         return 0
     args.out = args.out or OUT
     rev = lambda c: subprocess.run(["git", "-C", str(ROOT), "rev-parse", c], check=True, capture_output=True,  # noqa: E731
@@ -216,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
                 runs[name].append(run_notebook(trees[name], params, work))
                 print(f"repeat {r} {name}: {runs[name][-1]['wall']:.1f} s ({time.perf_counter() - t0:.1f} s with "
                       "start-up)", flush=True)  # fmt: skip
-            result = summarize(runs, before=before, after=after, args=args, params=params)  # kept after each repeat
+            result = summarize(
+                runs, before=before, after=after, args=args, params=params
+            )  # kept after each repeat
     print(f"before {result['wall_before_s']:.1f} s, after {result['wall_after_s']:.1f} s: "
           f"{result['ratio_before_over_after']:.2f}x -> {args.out}")  # fmt: skip
     return 0
