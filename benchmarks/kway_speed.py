@@ -46,7 +46,9 @@ def blobs(seed: int, side: int, k: int, channels: int, noise: float) -> torch.Te
     return feats + noise * torch.randn(channels, side, side, generator=gen)
 
 
-def alternate(fns: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, list[float]], dict[str, Any]]:
+def alternate(
+    fns: dict[str, Callable[[], Any]], repeats: int
+) -> tuple[dict[str, list[float]], dict[str, Any]]:
     """Run every function ``repeats`` times, interleaved (a, b, a, b, ...); seconds and last outputs."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     outs: dict[str, Any] = {}
@@ -117,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         f"N={n}": {
             "max_kway_over_sklearn": max(r["kway_over_sklearn"] for r in rows if r["nodes"] == n),
-            "median_kway_over_sklearn": statistics.median(r["kway_over_sklearn"] for r in rows if r["nodes"] == n),
+            "median_kway_over_sklearn": statistics.median(
+                r["kway_over_sklearn"] for r in rows if r["nodes"] == n
+            ),
             "kway_ncut_never_higher": all(
                 r["ncut"]["kway"] <= r["ncut"]["sklearn"] + 1e-9 for r in rows if r["nodes"] == n
             ),

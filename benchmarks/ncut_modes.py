@@ -33,8 +33,9 @@ OUT = Path(__file__).parent / "results" / "ncut_modes.json"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=100, help="held-out test scenes")
     ap.add_argument("--layer", default="diffcut")
     ap.add_argument("--timestep", type=int, default=300)
@@ -73,8 +74,11 @@ def main(argv: list[str] | None = None) -> int:
             "pixels_left_out_of_a_cut": float(np.mean(dropped)) if dropped else 0.0,
             "by_tau": {
                 str(t): {
-                    "miou": float(hungarian_miou(preds[t], [s.mask for s in scenes], num_classes=num_classes,
-                                                 ignore_index=None).miou),
+                    "miou": float(
+                        hungarian_miou(
+                            preds[t], [s.mask for s in scenes], num_classes=num_classes, ignore_index=None
+                        ).miou
+                    ),
                     "mean_segments": float(np.mean([len(np.unique(p)) for p in preds[t]])),
                 }
                 for t in taus

@@ -224,7 +224,9 @@ def test_in_place_symmetrisation_gives_the_same_graph(method, monkeypatch):
     monkeypatch.setattr(walks, "_BLOCK", 16)  # tiles that do not divide N
     out = walks._symmetric(P.clone(), method, pi, inplace=True)
     assert torch.equal(out, expected)
-    assert torch.equal(symmetrize(P, method=method, pi=pi), expected) and torch.equal(P, transition_matrix(probs))
+    assert torch.equal(symmetrize(P, method=method, pi=pi), expected) and torch.equal(
+        P, transition_matrix(probs)
+    )
 
 
 def test_long_walks_on_large_grids_are_refused_up_front(monkeypatch):
