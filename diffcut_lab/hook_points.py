@@ -320,78 +320,98 @@ def outline_from_config(config: Mapping[str, Any]) -> UNetOutline | None:
     ('down_blocks.0.resnets.0', 'resnet', 'down', 'down_blocks.0', 32)
     """
     cfg = dict(config)
-    if cfg.get("_class_name", "UNet2DConditionModel") != "UNet2DConditionModel":
+    if not _config_is_known(cfg):
         return None
-    if "cross_attention_dim" in cfg and cfg["cross_attention_dim"] is None:
-        return None  # transformer blocks without attn2
-    if any(cfg.get(key, accepted[0]) not in accepted for key, accepted in _CONFIG_PLAIN.items()):
-        return None
-    downs = list(cfg.get("down_block_types", ()))
-    ups = list(cfg.get("up_block_types", ()))
-    mid_type = cfg.get("mid_block_type", "UNetMidBlock2DCrossAttn")
-    if (
-        not downs
-        or len(ups) != len(downs)
-        or any(b not in _CONFIG_DOWN for b in downs)
-        or any(b not in _CONFIG_UP for b in ups)
-        or mid_type not in _CONFIG_MID
-    ):
-        return None
-    n = len(downs)
+    n = len(cfg["down_block_types"])
     try:
-        widths = [int(c) for c in cfg["block_out_channels"]]
-        heads = _per_block(cfg.get("num_attention_heads") or cfg.get("attention_head_dim", 8), n, "heads")
-        layers = [int(v) for v in _per_block(cfg.get("layers_per_block", 2), n, "layers_per_block")]
-        depth = _per_block(cfg.get("transformer_layers_per_block", 1), n, "transformer_layers_per_block")
-        reverse = cfg.get("reverse_transformer_layers_per_block")
-        up_depth = list(reversed(depth)) if reverse is None else _per_block(reverse, n, "reverse depths")
-        if len(widths) != n or any(h is None or int(h) < 1 for h in heads):
-            return None
-        rows: list[Row] = []
-
-        def attention(prefix: str, stage: str, block: str, width: int, n_heads: int, n_tb: int) -> None:
-            inner = n_heads * (width // n_heads)  # Transformer2DModel(n_heads, width // n_heads, width)
-            rows.append((prefix, "attentions", stage, block, width))
-            for k in range(n_tb):
-                tb = f"{prefix}.transformer_blocks.{k}"
-                rows.append((tb, "block", stage, block, inner))
-                rows.append((f"{tb}.attn1", "attn1", stage, block, inner))
-                rows.append((f"{tb}.attn1.probs", "probs", stage, block, -1))
-                rows.append((f"{tb}.attn2", "attn2", stage, block, inner))
-
-        for i, kind in enumerate(downs):
-            block = f"down_blocks.{i}"
-            per_layer = _per_layer(depth[i], layers[i]) if _CONFIG_DOWN[kind] else []
-            for j in range(layers[i]):
-                rows.append((f"{block}.resnets.{j}", "resnet", "down", block, widths[i]))
-                if _CONFIG_DOWN[kind]:
-                    attention(
-                        f"{block}.attentions.{j}", "down", block, widths[i], int(heads[i]), per_layer[j]
-                    )
-        mid = _CONFIG_MID[mid_type]
-        if mid is not None:
-            n_attn, has_attn = mid
-            for j in range(n_attn + 1):
-                rows.append((f"mid_block.resnets.{j}", "resnet", "mid", "mid_block", widths[-1]))
-            if has_attn:
-                mid_depth = _per_layer(depth[-1], 1)[0]
-                attention("mid_block.attentions.0", "mid", "mid_block", widths[-1], int(heads[-1]), mid_depth)
-        r_widths, r_heads, r_layers = widths[::-1], [int(h) for h in heads[::-1]], layers[::-1]
-        for i, kind in enumerate(ups):
-            block = f"up_blocks.{i}"
-            per_layer = _per_layer(up_depth[i], r_layers[i] + 1) if _CONFIG_UP[kind] else []
-            for j in range(r_layers[i] + 1):
-                rows.append((f"{block}.resnets.{j}", "resnet", "up", block, r_widths[i]))
-                if _CONFIG_UP[kind]:
-                    attention(f"{block}.attentions.{j}", "up", block, r_widths[i], r_heads[i], per_layer[j])
+        rows = _config_rows(cfg, n)
     except (KeyError, TypeError, ValueError):
         return None  # a config this reader does not understand: the built modules will tell
+    if rows is None:
+        return None
     rows.sort(key=lambda r: order_key(r[0]))
     return UNetOutline(
         rows=tuple(rows),
         downsamples=tuple(i < n - 1 for i in range(n)),
         upsamples=tuple(i < n - 1 for i in range(n)),
     )
+
+
+def _config_is_known(cfg: Mapping[str, Any]) -> bool:
+    """Whether every block type and setting of a UNet config is one :func:`outline_from_config` reads."""
+    if cfg.get("_class_name", "UNet2DConditionModel") != "UNet2DConditionModel":
+        return False
+    if "cross_attention_dim" in cfg and cfg["cross_attention_dim"] is None:
+        return False  # transformer blocks without attn2
+    if any(cfg.get(key, accepted[0]) not in accepted for key, accepted in _CONFIG_PLAIN.items()):
+        return False
+    downs = list(cfg.get("down_block_types", ()))
+    ups = list(cfg.get("up_block_types", ()))
+    return (
+        bool(downs)
+        and len(ups) == len(downs)
+        and all(b in _CONFIG_DOWN for b in downs)
+        and all(b in _CONFIG_UP for b in ups)
+        and cfg.get("mid_block_type", "UNetMidBlock2DCrossAttn") in _CONFIG_MID
+    )
+
+
+def _attention_rows(prefix: str, stage: str, block: str, width: int, n_heads: int, n_tb: int) -> list[Row]:
+    """The rows of one ``Transformer2DModel`` at ``prefix`` with ``n_tb`` transformer blocks."""
+    inner = n_heads * (width // n_heads)  # Transformer2DModel(n_heads, width // n_heads, width)
+    rows: list[Row] = [(prefix, "attentions", stage, block, width)]
+    for k in range(n_tb):
+        tb = f"{prefix}.transformer_blocks.{k}"
+        rows.append((tb, "block", stage, block, inner))
+        rows.append((f"{tb}.attn1", "attn1", stage, block, inner))
+        rows.append((f"{tb}.attn1.probs", "probs", stage, block, -1))
+        rows.append((f"{tb}.attn2", "attn2", stage, block, inner))
+    return rows
+
+
+def _config_rows(cfg: Mapping[str, Any], n: int) -> list[Row] | None:
+    """The rows of a known config's ``n`` down blocks, mid block and up blocks (unsorted); None when its
+    widths or heads do not fit. Raises KeyError, TypeError or ValueError on what it cannot read."""
+    downs, ups = list(cfg["down_block_types"]), list(cfg["up_block_types"])
+    widths = [int(c) for c in cfg["block_out_channels"]]
+    heads = _per_block(cfg.get("num_attention_heads") or cfg.get("attention_head_dim", 8), n, "heads")
+    layers = [int(v) for v in _per_block(cfg.get("layers_per_block", 2), n, "layers_per_block")]
+    depth = _per_block(cfg.get("transformer_layers_per_block", 1), n, "transformer_layers_per_block")
+    reverse = cfg.get("reverse_transformer_layers_per_block")
+    up_depth = list(reversed(depth)) if reverse is None else _per_block(reverse, n, "reverse depths")
+    if len(widths) != n or any(h is None or int(h) < 1 for h in heads):
+        return None
+    rows: list[Row] = []
+    for i, kind in enumerate(downs):
+        block = f"down_blocks.{i}"
+        per_layer = _per_layer(depth[i], layers[i]) if _CONFIG_DOWN[kind] else []
+        for j in range(layers[i]):
+            rows.append((f"{block}.resnets.{j}", "resnet", "down", block, widths[i]))
+            if _CONFIG_DOWN[kind]:
+                rows += _attention_rows(
+                    f"{block}.attentions.{j}", "down", block, widths[i], int(heads[i]), per_layer[j]
+                )
+    mid = _CONFIG_MID[cfg.get("mid_block_type", "UNetMidBlock2DCrossAttn")]
+    if mid is not None:
+        n_attn, has_attn = mid
+        for j in range(n_attn + 1):
+            rows.append((f"mid_block.resnets.{j}", "resnet", "mid", "mid_block", widths[-1]))
+        if has_attn:
+            mid_depth = _per_layer(depth[-1], 1)[0]
+            rows += _attention_rows(
+                "mid_block.attentions.0", "mid", "mid_block", widths[-1], int(heads[-1]), mid_depth
+            )
+    r_widths, r_heads, r_layers = widths[::-1], [int(h) for h in heads[::-1]], layers[::-1]
+    for i, kind in enumerate(ups):
+        block = f"up_blocks.{i}"
+        per_layer = _per_layer(up_depth[i], r_layers[i] + 1) if _CONFIG_UP[kind] else []
+        for j in range(r_layers[i] + 1):
+            rows.append((f"{block}.resnets.{j}", "resnet", "up", block, r_widths[i]))
+            if _CONFIG_UP[kind]:
+                rows += _attention_rows(
+                    f"{block}.attentions.{j}", "up", block, r_widths[i], r_heads[i], per_layer[j]
+                )
+    return rows
 
 
 def _outline(backbone: Backbone | ModelOutline) -> UNetOutline:
