@@ -24,7 +24,6 @@ import pandas as pd
 from .config import CUT_FIELDS, LABEL_FIELDS, DiffCutConfig, check_tau, cut_key
 from .errors import ParameterError, UnknownLayerError
 from .hook_points import forward_order, layer_stage, short_layer_name
-from .selection import tuned
 from .validation import check_labels
 
 if TYPE_CHECKING:
@@ -344,6 +343,8 @@ def layer_ranking(scores: pd.DataFrame, *, select: Sequence[int], test: Sequence
         ``miou_min, miou_max`` (the test mIoU's range over every tau tried), ``n_segments`` (mean on the
         test images at that tau).
     """
+    from .selection import tuned  # (scipy, through the metrics: when scores are pooled)
+
     if "tp" not in scores.columns:
         raise ParameterError("layer_ranking needs scores computed with ground truth (layer_scores(gt=...)).")
     best = tuned(scores, ["layer", "timestep"], select=list(select), test=list(test))
@@ -418,6 +419,8 @@ def method_comparison(
         "auto"), ``tau, miou`` (pooled over the test images, the published metric), ``miou_min,
         miou_max, n_segments, seconds`` (the cut, per image).
     """
+    from .selection import tuned
+
     layers = [n for n in cache.layers if not n.endswith(".probs")] if layer is None else [layer]
     steps = list(cache.timesteps) if timestep is None else [timestep]
     if len(layers) != 1 or len(steps) != 1:
