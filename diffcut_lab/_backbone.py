@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from . import _diffusers
-from .config import DiffCutConfig
+from .config import DiffCutConfig, parse_size
 from .errors import ModelLoadError, ParameterError
 from .options import NOISE_DEVICES
 from .validation import check_int
@@ -83,8 +83,6 @@ class InputSizes:
 
     def latent_size(self, image_size: int | tuple[int, int] | None = None) -> tuple[int, int]:
         """``(h, w)`` of the UNet input for an image of ``image_size`` pixels (default: native size)."""
-        from .config import parse_size
-
         h, w = parse_size(self.image_size if image_size is None else image_size)
         return h // self.latent_scale, w // self.latent_scale
 
@@ -96,8 +94,6 @@ class InputSizes:
         ParameterError
             A side is not a multiple of :attr:`size_multiple`.
         """
-        from .config import parse_size
-
         h, w = parse_size(image_size)
         m = self.size_multiple
         if h % m or w % m:
@@ -393,8 +389,6 @@ class Backbone(InputSizes):
 
 def sdxl_added_cond(pooled: torch.Tensor, image_size: int | tuple[int, int]) -> dict[str, torch.Tensor]:
     """SDXL's ``added_cond_kwargs`` for the pooled embedding and ``time_ids = (size, (0, 0), size)``."""
-    from .images import parse_size
-
     h, w = parse_size(image_size)
     pooled = pooled.reshape(1, -1)
     time_ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=torch.float32)
