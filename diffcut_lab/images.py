@@ -296,10 +296,10 @@ def _tensor_to_hwc(t: torch.Tensor) -> np.ndarray:
     t = t.detach().cpu()
     if t.dtype == torch.bfloat16 or t.dtype == torch.float16:
         t = t.float()
-    if t.ndim == 3 and t.shape[0] in (1, 3, 4) and t.shape[-1] not in (1, 3, 4):
-        t = t.permute(1, 2, 0)
-    elif t.ndim == 3 and t.shape[0] in (1, 3, 4) and t.shape[-1] in (1, 3, 4):
-        t = t.permute(1, 2, 0)  # ambiguous tiny image: torch convention (C, H, W) wins
+    if t.ndim == 3 and t.shape[0] in (1, 3, 4):
+        t = t.permute(
+            1, 2, 0
+        )  # (C, H, W); in a tiny image that could be (H, W, C) too, torch's convention wins
     elif t.ndim == 4:
         raise ImageInputError(
             f"got a 4-D tensor of shape {tuple(t.shape)} where one image was expected; pass it to "
