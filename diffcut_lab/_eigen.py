@@ -84,22 +84,28 @@ def fix_sign(y: np.ndarray) -> np.ndarray:
 
 def components(g: np.ndarray | sp.csr_matrix) -> np.ndarray:
     """Connected-component label of every node (edges are positive off-diagonal weights)."""
-    n = g.shape[0]
     if sp.issparse(g):
         return scipy.sparse.csgraph.connected_components(g, directed=False)[1]
     # dense graphs are almost always complete: a breadth-first sweep with row blocks settles it quickly
+    if connected(g):
+        return np.zeros(g.shape[0], dtype=np.int64)
+    return scipy.sparse.csgraph.connected_components(sp.csr_matrix(g > 0), directed=False)[1]
+
+
+def connected(g: Any) -> bool:
+    """Whether the dense graph ``g`` (a numpy array or a torch tensor on any device; edges are positive
+    off-diagonal weights) is connected: a breadth-first sweep from node 0, one block of rows a level."""
+    n = g.shape[0]
     reach = g[0] > 0
     reach[0] = True
     count = int(reach.sum())
     while count < n:
-        grown = reach | (g[reach] > 0).any(axis=0)
+        grown = reach | (g[reach] > 0).any(0)
         new = int(grown.sum())
         if new == count:
-            break
+            return False
         reach, count = grown, new
-    if count == n:
-        return np.zeros(n, dtype=np.int64)
-    return scipy.sparse.csgraph.connected_components(sp.csr_matrix(g > 0), directed=False)[1]
+    return True
 
 
 def _dense_fiedler(g: np.ndarray, d: np.ndarray) -> Fiedler:

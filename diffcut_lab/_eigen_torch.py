@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ._cut_attempt import Attempt, fixed_attempt
+from ._eigen import connected
 
 __all__ = ["DEVICE_DENSE_MAX", "DEVICE_EIGH_MAX", "torch_attempt", "uses_device_path"]
 
@@ -33,21 +34,6 @@ def uses_device_path(g: torch.Tensor, solver: str) -> bool:
     return solver == "torch64" or (
         solver == "auto" and g.device.type != "cpu" and g.shape[0] <= DEVICE_DENSE_MAX
     )
-
-
-def _connected(sub: torch.Tensor) -> bool:
-    """Whether the graph (positive off-diagonal weights) is connected: a breadth-first sweep by blocks."""
-    n = sub.shape[0]
-    reach = sub[0] > 0
-    reach[0] = True
-    count = int(reach.sum())
-    while count < n:
-        grown = reach | (sub[reach] > 0).any(dim=0)
-        new = int(grown.sum())
-        if new == count:
-            return False
-        reach, count = grown, new
-    return True
 
 
 def fiedler(sub: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, str]:
@@ -160,7 +146,7 @@ def torch_attempt(g: torch.Tensor, members: np.ndarray, min_size: int) -> Attemp
     sub = g[idx][:, idx].to(torch.float64)
     sub.fill_diagonal_(0.0)
     d = sub.sum(1)
-    if not bool((d > 0).all()) or not _connected(sub):
+    if not bool((d > 0).all()) or not connected(sub):
         return fixed_attempt(sub.cpu().numpy(), np.arange(members.shape[0]), "dense", None, min_size)
     y, solver = fiedler(sub, d)
     thr, nc = sweep(sub, d, y, min_size)
