@@ -52,3 +52,12 @@ def _one_thread():
     with threadpool_limits(1):
         yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def lab(tmp_path):
+    """A JupyterLab server on 127.0.0.1 serving tmp_path (the browser tests); yields (url, token)."""
+    from _browser import running_lab
+
+    with running_lab(tmp_path) as server:
+        yield server
