@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .config import MAX_IMAGE_PIXELS, parse_size
+from .config import MAX_IMAGE_PIXELS, DiffCutConfig, parse_size
 from .errors import ImageInputError, ParameterError
 from .options import POLICIES
 
@@ -34,6 +34,9 @@ __all__ = [
     "to_batch",
     "unique_names",
 ]
+
+#: the settings' defaults: how an image becomes the UNet input (``policy``, ``antialias``) when not said
+_DEFAULTS = DiffCutConfig()
 
 #: Anything :func:`load_image` accepts.
 ImageLike = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray | torch.Tensor
@@ -94,8 +97,8 @@ def to_batch(
     images: ImageLike | Sequence[ImageLike],
     size: int | tuple[int, int] | None = None,
     *,
-    policy: Literal["resize", "center_crop"] = "resize",
-    antialias: bool = True,
+    policy: Literal["resize", "center_crop"] = _DEFAULTS.policy,
+    antialias: bool = _DEFAULTS.antialias,
 ) -> torch.Tensor:
     """Stack one or many images into a float batch.
 
@@ -397,7 +400,7 @@ def center_crop_box(height: int, width: int) -> tuple[int, int, int]:
     return top, left, side
 
 
-def crop_region(image: torch.Tensor, policy: str = "resize") -> torch.Tensor:
+def crop_region(image: torch.Tensor, policy: str = _DEFAULTS.policy) -> torch.Tensor:
     """The part of a ``(C, H, W)`` image that is segmented: all of it (``"resize"``) or the published
     centred square (``"center_crop"``, :func:`center_crop_box`)."""
     if policy not in POLICIES:
