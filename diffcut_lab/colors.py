@@ -1,4 +1,4 @@
-"""The one label palette, the one overlay and the PCA colours of features (no plotting library: the views
+"""The one label palette, the one blend of labels over an image and the PCA colours of features (no plotting library: the views
 draw what these compute). The CLI's PNGs, the notebooks and the reports colour a label alike."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 
 from .errors import FeatureError, ParameterError
+from .label_maps import resize_labels
 
-__all__ = ["PALETTE", "label_colors", "label_hex", "lineage_hex", "overlay", "pca_rgb"]
+__all__ = ["PALETTE", "blend_labels", "label_colors", "label_hex", "lineage_hex", "pca_rgb"]
 
 #: the first 48 label colours: plotly's Dark24 then Light24 qualitative palettes
 PALETTE = (
@@ -37,10 +38,12 @@ def label_hex(n: int) -> list[str]:
 
 def label_colors(n: int) -> np.ndarray:
     """``(n, 3)`` uint8 colours of ids ``0 .. n-1`` (:func:`label_hex`)."""
-    return np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in label_hex(n)], dtype=np.uint8).reshape(-1, 3)
+    return np.array(
+        [[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in label_hex(n)], dtype=np.uint8
+    ).reshape(-1, 3)
 
 
-def overlay(
+def blend_labels(
     image: np.ndarray,
     labels: np.ndarray,
     alpha: float = 0.5,
@@ -50,7 +53,11 @@ def overlay(
 ) -> np.ndarray:
     """Blend label colours over an ``(H, W, 3)`` uint8 image of the same size; segment borders drawn white
     when ``edges``. ``colors`` paints id ``k`` in ``colors[k]`` (``"#rrggbb"``, e.g. from
-    :func:`lineage_hex`) instead of the palette. Returns ``(H, W, 3)`` uint8."""
+    :func:`lineage_hex`) instead of the palette. Returns ``(H, W, 3)`` uint8.
+
+    The toolkit's one overlay as an array: the CLI's PNGs, ``Segmentation.overlay`` and the views
+    (:func:`diffcut_lab.viz.overlay` draws it as a figure) paint labels with it. Labels of another size
+    are nearest-resized first by the caller (:func:`diffcut_lab.label_maps.resize_labels`)."""
     labels = np.asarray(labels)
     image = np.asarray(image)
     if image.shape[:2] != labels.shape:
@@ -59,9 +66,13 @@ def overlay(
     if colors is None:
         table = label_colors(n)
     elif len(colors) < n:
-        raise ParameterError(f"colors has {len(colors)} entries for labels up to id {n - 1}; give one per id.")
+        raise ParameterError(
+            f"colors has {len(colors)} entries for labels up to id {n - 1}; give one per id."
+        )
     else:
-        table = np.array([[int(str(c)[i : i + 2], 16) for i in (1, 3, 5)] for c in colors[:n]], dtype=np.uint8)
+        table = np.array(
+            [[int(str(c)[i : i + 2], 16) for i in (1, 3, 5)] for c in colors[:n]], dtype=np.uint8
+        )
     out = (1 - alpha) * image.astype(np.float64) + alpha * table[np.clip(labels, 0, None)]
     if edges:
         border = np.zeros(labels.shape, bool)
@@ -75,14 +86,6 @@ def _hue_hex(lo: float, hi: float, turn: int) -> str:
     """The colour of a hue interval: its middle hue, a little darker on every other sibling (``turn``)."""
     r, g, b = colorsys.hsv_to_rgb(((lo + hi) / 2) % 1.0, 0.7, 0.92 if turn % 2 == 0 else 0.72)
     return f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
-
-
-def _resize_nearest(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    if labels.shape == shape:
-        return labels
-    rows = (np.arange(shape[0]) * labels.shape[0]) // shape[0]
-    cols = (np.arange(shape[1]) * labels.shape[1]) // shape[1]
-    return labels[rows[:, None], cols[None, :]]
 
 
 def lineage_hex(labelings: Sequence[Any]) -> list[list[str]]:
@@ -129,7 +132,7 @@ def lineage_hex(labelings: Sequence[Any]) -> list[list[str]]:
             parent = np.zeros(n, np.int64)
             sizes = np.bincount(lab.ravel(), minlength=n)
         else:
-            up = _resize_nearest(prev, lab.shape)
+            up = prev if prev.shape == lab.shape else resize_labels(prev, lab.shape, exact=False)
             m = int(up.max()) + 1
             overlap = np.bincount((lab.astype(np.int64) * m + up).ravel(), minlength=n * m).reshape(n, m)
             parent, sizes = overlap.argmax(1), overlap.sum(1)
@@ -142,7 +145,9 @@ def lineage_hex(labelings: Sequence[Any]) -> list[list[str]]:
                 new[kids[0]], colors[kids[0]] = spans[p], out[-1][p]
                 continue
             width = (hi - lo) / kids.shape[0]
-            for j, k in enumerate(kids):  # ids in order: raster order of their first pixel, for a tree's labels
+            for j, k in enumerate(
+                kids
+            ):  # ids in order: raster order of their first pixel, for a tree's labels
                 new[k] = lo + j * width, lo + (j + 1) * width
                 colors[k] = _hue_hex(*new[k], j)
         out.append(colors)

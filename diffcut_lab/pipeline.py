@@ -39,7 +39,8 @@ import numpy as np
 import torch
 
 from . import segmentation as core
-from .colors import label_colors, lineage_hex, overlay
+from .colors import blend_labels, label_colors, lineage_hex
+from .colors import blend_labels as overlay  # the former name, still in __all__ and imported by tests
 from .config import DiffCutConfig, parse_size
 from .errors import ImageInputError, ParameterError
 from .images import resize_image
@@ -149,7 +150,7 @@ class Segmentation:
         without an image)."""
         if self.image is None:
             return self.colorize()
-        return overlay(self.image, self.labels, alpha, edges=edges, colors=self.colors)
+        return blend_labels(self.image, self.labels, alpha, edges=edges, colors=self.colors)
 
     def __repr__(self) -> str:
         h, w = self.labels.shape

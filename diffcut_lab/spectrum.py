@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ._eigen import eigengap  # the one eigengap rule; public here
 from .errors import ParameterError
 from .validation import check_int
 
@@ -30,33 +31,6 @@ __all__ = ["DEFAULT_EIGENPAIRS", "Spectrum", "describe_graph", "eigengap", "lapl
 DEFAULT_EIGENPAIRS = 21
 
 _DENSE_MAX = 4096  # dense eigen solve up to this many nodes, Lanczos (ARPACK) above
-
-
-def eigengap(values: Any, *, min_clusters: int = 1, max_clusters: int | None = None) -> int:
-    """The number of clusters ``k`` in ``[min_clusters, max_clusters]`` with the largest eigengap
-    ``values[k] - values[k - 1]`` (eigenvalues ascending, 0-based): ``k`` small eigenvalues, then a jump.
-
-    The one eigengap rule of the package: the eigenvector views, :func:`~diffcut_lab.stopping.
-    auto_n_segments`, the automatic stopping rule and the spectral baseline all count clusters with it.
-    ``k = 1`` (the largest gap follows the first eigenvalue) means one group: no structure to cut.
-
-    Examples
-    --------
-    >>> eigengap([0.0, 0.01, 0.02, 0.9, 0.95])
-    3
-    >>> eigengap([0.0, 0.8, 0.85, 0.9])
-    1
-    """
-    v = np.asarray(values, dtype=np.float64)
-    for name, value in (("min_clusters", min_clusters), ("max_clusters", max_clusters)):
-        if value is not None:
-            check_int(value, name, minimum=1)
-    lo = int(min_clusters)
-    hi = v.size - 1 if max_clusters is None else min(int(max_clusters), v.size - 1)
-    if hi < lo:
-        return max(1, min(lo, v.size))
-    gaps = v[lo : hi + 1] - v[lo - 1 : hi]
-    return int(lo + np.argmax(gaps))
 
 
 @dataclass(frozen=True)

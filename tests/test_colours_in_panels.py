@@ -12,9 +12,9 @@ from _reference_ncut import clustered_features
 
 import diffcut_lab as dl
 from diffcut_lab.affinities import affinity
+from diffcut_lab.viz import _step_data as sd
 from diffcut_lab.viz import compare_overlays
 from diffcut_lab.viz import stepper as st
-from diffcut_lab.viz._common import blend_labels
 
 H_GRID, W_GRID = 12, 20  # a non-square feature grid
 IMAGE_SHAPE = (48, 120)  # and an image of another aspect ratio (a photo squashed into the network input)
@@ -25,7 +25,9 @@ def _features(seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:H_GRID, :W_GRID]
     seg = (xx >= W_GRID // 3).astype(int) + (xx >= 3 * W_GRID // 4) + 2 * (yy >= 2 * H_GRID // 3)
-    feats = rng.normal(size=(8, H_GRID, W_GRID)) * 0.3 + rng.normal(size=(seg.max() + 1, 8))[seg].transpose(2, 0, 1)
+    feats = rng.normal(size=(8, H_GRID, W_GRID)) * 0.3 + rng.normal(size=(seg.max() + 1, 8))[seg].transpose(
+        2, 0, 1
+    )
     return feats.astype(np.float32)
 
 
@@ -64,10 +66,10 @@ def _extent(trace) -> tuple[float, float]:
     return w * (trace.dx if trace.dx is not None else 1.0), h * (trace.dy if trace.dy is not None else 1.0)
 
 
-def _step_colours(traces: dict[int, object], data: st._StepData, i: int) -> dict[str, dict[str, tuple]]:
+def _step_colours(traces: dict[int, object], data: sd._StepData, i: int) -> dict[str, dict[str, tuple]]:
     """This side's and that side's colour in the sub-graph, Fiedler, partition and legend of step ``i``, read
     from the traces."""
-    split, fiedler, part = traces[st.T_SPLIT], traces[st.T_FIEDLER], traces[st.T_PARTITION]
+    split, fiedler, part = traces[sd.T_SPLIT], traces[sd.T_FIEDLER], traces[sd.T_PARTITION]
     members, positive = data.sides(i)
     labels = np.asarray(part.z).ravel()
     out = {}
@@ -76,7 +78,7 @@ def _step_colours(traces: dict[int, object], data: st._StepData, i: int) -> dict
             "sub-graph": _rgb(_band(split.colorscale, z_split, split.zmin, split.zmax)),
             "Fiedler": _rgb(fiedler.colorscale[end][1]),
             "partition": _rgb(_band(part.colorscale, labels[members[mask][0]], part.zmin, part.zmax)),
-            "legend": _rgb(traces[st.T_LEGEND_POS if side == "this" else st.T_LEGEND_NEG].marker.color),
+            "legend": _rgb(traces[sd.T_LEGEND_POS if side == "this" else sd.T_LEGEND_NEG].marker.color),
         }
     return out
 
@@ -85,10 +87,12 @@ def test_every_map_of_the_stepper_has_the_images_aspect_ratio(tree):
     img = _image()
     for fig in (st.cut_steps_figure(tree, img), st.cut_stepper(tree, img).figure):
         aspect = IMAGE_SHAPE[1] / IMAGE_SHAPE[0]
-        extents = [_extent(fig.data[k]) for k in (st.T_SPLIT, st.T_FIEDLER, st.T_PARTITION)]
+        extents = [_extent(fig.data[k]) for k in (sd.T_SPLIT, sd.T_FIEDLER, sd.T_PARTITION)]
         for w, h in extents:
             assert w / h == pytest.approx(aspect)
-        assert extents[1] == pytest.approx(extents[0]) and extents[2] == pytest.approx(extents[0])  # they line up
+        assert extents[1] == pytest.approx(extents[0]) and extents[2] == pytest.approx(
+            extents[0]
+        )  # they line up
         for r, c in ((1, 1), (1, 2), (2, 1)):  # square pixels: shapes are not stretched by the panel
             sub = fig.get_subplot(r, c)
             assert sub.yaxis.scaleanchor == sub.xaxis.plotly_name.replace("axis", "")
@@ -99,13 +103,13 @@ def test_a_side_has_one_colour_in_every_panel_of_its_step(tree):
     img = _image()
     app = st.cut_stepper(tree, img)
     static = st.cut_steps_figure(tree, img)
-    data = st._StepData(tree)
+    data = sd._StepData(tree)
     accepted = [i for i, s in enumerate(tree.steps) if s.accepted]
     for i in range(len(tree.steps)):
         app.show_step(i + 1)
         frame = static.frames[i]
         from_frame = dict(zip(frame.traces, frame.data))
-        for traces in ({k: app.figure.data[k] for k in st._DYNAMIC}, from_frame):
+        for traces in ({k: app.figure.data[k] for k in sd._DYNAMIC}, from_frame):
             colours = _step_colours(traces, data, i)
             for side in ("this", "that"):
                 panels = colours[side]
@@ -117,15 +121,15 @@ def test_a_side_has_one_colour_in_every_panel_of_its_step(tree):
 
 
 def test_the_fiedler_colour_bar_says_what_white_means(tree):
-    data = st._StepData(tree)
+    data = sd._StepData(tree)
     for i, s in enumerate(tree.steps):
-        props = data.step_props(i)[st.T_FIEDLER]
+        props = data.step_props(i)[sd.T_FIEDLER]
         assert (props["zmin"] + props["zmax"]) / 2 == pytest.approx(s.threshold)  # white is the threshold
         bar = props["colorbar"]
         assert bar["tickvals"][1] == pytest.approx(s.threshold) and bar["ticktext"][1].startswith("threshold")
         assert _rgb(props["colorscale"][1][1]) == (255, 255, 255) and props["colorscale"][1][0] == 0.5
     fig = st.cut_steps_figure(tree)
-    assert fig.data[st.T_FIEDLER].colorbar.title.text == "Fiedler value"
+    assert fig.data[sd.T_FIEDLER].colorbar.title.text == "Fiedler value"
     assert "orange" not in " ".join(a.text for a in fig.layout.annotations)
 
 
@@ -133,7 +137,7 @@ def test_the_partition_keeps_a_segments_colour_from_step_to_step(tree):
     fig = st.cut_steps_figure(tree)
     seen_split = False
     for a, b in pairwise(fig.frames):
-        pa, pb = (dict(zip(f.traces, f.data))[st.T_PARTITION] for f in (a, b))
+        pa, pb = (dict(zip(f.traces, f.data))[sd.T_PARTITION] for f in (a, b))
         la, lb = np.asarray(pa.z), np.asarray(pb.z)
         for k in np.unique(la):
             ids = np.unique(lb[la == k])
@@ -173,32 +177,35 @@ def test_compare_overlays_of_a_pruned_tree_keeps_a_persisting_segment_in_one_col
     assert persisted >= 2
     # the same colours without a legend: the pictures are painted with them
     plain = compare_overlays(img, labelings)
-    assert [t.source for t in plain.data if t.type == "image"] == [t.source for t in fig.data if t.type == "image"]
+    assert [t.source for t in plain.data if t.type == "image"] == [
+        t.source for t in fig.data if t.type == "image"
+    ]
 
 
 def test_blend_labels_paints_given_colours():
-    from diffcut_lab.colors import label_hex, lineage_hex, overlay
+    from diffcut_lab.colors import blend_labels, label_hex, lineage_hex
 
     img = _image()
     lab = np.zeros((6, 10), np.int64)
     lab[:, 5:] = 1
     lab[4:, 5:] = 2
-    np.testing.assert_array_equal(blend_labels(img, lab, opacity=0.4, colors=label_hex(3)),
-                                  blend_labels(img, lab, opacity=0.4))  # fmt: skip
+    big = np.repeat(np.repeat(lab, 8, 0), 12, 1)  # the labels at the image's size
+    np.testing.assert_array_equal(
+        blend_labels(img, big, 0.4, colors=label_hex(3)), blend_labels(img, big, 0.4)
+    )
     colours = lineage_hex([lab])[0]
-    painted = blend_labels(img, lab, opacity=1.0, boundaries=False, colors=colours)
-    big = np.repeat(np.repeat(lab, 8, 0), 12, 1)
+    painted = blend_labels(img, big, 1.0, edges=False, colors=colours)
     for k, c in enumerate(colours):
         assert {tuple(p) for p in painted[big == k]} == {_rgb(c)}
-    assert not np.array_equal(painted, overlay(img, big, 1.0, edges=False))
+    assert not np.array_equal(painted, blend_labels(img, big, 1.0, edges=False))
     with pytest.raises(dl.ParameterError, match="one per id"):
-        blend_labels(img, lab, colors=colours[:2])
+        blend_labels(img, big, colors=colours[:2])
 
 
 def test_the_tree_of_cuts_shows_each_node_in_its_segments_colour(tree):
     fig = st.cut_steps_figure(tree)
-    data = st._StepData(tree)
-    bars = fig.data[st.T_ICICLE]
+    data = sd._StepData(tree)
+    bars, hatch = fig.data[sd.T_ICICLE], fig.data[sd.T_HATCH]
     step_of = {s.node: j for j, s in enumerate(tree.steps)}
     for i, s in enumerate(tree.steps):
         if s.accepted:  # the two children are drawn in the colours of the two sides of their parent's cut
@@ -208,7 +215,7 @@ def test_the_tree_of_cuts_shows_each_node_in_its_segments_colour(tree):
     final = np.asarray(tree.labels).ravel()
     leaf_colours = data.partition_colors(len(tree.steps))
     for j, s in enumerate(tree.steps):
-        assert (bars.marker.pattern.shape[j] == "/") == (not s.accepted)  # a final segment is hatched
+        assert (hatch.marker.pattern.shape[j] == "/") == (not s.accepted)  # a final segment is hatched
         if not s.accepted:  # and in that segment's colour in the final partition
             assert bars.marker.color[j] == leaf_colours[final[s.members[0]]]
 
@@ -220,7 +227,7 @@ def test_a_rejected_cut_shows_the_colours_that_cut_alone_would_give(mode):
     from diffcut_lab.colors import lineage_hex
 
     t = dl.recursive_ncut(affinity(_features(5), alpha=10.0), tau=0.7, grid=(H_GRID, W_GRID), mode=mode)
-    data = st._StepData(t)
+    data = sd._StepData(t)
     rejected = 0
     for i, s in enumerate(t.steps):
         members, positive = data.sides(i)

@@ -8,6 +8,7 @@ from _trees import TREE_KINDS, assert_same_tree
 
 import diffcut_lab as dl
 from diffcut_lab.affinities import affinity
+from diffcut_lab.viz import _step_data as sd
 from diffcut_lab.viz import stepper as st
 
 
@@ -50,19 +51,23 @@ def test_slider_drives_the_figure(case):
     feats, img, tree = case
     app = st.cut_stepper(tree, img, features=feats)
     assert app.step == 1 and "step 1 of" in app.status.value
-    fied0, part0, bars0 = _z(app.figure, st.T_FIEDLER), _z(app.figure, st.T_PARTITION), app.figure.data[st.T_ICICLE]
+    fied0, part0, bars0 = (
+        _z(app.figure, sd.T_FIEDLER),
+        _z(app.figure, sd.T_PARTITION),
+        app.figure.data[sd.T_ICICLE],
+    )
     width0 = list(bars0.marker.line.width)
     app.slider.value = 2
     assert app.step == 2 and "step 2 of" in app.status.value
-    assert not np.array_equal(fied0, _z(app.figure, st.T_FIEDLER))
-    assert list(app.figure.data[st.T_ICICLE].marker.line.width) != width0
+    assert not np.array_equal(fied0, _z(app.figure, sd.T_FIEDLER))
+    assert list(app.figure.data[sd.T_ICICLE].marker.line.width) != width0
     # the partition shown is labels_at(step)
-    np.testing.assert_array_equal(np.asarray(app.figure.data[st.T_PARTITION].z), tree.labels_at(2))
-    assert not np.array_equal(part0, _z(app.figure, st.T_PARTITION)) or not tree.steps[1].accepted
+    np.testing.assert_array_equal(np.asarray(app.figure.data[sd.T_PARTITION].z), tree.labels_at(2))
+    assert not np.array_equal(part0, _z(app.figure, sd.T_PARTITION)) or not tree.steps[1].accepted
     # chosen threshold and tau line match the step
     s = tree.steps[1]
-    assert app.figure.data[st.T_CHOSEN].x[0] == pytest.approx(s.threshold)
-    assert list(app.figure.data[st.T_TAU].y) == [0.5, 0.5]
+    assert app.figure.data[sd.T_CHOSEN].x[0] == pytest.approx(s.threshold)
+    assert list(app.figure.data[sd.T_TAU].y) == [0.5, 0.5]
 
 
 def test_buttons_and_tree_click(case):
@@ -80,7 +85,7 @@ def test_buttons_and_tree_click(case):
     class Points:
         point_inds = (len(tree.steps) - 1,)
 
-    bars = app.figure.data[st.T_ICICLE]
+    bars = app.figure.data[sd.T_ICICLE]
     bars._dispatch_on_click(Points(), None)  # what a click on the last node of the icicle sends
     assert app.step == len(tree.steps)
 
@@ -100,8 +105,8 @@ def test_tau_prunes_without_recomputation(case, monkeypatch):
     assert app.slider.max == len(pruned.steps)
     np.testing.assert_array_equal(app.tree.labels, pruned.labels)
     assert "pruned" in app.info.value
-    assert list(app.figure.data[st.T_TAU].y) == [app.tau_slider.value] * 2
-    assert len(app.figure.data[st.T_ICICLE].x) == len(pruned.steps)
+    assert list(app.figure.data[sd.T_TAU].y) == [app.tau_slider.value] * 2
+    assert len(app.figure.data[sd.T_ICICLE].x) == len(pruned.steps)
 
 
 def test_alpha_and_larger_tau_recompute(case):
@@ -142,9 +147,9 @@ def test_recompute_on_32x32_records_its_time():
 def test_paper_mode_marks_dropped_nodes():
     feats, _img = _blocks(seed=2)
     tree = dl.recursive_ncut(affinity(feats, alpha=10.0), tau=0.5, grid=(16, 16), mode="paper")
-    data = st._StepData(tree)
+    data = sd._StepData(tree)
     for i, s in enumerate(tree.steps):
-        z = data.step_props(i)[st.T_SPLIT]["z"].ravel()
+        z = data.step_props(i)[sd.T_SPLIT]["z"].ravel()
         assert (z == 3).sum() == len(s.region) - len(s.members)
         assert ((z == 1) | (z == 2)).sum() == len(s.members)
 
@@ -155,7 +160,7 @@ def test_static_figure_has_one_frame_per_step(case):
     assert len(fig.frames) == len(tree.steps)
     assert len(fig.layout.sliders[0].steps) == len(tree.steps)
     # frames differ where the steps differ
-    zs = [np.nan_to_num(np.asarray(f.data[st._DYNAMIC.index(st.T_FIEDLER)].z, float)) for f in fig.frames]
+    zs = [np.nan_to_num(np.asarray(f.data[sd._DYNAMIC.index(sd.T_FIEDLER)].z, float)) for f in fig.frames]
     assert not np.array_equal(zs[0], zs[1])
     capped = st.cut_steps_figure(tree, img, max_steps=2)
     assert len(capped.frames) == 2
@@ -176,7 +181,14 @@ def _segmentation(settings: dict, seed: int = 1):
 
 def _kind(tree) -> tuple:
     p = tree.params
-    return (p["affinity"], p["walk_steps"], p.get("tau") == "auto", p.get("auto_rule"), p["partition"], p["knn"])
+    return (
+        p["affinity"],
+        p["walk_steps"],
+        p.get("tau") == "auto",
+        p.get("auto_rule"),
+        p["partition"],
+        p["knn"],
+    )
 
 
 STEPPABLE = [k for k in TREE_KINDS if k[1].get("partition") != "kway"]
@@ -275,7 +287,7 @@ def test_the_status_says_the_verdict_once(case):
         word, other = ("accepted", "rejected") if s.accepted else ("rejected", "accepted")
         assert text.count(word) == 1 and other not in text, text
         assert text.endswith("accepted: split" if s.accepted else "rejected: leaf")
-        assert st.step_summary(tree, k - 1) == text  # the plain summary reads the same
+        assert sd.step_summary(tree, k - 1) == text  # the plain summary reads the same
 
 
 def test_the_note_line_says_why_the_tau_slider_starts_at_its_maximum(case):

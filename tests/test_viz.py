@@ -18,7 +18,9 @@ def _blocks(h: int = 16, w: int = 16, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:h, :w]
     seg = (xx >= w // 3).astype(int) + 2 * (yy >= 2 * h // 3)
-    return (rng.normal(size=(8, h, w)) * 0.2 + rng.normal(size=(4, 8))[seg].transpose(2, 0, 1)).astype(np.float32)
+    return (rng.normal(size=(8, h, w)) * 0.2 + rng.normal(size=(4, 8))[seg].transpose(2, 0, 1)).astype(
+        np.float32
+    )
 
 
 def test_overlay_legend_and_hover_sizes():
@@ -81,7 +83,10 @@ def test_label_palette_distinct():
 def test_layer_sort_key_forward_order():
     names = ["up_blocks.1.attentions.0.x", "mid_block.attentions.0.x", "down_blocks.10.a", "down_blocks.2.a"]
     assert sorted(names, key=forward_order) == [
-        "down_blocks.2.a", "down_blocks.10.a", "mid_block.attentions.0.x", "up_blocks.1.attentions.0.x"
+        "down_blocks.2.a",
+        "down_blocks.10.a",
+        "mid_block.attentions.0.x",
+        "up_blocks.1.attentions.0.x",
     ]
 
 
@@ -174,22 +179,25 @@ def test_eigenvector_explorer_click_and_alpha():
 def test_one_palette_and_legends_show_the_colour_seen():
     """The CLI's PNGs (Segmentation.overlay) and the plotly views colour a label alike, and a legend
     swatch is the colour the eye sees in the blended picture, not the bare palette colour."""
-    from diffcut_lab.colors import label_colors, overlay
-    from diffcut_lab.viz._common import blend_labels, label_palette
+    from diffcut_lab.colors import blend_labels, label_colors
+    from diffcut_lab.viz._common import png_data_uri
     from diffcut_lab.viz.overlays import overlay_traces
 
-    assert [c.lower() for c in label_palette(60)] == ["#{:02x}{:02x}{:02x}".format(*c) for c in label_colors(60)]
+    assert [c.lower() for c in viz.label_palette(60)] == [
+        "#{:02x}{:02x}{:02x}".format(*c) for c in label_colors(60)
+    ]
     img = np.full((40, 40, 3), 200, np.uint8)
     lab = np.zeros((40, 40), np.int64)
     lab[:, 20:] = 1
-    np.testing.assert_array_equal(blend_labels(img, lab, opacity=0.4), overlay(img, lab, 0.4))
+    picture = next(t for t in overlay_traces(img, lab, opacity=0.4, legend=False) if t.type == "image")
+    assert picture.source == png_data_uri(blend_labels(img, lab, 0.4))  # the figure shows the one overlay
     traces = overlay_traces(img, lab, opacity=0.4, legend=True)
     swatches = [t.marker.color for t in traces if getattr(t, "mode", None) == "markers"]
-    painted = overlay(img, lab, 0.4, edges=False)
+    painted = blend_labels(img, lab, 0.4, edges=False)
     for k, colour in enumerate(swatches):
         seen = painted[lab == k].mean(0).round().astype(int)
         assert colour.lower() == "#{:02x}{:02x}{:02x}".format(*seen)
-        assert colour.lower() != label_palette(2)[k].lower()  # not the bare palette colour
+        assert colour.lower() != viz.label_palette(2)[k].lower()  # not the bare palette colour
 
 
 def test_layer_scores_need_the_class_count_with_ground_truth(tiny_cache):
@@ -197,6 +205,8 @@ def test_layer_scores_need_the_class_count_with_ground_truth(tiny_cache):
     cache, scenes = tiny_cache
     with pytest.raises(dl.ParameterError, match="num_classes"):
         dl.layer_scores(cache, [s.mask for s in scenes])
-    few = dl.layer_scores(cache, [s.mask for s in scenes], num_classes=int(scenes[0].mask.max()) + 1, images=[0])
+    few = dl.layer_scores(
+        cache, [s.mask for s in scenes], num_classes=int(scenes[0].mask.max()) + 1, images=[0]
+    )
     many = dl.layer_scores(cache, [s.mask for s in scenes], num_classes=40, images=[0])
     assert (many["miou"] <= few["miou"] + 1e-12).all()  # more (absent) classes to match: never higher

@@ -25,34 +25,35 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_EXPORTS: dict[str, str] = {
-    "overlay": "overlays",
-    "overlay_traces": "overlays",
-    "compare_overlays": "overlays",
-    "layer_grid": "layers",
-    "layer_ranking_figure": "layers",
-    "layer_similarity_figure": "layers",
-    "method_comparison_figure": "layers",
-    "eigenvectors": "eigen",
-    "eigenvector_explorer": "eigen",
-    "EigenvectorExplorer": "eigen",
-    "cut_stepper": "stepper",
-    "CutStepper": "stepper",
-    "cut_steps_figure": "stepper",
-    "cut_tree_figure": "stepper",
-    "icicle_layout": "stepper",
-    "label_palette": "_common",
-    "pca_rgb": "_common",
+#: public name -> (module, attribute): the views' own modules, and the library's colours under their names
+_EXPORTS: dict[str, tuple[str, str]] = {
+    "overlay": ("diffcut_lab.viz.overlays", "overlay"),
+    "overlay_traces": ("diffcut_lab.viz.overlays", "overlay_traces"),
+    "compare_overlays": ("diffcut_lab.viz.overlays", "compare_overlays"),
+    "layer_grid": ("diffcut_lab.viz.layers", "layer_grid"),
+    "layer_ranking_figure": ("diffcut_lab.viz.layers", "layer_ranking_figure"),
+    "layer_similarity_figure": ("diffcut_lab.viz.layers", "layer_similarity_figure"),
+    "method_comparison_figure": ("diffcut_lab.viz.layers", "method_comparison_figure"),
+    "eigenvectors": ("diffcut_lab.viz.eigen", "eigenvectors"),
+    "eigenvector_explorer": ("diffcut_lab.viz.eigen", "eigenvector_explorer"),
+    "EigenvectorExplorer": ("diffcut_lab.viz.eigen", "EigenvectorExplorer"),
+    "cut_stepper": ("diffcut_lab.viz.stepper", "cut_stepper"),
+    "CutStepper": ("diffcut_lab.viz.stepper", "CutStepper"),
+    "cut_steps_figure": ("diffcut_lab.viz.step_figure", "cut_steps_figure"),
+    "cut_tree_figure": ("diffcut_lab.viz.step_figure", "cut_tree_figure"),
+    "icicle_layout": ("diffcut_lab.viz.icicle", "icicle_layout"),
+    "label_palette": ("diffcut_lab.colors", "label_hex"),  # the toolkit's one palette, under its view name
+    "pca_rgb": ("diffcut_lab.colors", "pca_rgb"),
 }
 
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
+    where = _EXPORTS.get(name)
+    if where is None:
         raise AttributeError(f"module 'diffcut_lab.viz' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"diffcut_lab.viz.{module}"), name)
+    value = getattr(importlib.import_module(where[0]), where[1])
     globals()[name] = value
     return value
 

@@ -1,8 +1,9 @@
-"""Shared helpers of the views: colours, image conversion, PCA colouring, axis styling.
+"""Shared helpers of the views: image conversion, axis styling, image traces, the app display bundle.
 
 Only presentation lives here (turning arrays into plotly traces); every computation that produces
-results (features, affinities, cuts, scores, the PCA colours of :func:`diffcut_lab.colors.pca_rgb`) is
-called from the library.
+results (features, affinities, cuts, scores, the colours of :mod:`diffcut_lab.colors`) is called from
+the library, and public names are imported from where they live (``diffcut_lab.colors``,
+``diffcut_lab.label_maps``), not from here.
 """
 
 from __future__ import annotations
@@ -13,17 +14,23 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from ..colors import pca_rgb  # the PCA colours are computed by the library; re-exported for the views
+from ..errors import ParameterError
+from ..label_maps import resize_labels
+from ..validation import check_labels
 
 __all__ = [
+    "ACCEPTED",
+    "HIGHLIGHT",
+    "REJECTED",
     "app_mimebundle",
     "as_labels",
     "as_rgb",
-    "blend_labels",
     "downscale",
-    "label_palette",
-    "pca_rgb",
-    "resize_labels",
+    "fit_labels",
+    "grid_geometry",
+    "image_trace",
+    "png_data_uri",
+    "seen_colors",
     "style_image_axes",
 ]
 
@@ -31,13 +38,6 @@ __all__ = [
 ACCEPTED = "#2e7d32"
 REJECTED = "#c62828"
 HIGHLIGHT = "#ffb300"
-
-
-def label_palette(n: int) -> list[str]:
-    """``n`` label colours as ``"#rrggbb"``: the toolkit's one palette (:func:`diffcut_lab.colors.label_hex`)."""
-    from ..colors import label_hex
-
-    return label_hex(n)
 
 
 def as_rgb(image: Any) -> np.ndarray:
@@ -50,28 +50,21 @@ def as_rgb(image: Any) -> np.ndarray:
 
 
 def as_labels(labels: Any, grid: tuple[int, int] | None = None) -> np.ndarray:
-    """Return ``labels`` as an int64 ``(h, w)`` array (a flat ``(N,)`` array needs ``grid``)."""
-    if hasattr(labels, "detach"):
-        labels = labels.detach().cpu().numpy()
-    arr = np.asarray(labels)
+    """Return ``labels`` as an int64 ``(h, w)`` array (:func:`~diffcut_lab.validation.check_labels`; a flat
+    ``(N,)`` array needs ``grid``)."""
+    arr = check_labels(labels, ndim=(1, 2))
     if arr.ndim == 1:
         if grid is None:
-            raise ValueError("flat labels need grid=(h, w) to be shown as an image")
+            raise ParameterError("flat labels need grid=(h, w) to be shown as an image")
         arr = arr.reshape(grid)
-    if arr.ndim != 2:
-        raise ValueError(f"labels must be (h, w), got shape {arr.shape}")
-    return arr.astype(np.int64, copy=False)
+    return arr
 
 
-def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of an ``(h, w)`` label map to ``size = (H, W)`` (display only)."""
-    h, w = labels.shape
-    H, W = size
-    if (h, w) == (H, W):
-        return labels
-    rows = np.minimum((np.arange(H) * h) // H, h - 1)
-    cols = np.minimum((np.arange(W) * w) // W, w - 1)
-    return labels[rows[:, None], cols[None, :]]
+def fit_labels(labels: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """``(h, w)`` labels nearest-resized to ``size = (H, W)`` for display (floor indexing,
+    :func:`~diffcut_lab.label_maps.resize_labels` with ``exact=False``); unchanged when the size matches."""
+    size = (int(size[0]), int(size[1]))
+    return labels if labels.shape == size else resize_labels(labels, size, exact=False)
 
 
 def downscale(image: np.ndarray, max_side: int) -> np.ndarray:
@@ -86,30 +79,11 @@ def downscale(image: np.ndarray, max_side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
 
 
-def blend_labels(
-    image: np.ndarray,
-    labels: np.ndarray,
-    *,
-    opacity: float = 0.5,
-    boundaries: bool = True,
-    colors: Sequence[str] | None = None,
-) -> np.ndarray:
-    """Paint ``labels`` (any size, nearest-resized to the image) over ``image`` with the toolkit's one
-    overlay (:func:`diffcut_lab.colors.overlay`); returns uint8 RGB.
-
-    ``colors`` paints id ``k`` in ``colors[k]`` (``"#rrggbb"``, e.g. from
-    :func:`diffcut_lab.colors.lineage_hex`) instead of the palette, blended and bordered alike.
-    """
-    from ..colors import overlay
-
-    return overlay(image, resize_labels(labels, image.shape[:2]), opacity, edges=boundaries, colors=colors)
-
-
 def seen_colors(painted: np.ndarray, labels: np.ndarray) -> dict[int, str]:
     """The colour the eye sees for each segment of a painted overlay: the mean painted colour of its
     pixels (``labels`` nearest-resized to the picture), as ``"#rrggbb"``. A legend swatch that shows it
     matches the picture, where the palette colour alone would not (it is blended with the image)."""
-    lab = resize_labels(labels, painted.shape[:2])
+    lab = fit_labels(labels, painted.shape[:2])
     ids, inverse = np.unique(lab, return_inverse=True)
     sums = np.zeros((ids.size, 3))
     np.add.at(sums, inverse.ravel(), painted.reshape(-1, 3).astype(np.float64))

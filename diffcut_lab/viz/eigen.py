@@ -36,7 +36,13 @@ def _layout(k: int) -> tuple[int, int]:
 
 
 def _build(
-    spec: Spectrum, k: int, pixel: tuple[int, int], image: np.ndarray | None, *, widget: bool, height: int | None
+    spec: Spectrum,
+    k: int,
+    pixel: tuple[int, int],
+    image: np.ndarray | None,
+    *,
+    widget: bool,
+    height: int | None,
 ) -> go.Figure:
     h, w = spec.grid
     k = int(min(k, spec.vectors.shape[1] - 1))  # y1..yk; y0 is constant up to D^-1/2: no partition in it
@@ -65,8 +71,13 @@ def _build(
         # D-weighted mean): a few extreme pixels saturate instead of washing out the rest
         lim = float(np.percentile(np.abs(y), 98)) or float(np.abs(y).max()) or 1.0
         fig.add_trace(
-            go.Heatmap(z=np.round(np.clip(y / lim, -1, 1), 4), customdata=np.round(y, 6), coloraxis="coloraxis",
-                       name=f"y{j}", hovertemplate=f"y{j}" + "[%{y}, %{x}] = %{customdata:.5f}<extra></extra>"),
+            go.Heatmap(
+                z=np.round(np.clip(y / lim, -1, 1), 4),
+                customdata=np.round(y, 6),
+                coloraxis="coloraxis",
+                name=f"y{j}",
+                hovertemplate=f"y{j}" + "[%{y}, %{x}] = %{customdata:.5f}<extra></extra>",
+            ),
             row=r + 1,
             col=c + 1,
         )
@@ -82,43 +93,80 @@ def _build(
     g = spec.largest_gap
     r_sp = rows_ev + 1
     fig.add_trace(
-        go.Scatter(x=np.arange(vals.size), y=vals, mode="lines+markers", name="eigenvalues",
-                   line={"color": "#90a4ae"},
-                   marker={"color": ["#1565c0" if 1 <= j <= k else "#90a4ae" for j in range(vals.size)]},
-                   hovertemplate="λ%{x} = %{y:.4f}<extra></extra>"),
+        go.Scatter(
+            x=np.arange(vals.size),
+            y=vals,
+            mode="lines+markers",
+            name="eigenvalues",
+            line={"color": "#90a4ae"},
+            marker={"color": ["#1565c0" if 1 <= j <= k else "#90a4ae" for j in range(vals.size)]},
+            hovertemplate="λ%{x} = %{y:.4f}<extra></extra>",
+        ),
         row=r_sp,
         col=1,
     )
     if vals.size >= 3:
         fig.add_trace(
-            go.Scatter(x=[g, g + 1], y=[vals[g], vals[g + 1]], mode="lines+markers", name="largest gap",
-                       line={"color": HIGHLIGHT, "width": 4}, marker={"size": 9, "color": HIGHLIGHT},
-                       hovertemplate="largest gap %{y:.4f}<extra></extra>"),
+            go.Scatter(
+                x=[g, g + 1],
+                y=[vals[g], vals[g + 1]],
+                mode="lines+markers",
+                name="largest gap",
+                line={"color": HIGHLIGHT, "width": 4},
+                marker={"size": 9, "color": HIGHLIGHT},
+                hovertemplate="largest gap %{y:.4f}<extra></extra>",
+            ),
             row=r_sp,
             col=1,
         )
         fig.add_annotation(
-            x=g + 0.5, y=(vals[g] + vals[g + 1]) / 2,
+            x=g + 0.5,
+            y=(vals[g] + vals[g + 1]) / 2,
             text=f"largest gap after λ{g}: {g + 1} cluster{'s' if g else ''}",
-            showarrow=True, arrowhead=2, ax=60, ay=-25, font={"size": 11}, row=r_sp, col=1,
+            showarrow=True,
+            arrowhead=2,
+            ax=60,
+            ay=-25,
+            font={"size": 11},
+            row=r_sp,
+            col=1,
         )
     fig.update_xaxes(title_text="index", row=r_sp, col=1, dtick=2)
     fig.update_yaxes(title_text="eigenvalue", row=r_sp, col=1, rangemode="tozero")
     # affinity row of the picked pixel, its colour bar beside it
     row_x, row_y = fig.get_subplot(r_sp, 3).xaxis.domain, fig.get_subplot(r_sp, 3).yaxis.domain
     fig.add_trace(
-        go.Heatmap(z=_row(spec, pixel), colorscale="Viridis", zmin=0, zmax=_top(spec), name="affinity row",
-                   colorbar={"orientation": "h", "thickness": 8, "title": {"text": "W[pixel, ·]", "side": "bottom"},
-                             "x": (row_x[0] + row_x[1]) / 2, "xanchor": "center", "y": row_y[0] - 0.02,
-                             "yanchor": "top", "len": 0.9 * (row_x[1] - row_x[0]), "tickfont": {"size": 9}},
-                   hovertemplate="W[pixel, (%{y}, %{x})] = %{z:.4f}<extra></extra>"),
+        go.Heatmap(
+            z=_row(spec, pixel),
+            colorscale="Viridis",
+            zmin=0,
+            zmax=_top(spec),
+            name="affinity row",
+            colorbar={
+                "orientation": "h",
+                "thickness": 8,
+                "title": {"text": "W[pixel, ·]", "side": "bottom"},
+                "x": (row_x[0] + row_x[1]) / 2,
+                "xanchor": "center",
+                "y": row_y[0] - 0.02,
+                "yanchor": "top",
+                "len": 0.9 * (row_x[1] - row_x[0]),
+                "tickfont": {"size": 9},
+            },
+            hovertemplate="W[pixel, (%{y}, %{x})] = %{z:.4f}<extra></extra>",
+        ),
         row=r_sp,
         col=3,
     )
     fig.add_trace(
-        go.Scatter(x=[pixel[1]], y=[pixel[0]], mode="markers", name="pixel",
-                   marker={"symbol": "x", "size": 12, "color": HIGHLIGHT, "line": {"width": 2}},
-                   hoverinfo="skip"),
+        go.Scatter(
+            x=[pixel[1]],
+            y=[pixel[0]],
+            mode="markers",
+            name="pixel",
+            marker={"symbol": "x", "size": 12, "color": HIGHLIGHT, "line": {"width": 2}},
+            hoverinfo="skip",
+        ),
         row=r_sp,
         col=3,
     )
@@ -129,10 +177,14 @@ def _build(
         fig.add_trace(image_trace(small, name="image"), row=r_sp, col=4)
         sy, sx = H / h, W / w
         fig.add_trace(
-            go.Scatter(x=[(pixel[1] + 0.5) * sx - 0.5], y=[(pixel[0] + 0.5) * sy - 0.5], mode="markers",
-                       name="pixel on image",
-                       marker={"symbol": "x", "size": 12, "color": HIGHLIGHT, "line": {"width": 2}},
-                       hoverinfo="skip"),
+            go.Scatter(
+                x=[(pixel[1] + 0.5) * sx - 0.5],
+                y=[(pixel[0] + 0.5) * sy - 0.5],
+                mode="markers",
+                name="pixel on image",
+                marker={"symbol": "x", "size": 12, "color": HIGHLIGHT, "line": {"width": 2}},
+                hoverinfo="skip",
+            ),
             row=r_sp,
             col=4,
         )
@@ -143,7 +195,7 @@ def _build(
         margin={"l": 10, "r": 10, "t": 60, "b": 30},
         plot_bgcolor="white",
         title=f"eigenvectors y1-y{k} of the normalised Laplacian of the graph the cut partitions "
-              f"({spec.graph or spec.mode + ' mode'}), {h}×{w} grid (y0 is constant: not drawn)",
+        f"({spec.graph or spec.mode + ' mode'}), {h}×{w} grid (y0 is constant: not drawn)",
     )
     fig.update_annotations(font_size=11)
     return go.FigureWidget(fig) if widget else fig
@@ -256,15 +308,24 @@ class EigenvectorExplorer:
         self._height = height
         self.config = DiffCutConfig.build(config, **({} if alpha is None else {"alpha": alpha}))
         self.alpha = float(self.config.alpha)
-        self.spectrum = laplacian_spectrum(W_or_features, self._m, grid, config=self.config, attention=attention)
+        self.spectrum = laplacian_spectrum(
+            W_or_features, self._m, grid, config=self.config, attention=attention
+        )
         self.pixel = (self.spectrum.grid[0] // 2, self.spectrum.grid[1] // 2)
         self.figure = _build(self.spectrum, k, self.pixel, self._image, widget=True, height=height)
         self.info = widgets.HTML(self._info_text(0.0))
         self.alpha_slider = None
-        if len(np.shape(W_or_features)) != 2 and self.config.affinity != "attention":  # alpha shapes this graph
+        if (
+            len(np.shape(W_or_features)) != 2 and self.config.affinity != "attention"
+        ):  # alpha shapes this graph
             self.alpha_slider = widgets.FloatSlider(
-                value=self.alpha, min=alpha_range[0], max=alpha_range[1], step=0.5, description="α",
-                continuous_update=False, readout_format=".1f",
+                value=self.alpha,
+                min=alpha_range[0],
+                max=alpha_range[1],
+                step=0.5,
+                description="α",
+                continuous_update=False,
+                readout_format=".1f",
             )
             self.alpha_slider.observe(lambda ch: self.set_alpha(ch["new"]), names="value")
         self._connect()
@@ -273,10 +334,13 @@ class EigenvectorExplorer:
 
     def _info_text(self, seconds: float) -> str:
         s = self.spectrum
-        return (f"<span style='color:#555'>{html.escape(s.graph)} · click a heatmap to pick a pixel · pixel "
-                f"{self.pixel} · largest eigengap after λ{s.largest_gap} ({s.n_clusters} "
-                f"cluster{'s' if s.n_clusters != 1 else ''})"
-                + (f" · computed in {1000 * seconds:.0f} ms" if seconds else "") + "</span>")
+        return (
+            f"<span style='color:#555'>{html.escape(s.graph)} · click a heatmap to pick a pixel · pixel "
+            f"{self.pixel} · largest eigengap after λ{s.largest_gap} ({s.n_clusters} "
+            f"cluster{'s' if s.n_clusters != 1 else ''})"
+            + (f" · computed in {1000 * seconds:.0f} ms" if seconds else "")
+            + "</span>"
+        )
 
     def _connect(self) -> None:
         for tr in self.figure.data:

@@ -11,23 +11,17 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..colors import blend_labels, pca_rgb
 from ..config import DiffCutConfig, check_tau
 from ..errors import ParameterError
 from ..hook_points import short_layer_name
+from ..label_maps import resize_labels
 from ..layer_comparison import layer_scores, sort_scores
 from ..options import AUTO
-from ._common import (
-    as_labels,
-    as_rgb,
-    blend_labels,
-    downscale,
-    image_trace,
-    pca_rgb,
-    resize_labels,
-    style_image_axes,
-)
+from ._common import as_labels, as_rgb, downscale, fit_labels, image_trace, style_image_axes
 
 __all__ = ["layer_grid", "layer_ranking_figure", "layer_similarity_figure", "method_comparison_figure"]
+
 
 def layer_grid(
     source: Any,
@@ -117,7 +111,9 @@ def layer_grid(
             num_classes=num_classes, ignore_index=ignore_index, sort_by=sort_by, keep_labels=True,
         )  # fmt: skip
     if df.empty:
-        raise ParameterError("no (B, C, h, w) feature maps to show (check layers=, timesteps= and image_index=)")
+        raise ParameterError(
+            "no (B, C, h, w) feature maps to show (check layers=, timesteps= and image_index=)"
+        )
     return _draw_grid(df, downscale(as_rgb(image), tile), tau, cfg, sort_by, tile, mark)
 
 
@@ -181,8 +177,11 @@ def _draw_grid(df: pd.DataFrame, rgb: np.ndarray, tau: Any, cfg: DiffCutConfig |
             if rec is None:
                 continue
             pca = (pca_rgb(rec["features"]) * 255).round().astype(np.uint8)
-            fig.add_trace(image_trace(_nearest_rgb(pca, (H, W)), name=f"{layer} t={t} PCA"), row=r, col=2 * j + 1)
-            seg = blend_labels(rgb, resize_labels(rec["labels"], (H, W)), opacity=0.55)
+            pca = np.moveaxis(resize_labels(np.moveaxis(pca, -1, 0), (H, W), exact=False), 0, -1).astype(
+                np.uint8
+            )
+            fig.add_trace(image_trace(pca, name=f"{layer} t={t} PCA"), row=r, col=2 * j + 1)
+            seg = blend_labels(rgb, fit_labels(np.asarray(rec["labels"]), (H, W)), 0.55)
             fig.add_trace(image_trace(seg, name=f"{layer} t={t} DiffCut"), row=r, col=2 * j + 2)
             style_image_axes(fig, r, 2 * j + 1)
             style_image_axes(fig, r, 2 * j + 2)
@@ -203,15 +202,6 @@ def _draw_grid(df: pd.DataFrame, rgb: np.ndarray, tau: Any, cfg: DiffCutConfig |
         showlegend=False,
     )
     return fig
-
-
-def _nearest_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of an ``(h, w, 3)`` picture to ``size = (H, W)`` (display only)."""
-    h, w = image.shape[:2]
-    H, W = size
-    rows = np.minimum((np.arange(H) * h) // H, h - 1)
-    cols = np.minimum((np.arange(W) * w) // W, w - 1)
-    return image[rows[:, None], cols[None, :]]
 
 
 def layer_ranking_figure(ranking: Any, *, title: str | None = None, height: int | None = None) -> go.Figure:
@@ -241,7 +231,9 @@ def layer_ranking_figure(ranking: Any, *, title: str | None = None, height: int 
         )
     )  # fmt: skip
     fig.update_xaxes(type="category", title_text="noising timestep", tickfont={"size": 13})
-    fig.update_yaxes(type="category", autorange="reversed", tickfont={"size": 13}, title_text="layer (forward order)")
+    fig.update_yaxes(
+        type="category", autorange="reversed", tickfont={"size": 13}, title_text="layer (forward order)"
+    )
     fig.update_layout(
         title=title or "mIoU per layer and timestep, each at its own τ",
         height=height or int(90 + 56 * len(layers)),
@@ -281,7 +273,9 @@ def method_comparison_figure(table: Any, *, title: str | None = None, height: in
     return fig
 
 
-def layer_similarity_figure(similarity: Any, *, title: str | None = None, height: int | None = None) -> go.Figure:
+def layer_similarity_figure(
+    similarity: Any, *, title: str | None = None, height: int | None = None
+) -> go.Figure:
     """Heatmap of :func:`~diffcut_lab.layer_comparison.layer_similarity` (linear CKA, 0-1), rows and columns
     ``layer@timestep`` with short layer names."""
     keys = list(similarity.index)
@@ -304,7 +298,9 @@ def layer_similarity_figure(similarity: Any, *, title: str | None = None, height
     fig.update_yaxes(type="category", autorange="reversed")
     fig.update_layout(
         title=title or "how alike the layers' features are (linear CKA over the patches of every image)",
-        height=height or int(160 + 34 * len(keys)), width=int(260 + 34 * len(keys)) if len(keys) > 8 else None,
-        margin={"l": 10, "r": 10, "t": 60, "b": 10}, template="plotly_white",
+        height=height or int(160 + 34 * len(keys)),
+        width=int(260 + 34 * len(keys)) if len(keys) > 8 else None,
+        margin={"l": 10, "r": 10, "t": 60, "b": 10},
+        template="plotly_white",
     )
     return fig

@@ -9,17 +9,15 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..colors import lineage_hex
+from ..colors import blend_labels, label_hex, lineage_hex
 from ..errors import ParameterError
 from ._common import (
     as_labels,
     as_rgb,
-    blend_labels,
     downscale,
+    fit_labels,
     grid_geometry,
     image_trace,
-    label_palette,
-    resize_labels,
     seen_colors,
     style_image_axes,
 )
@@ -71,7 +69,7 @@ def overlay_traces(
     h_img, w_img = small.shape[:2]
     # hover on a coarse grid (at most hover_side cells a side): enough to point at a segment, and small
     hover_shape = (min(lab.shape[0], h_img, hover_side), min(lab.shape[1], w_img, hover_side))
-    hover_lab = resize_labels(lab, hover_shape)
+    hover_lab = fit_labels(lab, hover_shape)
     ids, counts = np.unique(lab, return_counts=True)
     scale = (H * W) / lab.size  # size in input-image pixels
     sizes = dict(zip(ids.tolist(), (counts * scale).round().astype(int).tolist()))
@@ -84,7 +82,8 @@ def overlay_traces(
             return str(names.get(k, f"segment {k}"))
         return str(names[k]) if 0 <= k < len(names) else f"segment {k}"
 
-    painted = blend_labels(small, lab, opacity=opacity, colors=colors)
+    lab_small = fit_labels(lab, (h_img, w_img))  # the labels on the displayed picture
+    painted = blend_labels(small, lab_small, opacity, colors=colors)
     traces: list[go.BaseTraceType] = [image_trace(painted, name="overlay")]
     size_of = np.zeros(int(lab.max()) + 1 if lab.size else 1, dtype=np.int64)
     size_of[ids] = [sizes[k] for k in ids.tolist()]
@@ -111,8 +110,8 @@ def overlay_traces(
         )
     )
     if legend:
-        palette = list(colors) if colors is not None else label_palette(int(lab.max()) + 1 if lab.size else 1)
-        seen = seen_colors(blend_labels(small, lab, opacity=opacity, boundaries=False, colors=colors), lab)
+        palette = list(colors) if colors is not None else label_hex(int(lab.max()) + 1 if lab.size else 1)
+        seen = seen_colors(blend_labels(small, lab_small, opacity, edges=False, colors=colors), lab_small)
         for k in ids.tolist():
             traces.append(
                 go.Scatter(
@@ -246,7 +245,7 @@ def compare_overlays(
     True
     """
     if not labelings:
-        raise ValueError("compare_overlays needs at least one labeling")
+        raise ParameterError("compare_overlays needs at least one labeling")
     labs = {name: as_labels(lab) for name, lab in labelings.items()}
     colours: list[list[str] | None] = [None] * len(labs)
     if lineage:
@@ -265,7 +264,9 @@ def compare_overlays(
         for tr in traces:
             fig.add_trace(tr, row=1, col=col)
         style_image_axes(fig, 1, col)
-    fig.update_layout(title=title, height=height, margin={"l": 10, "r": 10, "t": 60, "b": 10}, showlegend=legend)
+    fig.update_layout(
+        title=title, height=height, margin={"l": 10, "r": 10, "t": 60, "b": 10}, showlegend=legend
+    )
     if legend:
         fig.update_layout(legend={"itemclick": False, "itemdoubleclick": False, "groupclick": "toggleitem"})
     return fig
