@@ -106,7 +106,18 @@ def test_resolution_follows_image_size(sd1):
 
 def test_hook_points_frame(sdxl):
     df = hook_points_frame(sdxl, kind="attn1")
-    assert list(df.columns) == ["name", "kind", "stage", "block", "channels", "height", "width", "tokens", "order", "diffcut"]
+    assert list(df.columns) == [
+        "name",
+        "kind",
+        "stage",
+        "block",
+        "channels",
+        "height",
+        "width",
+        "tokens",
+        "order",
+        "diffcut",
+    ]
     assert (df.kind == "attn1").all() and df.diffcut.sum() == 1
     assert df.loc[df.diffcut, "name"].item() == diffcut_layer_name(sdxl)
     assert HookPoint("a", "attn1", "down", 4, (2, 2)).to_dict()["resolution"] == [2, 2]
@@ -125,11 +136,16 @@ def test_resolve_specs(sd1):
     assert resolve_layers(sd1, dc) == [dc]
     assert resolve_layers(sd1, "attn1") == attn1
     assert resolve_layers(sd1, "down_blocks.*.attn1") == [n for n in attn1 if n.startswith("down")]
-    assert resolve_layers(sd1, ["diffcut", "attn1", dc])[0] == dc and len(resolve_layers(sd1, ["diffcut", "attn1"])) == len(attn1)
+    assert resolve_layers(sd1, ["diffcut", "attn1", dc])[0] == dc and len(
+        resolve_layers(sd1, ["diffcut", "attn1"])
+    ) == len(attn1)
     everything = resolve_layers(sd1, "all")
     assert not any(n.endswith(".probs") for n in everything)
     assert len(everything) == len([p for p in list_hook_points(sd1) if p.kind != "probs"])
-    assert resolve_layers(sd1, lambda n: n.startswith("mid_block.resnets")) == ["mid_block.resnets.0", "mid_block.resnets.1"]
+    assert resolve_layers(sd1, lambda n: n.startswith("mid_block.resnets")) == [
+        "mid_block.resnets.0",
+        "mid_block.resnets.1",
+    ]
     assert all(n.endswith(".probs") for n in resolve_layers(sd1, "probs"))
 
 
@@ -151,7 +167,9 @@ def test_diffcut_override_from_diffcut_lab_json(tmp_path):
     first = "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
     bb = load_backbone(save_tiny_model(tmp_path / "a", "sd1", diffcut_layer=first), device="cpu")
     assert resolve_layers(bb, "diffcut") == [first]
-    bad = load_backbone(save_tiny_model(tmp_path / "b", "sd1", diffcut_layer="down_blocks.0.attn9"), device="cpu")
+    bad = load_backbone(
+        save_tiny_model(tmp_path / "b", "sd1", diffcut_layer="down_blocks.0.attn9"), device="cpu"
+    )
     with pytest.raises(UnknownLayerError, match="diffcut_layer"):
         resolve_layers(bad, "diffcut")
 
@@ -177,7 +195,9 @@ def test_capture_equals_a_manual_forward_hook(sdxl, images):
 
 def test_early_exit_skips_the_decoder_and_changes_nothing(sd1, images):
     calls = {"up": 0, "mid": 0}
-    h1 = sd1.unet.up_blocks[0].register_forward_pre_hook(lambda m, i: calls.__setitem__("up", calls["up"] + 1))
+    h1 = sd1.unet.up_blocks[0].register_forward_pre_hook(
+        lambda m, i: calls.__setitem__("up", calls["up"] + 1)
+    )
     h2 = sd1.unet.mid_block.register_forward_pre_hook(lambda m, i: calls.__setitem__("mid", calls["mid"] + 1))
     try:
         early = capture(sd1, images, ["diffcut", "down_blocks.0.resnets.0"], [10, 50])
@@ -228,7 +248,11 @@ def test_store_dtype_and_memory_estimate(sd1, images):
     c16 = capture(sd1, images, layers, [10, 50], store_dtype="float16")
     assert c16["diffcut", 50].dtype == torch.float16
     assert c32.nbytes == memory_estimate(sd1, layers, [10, 50], batch=2)
-    assert c16.nbytes == memory_estimate(sd1, layers, [10, 50], batch=2, store_dtype=torch.float16) == c32.nbytes // 2
+    assert (
+        c16.nbytes
+        == memory_estimate(sd1, layers, [10, 50], batch=2, store_dtype=torch.float16)
+        == c32.nbytes // 2
+    )
     assert torch.allclose(c16["diffcut", 50].float(), c32["diffcut", 50], atol=1e-2)
     with pytest.raises(ParameterError):
         capture(sd1, images, "diffcut", 50, store_dtype=torch.int8)
@@ -270,7 +294,9 @@ def test_probs_match_a_direct_softmax(sd1, images, monkeypatch):
 
 def test_hooks_removed_after_errors(sd1, images):
     before = _processor_types(sd1)
-    boom = sd1.unet.down_blocks[0].register_forward_hook(lambda m, i, o: (_ for _ in ()).throw(RuntimeError("boom")))
+    boom = sd1.unet.down_blocks[0].register_forward_hook(
+        lambda m, i, o: (_ for _ in ()).throw(RuntimeError("boom"))
+    )
     try:
         with pytest.raises(RuntimeError, match="boom"):
             capture(sd1, images, ["diffcut", "probs"], 50)
@@ -291,6 +317,25 @@ def test_nan_features_raise_feature_error_naming_the_layer(images):
     assert _no_hooks_left(bb)
 
 
+def test_capture_defaults_are_the_settings_defaults(sd1, images):
+    """capture() and Backbone.add_noise without settings run DiffCutConfig's defaults (said once there)."""
+    from diffcut_lab.config import DiffCutConfig
+
+    cfg = DiffCutConfig()
+    meta = capture(sd1, images).meta
+    assert meta["layers"] == resolve_layers(sd1, cfg.layer) and meta["timesteps"] == [cfg.timestep]
+    said = {k: meta[k] for k in ("seed", "policy", "antialias", "noise_device")}
+    assert said == {
+        "seed": cfg.seed,
+        "policy": cfg.policy,
+        "antialias": cfg.antialias,
+        "noise_device": cfg.noise_device,
+    }
+    latents = sd1.encode(images)
+    explicit = sd1.add_noise(latents, cfg.timestep, seed=cfg.seed, noise_device=cfg.noise_device)
+    assert torch.equal(sd1.add_noise(latents, cfg.timestep), explicit)
+
+
 def test_input_validation(sd1, images):
     with pytest.raises(ParameterError, match="multiples of 16"):
         capture(sd1, images, "diffcut", 50, image_size=60)
@@ -309,7 +354,6 @@ def test_pixel_backbone_capture_defaults_to_native_size():
     cache = capture(bb, torch.rand(1, 3, 40, 50), progress=True)
     assert cache["diffcut"].shape == (1, 64, 16, 16)
     assert cache.meta["image_size"] == [64, 64]
-
 
 
 # -- capture stores exactly what the UNet computed (one copy at most, none where none is needed) ------
@@ -382,7 +426,9 @@ def test_every_kind_is_bit_identical_to_cloning_hooks(family, unet_dtype, store_
     cache = capture(bb, images, [*names, probs], [10, 50], store_dtype=store_dtype)
     kept = {key: cache[key].clone() for key in cache}
     for t in (10, 50):
-        expected = _reference_features(bb, images, names, t, store_dtype=store_dtype, probs_of=probs[: -len(".probs")])
+        expected = _reference_features(
+            bb, images, names, t, store_dtype=store_dtype, probs_of=probs[: -len(".probs")]
+        )
         assert set(expected) == {*names, probs}
         for n in expected:
             _assert_identical(cache[n, t], expected[n], (n, t))
@@ -432,7 +478,8 @@ def test_maps_that_need_no_conversion_are_kept_without_a_copy(sd1, images):
 
     names = ["down_blocks.0.resnets.0", "mid_block.resnets.1"]
     handles = [
-        sd1.unet.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: record(m, i, o, n)) for n in names
+        sd1.unet.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: record(m, i, o, n))
+        for n in names
     ]
     try:
         cache = capture(sd1, images, names, 50)
@@ -518,7 +565,9 @@ def test_cpu_capture_never_pins_or_uses_streams(sd1, images, monkeypatch):
 
     monkeypatch.setattr(capturing.torch, "empty", empty)
     monkeypatch.setattr(capturing.torch.cuda, "Stream", lambda *a, **k: pytest.fail("a CUDA stream was made"))
-    cache = capture(sd1, images, ["attn1", "resnet", "down_blocks.0.attentions.0.transformer_blocks.0.attn1.probs"], 50)
+    cache = capture(
+        sd1, images, ["attn1", "resnet", "down_blocks.0.attentions.0.transformer_blocks.0.attn1.probs"], 50
+    )
     assert all(not cache[key].is_pinned() for key in cache)
 
 
@@ -540,7 +589,9 @@ def test_cuda_capture_to_the_cpu_is_pinned_and_equals_a_gpu_store(images):
     half = capture(bb, images, "attn1", 50, store_dtype=torch.float16)
     assert all(half[key].dtype == torch.float16 and half[key].is_pinned() for key in half)
     point = next(p for p in list_hook_points(bb) if p.name == name)
-    kept = capturing._Keeper(bb.unet, torch.float32, "cpu").keep(torch.randn(2, point.tokens, point.channels, device="cuda"), point)
+    kept = capturing._Keeper(bb.unet, torch.float32, "cpu").keep(
+        torch.randn(2, point.tokens, point.channels, device="cuda"), point
+    )
     assert kept.stream is not None and kept.value.is_pinned() and kept.finite.device.type == "cuda"
     assert _no_hooks_left(bb)
 
@@ -594,9 +645,15 @@ def test_layers_command(tmp_path, capsys):
     assert main(["layers", "--model", str(root), "--kind", "attn1"]) == 0
     out = capsys.readouterr().out
     assert "<- diffcut" in out and "down_blocks.1.attentions.1.transformer_blocks.1.attn1" in out
-    assert main(["layers", "--model", str(root), "--format", "csv", "--image-size", "128", "--kind", "resnet"]) == 0
+    assert (
+        main(["layers", "--model", str(root), "--format", "csv", "--image-size", "128", "--kind", "resnet"])
+        == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("name,kind,stage") and "down_blocks.0.resnets.0,resnet,down,down_blocks.0,32,32,32" in lines[1]
+    assert (
+        lines[0].startswith("name,kind,stage")
+        and "down_blocks.0.resnets.0,resnet,down,down_blocks.0,32,32,32" in lines[1]
+    )
     assert main(["layers", "--model", str(root), "--image-size", "100"]) == 2
     assert "multiples" in capsys.readouterr().err
 
