@@ -37,7 +37,6 @@ from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 
 from ._stop_rules import (
     DEFAULT_MAX_CLUSTERS,
@@ -47,7 +46,7 @@ from ._stop_rules import (
     stable_tau,
 )
 from .errors import ParameterError
-from .validation import check_int
+from .validation import check_affinity, check_int
 
 __all__ = [
     "DEFAULT_MAX_CLUSTERS",
@@ -62,17 +61,10 @@ __all__ = [
 
 
 def _host_graph(W: Any) -> Any:
-    """``W`` as a float64 numpy array or scipy CSR matrix on the host (torch dense or sparse accepted)."""
-    if sp.issparse(W):
-        return sp.csr_matrix(W, dtype=np.float64)
-    if hasattr(W, "detach"):
-        t = W.detach()
-        if t.layout != torch.strided:
-            t = t.to_sparse_coo().coalesce().cpu()
-            idx = t.indices().numpy()
-            return sp.csr_matrix((t.values().double().numpy(), (idx[0], idx[1])), shape=tuple(t.shape))
-        return t.cpu().double().numpy()
-    return np.asarray(W, dtype=np.float64)
+    """``W`` checked (:func:`~diffcut_lab.validation.check_affinity`), as a float64 numpy array or scipy CSR
+    matrix on the host."""
+    g = check_affinity(W, caller="auto_n_segments")
+    return g if sp.issparse(g) else g.cpu().double().numpy()
 
 
 def auto_n_segments(
@@ -116,6 +108,13 @@ def auto_n_segments(
     (int, str)
         ``K >= 1`` and the reason.
 
+    Raises
+    ------
+    ParameterError
+        ``W`` not square, negative or not symmetric; a bad ``max_segments`` or ``method``.
+    FeatureError
+        ``W`` empty, or NaN/Inf in it.
+
     Examples
     --------
     >>> import numpy as np
@@ -126,8 +125,6 @@ def auto_n_segments(
     if method not in ("eigengap", "tree"):
         raise ParameterError(f"method must be 'eigengap' or 'tree', got {method!r}.")
     x = _host_graph(W)
-    if len(x.shape) != 2 or x.shape[0] != x.shape[1] or x.shape[0] == 0:
-        raise ParameterError(f"W must be a non-empty square (N, N) affinity, got shape {tuple(x.shape)}.")
     n = int(x.shape[0])
     if n == 1:
         return 1, "K = 1: a single node"

@@ -10,8 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from diffcut_lab._eigen import EIGVALS_DENSE_MAX
 from diffcut_lab.affinities import affinity
-from diffcut_lab.errors import ParameterError
+from diffcut_lab.errors import FeatureError, ParameterError
 from diffcut_lab.ncut import CutTree, recursive_ncut
 from diffcut_lab.stopping import (
     auto_n_segments,
@@ -242,7 +243,8 @@ def test_per_step_rule_edge_cases():
 def test_laplacian_eigenvalues_lanczos_matches_dense():
     feats, _ = _blobs(3, seed=7)
     W = affinity(torch.nn.functional.interpolate(feats[None], size=(25, 25))[0], alpha=10).double().numpy()
-    np.fill_diagonal(W, 0.0)  # 625 nodes: above the dense limit, so the Lanczos path runs
+    np.fill_diagonal(W, 0.0)
+    assert W.shape[0] > EIGVALS_DENSE_MAX  # 625 nodes: the Lanczos path runs
     d = W.sum(1)
     s = 1.0 / np.sqrt(d)
     dense = np.sort(1.0 - scipy.linalg.eigvalsh(s[:, None] * W * s[None, :]))[:8]
@@ -259,5 +261,9 @@ def test_auto_n_segments_bad_parameters(kwargs):
 
 def test_auto_n_segments_single_node_and_shape_check():
     assert auto_n_segments(np.ones((1, 1)))[0] == 1
-    with pytest.raises(ParameterError):
+    with pytest.raises(ParameterError, match="square"):
         auto_n_segments(np.ones((3, 4)))
+    with pytest.raises(ParameterError, match="symmetric"):
+        auto_n_segments(np.triu(np.ones((3, 3))))
+    with pytest.raises(FeatureError, match="empty"):
+        auto_n_segments(np.ones((0, 0)))
