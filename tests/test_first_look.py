@@ -8,6 +8,7 @@ console), not the Python objects that made it.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import re
 import shutil
@@ -194,6 +195,32 @@ def test_notebook_01_in_jupyterlab_saves_what_it_shows(lab, tmp_path):
     size = nb_path.stat().st_size
     shutil.copy(nb_path, ARTIFACTS / "01_saved_by_jupyterlab.ipynb") if ARTIFACTS.exists() else None
     assert size < 4 * 2**20, f"notebook 01 saved at {size / 2**20:.1f} MB"
-    four = next(o for o in figures if "four taus" in json.dumps(o["data"]["application/vnd.plotly.v1+json"]
-                                                               .get("layout", {})).lower())
-    assert four is not None
+    four = next(o["data"]["application/vnd.plotly.v1+json"] for o in figures
+                if "four taus" in json.dumps(o["data"]["application/vnd.plotly.v1+json"]["layout"]["title"]))
+    _assert_kept_segments_keep_their_colour(four)
+
+
+def _assert_kept_segments_keep_their_colour(fig: dict) -> None:
+    """In the panels of one recursion at several taus, a segment present in two neighbouring panels (the
+    same pixels) is drawn in the same colour: the median colour of its pixels in each panel's picture."""
+    import io
+
+    from PIL import Image
+
+    panels = []
+    for axis in ("x", "x2", "x3", "x4"):
+        image = next(t for t in fig["data"] if t["type"] == "image" and t.get("xaxis", "x") == axis)
+        hover = next(t for t in fig["data"] if t["type"] == "heatmap" and t.get("xaxis", "x") == axis)
+        png = base64.b64decode(image["source"].split(",", 1)[1])
+        rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+        cells = _decode(hover["z"]).astype(int)
+        step = int(hover.get("dx", 1))
+        pixels = np.kron(cells, np.ones((step, step), dtype=int))[: rgb.shape[0], : rgb.shape[1]]
+        panels.append({(pixels == k).tobytes(): np.median(rgb[pixels == k], axis=0) for k in np.unique(pixels)})
+    kept = 0
+    for before, after in itertools.pairwise(panels):
+        for mask, colour in after.items():
+            if mask in before:
+                kept += 1
+                assert np.abs(before[mask] - colour).max() <= 3, (before[mask], colour)
+    assert kept >= 1, "no segment persists between two taus: nothing was compared"

@@ -124,6 +124,9 @@ def test_notebook_executes(name, tmp_path):
     assert sorted((ROOT / "notebooks").rglob("*")) == before, "running a notebook left files in notebooks/"
     nb = json.loads(out.read_text())
     assert _own_bytes(nb) < 5e6, f"{name}: {_own_bytes(nb) / 1e6:.1f} MB of outputs"
+    if not name.startswith("05"):  # each figure stored once, as plotly JSON; no copy of plotly.js
+        assert not _embeds_plotly_js(nb), f"{name} embeds plotly.js in its outputs"
+        assert out.stat().st_size < 4e6, f"{name}: {out.stat().st_size / 1e6:.1f} MB saved"
     outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
     assert not [o for o in outputs if o["output_type"] == "error"]
     figures = [o for o in outputs if PLOTLY_MIME in o.get("data", {})]
@@ -153,6 +156,26 @@ def test_notebook_executes(name, tmp_path):
     if name.startswith("04"):
         widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
         assert len(widgets) == 2, "notebook 04 shows two steppers (fixed and paper mode)"
+
+
+def _embeds_plotly_js(nb: dict) -> bool:
+    return any(
+        "plotly.js v" in "".join(out.get("data", {}).get("text/html", ""))[:2000]
+        for cell in nb["cells"]
+        for out in cell.get("outputs", [])
+    )
+
+
+def test_interactive_notebooks_store_each_figure_once():
+    """Notebooks 01-04 and 06 are read in JupyterLab: figures as plotly JSON only (the notebook renderer
+    would add a second copy of every figure as HTML and plotly.js itself, 4.9 MB, to the saved file); the
+    report notebook alone embeds plotly.js, for its HTML export."""
+    for path in sorted((ROOT / "notebooks").glob("0*.ipynb")):
+        src = "".join(c.source for c in _code_cells(nbformat.read(path, as_version=4)))
+        renderer = re.search(r'^pio\.renderers\.default = "([^"]+)"', src, re.M)
+        assert renderer, f"{path.name} sets no plotly renderer"
+        expected = "plotly_mimetype+notebook" if path.name.startswith("05") else "plotly_mimetype"
+        assert renderer.group(1) == expected, (path.name, renderer.group(1))
 
 
 def _own_bytes(nb: dict) -> int:
