@@ -2,13 +2,12 @@
 browser console, in the static step-through figure (every frame), the tree figure and the app's figure.
 
 plotly.js takes a ``marker.pattern`` only on a bar trace with one ``marker.color``: with a per-bar colour
-array it logs ``Invalid color specifier: Array(n)`` and draws the hatching in black. The first tests read
+array it logs ``Invalid color specifier: Array(n)`` and draws part of the hatching dark. The first tests read
 the figures' JSON; the last opens them in Chromium (Playwright) and reads the console.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,11 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 import pytest
+from _browser import CHROMIUM, _chromium_page
 
 import diffcut_lab as dl
 from diffcut_lab import viz
 from diffcut_lab.viz import _step_data as sd
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
@@ -108,39 +106,34 @@ def test_the_hatching_marks_the_rejected_cuts_over_the_nodes(tree):
 def test_no_colour_warnings_in_the_browser_console(tree, tmp_path):
     """Each figure draws with an empty console, and the static figure's frames (every step) add no colour
     warning; the hatching is drawn in white lines."""
-    sync_api = pytest.importorskip("playwright.sync_api")
     drawn: dict[str, list[str]] = {}
     stepped: list[str] = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu",
-                                                                     "--disable-dev-shm-usage"])  # fmt: skip
-        try:
-            for name, fig in _figures(tree).items():
-                html = tmp_path / f"{name}.html"
-                fig.write_html(html, include_plotlyjs=True)
-                page = browser.new_page(viewport={"width": 1300, "height": 900})
-                messages = drawn.setdefault(name, [])
-                page.on("console", lambda m, out=messages: out.append(f"{m.type}: {m.text}"))
-                page.on("pageerror", lambda e, out=messages: out.append(f"pageerror: {e}"))
-                page.goto(html.as_uri())
-                page.wait_for_function(
-                    "() => document.querySelector('.js-plotly-plot')?._fullLayout", timeout=30_000
-                )
-                page.wait_for_timeout(300)
-                strokes = page.evaluate(
-                    "() => [...document.querySelectorAll('pattern path')].map(p => p.getAttribute('stroke'))"
-                )
-                assert strokes and set(strokes) == {"rgb(255, 255, 255)"}, (name, strokes)
-                start = len(messages)
-                for k in range(1, len(fig.frames) + 1):  # every step of the static figure
-                    page.evaluate("async (k) => await Plotly.animate(document.querySelector('.js-plotly-plot'),"
-                                  " [String(k)], {mode: 'immediate', frame: {duration: 0, redraw: true},"
-                                  " transition: {duration: 0}})", k)  # fmt: skip
-                page.wait_for_timeout(300)
-                stepped += messages[start:]
-                del messages[start:]
-                page.close()
-        finally:
-            browser.close()
+    messages: list[str] = []
+    with _chromium_page(1300, 900) as page:
+        page.on("console", lambda m: messages.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: messages.append(f"pageerror: {e}"))
+        for name, fig in _figures(tree).items():
+            html = tmp_path / f"{name}.html"
+            fig.write_html(html, include_plotlyjs=True)
+            page.goto(html.as_uri())
+            page.wait_for_function(
+                "() => document.querySelector('.js-plotly-plot')?._fullLayout", timeout=30_000
+            )
+            page.wait_for_timeout(300)
+            strokes = page.evaluate(
+                "() => [...document.querySelectorAll('pattern path')].map(p => p.getAttribute('stroke'))"
+            )
+            assert strokes and set(strokes) == {"rgb(255, 255, 255)"}, (name, strokes)
+            drawn[name] = messages[:]
+            messages.clear()
+            for k in range(1, len(fig.frames) + 1):  # every step of the static figure
+                page.evaluate("async (k) => await Plotly.animate(document.querySelector('.js-plotly-plot'),"
+                              " [String(k)], {mode: 'immediate', frame: {duration: 0, redraw: true},"
+                              " transition: {duration: 0}})", k)  # fmt: skip
+            page.wait_for_timeout(300)
+            stepped += messages
+            messages.clear()
     assert not any(drawn.values()), drawn
+    # (moving through the frames also logs a NaN transform of the tau line's text and an undefined page
+    # error, from plotly.js's animation; colour warnings are what is checked here)
     assert not [m for m in stepped if "color" in m.lower()], stepped

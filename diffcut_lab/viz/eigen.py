@@ -35,6 +35,127 @@ def _layout(k: int) -> tuple[int, int]:
     return (k + cols - 1) // cols, cols
 
 
+#: the marker of the picked pixel, on the affinity row and on the image
+_PICK_MARKER = {"symbol": "x", "size": 12, "color": HIGHLIGHT, "line": {"width": 2}}
+
+
+def _panels(spec: Spectrum, k: int, with_image: bool) -> tuple[go.Figure, int, int]:
+    """The empty grid: ``k`` eigenvector heatmaps in rows of ``cols``, then a row with the spectrum (two
+    columns wide), the affinity row and the image. Returns ``(figure, rows of heatmaps, cols)``."""
+    rows_ev, cols = _layout(k)
+    cols = max(cols, 4 if with_image else 3)
+    bottom: list[dict | None] = [{"colspan": 2}, None, {}] + ([{}] if with_image else [])
+    bottom += [None] * (cols - len(bottom))
+    specs = [[{} for _ in range(cols)] for _ in range(rows_ev)] + [bottom]
+    titles = [f"y{j}  (λ{j} = {spec.values[j]:.4f})" for j in range(1, k + 1)]
+    titles += [""] * (rows_ev * cols - k)
+    titles += ["eigenvalue spectrum", "affinity row of the picked pixel"]
+    if with_image:
+        titles.append("picked pixel")
+    fig = make_subplots(rows=rows_ev + 1, cols=cols, specs=specs, subplot_titles=titles, horizontal_spacing=0.04,
+                        vertical_spacing=0.08)  # fmt: skip
+    return fig, rows_ev, cols
+
+
+def _add_vectors(fig: go.Figure, spec: Spectrum, k: int, rows_ev: int, cols: int) -> None:
+    """``y1 .. yk`` as heatmaps sharing one colour axis, its colour bar beside them."""
+    h, w = spec.grid
+    for n, j in enumerate(range(1, k + 1)):
+        r, c = divmod(n, cols)
+        y = spec.vectors[:, j].reshape(h, w)
+        # each vector on its own robust scale, centred at 0 (the generalized eigenvectors have zero
+        # D-weighted mean): a few extreme pixels saturate instead of washing out the rest
+        lim = float(np.percentile(np.abs(y), 98)) or float(np.abs(y).max()) or 1.0
+        fig.add_trace(
+            go.Heatmap(z=np.round(np.clip(y / lim, -1, 1), 4), customdata=np.round(y, 6), coloraxis="coloraxis",
+                       name=f"y{j}", hovertemplate=f"y{j}" + "[%{y}, %{x}] = %{customdata:.5f}<extra></extra>"),
+            row=r + 1,
+            col=c + 1,
+        )  # fmt: skip
+        style_image_axes(fig, r + 1, c + 1)
+    top = fig.get_subplot(1, cols).yaxis.domain[1]
+    low = fig.get_subplot(rows_ev, 1).yaxis.domain[0]
+    fig.update_layout(coloraxis={
+        "colorscale": "RdBu_r", "cmin": -1, "cmid": 0, "cmax": 1,
+        "colorbar": {"title": {"text": "y / 98th pct |y|", "side": "right"}, "thickness": 10,
+                     "y": (top + low) / 2, "len": top - low, "tickvals": [-1, 0, 1]},
+    })  # fmt: skip
+
+
+def _add_spectrum(fig: go.Figure, spec: Spectrum, k: int, row: int) -> None:
+    """The eigenvalues (the drawn ones marked) and their largest gap."""
+    vals = spec.values
+    g = spec.largest_gap
+    fig.add_trace(
+        go.Scatter(x=np.arange(vals.size), y=vals, mode="lines+markers", name="eigenvalues",
+                   line={"color": "#90a4ae"},
+                   marker={"color": ["#1565c0" if 1 <= j <= k else "#90a4ae" for j in range(vals.size)]},
+                   hovertemplate="λ%{x} = %{y:.4f}<extra></extra>"),
+        row=row,
+        col=1,
+    )  # fmt: skip
+    if vals.size >= 3:
+        fig.add_trace(
+            go.Scatter(x=[g, g + 1], y=[vals[g], vals[g + 1]], mode="lines+markers", name="largest gap",
+                       line={"color": HIGHLIGHT, "width": 4}, marker={"size": 9, "color": HIGHLIGHT},
+                       hovertemplate="largest gap %{y:.4f}<extra></extra>"),
+            row=row,
+            col=1,
+        )  # fmt: skip
+        fig.add_annotation(
+            x=g + 0.5, y=(vals[g] + vals[g + 1]) / 2,
+            text=f"largest gap after λ{g}: {g + 1} cluster{'s' if g else ''}",
+            showarrow=True, arrowhead=2, ax=60, ay=-25, font={"size": 11}, row=row, col=1,
+        )  # fmt: skip
+    fig.update_xaxes(title_text="index", row=row, col=1, dtick=2)
+    fig.update_yaxes(title_text="eigenvalue", row=row, col=1, rangemode="tozero")
+
+
+def _add_affinity_row(fig: go.Figure, spec: Spectrum, pixel: tuple[int, int], row: int) -> None:
+    """The picked pixel's edge weights as a heatmap, its colour bar under it, the pixel marked."""
+    row_x, row_y = fig.get_subplot(row, 3).xaxis.domain, fig.get_subplot(row, 3).yaxis.domain
+    fig.add_trace(
+        go.Heatmap(z=_row(spec, pixel), colorscale="Viridis", zmin=0, zmax=_top(spec), name="affinity row",
+                   colorbar={"orientation": "h", "thickness": 8, "title": {"text": "W[pixel, ·]", "side": "bottom"},
+                             "x": (row_x[0] + row_x[1]) / 2, "xanchor": "center", "y": row_y[0] - 0.02,
+                             "yanchor": "top", "len": 0.9 * (row_x[1] - row_x[0]), "tickfont": {"size": 9}},
+                   hovertemplate="W[pixel, (%{y}, %{x})] = %{z:.4f}<extra></extra>"),
+        row=row,
+        col=3,
+    )  # fmt: skip
+    fig.add_trace(
+        go.Scatter(
+            x=[pixel[1]], y=[pixel[0]], mode="markers", name="pixel", marker=_PICK_MARKER, hoverinfo="skip"
+        ),
+        row=row,
+        col=3,
+    )
+    style_image_axes(fig, row, 3)
+
+
+def _on_image(pixel: tuple[int, int], grid: tuple[int, int], shown: tuple[int, ...]) -> tuple[float, float]:
+    """``(x, y)`` of the centre of grid cell ``pixel`` on the displayed image of shape ``shown``."""
+    sy, sx = shown[0] / grid[0], shown[1] / grid[1]
+    return (pixel[1] + 0.5) * sx - 0.5, (pixel[0] + 0.5) * sy - 0.5
+
+
+def _add_image(
+    fig: go.Figure, image: np.ndarray, pixel: tuple[int, int], grid: tuple[int, int], row: int
+) -> None:
+    """The image, the picked pixel marked on it."""
+    small = downscale(image, 256)
+    fig.add_trace(image_trace(small, name="image"), row=row, col=4)
+    x, y = _on_image(pixel, grid, small.shape)
+    fig.add_trace(
+        go.Scatter(
+            x=[x], y=[y], mode="markers", name="pixel on image", marker=_PICK_MARKER, hoverinfo="skip"
+        ),
+        row=row,
+        col=4,
+    )
+    style_image_axes(fig, row, 4)
+
+
 def _build(
     spec: Spectrum,
     k: int,
@@ -46,149 +167,12 @@ def _build(
 ) -> go.Figure:
     h, w = spec.grid
     k = int(min(k, spec.vectors.shape[1] - 1))  # y1..yk; y0 is constant up to D^-1/2: no partition in it
-    rows_ev, cols = _layout(k)
-    cols = max(cols, 3 if image is None else 4)
-    bottom: list[dict | None] = [{"colspan": 2}, None, {}] + ([{}] if image is not None else [])
-    bottom += [None] * (cols - len(bottom))
-    specs = [[{} for _ in range(cols)] for _ in range(rows_ev)] + [bottom]
-    titles = [f"y{j}  (λ{j} = {spec.values[j]:.4f})" for j in range(1, k + 1)]
-    titles += [""] * (rows_ev * cols - k)
-    titles += ["eigenvalue spectrum", "affinity row of the picked pixel"]
+    fig, rows_ev, cols = _panels(spec, k, image is not None)
+    _add_vectors(fig, spec, k, rows_ev, cols)
+    _add_spectrum(fig, spec, k, rows_ev + 1)
+    _add_affinity_row(fig, spec, pixel, rows_ev + 1)
     if image is not None:
-        titles.append("picked pixel")
-    fig = make_subplots(
-        rows=rows_ev + 1,
-        cols=cols,
-        specs=specs,
-        subplot_titles=titles,
-        horizontal_spacing=0.04,
-        vertical_spacing=0.08,
-    )
-    for n, j in enumerate(range(1, k + 1)):
-        r, c = divmod(n, cols)
-        y = spec.vectors[:, j].reshape(h, w)
-        # each vector on its own robust scale, centred at 0 (the generalized eigenvectors have zero
-        # D-weighted mean): a few extreme pixels saturate instead of washing out the rest
-        lim = float(np.percentile(np.abs(y), 98)) or float(np.abs(y).max()) or 1.0
-        fig.add_trace(
-            go.Heatmap(
-                z=np.round(np.clip(y / lim, -1, 1), 4),
-                customdata=np.round(y, 6),
-                coloraxis="coloraxis",
-                name=f"y{j}",
-                hovertemplate=f"y{j}" + "[%{y}, %{x}] = %{customdata:.5f}<extra></extra>",
-            ),
-            row=r + 1,
-            col=c + 1,
-        )
-        style_image_axes(fig, r + 1, c + 1)
-    top = fig.get_subplot(1, cols).yaxis.domain[1]
-    low = fig.get_subplot(rows_ev, 1).yaxis.domain[0]
-    fig.update_layout(coloraxis={
-        "colorscale": "RdBu_r", "cmin": -1, "cmid": 0, "cmax": 1,
-        "colorbar": {"title": {"text": "y / 98th pct |y|", "side": "right"}, "thickness": 10,
-                     "y": (top + low) / 2, "len": top - low, "tickvals": [-1, 0, 1]},
-    })  # fmt: skip
-    vals = spec.values
-    g = spec.largest_gap
-    r_sp = rows_ev + 1
-    fig.add_trace(
-        go.Scatter(
-            x=np.arange(vals.size),
-            y=vals,
-            mode="lines+markers",
-            name="eigenvalues",
-            line={"color": "#90a4ae"},
-            marker={"color": ["#1565c0" if 1 <= j <= k else "#90a4ae" for j in range(vals.size)]},
-            hovertemplate="λ%{x} = %{y:.4f}<extra></extra>",
-        ),
-        row=r_sp,
-        col=1,
-    )
-    if vals.size >= 3:
-        fig.add_trace(
-            go.Scatter(
-                x=[g, g + 1],
-                y=[vals[g], vals[g + 1]],
-                mode="lines+markers",
-                name="largest gap",
-                line={"color": HIGHLIGHT, "width": 4},
-                marker={"size": 9, "color": HIGHLIGHT},
-                hovertemplate="largest gap %{y:.4f}<extra></extra>",
-            ),
-            row=r_sp,
-            col=1,
-        )
-        fig.add_annotation(
-            x=g + 0.5,
-            y=(vals[g] + vals[g + 1]) / 2,
-            text=f"largest gap after λ{g}: {g + 1} cluster{'s' if g else ''}",
-            showarrow=True,
-            arrowhead=2,
-            ax=60,
-            ay=-25,
-            font={"size": 11},
-            row=r_sp,
-            col=1,
-        )
-    fig.update_xaxes(title_text="index", row=r_sp, col=1, dtick=2)
-    fig.update_yaxes(title_text="eigenvalue", row=r_sp, col=1, rangemode="tozero")
-    # affinity row of the picked pixel, its colour bar beside it
-    row_x, row_y = fig.get_subplot(r_sp, 3).xaxis.domain, fig.get_subplot(r_sp, 3).yaxis.domain
-    fig.add_trace(
-        go.Heatmap(
-            z=_row(spec, pixel),
-            colorscale="Viridis",
-            zmin=0,
-            zmax=_top(spec),
-            name="affinity row",
-            colorbar={
-                "orientation": "h",
-                "thickness": 8,
-                "title": {"text": "W[pixel, ·]", "side": "bottom"},
-                "x": (row_x[0] + row_x[1]) / 2,
-                "xanchor": "center",
-                "y": row_y[0] - 0.02,
-                "yanchor": "top",
-                "len": 0.9 * (row_x[1] - row_x[0]),
-                "tickfont": {"size": 9},
-            },
-            hovertemplate="W[pixel, (%{y}, %{x})] = %{z:.4f}<extra></extra>",
-        ),
-        row=r_sp,
-        col=3,
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=[pixel[1]],
-            y=[pixel[0]],
-            mode="markers",
-            name="pixel",
-            marker={"symbol": "x", "size": 12, "color": HIGHLIGHT, "line": {"width": 2}},
-            hoverinfo="skip",
-        ),
-        row=r_sp,
-        col=3,
-    )
-    style_image_axes(fig, r_sp, 3)
-    if image is not None:
-        small = downscale(image, 256)
-        H, W = small.shape[:2]
-        fig.add_trace(image_trace(small, name="image"), row=r_sp, col=4)
-        sy, sx = H / h, W / w
-        fig.add_trace(
-            go.Scatter(
-                x=[(pixel[1] + 0.5) * sx - 0.5],
-                y=[(pixel[0] + 0.5) * sy - 0.5],
-                mode="markers",
-                name="pixel on image",
-                marker={"symbol": "x", "size": 12, "color": HIGHLIGHT, "line": {"width": 2}},
-                hoverinfo="skip",
-            ),
-            row=r_sp,
-            col=4,
-        )
-        style_image_axes(fig, r_sp, 4)
+        _add_image(fig, image, pixel, spec.grid, rows_ev + 1)
     fig.update_layout(
         height=height or 230 * (rows_ev + 1) + 60,
         showlegend=False,
@@ -363,9 +347,8 @@ class EigenvectorExplorer:
             mark.x, mark.y = [self.pixel[1]], [self.pixel[0]]
             if self._image is not None:
                 on_img = next(t for t in self.figure.data if t.name == "pixel on image")
-                small_h, small_w = downscale(self._image, 256).shape[:2]
-                sy, sx = small_h / h, small_w / w
-                on_img.x, on_img.y = [(self.pixel[1] + 0.5) * sx - 0.5], [(self.pixel[0] + 0.5) * sy - 0.5]
+                x, y = _on_image(self.pixel, (h, w), downscale(self._image, 256).shape)
+                on_img.x, on_img.y = [x], [y]
         self.info.value = self._info_text(0.0)
 
     def set_alpha(self, alpha: float) -> None:

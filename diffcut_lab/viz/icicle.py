@@ -4,7 +4,7 @@ A node is one bar in its region's colour; a rejected cut (the node stays a final
 The hatching is a trace of its own, drawn over the bars: a transparent bar per node with a per-bar pattern
 shape and one pattern colour. plotly.js takes a ``marker.pattern`` only on a bar trace whose
 ``marker.color`` is one colour (with a per-bar colour array it logs "Invalid color specifier: Array(n)" and
-draws the hatching in black), and the bars need a colour each.
+draws part of the hatching with a black background), and the bars need a colour each.
 """
 
 from __future__ import annotations

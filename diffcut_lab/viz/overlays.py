@@ -75,13 +75,7 @@ def overlay_traces(
     sizes = dict(zip(ids.tolist(), (counts * scale).round().astype(int).tolist()))
     total = H * W
 
-    def name_of(k: int) -> str:
-        if names is None:
-            return f"segment {k}"
-        if isinstance(names, Mapping):
-            return str(names.get(k, f"segment {k}"))
-        return str(names[k]) if 0 <= k < len(names) else f"segment {k}"
-
+    name_of = _namer(names)
     lab_small = fit_labels(lab, (h_img, w_img))  # the labels on the displayed picture
     painted = blend_labels(small, lab_small, opacity, colors=colors)
     traces: list[go.BaseTraceType] = [image_trace(painted, name="overlay")]
@@ -98,35 +92,38 @@ def overlay_traces(
             "hovertemplate": "%{text} (id %{z})<br>%{customdata[0]} px, %{customdata[1]}%<extra></extra>",
         }
     traces.append(
-        go.Heatmap(
-            z=hover_lab,
-            customdata=custom,
-            showscale=False,
-            opacity=0.0,
-            colorscale=[[0, "rgba(0,0,0,0)"], [1, "rgba(0,0,0,0)"]],
-            name="segments",
-            **hover,
-            **grid_geometry((h_img, w_img), hover_shape),
-        )
-    )
+        go.Heatmap(z=hover_lab, customdata=custom, showscale=False, opacity=0.0,
+                   colorscale=[[0, "rgba(0,0,0,0)"], [1, "rgba(0,0,0,0)"]], name="segments", **hover,
+                   **grid_geometry((h_img, w_img), hover_shape))
+    )  # fmt: skip
     if legend:
         palette = list(colors) if colors is not None else label_hex(int(lab.max()) + 1 if lab.size else 1)
         seen = seen_colors(blend_labels(small, lab_small, opacity, edges=False, colors=colors), lab_small)
         for k in ids.tolist():
-            traces.append(
-                go.Scatter(
-                    x=[None],
-                    y=[None],
-                    mode="markers",
-                    marker={"symbol": "square", "size": 12, "color": seen.get(k, palette[k])},
-                    name=f"{name_of(k)}: {sizes[k]:,} px ({100 * sizes[k] / total:.1f}%)",
-                    legendgroup=legendgroup,
-                    legendgrouptitle_text=legendgroup if legendgroup and k == ids[0] else None,
-                    showlegend=True,
-                    hoverinfo="skip",
-                )
-            )
+            label = f"{name_of(k)}: {sizes[k]:,} px ({100 * sizes[k] / total:.1f}%)"
+            group_title = legendgroup if legendgroup and k == ids[0] else None
+            traces.append(_swatch(label, seen.get(k, palette[k]), legendgroup, group_title))
     return traces
+
+
+def _namer(names: Mapping[int, str] | Sequence[str] | None) -> Any:
+    """The name of segment ``k``: from ``names`` (a mapping or a sequence), else ``segment k``."""
+
+    def name_of(k: int) -> str:
+        if names is None:
+            return f"segment {k}"
+        if isinstance(names, Mapping):
+            return str(names.get(k, f"segment {k}"))
+        return str(names[k]) if 0 <= k < len(names) else f"segment {k}"
+
+    return name_of
+
+
+def _swatch(name: str, colour: str, legendgroup: str | None, group_title: str | None) -> go.Scatter:
+    """A legend entry: a square of ``colour`` (no point drawn)."""
+    return go.Scatter(x=[None], y=[None], mode="markers", marker={"symbol": "square", "size": 12, "color": colour},
+                      name=name, legendgroup=legendgroup, legendgrouptitle_text=group_title, showlegend=True,
+                      hoverinfo="skip")  # fmt: skip
 
 
 def overlay(

@@ -19,6 +19,7 @@ import html
 import time
 from typing import Any
 
+from ..config import DEFAULT_ALPHA
 from ..errors import ParameterError
 from ..options import AUTO
 from ._common import ACCEPTED, REJECTED, app_mimebundle
@@ -104,8 +105,6 @@ class CutStepper:
         height: int = 700,
         width: int | None = None,
     ) -> None:
-        import ipywidgets as widgets
-
         from ..pipeline import Segmentation
 
         if isinstance(tree, Segmentation):
@@ -123,7 +122,7 @@ class CutStepper:
         self._grid = _grid_of(tree)
         self._full = tree  # the deepest tree computed so far for the current alpha (prune it for smaller tau)
         self.tree = tree
-        self.alpha = float(alpha if alpha is not None else tree.params.get("alpha", 10.0))
+        self.alpha = float(alpha if alpha is not None else tree.params.get("alpha", DEFAULT_ALPHA))
         self.last_update_s = 0.0
         self._data = _StepData(tree)
         self._busy = False
@@ -132,67 +131,56 @@ class CutStepper:
         self.figure = base_figure(self._data, bg, widget=True, height=height, width=width)
         self.figure.data[T_ICICLE].on_click(self._on_tree_click)
 
-        n = len(tree.steps)
-        self.slider = widgets.IntSlider(
-            value=1,
-            min=1,
-            max=n,
-            step=1,
-            description="cut",
-            continuous_update=True,
-            layout=widgets.Layout(width="420px"),
-        )
-        self.prev_button = widgets.Button(
-            description="◀ prev", tooltip="previous cut", layout=widgets.Layout(width="80px")
-        )
-        self.next_button = widgets.Button(
-            description="next ▶", tooltip="next cut", layout=widgets.Layout(width="80px")
-        )
-        self.play = widgets.Play(
-            value=1,
-            min=1,
-            max=n,
-            interval=700,
-            tooltip="play through the cuts",
-            layout=widgets.Layout(width="150px"),
-        )
+        self._step_controls(len(tree.steps))
+        self._cut_controls(tau_range, alpha_range, with_alpha=features is not None)
+        self._connect()
+        self.widget = self._assemble()
+        self._sync_controls()
+        self._write_info("")
+        self._render_status()  # the figure already shows step 1 (see base_figure)
+
+    def _step_controls(self, n: int) -> None:
+        """The step slider, previous/next, play, and the status line."""
+        import ipywidgets as widgets
+
+        self.slider = widgets.IntSlider(value=1, min=1, max=n, step=1, description="cut", continuous_update=True,
+                                        layout=widgets.Layout(width="420px"))  # fmt: skip
+        self.prev_button = widgets.Button(description="◀ prev", tooltip="previous cut",
+                                          layout=widgets.Layout(width="80px"))  # fmt: skip
+        self.next_button = widgets.Button(description="next ▶", tooltip="next cut",
+                                          layout=widgets.Layout(width="80px"))  # fmt: skip
+        self.play = widgets.Play(value=1, min=1, max=n, interval=700, tooltip="play through the cuts",
+                                 layout=widgets.Layout(width="150px"))  # fmt: skip
         widgets.jslink((self.play, "value"), (self.slider, "value"))
         self.status = widgets.HTML(layout=widgets.Layout(margin="0 0 0 12px"))
-        tau = float(tree.tau)
+
+    def _cut_controls(self, tau_range: tuple[float, float], alpha_range: tuple[float, float], *,
+                      with_alpha: bool) -> None:  # fmt: skip
+        """The tau slider, the "τ auto" box, the alpha slider (with features) and the note line."""
+        import ipywidgets as widgets
+
+        tau = float(self.tree.tau)
         hi_tau = max(tau_range[1], tau) if self.recomputable else max(tau, tau_range[0])
         self.tau_slider = widgets.FloatSlider(
-            value=tau,
-            min=tau_range[0],
-            max=hi_tau,
-            step=0.01,
-            description="τ",
-            continuous_update=False,
-            readout_format=".2f",
-            layout=widgets.Layout(width="330px"),
-        )
+            value=tau, min=tau_range[0], max=hi_tau, step=0.01, description="τ",
+            continuous_update=False, readout_format=".2f", layout=widgets.Layout(width="330px"),
+        )  # fmt: skip
         self.auto_box = widgets.Checkbox(
-            value=self.auto,
-            description="τ auto",
-            indent=False,
-            disabled=not self.recomputable,
+            value=self.auto, description="τ auto", indent=False, disabled=not self.recomputable,
             tooltip="tau 'auto': a rule decides each cut (DiffCutConfig.auto_rule); recomputes",
             layout=widgets.Layout(width="90px"),
-        )
+        )  # fmt: skip
         self.alpha_slider = None
-        if features is not None:
+        if with_alpha:
             self.alpha_slider = widgets.FloatSlider(
-                value=self.alpha,
-                min=alpha_range[0],
-                max=max(alpha_range[1], self.alpha),
-                step=0.5,
-                description="α",
-                continuous_update=False,
-                readout_format=".1f",
-                disabled=self._walk or not self.recomputable,
-                layout=widgets.Layout(width="330px"),
-            )
+                value=self.alpha, min=alpha_range[0], max=max(alpha_range[1], self.alpha), step=0.5,
+                description="α", continuous_update=False, readout_format=".1f",
+                disabled=self._walk or not self.recomputable, layout=widgets.Layout(width="330px"),
+            )  # fmt: skip
         self.info = widgets.HTML()
 
+    def _connect(self) -> None:
+        """Every control to its handler."""
         self.slider.observe(self._on_slider, names="value")
         self.prev_button.on_click(lambda _b: self.show_step(self.step - 1))
         self.next_button.on_click(lambda _b: self.show_step(self.step + 1))
@@ -201,27 +189,27 @@ class CutStepper:
         if self.alpha_slider is not None:
             self.alpha_slider.observe(self._on_alpha, names="value")
 
+    def _assemble(self) -> Any:
+        """The app: the step controls, the status, the cut's controls, the note line, the figure."""
+        import ipywidgets as widgets
+
         controls = [self.tau_slider, self.auto_box] + (
             [self.alpha_slider] if self.alpha_slider is not None else []
         )
         self.info.layout = widgets.Layout(margin="0 0 0 12px")
-        self.widget = widgets.VBox(
+        app = widgets.VBox(
             [
-                widgets.HBox(
-                    [self.prev_button, self.slider, self.next_button, self.play],
-                    layout=widgets.Layout(align_items="center", flex_flow="row wrap"),
-                ),
+                widgets.HBox([self.prev_button, self.slider, self.next_button, self.play],
+                             layout=widgets.Layout(align_items="center", flex_flow="row wrap")),
                 self.status,
                 # the sliders wrap as a group on narrow screens; the recompute note has a line of its own
                 widgets.HBox(controls, layout=widgets.Layout(align_items="center", flex_flow="row wrap")),
                 self.info,
                 self.figure,
             ]
-        )
-        self.widget.add_class("diffcut-cut-stepper")
-        self._sync_controls()
-        self._write_info("")
-        self._render_status()  # the figure already shows step 1 (see base_figure)
+        )  # fmt: skip
+        app.add_class("diffcut-cut-stepper")
+        return app
 
     # -- state ------------------------------------------------------------------------------------------
     @property
