@@ -27,6 +27,7 @@ from ..config import MAX_IMAGE_PIXELS, DiffCutConfig
 from ..errors import ImageInputError, ParameterError
 from ..images import center_crop_box
 from ..label_maps import resize_labels
+from ..validation import check_int
 
 __all__ = [
     "IGNORE_INDEX",
@@ -230,8 +231,8 @@ def preprocess(
         resize to ``label_size`` (both as published; :func:`~diffcut_lab.label_maps.resize_labels`). When ``size < label_size`` the crop is resized
         directly to ``label_size`` (nearest-exact), so a small model input does not coarsen the labels.
     """
-    if size < 1 or (label_size is not None and label_size < 1):
-        raise ParameterError(f"size and label_size must be positive, got {size} and {label_size}")
+    size = check_int(size, "size", minimum=1)
+    label_size = None if label_size is None else check_int(label_size, "label_size", minimum=1)
     img = np.asarray(image)
     if img.ndim != 3 or img.shape[2] != 3:
         raise ImageInputError(f"expected an (H, W, 3) image, got shape {img.shape}")
