@@ -112,7 +112,7 @@ def miou_heatmap(
         )
     )  # fmt: skip
     fig.update_layout(
-        title=title or f"mIoU (pooled over images, 0-1) over {y} x {x}" + (f", {note}" if note else ""),
+        title=title or f"{MIOU_TITLE} over {y} x {x}" + (f", {note}" if note else ""),
         xaxis={"title": x, "type": "category"},
         yaxis={"title": y, "autorange": "reversed", "type": "category"},
         template="plotly_white",
