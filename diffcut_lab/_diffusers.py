@@ -187,8 +187,13 @@ def ddim_scheduler(config: Mapping[str, Any] | None = None) -> Any:
     if config is not None:
         return DDIMScheduler.from_config(dict(config), timestep_spacing="trailing")
     return DDIMScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        clip_sample=False, set_alpha_to_one=False, timestep_spacing="trailing",
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        timestep_spacing="trailing",
     )
 
 
@@ -230,7 +235,10 @@ def prompt_encoder(root: str, subfolders: tuple[str, ...], device: torch.device)
         states, pooled = [], None
         for tok, enc in encoders:
             ids = tok(
-                [prompt], padding="max_length", max_length=tok.model_max_length, truncation=True,
+                [prompt],
+                padding="max_length",
+                max_length=tok.model_max_length,
+                truncation=True,
                 return_tensors="pt",
             ).input_ids.to(device)
             out = enc(ids, output_hidden_states=True)

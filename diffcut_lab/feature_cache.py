@@ -89,7 +89,9 @@ class FeatureCache:
                     f"{layer!r} stands for the layer {name!r} in this cache, which was not captured; captured: "
                     f"{close_names(name, usable)}."
                 )
-            raise UnknownLayerError(f"layer {layer!r} was not captured; captured: {close_names(layer, usable)}.")
+            raise UnknownLayerError(
+                f"layer {layer!r} was not captured; captured: {close_names(layer, usable)}."
+            )
         return name
 
     def __getitem__(self, key: str | tuple[str, int]) -> torch.Tensor:
@@ -170,7 +172,12 @@ class FeatureCache:
         if dtype is not None:
             meta["store_dtype"] = str(dtype).replace("torch.", "")
         return FeatureCache(
-            feats, layers=self.layers, timesteps=self.timesteps, meta=meta, images=images, aliases=self.aliases
+            feats,
+            layers=self.layers,
+            timesteps=self.timesteps,
+            meta=meta,
+            images=images,
+            aliases=self.aliases,
         )
 
     # -- files ----------------------------------------------------------------------------------------
@@ -269,17 +276,27 @@ def _checked_entries(sidecar: dict, tensors: dict[str, torch.Tensor], json_path:
         entries = {k: (str(layer), int(t)) for k, (layer, t) in sidecar["keys"].items()}
         layers, timesteps = list(sidecar["layers"]), [int(t) for t in sidecar["timesteps"]]
     except (AttributeError, KeyError, TypeError, ValueError) as err:
-        raise FeatureError(f"{json_path} is malformed ({type(err).__name__}: {err}); save the cache again.") from None
+        raise FeatureError(
+            f"{json_path} is malformed ({type(err).__name__}: {err}); save the cache again."
+        ) from None
     wrong = [k for k, (layer, t) in entries.items() if _key(layer, t) != k or k not in tensors]
     stored = {k for k in tensors if k != "__images__"}
-    if wrong or stored != set(entries) or {(layer, t) for layer in layers for t in timesteps} != set(entries.values()):
+    if (
+        wrong
+        or stored != set(entries)
+        or {(layer, t) for layer in layers for t in timesteps} != set(entries.values())
+    ):
         raise FeatureError(
             f"{json_path} does not describe the tensors beside it (entries {sorted(wrong or stored ^ set(entries))}); "
             "the two files do not belong together: save the cache again."
         )
     aliases, meta = sidecar.get("aliases", {}), sidecar.get("meta", {})
-    if not isinstance(aliases, dict) or not all(isinstance(a, str) and isinstance(v, str) for a, v in aliases.items()):
-        raise FeatureError(f"{json_path} is malformed ('aliases' must map names to layer names); save the cache again.")
+    if not isinstance(aliases, dict) or not all(
+        isinstance(a, str) and isinstance(v, str) for a, v in aliases.items()
+    ):
+        raise FeatureError(
+            f"{json_path} is malformed ('aliases' must map names to layer names); save the cache again."
+        )
     if not isinstance(meta, dict):
         raise FeatureError(f"{json_path} is malformed ('meta' must be a mapping); save the cache again.")
     stray = {a: v for a, v in aliases.items() if v not in layers}
@@ -371,7 +388,15 @@ def _content_hash(t: torch.Tensor) -> str:
 
 
 def feature_key(
-    *, model: str, image: str, size: int, timestep: int, seed: int, prompt: str, layer: str, dtype: str,
+    *,
+    model: str,
+    image: str,
+    size: int,
+    timestep: int,
+    seed: int,
+    prompt: str,
+    layer: str,
+    dtype: str,
     noise_device: str = "cpu",
 ) -> str:
     """The cache key of one feature map (see the module docstring)."""

@@ -236,7 +236,11 @@ def save_tiny_model(
 
 def _byte_chars() -> list[str]:
     """The 256 printable characters byte-level BPE tokenizers use for the bytes 0..255."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     chars, extra = [], 0
     for b in range(256):
         if b in printable:
@@ -260,7 +264,9 @@ def _tiny_tokenizer(directory: Path, max_length: int) -> Any:
     (directory / "vocab.json").write_text(json.dumps(vocab))
     (directory / "merges.txt").write_text("#version: 0.2\n")
     tok = CLIPTokenizer(
-        str(directory / "vocab.json"), str(directory / "merges.txt"), model_max_length=max_length,
+        str(directory / "vocab.json"),
+        str(directory / "merges.txt"),
+        model_max_length=max_length,
         pad_token="<|endoftext|>",
     )
     return tok, len(vocab)
@@ -276,9 +282,16 @@ def _save_text_encoders(root: Path, family: Family, seed: int) -> None:
         tok, vocab_size = _tiny_tokenizer(root / f"tokenizer{suffix}", max_len)
         tok.save_pretrained(root / f"tokenizer{suffix}")
         cfg = CLIPTextConfig(
-            vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-            num_attention_heads=2, max_position_embeddings=max_len, projection_dim=_POOLED_DIM,
-            bos_token_id=0, eos_token_id=1, pad_token_id=1,
+            vocab_size=vocab_size,
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=max_len,
+            projection_dim=_POOLED_DIM,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
         )
         cls = CLIPTextModelWithProjection if suffix == "_2" else CLIPTextModel
         with torch.random.fork_rng(devices=[]):

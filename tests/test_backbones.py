@@ -171,7 +171,9 @@ def test_sdxl_needs_pooled_embeds(tmp_path, tiny_dirs):
     (root / "conditioning.safetensors").unlink()
     with pytest.raises(ModelLoadError, match="pooled"):
         load_backbone(root, device="cpu", prompt_embeds=torch.randn(1, 5, 32))
-    bb = load_backbone(root, device="cpu", prompt_embeds=torch.randn(1, 5, 32), pooled_prompt_embeds=torch.randn(1, 16))
+    bb = load_backbone(
+        root, device="cpu", prompt_embeds=torch.randn(1, 5, 32), pooled_prompt_embeds=torch.randn(1, 16)
+    )
     assert bb.added_cond_kwargs["text_embeds"].shape == (1, 16)
 
 
@@ -181,8 +183,12 @@ def test_sdxl_needs_pooled_embeds(tmp_path, tiny_dirs):
 def _fake_snapshot(source: Path, calls: list):
     """A stand-in for huggingface_hub.snapshot_download that copies the files a real one would fetch."""
 
-    def fake(repo_id, *, revision=None, allow_patterns=None, ignore_patterns=None, local_files_only=False, **kw):
-        calls.append({"repo_id": repo_id, "allow": list(allow_patterns or []), "ignore": list(ignore_patterns or [])})
+    def fake(
+        repo_id, *, revision=None, allow_patterns=None, ignore_patterns=None, local_files_only=False, **kw
+    ):
+        calls.append(
+            {"repo_id": repo_id, "allow": list(allow_patterns or []), "ignore": list(ignore_patterns or [])}
+        )
         dest = source.parent / f"cache-{source.name}"
         for f in source.rglob("*"):
             rel = f.relative_to(source).as_posix()
@@ -208,7 +214,9 @@ def test_hub_id_goes_through_snapshot_download(monkeypatch, tmp_path):
     assert _same_weights(bb.unet, tiny_backbone("sdxl").unet)
     # configs first, then only safetensors weights of the components feature extraction needs
     assert calls[0]["repo_id"] == "someone/tiny-sdxl"
-    assert all(not p.endswith((".bin", ".safetensors")) or p == "conditioning.safetensors" for p in calls[0]["allow"])
+    assert all(
+        not p.endswith((".bin", ".safetensors")) or p == "conditioning.safetensors" for p in calls[0]["allow"]
+    )
     weights = calls[-1]["allow"]
     assert "unet/*.safetensors" in weights and "vae/*.safetensors" in weights
     assert not any(p.endswith(".bin") for p in weights)
@@ -311,8 +319,12 @@ def test_unet2dmodel_without_cross_attention_is_unsupported(tmp_path):
 
     root = tmp_path / "ddpm"
     UNet2DModel(
-        sample_size=8, block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=8, layers_per_block=1,
+        sample_size=8,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+        layers_per_block=1,
     ).save_pretrained(root / "unet")
     with pytest.raises(UnsupportedModelError, match="UNet2DModel"):
         load_backbone(root, device="cpu")

@@ -39,7 +39,9 @@ def test_default_architecture_size_and_grid():
     def keep(name):
         return lambda m, i, o: grids.__setitem__(name, o.shape)
 
-    hooks = [model.unet.get_submodule(n).register_forward_hook(keep(n)) for n in [diffcut_layer_name(model.config)]]
+    hooks = [
+        model.unet.get_submodule(n).register_forward_hook(keep(n)) for n in [diffcut_layer_name(model.config)]
+    ]
     with torch.no_grad():
         model(torch.zeros(1, 3, 128, 128), torch.tensor([50]))
     for h in hooks:
@@ -226,8 +228,13 @@ def test_bad_training_settings_are_one_line_errors(capsys, tmp_path):
     assert err.count("\n") == 1 and "steps >= 0" in err
 
 
-@pytest.mark.parametrize(("argv", "message"), [(["--threads", "0"], "--threads must be >= 1"),
-                                               (["--device", "nonsense"], "--device 'nonsense' cannot be used")])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--threads", "0"], "--threads must be >= 1"),
+        (["--device", "nonsense"], "--device 'nonsense' cannot be used"),
+    ],
+)
 def test_bad_devices_and_thread_counts_are_one_line_errors(tmp_path, capsys, argv, message):
     assert main(["--tiny", "--steps", "1", "--out", str(tmp_path / "r"), "--no-progress", *argv]) == 2
     err = capsys.readouterr().err

@@ -36,7 +36,12 @@ SD21_LIKE = {  # SD 2.x: per-block head counts, linear projections, 1024-d cross
     "attention_head_dim": [5, 10, 20, 20],
     "block_out_channels": [320, 640, 1280, 1280],
     "cross_attention_dim": 1024,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "down_block_types": [
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    ],
     "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
     "layers_per_block": 2,
     "use_linear_projection": True,
@@ -104,7 +109,9 @@ def _same_listing(outline, backbone):
     )  # fmt: skip
     assert outline.size_multiple == backbone.size_multiple
     assert list_hook_points(outline) == list_hook_points(backbone)
-    assert list_hook_points(outline, kind="probs", image_size=96) == list_hook_points(backbone, kind="probs", image_size=96)
+    assert list_hook_points(outline, kind="probs", image_size=96) == list_hook_points(
+        backbone, kind="probs", image_size=96
+    )
     assert diffcut_layer_name(outline) == diffcut_layer_name(backbone)
     assert resolve_layers(outline, ["diffcut", "attn1"]) == resolve_layers(backbone, ["diffcut", "attn1"])
     assert hook_point_rows(outline) == hook_point_rows(backbone)
@@ -181,7 +188,9 @@ def test_layers_command_on_a_directory_matches_the_built_backbone(tmp_path, caps
     lines = capsys.readouterr().out.splitlines()
     backbone = load_backbone(root, weights=False, device="cpu")
     assert lines[0] == "name,kind,stage,block,channels,height,width,tokens,diffcut"
-    assert [line.split(",")[0] for line in lines[1:]] == [p.name for p in list_hook_points(backbone, kind="attn1")]
+    assert [line.split(",")[0] for line in lines[1:]] == [
+        p.name for p in list_hook_points(backbone, kind="attn1")
+    ]
     assert sum(line.endswith(",True") for line in lines[1:]) == 1
 
 

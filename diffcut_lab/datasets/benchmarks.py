@@ -194,7 +194,11 @@ def _d2_split(split: str) -> str:
 
 
 def _d2_items(
-    root: Path, split: str, subdirs: Sequence[str], annotations: str, expected: list[str],
+    root: Path,
+    split: str,
+    subdirs: Sequence[str],
+    annotations: str,
+    expected: list[str],
     label: str = "detectron2: ",
 ) -> tuple[list[str], list[Path], list[Path]] | None:
     """The ``images/<split>`` + ``<annotations>/<split>`` pairs of the first candidate folder holding both
@@ -209,7 +213,13 @@ def _d2_items(
 
 
 def _devkit_items(
-    root: Path, split: str, subdirs: Sequence[str], image_set: str, labels: str, expected: list[str], label: str
+    root: Path,
+    split: str,
+    subdirs: Sequence[str],
+    image_set: str,
+    labels: str,
+    expected: list[str],
+    label: str,
 ) -> tuple[list[str], list[Path], list[Path]] | None:
     """The ids of ``ImageSets/<image_set>/<split>.txt`` with ``JPEGImages/<id>.jpg`` and ``<labels>/<id>.png``
     in the first candidate folder that has the list (the VOC devkit layout); what was looked for is appended
@@ -220,7 +230,9 @@ def _devkit_items(
         if lst.is_file():
             ids = _read_list(lst)
             imgs, labs = _pair_from_list(
-                ids, lambda i, b=base: b / "JPEGImages" / f"{i}.jpg", lambda i, b=base: b / labels / f"{i}.png"
+                ids,
+                lambda i, b=base: b / "JPEGImages" / f"{i}.jpg",
+                lambda i, b=base: b / labels / f"{i}.png",
             )
             return ids, imgs, labs
     return None
@@ -229,7 +241,13 @@ def _devkit_items(
 def _voc_items(root: Path, split: str) -> _Items:
     expected: list[str] = []
     found = _devkit_items(
-        root, split, ["VOCdevkit/VOC2012", "VOC2012"], "Segmentation", "SegmentationClass", expected, "raw devkit"
+        root,
+        split,
+        ["VOCdevkit/VOC2012", "VOC2012"],
+        "Segmentation",
+        "SegmentationClass",
+        expected,
+        "raw devkit",
     )
     if found is not None:
         return _Items(*found, "voc-devkit")
@@ -246,7 +264,12 @@ def _context_items(root: Path, split: str) -> _Items:
     if pairs is not None:
         return _Items(*pairs, "context-d2")
     found = _devkit_items(
-        root, split, ["VOCdevkit/VOC2010", "VOC2010"], "SegmentationContext", "SegmentationClassContext", expected,
+        root,
+        split,
+        ["VOCdevkit/VOC2010", "VOC2010"],
+        "SegmentationContext",
+        "SegmentationClassContext",
+        expected,
         "VOC2010",
     )
     if found is not None:

@@ -44,7 +44,6 @@ __all__ = [
 ]
 
 
-
 @dataclass(frozen=True)
 class PocketConfig:
     """Architecture and noise schedule of a pocket UNet.
