@@ -66,7 +66,7 @@ def _extent(trace) -> tuple[float, float]:
     return w * (trace.dx if trace.dx is not None else 1.0), h * (trace.dy if trace.dy is not None else 1.0)
 
 
-def _step_colours(traces: dict[int, object], data: sd._StepData, i: int) -> dict[str, dict[str, tuple]]:
+def _step_colours(traces: dict[int, object], data: sd.StepData, i: int) -> dict[str, dict[str, tuple]]:
     """This side's and that side's colour in the sub-graph, Fiedler, partition and legend of step ``i``, read
     from the traces."""
     split, fiedler, part = traces[sd.T_SPLIT], traces[sd.T_FIEDLER], traces[sd.T_PARTITION]
@@ -103,13 +103,13 @@ def test_a_side_has_one_colour_in_every_panel_of_its_step(tree):
     img = _image()
     app = st.cut_stepper(tree, img)
     static = st.cut_steps_figure(tree, img)
-    data = sd._StepData(tree)
+    data = sd.StepData(tree)
     accepted = [i for i, s in enumerate(tree.steps) if s.accepted]
     for i in range(len(tree.steps)):
         app.show_step(i + 1)
         frame = static.frames[i]
         from_frame = dict(zip(frame.traces, frame.data))
-        for traces in ({k: app.figure.data[k] for k in sd._DYNAMIC}, from_frame):
+        for traces in ({k: app.figure.data[k] for k in sd.DYNAMIC}, from_frame):
             colours = _step_colours(traces, data, i)
             for side in ("this", "that"):
                 panels = colours[side]
@@ -121,7 +121,7 @@ def test_a_side_has_one_colour_in_every_panel_of_its_step(tree):
 
 
 def test_the_fiedler_colour_bar_says_what_white_means(tree):
-    data = sd._StepData(tree)
+    data = sd.StepData(tree)
     for i, s in enumerate(tree.steps):
         props = data.step_props(i)[sd.T_FIEDLER]
         assert (props["zmin"] + props["zmax"]) / 2 == pytest.approx(s.threshold)  # white is the threshold
@@ -204,7 +204,7 @@ def test_blend_labels_paints_given_colours():
 
 def test_the_tree_of_cuts_shows_each_node_in_its_segments_colour(tree):
     fig = st.cut_steps_figure(tree)
-    data = sd._StepData(tree)
+    data = sd.StepData(tree)
     bars, hatch = fig.data[sd.T_ICICLE], fig.data[sd.T_HATCH]
     step_of = {s.node: j for j, s in enumerate(tree.steps)}
     for i, s in enumerate(tree.steps):
@@ -227,7 +227,7 @@ def test_a_rejected_cut_shows_the_colours_that_cut_alone_would_give(mode):
     from diffcut_lab.colors import lineage_hex
 
     t = dl.recursive_ncut(affinity(_features(5), alpha=10.0), tau=0.7, grid=(H_GRID, W_GRID), mode=mode)
-    data = sd._StepData(t)
+    data = sd.StepData(t)
     rejected = 0
     for i, s in enumerate(t.steps):
         members, positive = data.sides(i)

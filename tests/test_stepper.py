@@ -147,7 +147,7 @@ def test_recompute_on_32x32_records_its_time():
 def test_paper_mode_marks_dropped_nodes():
     feats, _img = _blocks(seed=2)
     tree = dl.recursive_ncut(affinity(feats, alpha=10.0), tau=0.5, grid=(16, 16), mode="paper")
-    data = sd._StepData(tree)
+    data = sd.StepData(tree)
     for i, s in enumerate(tree.steps):
         z = data.step_props(i)[sd.T_SPLIT]["z"].ravel()
         assert (z == 3).sum() == len(s.region) - len(s.members)
@@ -160,7 +160,7 @@ def test_static_figure_has_one_frame_per_step(case):
     assert len(fig.frames) == len(tree.steps)
     assert len(fig.layout.sliders[0].steps) == len(tree.steps)
     # frames differ where the steps differ
-    zs = [np.nan_to_num(np.asarray(f.data[sd._DYNAMIC.index(sd.T_FIEDLER)].z, float)) for f in fig.frames]
+    zs = [np.nan_to_num(np.asarray(f.data[sd.DYNAMIC.index(sd.T_FIEDLER)].z, float)) for f in fig.frames]
     assert not np.array_equal(zs[0], zs[1])
     capped = st.cut_steps_figure(tree, img, max_steps=2)
     assert len(capped.frames) == 2

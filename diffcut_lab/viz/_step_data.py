@@ -23,6 +23,25 @@ from ..options import AUTO
 from ._common import ACCEPTED, HIGHLIGHT, REJECTED
 from .icicle import icicle_layout
 
+__all__ = [
+    "CURVE_X",
+    "CURVE_Y",
+    "DROPPED_RGBA",
+    "DYNAMIC",
+    "N_TRACES",
+    "OUTSIDE_SOLID",
+    "PAINT_OPACITY",
+    "StepData",
+    "as_np",
+    "auto_rule",
+    "grid_of",
+    "is_accepted",
+    "require_steps",
+    "step_summary",
+    "summary_parts",
+    "tau_text",
+]
+
 # trace order of the stepper figure (indices are relied on by updates and by the slider frames):
 # 0 image, 1 sub-graph, 2 Fiedler vector, 3 NCut curve, 4 chosen threshold, 5 tau line, 6 threshold line,
 # 7 image under the partition, 8 partition, 9 tree of cuts, 10-13 the step's legend (this side, that side,
@@ -32,7 +51,7 @@ T_PARTITION, T_ICICLE = 8, 9
 T_LEGEND_POS, T_LEGEND_NEG = 10, 11  # one colour for each side of the cut, said once for every panel
 T_HATCH = 14
 N_TRACES = 15
-_DYNAMIC = [T_SPLIT, T_FIEDLER, T_CURVE, T_CHOSEN, T_TAU, T_THRESH, T_PARTITION, T_ICICLE, T_LEGEND_POS,
+DYNAMIC = [T_SPLIT, T_FIEDLER, T_CURVE, T_CHOSEN, T_TAU, T_THRESH, T_PARTITION, T_ICICLE, T_LEGEND_POS,
             T_LEGEND_NEG, T_HATCH]  # fmt: skip
 
 #: weight of a segment's (or a side's) colour over the image, the same in the sub-graph and partition panels
@@ -45,7 +64,7 @@ DROPPED_RGBA = "rgba(236,236,236,0.9)"
 CURVE_X, CURVE_Y = "xaxis3", "yaxis3"  # the NCut panel's axes (row 1, column 3 of the figure's grid)
 
 
-def _require_steps(tree: Any) -> None:
+def require_steps(tree: Any) -> None:
     """The views step through recorded cuts: a tree without any says why it has none."""
     if tree.steps:
         return
@@ -58,17 +77,17 @@ def _require_steps(tree: Any) -> None:
     raise ParameterError("the tree has no recorded steps (a graph of a single node cannot be cut)")
 
 
-def _auto_rule(tree: Any) -> str | None:
+def auto_rule(tree: Any) -> str | None:
     """The automatic rule of a ``tau="auto"`` tree (``"dynamic"`` or ``"stable"``), None for a fixed tau."""
     if tree.params.get("tau") != AUTO:
         return None
     return str(tree.params.get("auto_rule", "dynamic"))
 
 
-def _tau_text(tree: Any) -> str:
+def tau_text(tree: Any) -> str:
     """How the tree's tau reads on the panels: ``τ 0.50``, ``τ auto`` (the dynamic rule decides each cut
     below :data:`~diffcut_lab.options.AUTO_TAU`), ``τ 0.47 (auto)`` (the stable rule's tau)."""
-    rule = _auto_rule(tree)
+    rule = auto_rule(tree)
     if rule == "dynamic":
         return "τ auto"
     return f"τ {float(tree.tau):.2f}" + (" (auto)" if rule else "")
@@ -77,15 +96,15 @@ def _tau_text(tree: Any) -> str:
 def _decision(tree: Any, s: Any) -> str:
     """Why step ``s`` was cut or not, in a few words: NCut against tau, or the dynamic rule's verdict."""
     ncut = _fmt(float(s.ncut) if s.ncut is not None else np.nan)
-    if _auto_rule(tree) == "dynamic":
+    if auto_rule(tree) == "dynamic":
         # the step's reason without its verdict, its NCut (shown already) and its details in brackets
         why = str(getattr(s, "reason", "") or "").split(" (")[0].split(" [")[0]
         why = re.sub(r"^ncut \S+ ", "", re.sub(r"^(accepted|rejected|stopped): ", "", why))
         return f"NCut {ncut} · τ auto ({why})" if why else f"NCut {ncut} · τ auto"
-    return f"NCut {ncut} {'<' if _accepted(s) else '≥'} {_tau_text(tree)}"
+    return f"NCut {ncut} {'<' if is_accepted(s) else '≥'} {tau_text(tree)}"
 
 
-def _grid_of(tree: Any) -> tuple[int, int]:
+def grid_of(tree: Any) -> tuple[int, int]:
     grid = getattr(tree, "grid", None)
     if grid is None:
         n = int(np.asarray(tree.labels).size)
@@ -98,7 +117,7 @@ def _grid_of(tree: Any) -> tuple[int, int]:
     return (int(grid[0]), int(grid[1]))
 
 
-def _as_np(x: Any) -> np.ndarray:
+def as_np(x: Any) -> np.ndarray:
     if x is None:
         return np.zeros(0)
     if hasattr(x, "detach"):
@@ -110,7 +129,7 @@ def _round(a: np.ndarray, nd: int = 4) -> np.ndarray:
     return np.round(a.astype(np.float64), nd)
 
 
-def _accepted(step: Any) -> bool:
+def is_accepted(step: Any) -> bool:
     return bool(step.accepted)
 
 
@@ -154,15 +173,15 @@ def _fmt(x: float) -> str:
 
 def step_summary(tree: Any, i: int) -> str:
     """One line describing step ``i`` (0-based) of ``tree``."""
-    head, verdict, tail = _summary_parts(tree, i)
+    head, verdict, tail = summary_parts(tree, i)
     return f"{head} → {verdict}{tail}"
 
 
-def _summary_parts(tree: Any, i: int) -> tuple[str, str, str]:
+def summary_parts(tree: Any, i: int) -> tuple[str, str, str]:
     """The summary of step ``i`` in three parts: what was cut and why, the verdict, what was dropped."""
     steps = tree.steps
     s = steps[i]
-    verdict = "accepted: split" if _accepted(s) else "rejected: leaf"
+    verdict = "accepted: split" if is_accepted(s) else "rejected: leaf"
     head = f"step {i + 1} of {len(steps)} · depth {int(s.depth)} · {len(s.members)} px · {_decision(tree, s)}"
     region = getattr(s, "region", None)
     tail = ""
@@ -173,18 +192,18 @@ def _summary_parts(tree: Any, i: int) -> tuple[str, str, str]:
 
 def _tau_line_text(tree: Any) -> str:
     """The label of the NCut panel's tau line (for the dynamic rule, the ceiling below which it decides)."""
-    if _auto_rule(tree) == "dynamic":
+    if auto_rule(tree) == "dynamic":
         return f"τ auto ≤ {float(tree.tau):.2f}"
-    return f"τ = {float(tree.tau):.2f}" + (" (auto)" if _auto_rule(tree) else "")
+    return f"τ = {float(tree.tau):.2f}" + (" (auto)" if auto_rule(tree) else "")
 
 
-class _StepData:
+class StepData:
     """Computes the trace updates of every step of one tree (cached), for the figure builders."""
 
     def __init__(self, tree: Any, *, interactive: bool = True) -> None:
         self.tree = tree
         self.interactive = interactive
-        self.grid = _grid_of(tree)
+        self.grid = grid_of(tree)
         self.n = self.grid[0] * self.grid[1]
         self.layout = icicle_layout(tree)
         labels = np.asarray(tree.labels)
@@ -213,7 +232,7 @@ class _StepData:
         ncuts = [float(s.ncut) if s.ncut is not None else float("nan") for s in steps]
         custom = np.array(
             [
-                [j + 1, lay.size[j], _fmt(ncuts[j]), "accepted" if _accepted(s) else "rejected"]
+                [j + 1, lay.size[j], _fmt(ncuts[j]), "accepted" if is_accepted(s) else "rejected"]
                 for j, s in enumerate(steps)
             ],
             dtype=object,
@@ -236,7 +255,7 @@ class _StepData:
             "base": list(lay.offset),
             "y": list(lay.depth),
             "marker": {"opacity": self._opacities(current),
-                       "pattern": {"shape": ["" if _accepted(s) else "/" for s in self.tree.steps]}},
+                       "pattern": {"shape": ["" if is_accepted(s) else "/" for s in self.tree.steps]}},
         }  # fmt: skip
 
     # -- one step -------------------------------------------------------------------------------------
@@ -249,10 +268,10 @@ class _StepData:
         """``(members, positive)`` of step ``i``: the sub-graph's flat pixel ids and the mask of this side
         (the Fiedler vector above the chosen threshold)."""
         s = self.tree.steps[i]
-        members = _as_np(s.members).astype(np.int64).ravel()
-        fiedler = _as_np(s.fiedler).astype(np.float64).ravel()
+        members = as_np(s.members).astype(np.int64).ravel()
+        fiedler = as_np(s.fiedler).astype(np.float64).ravel()
         thr = float(s.threshold) if s.threshold is not None else np.nan
-        positive = _as_np(getattr(s, "positive", None)).astype(bool).ravel()
+        positive = as_np(getattr(s, "positive", None)).astype(bool).ravel()
         if positive.size != members.size:
             if fiedler.size == members.size and np.isfinite(thr):
                 positive = fiedler > thr
@@ -265,8 +284,8 @@ class _StepData:
         starts from (the root's before any cut, a child's the side colour its parent's cut gave it)."""
         if self._node_colors is None:
             self._node_colors = [
-                self.partition_colors(j)[int(self.partition(j).ravel()[int(_as_np(s.members).ravel()[0])])]
-                if _as_np(s.members).size
+                self.partition_colors(j)[int(self.partition(j).ravel()[int(as_np(s.members).ravel()[0])])]
+                if as_np(s.members).size
                 else "#808080"
                 for j, s in enumerate(self.tree.steps)
             ]
@@ -297,7 +316,7 @@ class _StepData:
         nxt = int(final.max()) + 1 if final.size else 1
         for j, step in enumerate(steps):
             members, positive = self.sides(j)
-            if not _accepted(step) and members.size and positive.any() and not positive.all():
+            if not is_accepted(step) and members.size and positive.any() and not positive.all():
                 split[members[positive]] = nxt
                 nxt += 1
         self._rejected_split = relabel_raster(split)
@@ -316,7 +335,7 @@ class _StepData:
             c = self.partition_colors(i)[int(before[members[0]])] if members.size else "#808080"
             out = (c, c)
         else:
-            if _accepted(self.tree.steps[i]):
+            if is_accepted(self.tree.steps[i]):
                 after, colours = self.partition(i + 1).ravel(), self.partition_colors(i + 1)
             else:  # the colours the cut would have given (see _colour_chain)
                 self._colour_chain()
@@ -354,7 +373,7 @@ class _StepData:
         split = np.zeros(self.n)
         if members.size:
             split[members] = np.where(positive, 1.0, 2.0)
-        region = _as_np(getattr(s, "region", None)).astype(np.int64).ravel()
+        region = as_np(getattr(s, "region", None)).astype(np.int64).ravel()
         if region.size > members.size:  # paper mode: nodes dropped by the published rule
             dropped = np.setdiff1d(region, members, assume_unique=True)
             split[dropped] = 3.0
@@ -366,7 +385,7 @@ class _StepData:
         """The Fiedler panel at step ``i``: the vector on the sub-graph's pixels, white at the threshold."""
         s = self.tree.steps[i]
         members, _ = self.sides(i)
-        fiedler = _as_np(s.fiedler).astype(np.float64).ravel()
+        fiedler = as_np(s.fiedler).astype(np.float64).ravel()
         thr = float(s.threshold) if s.threshold is not None else np.nan
         fz = np.full(self.n, np.nan)
         if fiedler.size == members.size and members.size:
@@ -392,8 +411,8 @@ class _StepData:
         """The NCut panel at step ``i``: the sweep, the chosen threshold, the tau line, the threshold line."""
         s = self.tree.steps[i]
         thr = float(s.threshold) if s.threshold is not None else np.nan
-        thresholds = _as_np(s.thresholds).astype(np.float64).ravel()
-        ncuts = _as_np(s.ncut_values).astype(np.float64).ravel()
+        thresholds = as_np(s.thresholds).astype(np.float64).ravel()
+        ncuts = as_np(s.ncut_values).astype(np.float64).ravel()
         finite = np.isfinite(ncuts)
         ncut = float(s.ncut) if s.ncut is not None else np.nan
         tau = float(self.tree.tau)
@@ -404,7 +423,7 @@ class _StepData:
             T_CHOSEN: {
                 "x": [thr] if chosen else [],
                 "y": [ncut] if chosen else [],
-                "marker": {"color": ACCEPTED if _accepted(s) else REJECTED},
+                "marker": {"color": ACCEPTED if is_accepted(s) else REJECTED},
             },
             T_TAU: {"x": xr, "y": [tau, tau], "text": ["", _tau_line_text(self.tree)]},
             T_THRESH: {"x": [thr, thr] if np.isfinite(thr) else [], "y": [0.0, ytop]},
@@ -421,8 +440,8 @@ class _StepData:
         """``(x range, y range)`` of the NCut panel at step ``i``: the step's whole sweep, the chosen
         threshold and the tau line, with room for their labels. Every frame carries its own."""
         s = self.tree.steps[i]
-        thresholds = _as_np(s.thresholds).astype(np.float64).ravel()
-        ncuts = _as_np(s.ncut_values).astype(np.float64).ravel()
+        thresholds = as_np(s.thresholds).astype(np.float64).ravel()
+        ncuts = as_np(s.ncut_values).astype(np.float64).ravel()
         finite = (
             np.isfinite(ncuts) & np.isfinite(thresholds)
             if thresholds.size == ncuts.size
@@ -445,7 +464,7 @@ class _StepData:
 
     def titles(self, i: int) -> list[str]:
         s = self.tree.steps[i]
-        acc = _accepted(s)
+        acc = is_accepted(s)
         color = ACCEPTED if acc else REJECTED
         part = self.partition(i + 1)
         k = int(part.max()) + 1 if part.size else 1
@@ -454,10 +473,10 @@ class _StepData:
         # the value is in the title, not beside the marker, where the curve or the threshold line crosses it
         if not np.isfinite(ncut):
             value = "NCut"
-        elif _auto_rule(self.tree) == "dynamic":
+        elif auto_rule(self.tree) == "dynamic":
             value = f"NCut {ncut:.3f} · τ auto"
         else:
-            value = f"NCut {ncut:.3f} {'<' if acc else '≥'} {_tau_text(self.tree)}"
+            value = f"NCut {ncut:.3f} {'<' if acc else '≥'} {tau_text(self.tree)}"
         return [
             f"sub-graph of step {i + 1}: {len(s.members)} px",
             "Fiedler vector (white: the threshold)",

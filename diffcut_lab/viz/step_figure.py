@@ -24,18 +24,18 @@ from plotly.subplots import make_subplots
 from ..colors import pca_rgb
 from ._common import as_rgb, downscale, grid_geometry, image_trace, style_image_axes
 from ._step_data import (
-    _DYNAMIC,
     CURVE_X,
     CURVE_Y,
     DROPPED_RGBA,
+    DYNAMIC,
     N_TRACES,
     OUTSIDE_SOLID,
     T_FIEDLER,
     T_LEGEND_POS,
-    _as_np,
-    _require_steps,
-    _StepData,
-    _tau_text,
+    StepData,
+    as_np,
+    require_steps,
+    tau_text,
 )
 from .icicle import hatch_trace, icicle_trace
 
@@ -61,7 +61,7 @@ def background(image: Any, features: Any, grid: tuple[int, int], max_side: int) 
 # ----------------------------------------------------------------------------------------------------
 # the traces, in the order of the trace indices of _step_data
 # ----------------------------------------------------------------------------------------------------
-def _add_cut_maps(fig: go.Figure, data: _StepData, bg: np.ndarray) -> None:
+def _add_cut_maps(fig: go.Figure, data: StepData, bg: np.ndarray) -> None:
     """The image, the sub-graph over it, and the Fiedler vector (traces 0-2)."""
     geom = grid_geometry(bg.shape[:2], data.grid)
     h, w = data.grid
@@ -101,7 +101,7 @@ def _add_curve(fig: go.Figure) -> None:
         fig.add_trace(trace, row=1, col=3)
 
 
-def _add_partition_and_tree(fig: go.Figure, data: _StepData, bg: np.ndarray) -> None:
+def _add_partition_and_tree(fig: go.Figure, data: StepData, bg: np.ndarray) -> None:
     """The image, the partition over it, and the nodes of the tree of cuts (traces 7-9)."""
     h, w = data.grid
     fig.add_trace(image_trace(bg, name="image"), row=2, col=1)
@@ -119,10 +119,10 @@ def _add_partition_and_tree(fig: go.Figure, data: _StepData, bg: np.ndarray) -> 
     )  # fmt: skip
 
 
-def _add_legend(fig: go.Figure, data: _StepData) -> None:
+def _add_legend(fig: go.Figure, data: StepData) -> None:
     """The legend of the step's colours, said once for the sub-graph, Fiedler and partition panels (traces
     10-13: this side, that side, outside, dropped); the other traces have no entry."""
-    dropped = any(_as_np(getattr(st, "region", None)).size > len(st.members) for st in data.tree.steps)
+    dropped = any(as_np(getattr(st, "region", None)).size > len(st.members) for st in data.tree.steps)
     for name, colour, shown in (
         ("this side: Fiedler > threshold", "#808080", True),
         ("that side: Fiedler ≤ threshold", "#808080", True),
@@ -141,7 +141,7 @@ def _add_legend(fig: go.Figure, data: _StepData) -> None:
             tr.showlegend = False
 
 
-def _style_axes(fig: go.Figure, data: _StepData, bg: np.ndarray) -> None:
+def _style_axes(fig: go.Figure, data: StepData, bg: np.ndarray) -> None:
     """Image panels with square pixels, the NCut and tree panels' axis titles and ranges."""
     for r, c in ((1, 1), (1, 2), (2, 1)):
         style_image_axes(fig, r, c)
@@ -183,13 +183,11 @@ def _style_layout(fig: go.Figure, height: int, width: int | None) -> None:
     assert (curve.xaxis.plotly_name, curve.yaxis.plotly_name) == (CURVE_X, CURVE_Y)
 
 
-def _max_depth(data: _StepData) -> int:
+def _max_depth(data: StepData) -> int:
     return max(data.layout.depth) if data.layout.depth else 0
 
 
-def base_figure(
-    data: _StepData, bg: np.ndarray, *, widget: bool, height: int, width: int | None
-) -> go.Figure:
+def base_figure(data: StepData, bg: np.ndarray, *, widget: bool, height: int, width: int | None) -> go.Figure:
     """The five panels showing step 1 of ``data``'s tree over the picture ``bg``; a ``FigureWidget`` for
     the app (``widget``)."""
     fig = make_subplots(
@@ -215,7 +213,7 @@ def base_figure(
     return go.FigureWidget(fig) if widget else fig
 
 
-def apply_step(fig: go.Figure, data: _StepData, i: int) -> None:
+def apply_step(fig: go.Figure, data: StepData, i: int) -> None:
     """Show step ``i`` (0-based) in a figure made by :func:`base_figure`."""
     for idx, props in data.step_props(i).items():
         fig.data[idx].update(props)
@@ -227,7 +225,7 @@ def apply_step(fig: go.Figure, data: _StepData, i: int) -> None:
 # ----------------------------------------------------------------------------------------------------
 # the static figure
 # ----------------------------------------------------------------------------------------------------
-def _frames(fig: go.Figure, data: _StepData, n: int) -> list[go.Frame]:
+def _frames(fig: go.Figure, data: StepData, n: int) -> list[go.Frame]:
     """One frame per step (the first ``n``): the dynamic traces, the titles and the NCut panel's ranges."""
     frames = []
     for i in range(n):
@@ -241,8 +239,8 @@ def _frames(fig: go.Figure, data: _StepData, n: int) -> list[go.Frame]:
         frames.append(
             go.Frame(
                 name=str(i + 1),
-                data=[type(fig.data[idx])(**props[idx]) for idx in _DYNAMIC],
-                traces=_DYNAMIC,
+                data=[type(fig.data[idx])(**props[idx]) for idx in DYNAMIC],
+                traces=DYNAMIC,
                 layout=frame_layout,
             )
         )
@@ -321,8 +319,8 @@ def cut_steps_figure(
     plotly.graph_objects.Figure
         The figure shows the first step; the slider (or the play button) moves through the others.
     """
-    _require_steps(tree)
-    data = _StepData(tree, interactive=False)
+    require_steps(tree)
+    data = StepData(tree, interactive=False)
     fig = base_figure(data, background(image, features, data.grid, max_side), widget=False, height=height,
                       width=width)  # fmt: skip
     n = min(len(tree.steps), max_steps)
@@ -330,7 +328,7 @@ def cut_steps_figure(
     fig.update_layout(
         # the title on the first line (12 px from the top), the legend on its own line under it (42 px)
         title={"text": title or f"recursive NCut: {len(tree.steps)} steps, {data.k_final} segments "
-                                 f"({_tau_text(tree)})", "y": 1 - 12 / height, "yanchor": "top", "yref": "container"},
+                                 f"({tau_text(tree)})", "y": 1 - 12 / height, "yanchor": "top", "yref": "container"},
         margin={"t": 100, "b": 110},
         # the step's legend on a line of its own under the title (a narrow export keeps both whole)
         legend={"y": 1 - 42 / height, "x": 0.0, "xanchor": "left"},
@@ -343,13 +341,13 @@ def cut_tree_figure(tree: Any, *, height: int = 320, title: str | None = None) -
     """The tree of cuts alone, as an icicle: one bar per step (x: pixels covered, y: depth) in its region's
     colour by its place in the tree (the colours of the stepper's partition panel, a final segment's bar in
     the segment's colour); a rejected cut (the node is a final segment) is hatched."""
-    data = _StepData(tree)
+    data = StepData(tree)
     last = len(tree.steps) - 1
     props = data.icicle_props(last)
     props["marker"]["line"] = {"width": 0.5, "color": "white"}
     fig = go.Figure([icicle_trace(**props), hatch_trace(**data.hatch_props(last))])
     fig.update_layout(
-        title=title or f"tree of cuts: {len(tree.steps)} steps, {data.k_final} segments ({_tau_text(tree)})",
+        title=title or f"tree of cuts: {len(tree.steps)} steps, {data.k_final} segments ({tau_text(tree)})",
         height=height, barmode="overlay", plot_bgcolor="white", margin={"l": 10, "r": 10, "t": 50, "b": 40},
         xaxis={"title": "pixels", "range": [0, data.n], "showgrid": False},
         yaxis={"title": "depth", "range": [_max_depth(data) + 0.6, -0.6], "dtick": 1},

@@ -23,7 +23,7 @@ from ..config import DEFAULT_ALPHA
 from ..errors import ParameterError
 from ..options import AUTO
 from ._common import ACCEPTED, REJECTED, app_mimebundle
-from ._step_data import T_ICICLE, _accepted, _auto_rule, _grid_of, _require_steps, _StepData, _summary_parts
+from ._step_data import T_ICICLE, StepData, auto_rule, grid_of, is_accepted, require_steps, summary_parts
 from .icicle import icicle_layout
 from .step_figure import apply_step, background, base_figure, cut_steps_figure, cut_tree_figure
 
@@ -113,18 +113,18 @@ class CutStepper:
             image = seg.image if image is None else image
             features = seg.features if features is None else features
             attention = seg.attention if attention is None else attention
-        _require_steps(tree)
+        require_steps(tree)
         self._features = features
         self._attention = attention
         self._walk = tree.params.get("affinity") == "attention"
         #: whether the cuts can be recomputed: the features, and for an attention-walk tree its attention
         self.recomputable = features is not None and (attention is not None or not self._walk)
-        self._grid = _grid_of(tree)
+        self._grid = grid_of(tree)
         self._full = tree  # the deepest tree computed so far for the current alpha (prune it for smaller tau)
         self.tree = tree
         self.alpha = float(alpha if alpha is not None else tree.params.get("alpha", DEFAULT_ALPHA))
         self.last_update_s = 0.0
-        self._data = _StepData(tree)
+        self._data = StepData(tree)
         self._busy = False
         self._syncing = False
         bg = background(image, features, self._grid, max_side)
@@ -220,7 +220,7 @@ class CutStepper:
     @property
     def auto(self) -> bool:
         """Whether the tree shown now was cut with ``tau="auto"``."""
-        return _auto_rule(self.tree) is not None
+        return auto_rule(self.tree) is not None
 
     def show_step(self, k: int) -> None:
         """Show step ``k`` (1-based; clamped to the tree's steps)."""
@@ -247,7 +247,7 @@ class CutStepper:
         tau = float(tau)
         was_auto = self.auto
         t0 = time.perf_counter()
-        if tau <= float(self._full.tau) + 1e-12 and _auto_rule(self._full) != "dynamic":
+        if tau <= float(self._full.tau) + 1e-12 and auto_rule(self._full) != "dynamic":
             tree = self._full.prune(tau)
             what = f"τ = {tau:.2f}: pruned"
         elif self.recomputable:
@@ -258,7 +258,7 @@ class CutStepper:
             raise ParameterError(self._why_not_recomputable(
                 f"tau={tau} needs the cuts recomputed ("
                 + ("the tree was cut with tau='auto' by the dynamic rule, which decided each cut"
-                   if _auto_rule(self._full) == "dynamic" else f"it is larger than the tree's tau {self._full.tau:g}")
+                   if auto_rule(self._full) == "dynamic" else f"it is larger than the tree's tau {self._full.tau:g}")
                 + ")"
             ))  # fmt: skip
         if was_auto:
@@ -355,7 +355,7 @@ class CutStepper:
 
     def _write_info(self, what: str) -> None:
         notes = []
-        rule = _auto_rule(self.tree)
+        rule = auto_rule(self.tree)
         if rule == "dynamic":
             notes.append(
                 f"τ auto: the dynamic rule decided each cut below τ {float(self.tree.tau):.2f}, where the "
@@ -389,7 +389,7 @@ class CutStepper:
     def _set_tree(self, tree: Any, seconds: float, what: str) -> None:
         old_step = self.step
         self.tree = tree
-        self._data = _StepData(tree)
+        self._data = StepData(tree)
         n = max(len(tree.steps), 1)
         self.last_update_s = seconds
         self._sync_controls()
@@ -422,9 +422,9 @@ class CutStepper:
     def _render_status(self) -> None:
         i = self.step - 1
         s = self.tree.steps[i]
-        color = ACCEPTED if _accepted(s) else REJECTED
+        color = ACCEPTED if is_accepted(s) else REJECTED
         head, verdict, tail = (
-            html.escape(t) for t in _summary_parts(self.tree, i)
+            html.escape(t) for t in summary_parts(self.tree, i)
         )  # the verdict once, in its colour
         self.status.value = (
             f"<b style='font-size:14px'>{head} → "
