@@ -100,6 +100,19 @@ def test_the_hatching_marks_the_rejected_cuts_over_the_nodes(tree):
     assert alone.layout.showlegend is False
 
 
+def test_the_app_moves_the_hatching_with_the_nodes(tree):
+    """In the app the hatching follows the step (fading) and a pruned tree (fewer nodes)."""
+    app = viz.cut_stepper(tree, np.full((48, 48, 3), 120, np.uint8))
+    nodes, hatch = app.figure.data[sd.T_ICICLE], app.figure.data[sd.T_HATCH]
+    app.show_step(3)
+    assert list(hatch.marker.opacity) == list(nodes.marker.opacity) and nodes.marker.opacity[3] < 1
+    app.set_tau(0.2)  # pruned below the first cut: one step
+    assert len(app.tree.steps) < len(tree.steps)
+    for key in ("x", "base", "y"):
+        assert list(hatch[key]) == list(nodes[key])
+    assert list(hatch.marker.pattern.shape) == ["" if s.accepted else "/" for s in app.tree.steps]
+
+
 @pytest.mark.slow
 @pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no Chromium at /usr/bin/chromium")
