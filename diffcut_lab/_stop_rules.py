@@ -145,6 +145,28 @@ def auto_threshold(
     return min(0.5 * float(vals[k - 1] + vals[k]), 1.0), int(k), vals
 
 
+def _step_inputs(
+    weights: Any, degrees: Any, fiedler: Any, thresholds: Any, ncut_values: Any
+) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`dynamic_accept`'s arrays, checked to describe one sub-graph: ``(w, d, y, thr, nc)``."""
+    y = np.asarray(fiedler, dtype=np.float64).reshape(-1)
+    thr = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    nc = np.asarray(ncut_values, dtype=np.float64).reshape(-1)
+    n = y.shape[0]
+    if thr.shape != nc.shape:
+        raise ParameterError(
+            f"thresholds ({thr.shape[0]}) and ncut_values ({nc.shape[0]}) must have one entry per candidate."
+        )
+    w = weights if sp.issparse(weights) else np.asarray(weights)
+    d = np.asarray(degrees, dtype=np.float64).reshape(-1)
+    if len(w.shape) != 2 or w.shape[0] != w.shape[1] or w.shape[0] != n or d.shape[0] != n:
+        raise ParameterError(
+            f"weights {tuple(w.shape)}, degrees ({d.shape[0]},) and the Fiedler vector ({n},) must describe "
+            "the same n nodes: pass the sub-graph's (n, n) weights, its (n,) degrees and its Fiedler vector."
+        )
+    return w, d, y, thr, nc
+
+
 def dynamic_accept(
     weights: Any,
     degrees: Any,
@@ -226,22 +248,9 @@ def dynamic_accept(
     >>> ok
     False
     """
-    y = np.asarray(fiedler, dtype=np.float64).reshape(-1)
-    thr = np.asarray(thresholds, dtype=np.float64).reshape(-1)
-    nc = np.asarray(ncut_values, dtype=np.float64).reshape(-1)
+    w, d, y, thr, nc = _step_inputs(weights, degrees, fiedler, thresholds, ncut_values)
     n = y.shape[0]
     where = f"region of {n} of {int(n_total)} nodes at depth {int(depth)}"
-    if thr.shape != nc.shape:
-        raise ParameterError(
-            f"thresholds ({thr.shape[0]}) and ncut_values ({nc.shape[0]}) must have one entry per candidate."
-        )
-    w = weights if sp.issparse(weights) else np.asarray(weights)
-    d = np.asarray(degrees, dtype=np.float64).reshape(-1)
-    if len(w.shape) != 2 or w.shape[0] != w.shape[1] or w.shape[0] != n or d.shape[0] != n:
-        raise ParameterError(
-            f"weights {tuple(w.shape)}, degrees ({d.shape[0]},) and the Fiedler vector ({n},) must describe "
-            "the same n nodes: pass the sub-graph's (n, n) weights, its (n,) degrees and its Fiedler vector."
-        )
     value = float(ncut)
     if not np.isfinite(value):
         return False, f"stopped: ncut undefined ({where})"
