@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .config import MAX_DENSE_NODES
+from .config import DEFAULT_ALPHA, MAX_DENSE_NODES
 from .errors import FeatureError, ParameterError
 from .validation import as_tensor, check_features, check_float, check_int
 
@@ -82,7 +82,7 @@ def _normalise_(s: torch.Tensor, smin: torch.Tensor, smax: torch.Tensor, alpha: 
 
 def affinity(
     features: Any,
-    alpha: float = 10.0,
+    alpha: float = DEFAULT_ALPHA,
     *,
     dtype: torch.dtype = torch.float32,
     knn: int | None = None,

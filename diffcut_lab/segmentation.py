@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .affinities import safe_scale
-from .config import CUT_FIELDS, DiffCutConfig, parse_size
+from .config import TREE_FIELDS, DiffCutConfig, parse_size
 from .errors import FeatureError, ParameterError
 from .images import crop_region, resize_image
 from .options import AUTO, AUTO_TAU
@@ -160,12 +160,8 @@ def _partition(W: Any, config: DiffCutConfig, grid: tuple[int, int], recursive: 
         if config.partition == "kway":
             source = "the automatic rule" if config.tau == AUTO else f"the recursive cut at tau {tree.tau:g}"
             tree = _kway_tree(W, config, grid, tree.n_segments, source, start=tree.labels)
-    tree.params.update({k: getattr(config, k) for k in _TREE_PARAMS if k not in tree.params})
+    tree.params.update({k: getattr(config, k) for k in TREE_FIELDS if k not in tree.params})
     return tree
-
-
-#: the settings a tree records in ``params`` (its ``tau`` and ``mode`` are attributes of their own)
-_TREE_PARAMS = tuple(f for f in CUT_FIELDS if f not in ("tau", "mode"))
 
 
 def affinity_graph(features: Any, config: DiffCutConfig, attention: Any = None) -> torch.Tensor:
@@ -282,7 +278,7 @@ def tree_config(tree: Any, base: DiffCutConfig | None = None) -> DiffCutConfig:
     Parameters
     ----------
     tree : CutTree
-        ``tree.params`` holds what :func:`cut_tree` records (``_TREE_PARAMS``); ``params["tau"] == "auto"``
+        ``tree.params`` holds what :func:`cut_tree` records (``TREE_FIELDS``); ``params["tau"] == "auto"``
         marks a ``tau="auto"`` tree (whose ``tree.tau`` is the rule's upper bound or the stable tau).
     base : DiffCutConfig, optional
         The settings the tree does not record (default: the defaults), e.g. a
@@ -295,7 +291,7 @@ def tree_config(tree: Any, base: DiffCutConfig | None = None) -> DiffCutConfig:
         tree of its numeric tau (:meth:`~diffcut_lab.ncut.CutTree.prune`).
     """
     base = base or DiffCutConfig()
-    known = {k: v for k, v in tree.params.items() if k in _TREE_PARAMS}
+    known = {k: v for k, v in tree.params.items() if k in TREE_FIELDS}
     tau = AUTO if tree.params.get("tau") == AUTO else float(tree.tau)
     return base.replace(tau=tau, mode=tree.mode, **known)
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import MAX_IMAGE_PIXELS, DiffCutConfig
+from ..config import MAX_IMAGE_PIXELS, PAPER_MASK_SIZE, DiffCutConfig
 from ..errors import ImageInputError, ParameterError
 from ..images import center_crop_box
 from ..label_maps import resize_labels
@@ -204,7 +204,7 @@ def preprocess(
     label: np.ndarray | None = None,
     *,
     size: int = 1024,
-    label_size: int | None = 128,
+    label_size: int | None = PAPER_MASK_SIZE,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The paper's evaluation preprocessing of one sample.
 
@@ -249,7 +249,9 @@ def preprocess(
     return x, preprocess_label(lab, size=size, label_size=label_size)
 
 
-def preprocess_label(label: np.ndarray, *, size: int = 1024, label_size: int | None = 128) -> torch.Tensor:
+def preprocess_label(
+    label: np.ndarray, *, size: int = 1024, label_size: int | None = PAPER_MASK_SIZE
+) -> torch.Tensor:
     """The ground truth as the paper's evaluation scores it (the label half of :func:`preprocess`).
 
     The published centre crop (:func:`~diffcut_lab.images.center_crop_box`), nearest-exact resize to
