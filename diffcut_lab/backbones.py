@@ -48,7 +48,7 @@ from ._families import FAMILIES, HUB_ID, detect_family
 from .errors import ModelLoadError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .hook_points import UNetOutline
+    from ._unet_outline import UNetOutline
 
 __all__ = [
     "DTYPES",
@@ -265,7 +265,7 @@ def model_outline(
     UnsupportedModelError
         The model has no UNet with cross-attention.
     """
-    from .hook_points import outline_from_config, unet_outline
+    from ._unet_outline import outline_from_config, unet_outline
 
     name = str(source)
     request = Request(

@@ -39,7 +39,7 @@ from ._ncut_graph import check_grid, check_settings, prepare_graph
 from ._ncut_tree import CutStep, CutTree, reason_rejected
 from ._paper_cut import paper_attempt
 from ._stop_rules import dynamic_accept, stable_tau
-from .options import AUTO, MODES  # noqa: F401  (MODES: read as ncut.MODES by segmentation)
+from .options import AUTO
 
 __all__ = ["CutStep", "CutTree", "recursive_ncut"]
 

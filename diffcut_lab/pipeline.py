@@ -39,14 +39,13 @@ import numpy as np
 import torch
 
 from . import segmentation as core
-from .colors import blend_labels, label_colors, lineage_hex
-from .colors import blend_labels as overlay  # the former name, still in __all__ and imported by tests
+from .colors import blend_labels, lineage_hex
 from .config import DiffCutConfig, parse_size
 from .errors import ImageInputError, ParameterError
 from .images import resize_image
 from .validation import as_tensor, check_features
 
-__all__ = ["DiffCut", "DiffCutConfig", "Segmentation", "label_colors", "overlay"]
+__all__ = ["DiffCut", "DiffCutConfig", "Segmentation"]
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -354,7 +354,7 @@ def laplacian_weights(W: Any, mode: str = "fixed") -> Any:
     """The weights whose normalised Laplacian the first cut of ``mode`` solves, on the host in float64.
 
     ``mode="fixed"``: ``W`` without self-loops (the diagonal is ignored, as in every fixed-mode
-    sub-graph, ``_cut_attempt._subgraph``); a sparse (kNN) graph stays a scipy CSR matrix.
+    sub-graph, ``_cut_attempt.subgraph``); a sparse (kNN) graph stays a scipy CSR matrix.
     ``mode="paper"``: ``W`` rounded to float32 as the paper cut holds it, self-loops kept (the published
     degrees count them); dense only, as in :func:`~diffcut_lab.ncut.recursive_ncut`.
 
@@ -371,7 +371,7 @@ def laplacian_weights(W: Any, mode: str = "fixed") -> Any:
     """
     import scipy.sparse as sp
 
-    from .ncut import MODES
+    from .options import MODES
 
     if mode not in MODES:
         raise ParameterError(f"mode must be one of {MODES}, got {mode!r}.")

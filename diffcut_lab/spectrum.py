@@ -68,7 +68,7 @@ class Spectrum:
         """Number of clusters by :func:`eigengap` (``min_clusters=1``, at most
         :data:`~diffcut_lab.stopping.DEFAULT_MAX_CLUSTERS`): what
         :func:`~diffcut_lab.stopping.auto_n_segments` says for the same graph."""
-        from .stopping import DEFAULT_MAX_CLUSTERS
+        from ._stop_rules import DEFAULT_MAX_CLUSTERS
 
         if self.values.size < 2:
             return 1

@@ -11,9 +11,10 @@ import torch
 from _trees import TREE_KINDS, assert_same_tree, kind_features
 from PIL import Image
 
+from diffcut_lab.colors import blend_labels, label_colors
 from diffcut_lab.errors import FeatureError, ParameterError, UnknownLayerError
 from diffcut_lab.metrics import hungarian_miou
-from diffcut_lab.pipeline import DiffCut, DiffCutConfig, Segmentation, label_colors, overlay
+from diffcut_lab.pipeline import DiffCut, DiffCutConfig, Segmentation
 from diffcut_lab.testing import tiny_backbone
 
 
@@ -232,11 +233,11 @@ def test_colours_and_overlay():
     img = np.zeros((4, 4, 3), np.uint8)
     lab = np.zeros((4, 4), int)
     lab[:, 2:] = 1
-    out = overlay(img, lab, 0.5, edges=False)
+    out = blend_labels(img, lab, 0.5, edges=False)
     np.testing.assert_array_equal(out[0, 0], np.round(cols[0] * 0.5).astype(np.uint8))
-    assert (overlay(img, lab, 0.5)[:, 1] == 255).all()  # border column drawn white
+    assert (blend_labels(img, lab, 0.5)[:, 1] == 255).all()  # border column drawn white
     with pytest.raises(ParameterError):
-        overlay(img, lab[:2], 0.5)
+        blend_labels(img, lab[:2], 0.5)
 
 
 def test_pocket_model_ships_and_segments():
