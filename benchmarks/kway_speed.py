@@ -29,8 +29,9 @@ import torch
 from sklearn.cluster import spectral_clustering
 from threadpoolctl import threadpool_limits
 
-from diffcut_lab.affinities import affinity
+from diffcut_lab.config import DiffCutConfig
 from diffcut_lab.kway import kway_ncut, kway_ncut_value
+from diffcut_lab.segmentation import affinity_graph
 
 OUT = Path(__file__).parent / "results" / "kway_speed.json"
 
@@ -62,7 +63,7 @@ def alternate(
 
 def compare(side: int, k: int, noise: float, seed: int, repeats: int, alpha: float, channels: int,
             kmeanspp: bool) -> dict:  # fmt: skip
-    w = affinity(blobs(seed, side, k, channels, noise), alpha=alpha)
+    w = affinity_graph(blobs(seed, side, k, channels, noise), DiffCutConfig(alpha=alpha))  # the graph the cut sees
     w_np = w.double().numpy().copy()
     np.fill_diagonal(w_np, 0.0)
 
