@@ -71,9 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="pocket")
     ap.add_argument("--images", type=int, default=4)
-    ap.add_argument("--size", type=int, default=128, help="synthetic scene size (random-ssd1b: also its input side)")
+    ap.add_argument(
+        "--size", type=int, default=128, help="synthetic scene size (random-ssd1b: also its input side)"
+    )
     ap.add_argument("--label-size", type=int, default=None, help="label side (default: the scene size)")
-    ap.add_argument("--no-naive", action="store_true", help="skip the 90-separate-runs estimate (a capture each)")
+    ap.add_argument(
+        "--no-naive", action="store_true", help="skip the 90-separate-runs estimate (a capture each)"
+    )
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ablation_cost.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -83,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
 
         from diffcut_lab.ablation import worker
 
-        bb = worker._memo(f"model|{args.model}|None|None", lambda: ssd1b_backbone("cpu", torch.bfloat16, args.size))
+        bb = worker._memo(
+            f"model|{args.model}|None|None", lambda: ssd1b_backbone("cpu", torch.bfloat16, args.size)
+        )
     else:
         bb = load_model(args.model)
     layers = six_layers(bb)

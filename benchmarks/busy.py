@@ -50,7 +50,7 @@ def _segment_times(dc, images, repeats: int) -> dict[bool, list[float]]:
 
     out: dict[bool, list[float]] = {True: [], False: []}
     for r in range(repeats):
-        for policy in ((True, False) if r % 2 == 0 else (False, True)):  # alternate which runs first
+        for policy in (True, False) if r % 2 == 0 else (False, True):  # alternate which runs first
             threads.set_policy("auto" if policy else "off")
             t0 = time.perf_counter()
             dc.segment(images)
@@ -110,7 +110,11 @@ def main(argv: list[str] | None = None) -> dict:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("seconds", "busy_over_idle", "idle_policy_over_no_policy")}, indent=2))
+    print(
+        json.dumps(
+            {k: result[k] for k in ("seconds", "busy_over_idle", "idle_policy_over_no_policy")}, indent=2
+        )
+    )
     return result
 
 

@@ -138,7 +138,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--size", type=int, default=1024, help="input side in pixels")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", type=Path, default=None, help="JSON file (default benchmarks/results/device_<device>.json)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="JSON file (default benchmarks/results/device_<device>.json)"
+    )
     a = p.parse_args(argv)
     dtype = parse_dtype(a.dtype or ("float16" if a.device.startswith("cuda") else "float32"))
     build = ssd1b_backbone if a.model == "ssd1b" else tiny_backbone
@@ -147,7 +149,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {
         "benchmark": "device",
         "device": a.device,
-        "device_name": torch.cuda.get_device_name() if a.device.startswith("cuda") else platform.processor() or "cpu",
+        "device_name": torch.cuda.get_device_name()
+        if a.device.startswith("cuda")
+        else platform.processor() or "cpu",
         "model": a.model,
         "dtype": str(dtype).replace("torch.", ""),
         "image_size": a.size,
@@ -161,7 +165,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.write_text(json.dumps(result, indent=1) + "\n")
     for r in result["results"]:
         stages = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in r["per_image_s"].items())
-        print(f"batch {r['batch']}: {r['images_per_s']} images/s, UNet share {r['unet_share']:.0%} ({stages})")
+        print(
+            f"batch {r['batch']}: {r['images_per_s']} images/s, UNet share {r['unet_share']:.0%} ({stages})"
+        )
     return result
 
 

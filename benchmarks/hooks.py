@@ -79,8 +79,12 @@ def build(cfg: dict, image_size: int, dtype: torch.dtype, device: str, seed: int
     if cfg.get("addition_embed_type") == "text_time":
         added = sdxl_added_cond(torch.randn(1, 1280), image_size)
     return Backbone(
-        unet, prompt_embeds=torch.randn(1, 77, cross), added_cond_kwargs=added, name="random",
-        image_size=image_size, latent_scale=8,
+        unet,
+        prompt_embeds=torch.randn(1, 77, cross),
+        added_cond_kwargs=added,
+        name="random",
+        image_size=image_size,
+        latent_scale=8,
     )
 
 
@@ -173,7 +177,9 @@ def replay_hook_work(
             for p, m in zip(points, modules):
                 for hook in m._forward_hooks.values():
                     hook(m, (), raw[p.name])
-            feats = impl._collect(store, points, 50, store_device) if late else impl._collect(store, points, 50)
+            feats = (
+                impl._collect(store, points, 50, store_device) if late else impl._collect(store, points, 50)
+            )
             sync(device)
             elapsed = time.perf_counter() - t0
     assert len(feats) == len(points)
@@ -235,7 +241,9 @@ def bench_model(
     if baseline is not None:
         ref = hooked_forward(baseline, bb, x_t, pts, False, store_device, store_dtype)
         identical = all(
-            feats[k].dtype == ref[k].dtype and feats[k].device == ref[k].device and torch.equal(feats[k], ref[k])
+            feats[k].dtype == ref[k].dtype
+            and feats[k].device == ref[k].device
+            and torch.equal(feats[k], ref[k])
             for k in ref
         )
         del ref
@@ -303,7 +311,10 @@ def bench_model(
         + " | ".join(f"{k} {med[k]:.2f} s x{ratios[k]:.3f} (fastest x{min_ratios[k]:.3f})" for k in hooked)
         + ("" if identical is None else f" | features identical to the baseline's: {identical}")
         + "\n  hook work replayed apart from the forward: "
-        + ", ".join(f"{k} {v:.3f} s (+{100 * v / fastest_full:.1f}% of the fastest forward)" for k, v in replay.items()),
+        + ", ".join(
+            f"{k} {v:.3f} s (+{100 * v / fastest_full:.1f}% of the fastest forward)"
+            for k, v in replay.items()
+        ),
         flush=True,
     )
     return result
@@ -319,17 +330,23 @@ def main(argv: list[str] | None = None) -> int:
         "--store-device", default="cpu", help="where captured features go (capture's default: cpu)"
     )
     parser.add_argument(
-        "--store-dtype", default="float32", choices=["bfloat16", "float32", "float16"],
+        "--store-dtype",
+        default="float32",
+        choices=["bfloat16", "float32", "float16"],
         help="dtype captured features are kept in (capture's default: float32)",
     )
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--replays", type=int, default=15, help="runs of the hook work replayed apart")
     parser.add_argument(
-        "--impl", type=Path, default=None,
+        "--impl",
+        type=Path,
+        default=None,
         help="measure the capture internals of this capturing.py instead of the installed one",
     )
     parser.add_argument(
-        "--baseline", type=Path, default=None,
+        "--baseline",
+        type=Path,
+        default=None,
         help="also measure this capturing.py (e.g. the previous version), interleaved in the same repeats, "
         "and check that it stores the same features",
     )
@@ -341,7 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     store_dtype = getattr(torch, args.store_dtype)
     impl, baseline = load_impl(args.impl), (load_impl(args.baseline) if args.baseline else None)
     results = [
-        bench_model(k, args.repeats, dtype, args.device, args.store_device, store_dtype, impl, baseline, args.replays)
+        bench_model(
+            k, args.repeats, dtype, args.device, args.store_device, store_dtype, impl, baseline, args.replays
+        )
         for k in args.models
     ]
     device_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu"
@@ -351,7 +370,9 @@ def main(argv: list[str] | None = None) -> int:
             r["all_kinds_overhead_ratio"] <= GOALS["all_kinds_overhead_ratio"] for r in results
         ),
         "early_exit_ratio_ssd1b": all(
-            r["early_exit_ratio"] <= GOALS["early_exit_ratio_ssd1b"] for r in results if r["model"] == "ssd1b-1024"
+            r["early_exit_ratio"] <= GOALS["early_exit_ratio_ssd1b"]
+            for r in results
+            if r["model"] == "ssd1b-1024"
         ),
     }
     doc = {

@@ -63,7 +63,9 @@ def alternate(
 
 def compare(side: int, k: int, noise: float, seed: int, repeats: int, alpha: float, channels: int,
             kmeanspp: bool) -> dict:  # fmt: skip
-    w = affinity_graph(blobs(seed, side, k, channels, noise), DiffCutConfig(alpha=alpha))  # the graph the cut sees
+    w = affinity_graph(
+        blobs(seed, side, k, channels, noise), DiffCutConfig(alpha=alpha)
+    )  # the graph the cut sees
     w_np = w.double().numpy().copy()
     np.fill_diagonal(w_np, 0.0)
 

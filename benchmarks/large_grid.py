@@ -42,7 +42,9 @@ OUT_DIR = Path(__file__).parent / "results"
 METHODS = ("recursive", "kway", "kway-spectral", "walk", "device")
 
 
-def child(method: str, side: int, k: int, channels: int, noise: float, tau: float, threads: int, seed: int) -> dict:
+def child(
+    method: str, side: int, k: int, channels: int, noise: float, tau: float, threads: int, seed: int
+) -> dict:
     """Run one method in this process; return its cut's seconds and what it found."""
     import torch
 
@@ -97,7 +99,9 @@ def spawn(method: str, args: argparse.Namespace) -> dict:
     if args.src:
         env["PYTHONPATH"] = f"{Path(args.src).resolve()}{os.pathsep}{env.get('PYTHONPATH', '')}"
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True
+    )
     deadline = t + args.timeout
     status, usage = 0, None
     while True:
@@ -107,7 +111,11 @@ def spawn(method: str, args: argparse.Namespace) -> dict:
         if time.perf_counter() > deadline:
             os.killpg(proc.pid, signal.SIGKILL)
             pid, status, usage = os.wait4(proc.pid, 0)
-            return {"timed_out": True, "wall_s": time.perf_counter() - t, "peak_rss_gib": usage.ru_maxrss / 2**20}
+            return {
+                "timed_out": True,
+                "wall_s": time.perf_counter() - t,
+                "peak_rss_gib": usage.ru_maxrss / 2**20,
+            }
         time.sleep(0.2)
     wall = time.perf_counter() - t
     out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
@@ -166,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         }
     result = {
         "machine": {
-            "platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "threads": args.threads,
             "load_before": os.getloadavg(),
         },
         "settings": {k: v for k, v in vars(args).items() if k not in ("out", "child")},

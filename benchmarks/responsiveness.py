@@ -91,8 +91,14 @@ def notebooks() -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         for name, params in sorted(CI_PARAMETERS.items()):
             t0 = time.perf_counter()
-            pm.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(Path(tmp) / f"{name}.ipynb"),
-                                parameters=dict(params), cwd=tmp, progress_bar=False, kernel_name="python3")
+            pm.execute_notebook(
+                str(ROOT / "notebooks" / f"{name}.ipynb"),
+                str(Path(tmp) / f"{name}.ipynb"),
+                parameters=dict(params),
+                cwd=tmp,
+                progress_bar=False,
+                kernel_name="python3",
+            )
             out[f"notebook/{name}"] = time.perf_counter() - t0
     return out
 

@@ -58,7 +58,9 @@ def measure(per_round: int) -> dict[str, list[float]]:
 
 def _round(tree: Path, per_round: int) -> dict[str, list[float]]:
     """One fresh process of ``tree`` (its own ``diffcut_lab`` first on the path) running :func:`measure`."""
-    code = f"import json; from benchmarks_segment_stages import measure; print(json.dumps(measure({per_round})))"
+    code = (
+        f"import json; from benchmarks_segment_stages import measure; print(json.dumps(measure({per_round})))"
+    )
     with tempfile.TemporaryDirectory() as tmp:  # this file, importable by name, beside either tree
         (Path(tmp) / "benchmarks_segment_stages.py").write_text(Path(__file__).read_text())
         env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{tmp}"}
@@ -101,7 +103,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=False)
     summary = {k: _summary(v) for k, v in runs.items()}
-    ratios = {k: round(summary["baseline"][k] / summary["this"][k], 2) for k in ("ncut", "upsample", "refine", "post", "total")}
+    ratios = {
+        k: round(summary["baseline"][k] / summary["this"][k], 2)
+        for k in ("ncut", "upsample", "refine", "post", "total")
+    }
     result = {
         "benchmark": "segment_stages",
         "baseline": a.baseline,

@@ -58,7 +58,12 @@ def remove_stale_scratch(parent: Path) -> list[Path]:
             pid_text, _, owner_host = (entry / _OWNER).read_text(encoding="utf-8").strip().partition(" ")
         except OSError:
             continue
-        if pid_text != m.group(1) or owner_host != host or int(pid_text) == os.getpid() or _alive(int(pid_text)):
+        if (
+            pid_text != m.group(1)
+            or owner_host != host
+            or int(pid_text) == os.getpid()
+            or _alive(int(pid_text))
+        ):
             continue
         shutil.rmtree(entry, ignore_errors=True)
         if not entry.exists():

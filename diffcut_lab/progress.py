@@ -48,7 +48,13 @@ class Progress:
     """
 
     def __init__(
-        self, total: int, desc: str, *, unit: str = "image", initial: int = 0, quiet: bool = False,
+        self,
+        total: int,
+        desc: str,
+        *,
+        unit: str = "image",
+        initial: int = 0,
+        quiet: bool = False,
         stream: IO[str] | None = None,
     ) -> None:
         self.total, self.desc, self.unit = int(total) + int(initial), desc, unit
@@ -81,7 +87,11 @@ class Progress:
             self._bar.update(n)
         elif not self.quiet:
             width = len(str(self.total))
-            print(f"{self.desc}: {self.done:>{width}}/{self.total} {item}".rstrip(), file=self.stream, flush=True)
+            print(
+                f"{self.desc}: {self.done:>{width}}/{self.total} {item}".rstrip(),
+                file=self.stream,
+                flush=True,
+            )
 
     def close(self) -> None:
         """End the bar."""

@@ -30,7 +30,19 @@ from typing import Any
 
 from .errors import ParameterError
 
-__all__ = ["ENV_THREADS", "MAX_THREADS", "POLICIES", "apply_env", "blas_threads", "machine_busy", "pool_threads", "set_policy", "set_threads", "small_work", "thread_settings"]
+__all__ = [
+    "ENV_THREADS",
+    "MAX_THREADS",
+    "POLICIES",
+    "apply_env",
+    "blas_threads",
+    "machine_busy",
+    "pool_threads",
+    "set_policy",
+    "set_threads",
+    "small_work",
+    "thread_settings",
+]
 
 #: the most threads ``--threads`` accepts (more than any machine's cores is a typo)
 MAX_THREADS = 1024

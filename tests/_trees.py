@@ -14,7 +14,11 @@ def attention_of(f: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
 
 #: one configuration of every kind of tree: (name, cut settings, the kind's marks in tree.params)
 TREE_KINDS = [
-    ("attention", {"affinity": "attention", "walk_steps": 2, "tau": 0.6}, {"affinity": "attention", "walk_steps": 2}),
+    (
+        "attention",
+        {"affinity": "attention", "walk_steps": 2, "tau": 0.6},
+        {"affinity": "attention", "walk_steps": 2},
+    ),
     ("auto", {"tau": "auto"}, {"tau": "auto", "auto_rule": "dynamic"}),
     ("auto-stable", {"tau": "auto", "auto_rule": "stable"}, {"tau": "auto", "auto_rule": "stable"}),
     ("kway", {"partition": "kway", "n_segments": 3}, {"partition": "kway", "n_segments": 3}),

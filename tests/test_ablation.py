@@ -289,7 +289,9 @@ def test_ablate_command_says_its_plan_progress_and_what_a_resume_skips(tiny_dir,
     assert err[1] == f"{grid.name}: 1/1 {first} (4/4 rows)"
     assert main(["ablate", str(cfg), "--out", str(out)]) == 0  # the second image is new, the first is stored
     err = capsys.readouterr().err.splitlines()
-    assert err[0].endswith("= 8 rows in " + str(out) + "; 4 done before, 4 to compute (1 image units, executor local)")
+    assert err[0].endswith(
+        "= 8 rows in " + str(out) + "; 4 done before, 4 to compute (1 image units, executor local)"
+    )
     assert err[1] == f"{grid.name}: 2/2 {second} (4/4 rows)"
 
 
@@ -364,12 +366,14 @@ def test_a_corrupt_part_is_quarantined_and_recomputed(tiny_dir, tmp_path):
     out = tmp_path / "r.parquet"
     first = run_ablation(grid, out=out, progress=False)
     bad = ResultStore(out).parts()[0]
-    bad.write_bytes(bad.read_bytes()[: 100])  # a copy cut short
+    bad.write_bytes(bad.read_bytes()[:100])  # a copy cut short
     with pytest.warns(RuntimeWarning, match="cannot be read"):
         again = run_ablation(grid, out=out, progress=False)
     assert (out / "_quarantine" / f"{bad.name}.bad").exists() and not bad.exists()
     pd.testing.assert_frame_equal(stable(again), stable(first))
-    pd.testing.assert_frame_equal(stable(sort_rows(pd.read_parquet(out))), stable(first))  # readers skip the quarantine
+    pd.testing.assert_frame_equal(
+        stable(sort_rows(pd.read_parquet(out))), stable(first)
+    )  # readers skip the quarantine
 
 
 def test_a_feature_cache_entry_under_the_wrong_key_is_not_believed(tiny_dir, tmp_path):
@@ -417,7 +421,9 @@ def test_grid_values_are_checked_with_clear_messages(field, value, message):
 
 
 def test_grid_repeats_are_one_configuration_and_huge_studies_warn(monkeypatch):
-    g = AblationGrid(dataset="synthetic", taus=[0.5, 0.3, 0.5], alphas=[10, 10.0], methods=["diffcut", "kmeans"])
+    g = AblationGrid(
+        dataset="synthetic", taus=[0.5, 0.3, 0.5], alphas=[10, 10.0], methods=["diffcut", "kmeans"]
+    )
     assert g.taus == (0.5, 0.3) and g.alphas == (10.0,)
     assert len(g) == len(g.configs()) == len({c.id for c in g.configs()}) == 3
     with pytest.raises(ParameterError, match="takes no argument"):

@@ -129,7 +129,9 @@ def test_errors():
         diffseg_segment(np.full((16, 16), 1 / 16), kl_threshold=-1.0)
 
 
-def _bands(k: int, *, noise: float = 0.5, seed: int = 0, channels: int = 64) -> tuple[torch.Tensor, np.ndarray]:
+def _bands(
+    k: int, *, noise: float = 0.5, seed: int = 0, channels: int = 64
+) -> tuple[torch.Tensor, np.ndarray]:
     """``(C, 16, 16)`` features of ``k`` Gaussian blobs laid out as vertical bands (one blob: pure noise
     around one centre), and the ``(16, 16)`` true labels."""
     rng = np.random.default_rng(seed)

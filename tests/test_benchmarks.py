@@ -37,8 +37,22 @@ def test_pocket_quality_runs_end_to_end(tmp_path: Path) -> None:
     pq = load_benchmark("pocket_quality")
     layer = "down_blocks.2.attentions.0.transformer_blocks.0.attn1"
     out = tmp_path / "pq"
-    argv = ["--n-test", "3", "--n-val", "2", "--timesteps", "300", "--taus", "0.7", "--alphas", "10",
-            "--layers", layer, "--out", str(out)]
+    argv = [
+        "--n-test",
+        "3",
+        "--n-val",
+        "2",
+        "--timesteps",
+        "300",
+        "--taus",
+        "0.7",
+        "--alphas",
+        "10",
+        "--layers",
+        layer,
+        "--out",
+        str(out),
+    ]
     assert pq.main(argv) == 0
     res = json.loads(out.with_suffix(".json").read_text())
     assert set(res["methods"]) == {"pocket", "colour-ncut", "colour-kmeans", "random-unet"}
@@ -86,7 +100,21 @@ def test_postprocess_runs_end_to_end(tmp_path: Path) -> None:
 def test_device_benchmark_runs_the_whole_chain_on_the_cpu(tmp_path: Path) -> None:
     out = tmp_path / "device.json"
     res = load_benchmark("device").main(
-        ["--model", "tiny", "--size", "64", "--device", "cpu", "--batches", "1", "2", "--repeats", "1", "--out", str(out)]
+        [
+            "--model",
+            "tiny",
+            "--size",
+            "64",
+            "--device",
+            "cpu",
+            "--batches",
+            "1",
+            "2",
+            "--repeats",
+            "1",
+            "--out",
+            str(out),
+        ]
     )
     assert json.loads(out.read_text()) == res
     for r in res["results"]:
@@ -99,10 +127,14 @@ def test_segment_stages_measures_every_stage_of_this_tree() -> None:
     runs = bench.measure(1)
     assert {"features", "affinity", "cut", "upsample", "refine", "total"} <= set(runs)
     summary = bench._summary([runs])
-    assert summary["post"] == pytest.approx(summary["ncut"] + summary["upsample"] + summary["refine"], abs=1e-3)
+    assert summary["post"] == pytest.approx(
+        summary["ncut"] + summary["upsample"] + summary["refine"], abs=1e-3
+    )
 
 
 def test_methods_benchmark_tabulates_every_variant(tmp_path: Path) -> None:
-    t = load_benchmark("methods").main(["--scenes", "2", "--size", "64", "--no-photo", "--out", str(tmp_path / "m")])
+    t = load_benchmark("methods").main(
+        ["--scenes", "2", "--size", "64", "--no-photo", "--out", str(tmp_path / "m")]
+    )
     assert len(t) == 16 and set(t["stopping"]) == {"tau chosen", "auto"}
     assert (tmp_path / "m.md").read_text().count("\n") == 18

@@ -13,7 +13,20 @@ from _benchmarks import load_benchmark
 def test_kway_speed_writes_both_methods_on_the_same_graph(tmp_path: Path) -> None:
     ks = load_benchmark("kway_speed")
     out = tmp_path / "kway.json"
-    argv = ["--sides", "8", "--noises", "1.0", "--seeds", "0", "--k", "3", "--repeats", "2", "--out", str(out)]
+    argv = [
+        "--sides",
+        "8",
+        "--noises",
+        "1.0",
+        "--seeds",
+        "0",
+        "--k",
+        "3",
+        "--repeats",
+        "2",
+        "--out",
+        str(out),
+    ]
     assert ks.main(argv) == 0
     res = json.loads(out.read_text())
     (row,) = res["compare"]
@@ -39,7 +52,20 @@ def test_large_grid_methods_cut_in_process(method: str) -> None:
 def test_large_grid_measures_each_method_in_its_own_process(tmp_path: Path) -> None:
     lg = load_benchmark("large_grid")
     out = tmp_path / "lg.json"
-    argv = ["--side", "6", "--k", "3", "--channels", "8", "--methods", "kway", "--threads", "1", "--out", str(out)]
+    argv = [
+        "--side",
+        "6",
+        "--k",
+        "3",
+        "--channels",
+        "8",
+        "--methods",
+        "kway",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
     assert lg.main(argv) == 0
     res = json.loads(out.read_text())
     assert set(res["summary"]) == {"recursive", "kway"}  # the reference always runs

@@ -32,7 +32,9 @@ def test_diffcut_refuses_a_grid_too_large_before_running_the_unet(monkeypatch):
     bb = tiny_backbone("pixel", image_size=64)
     image = np.zeros((64, 64, 3), np.uint8)
     with pytest.raises(dl.ParameterError, match="knn=32"):  # 32x32 at 64 px -> 256x256 at 512 px
-        dl.DiffCut(bb, image_size=512, layer="down_blocks.1.attentions.0.transformer_blocks.0.attn1").segment(image)
+        dl.DiffCut(bb, image_size=512, layer="down_blocks.1.attentions.0.transformer_blocks.0.attn1").segment(
+            image
+        )
 
 
 def test_the_knn_setting_cuts_a_sparse_graph():
@@ -85,7 +87,9 @@ def test_a_kway_cut_that_would_not_finish_is_refused_naming_a_k_that_works():
     from diffcut_lab.config import MAX_KWAY_WORK, check_kway_segments
 
     f = torch.from_numpy(np.random.default_rng(3).normal(size=(8, 3, 263)).astype(np.float32))  # 789 nodes
-    with pytest.raises(dl.ParameterError, match=r"3 x 263 feature grid \(789 nodes\).*n_segments=664 or fewer"):
+    with pytest.raises(
+        dl.ParameterError, match=r"3 x 263 feature grid \(789 nodes\).*n_segments=664 or fewer"
+    ):
         core.cut_tree(f, dl.DiffCutConfig(partition="kway", n_segments=700))
     assert 664 * 789 <= MAX_KWAY_WORK < 665 * 789
     assert check_kway_segments(664, (3, 263)) == 664

@@ -60,7 +60,8 @@ def _wait_status(page, index: int, text: str) -> None:
     page.wait_for_function(
         "([i, t]) => { const s = document.querySelectorAll('.diffcut-cut-stepper')[i]"
         "  .querySelector('.widget-html-content'); return s && s.textContent.includes(t); }",
-        arg=[index, text], timeout=30_000,
+        arg=[index, text],
+        timeout=30_000,
     )
 
 
@@ -154,7 +155,9 @@ def _check_first_frames(page) -> None:
         assert first["curve"], f"stepper {i}: no NCut curve on the first frame"
         x_lo, x_hi, y_hi = first["curve"]
         assert first["xrange"][0] <= x_lo and x_hi <= first["xrange"][1], (first["xrange"], first["curve"])
-        assert y_hi <= first["yrange"][1], f"stepper {i}: the NCut curve runs above its axis on the first frame"
+        assert y_hi <= first["yrange"][1], (
+            f"stepper {i}: the NCut curve runs above its axis on the first frame"
+        )
 
 
 def test_report_slider_frames_keep_the_curve_in_view(tmp_path):
@@ -166,7 +169,9 @@ def test_report_slider_frames_keep_the_curve_in_view(tmp_path):
     rng = np.random.default_rng(3)
     yy, xx = np.mgrid[:24, :24]
     seg = (xx >= 8).astype(int) + 2 * (yy >= 16) + (xx >= 18)
-    feats = (rng.normal(size=(8, 24, 24)) * 0.4 + rng.normal(size=(5, 8))[seg].transpose(2, 0, 1)).astype("float32")
+    feats = (rng.normal(size=(8, 24, 24)) * 0.4 + rng.normal(size=(5, 8))[seg].transpose(2, 0, 1)).astype(
+        "float32"
+    )
     tree = dl.cut_tree(feats, dl.DiffCutConfig(tau=0.6))
     assert len(tree.steps) >= 4, tree
     html = tmp_path / "steps.html"
@@ -178,7 +183,8 @@ def test_report_slider_frames_keep_the_curve_in_view(tmp_path):
         for k in range(1, len(tree.steps) + 1):
             page.evaluate(
                 "(k) => Plotly.animate(document.querySelector('.js-plotly-plot'), [String(k)],"
-                " {mode: 'immediate', frame: {duration: 0, redraw: true}, transition: {duration: 0}})", k,
+                " {mode: 'immediate', frame: {duration: 0, redraw: true}, transition: {duration: 0}})",
+                k,
             )
             page.wait_for_timeout(150)
             st = page.evaluate(
@@ -211,14 +217,18 @@ def test_report_page_draws_offline_and_requests_nothing(tmp_path):
     rng = np.random.default_rng(5)
     yy, xx = np.mgrid[:16, :16]
     seg = (xx >= 8).astype(int) + 2 * (yy >= 8)
-    feats = (rng.normal(size=(8, 16, 16)) * 0.3 + rng.normal(size=(4, 8))[seg].transpose(2, 0, 1)).astype("float32")
+    feats = (rng.normal(size=(8, 16, 16)) * 0.3 + rng.normal(size=(4, 8))[seg].transpose(2, 0, 1)).astype(
+        "float32"
+    )
     tree = dl.cut_tree(feats, dl.DiffCutConfig(tau=0.6))
     image = (seg * 60).astype("uint8")
     name = "![t](http:127.0.0.1:8765)[md](javascript:alert(1)).png"
     figs = [viz.overlay(image, tree.labels, title=f"{html_text(name)}: segments"),
             viz.cut_steps_figure(tree, image, title=f"{html_text(name)}: every cut")]  # fmt: skip
     outputs = [nbformat.v4.new_output("display_data", data={"text/markdown": f"## {markdown_text(name)}"})]
-    outputs += [nbformat.v4.new_output("display_data", data={rp.PLOTLY_MIME: f.to_plotly_json()}) for f in figs]
+    outputs += [
+        nbformat.v4.new_output("display_data", data={rp.PLOTLY_MIME: f.to_plotly_json()}) for f in figs
+    ]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("show()", outputs=outputs)])
     html = tmp_path / "report.html"
     rp.export_html(json.loads(json.dumps(nb, default=_jsonable)), html, title="report")
@@ -228,15 +238,20 @@ def test_report_page_draws_offline_and_requests_nothing(tmp_path):
         page.on("request", lambda r: requests.append(r.url))
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(html.as_uri())
-        page.wait_for_function("() => [...document.querySelectorAll('.plotly-graph-div')]"
-                               ".filter(d => d.querySelector('.main-svg')).length === 2", timeout=30_000)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.plotly-graph-div')]"
+            ".filter(d => d.querySelector('.main-svg')).length === 2",
+            timeout=30_000,
+        )
         page.wait_for_timeout(1000)
         heading = page.evaluate("() => document.querySelector('h2').textContent")
         titles = page.evaluate("() => [...document.querySelectorAll('.gtitle')].map(t => t.textContent)")
         links = page.evaluate("() => [...document.querySelectorAll('a[href], img')].map(a => a.outerHTML)")
         # the step-through opens on its first step and stays there (no auto-play through the frames)
-        opened = page.evaluate("() => { const g = document.querySelectorAll('.plotly-graph-div')[1];"
-                               " return [g.layout.sliders[0].active, g._fullLayout.annotations[0].text]; }")
+        opened = page.evaluate(
+            "() => { const g = document.querySelectorAll('.plotly-graph-div')[1];"
+            " return [g.layout.sliders[0].active, g._fullLayout.annotations[0].text]; }"
+        )
     assert opened[0] == 0 and "step 1" in opened[1], opened
     assert requests == [html.as_uri()], requests
     assert not errors, errors

@@ -84,7 +84,9 @@ def test_eval_follows_the_protocol_step_by_step(voc_root, tiny_dir, refine):
     pred = np.asarray(concept_assignment(tree.published_labels(), f, (64, 64), order="features"))
     pred, gt = merge_background(pred, y.numpy(), 21, match="reference")
     if refine == "pamr":
-        small = torch.nn.functional.interpolate(x[None], size=(64, 64), mode="bilinear", align_corners=False)[0]
+        small = torch.nn.functional.interpolate(x[None], size=(64, 64), mode="bilinear", align_corners=False)[
+            0
+        ]
         pred = np.asarray(median_filter(pamr(small, pred, num_iter=10, dilations=(1, 2, 4, 8)), 3))
     tp, fp, fn, n = image_counts(pred, gt, 21, match="reference")
     row = rep.rows.iloc[0]

@@ -102,7 +102,9 @@ def _page_state(html: Path) -> tuple[dict, list[tuple[str, str]]]:
         page.on("console", lambda m: console.append((m.type, m.text)))
         page.on("pageerror", lambda e: console.append(("pageerror", str(e))))
         page.goto(html.as_uri())
-        page.wait_for_function("document.querySelectorAll('.plotly-graph-div .main-svg').length >= 2", timeout=60_000)
+        page.wait_for_function(
+            "document.querySelectorAll('.plotly-graph-div .main-svg').length >= 2", timeout=60_000
+        )
         page.wait_for_timeout(1000)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "first_look_report.png"))
@@ -119,7 +121,9 @@ def test_report_first_look_in_chromium(report):
     assert details is not None and details["open"] is False
     assert "Settings" in details["summary"] and details["top"] >= state["last_figure_bottom"]
     # 3. every map of the photo at the photo's aspect ratio (384 x 256), in both figures
-    maps = [p for p in state["overlay"]["panels"] + state["steps"]["panels"] if p["xr"][0] == -0.5]  # pixel axes
+    maps = [
+        p for p in state["overlay"]["panels"] + state["steps"]["panels"] if p["xr"][0] == -0.5
+    ]  # pixel axes
     assert len(maps) == 4, maps  # the overlay; the step figure's sub-graph, Fiedler and partition
     for p in maps:
         data_ratio = abs(p["xr"][1] - p["xr"][0]) / abs(p["yr"][1] - p["yr"][0])
@@ -155,7 +159,9 @@ def test_report_first_look_in_chromium(report):
         for seg in np.unique(z):
             level = (seg - data["zmin"]) / (data["zmax"] - data["zmin"])
             colour_of[(z == seg).tobytes()] = next(_rgb(c) for v, c in reversed(scale) if v <= level + 1e-9)
-        assert len(colour_of) == len(set(colour_of.values())) <= n, f"two segments share a colour in frame {k}"
+        assert len(colour_of) == len(set(colour_of.values())) <= n, (
+            f"two segments share a colour in frame {k}"
+        )
         if previous is not None:
             for mask, colour in colour_of.items():
                 if mask in previous:
@@ -195,8 +201,11 @@ def test_notebook_01_in_jupyterlab_saves_what_it_shows(lab, tmp_path):
     size = nb_path.stat().st_size
     shutil.copy(nb_path, ARTIFACTS / "01_saved_by_jupyterlab.ipynb") if ARTIFACTS.exists() else None
     assert size < 4 * 2**20, f"notebook 01 saved at {size / 2**20:.1f} MB"
-    four = next(o["data"]["application/vnd.plotly.v1+json"] for o in figures
-                if "four taus" in json.dumps(o["data"]["application/vnd.plotly.v1+json"]["layout"]["title"]))
+    four = next(
+        o["data"]["application/vnd.plotly.v1+json"]
+        for o in figures
+        if "four taus" in json.dumps(o["data"]["application/vnd.plotly.v1+json"]["layout"]["title"])
+    )
     _assert_kept_segments_keep_their_colour(four)
 
 
@@ -216,7 +225,9 @@ def _assert_kept_segments_keep_their_colour(fig: dict) -> None:
         cells = _decode(hover["z"]).astype(int)
         step = int(hover.get("dx", 1))
         pixels = np.kron(cells, np.ones((step, step), dtype=int))[: rgb.shape[0], : rgb.shape[1]]
-        panels.append({(pixels == k).tobytes(): np.median(rgb[pixels == k], axis=0) for k in np.unique(pixels)})
+        panels.append(
+            {(pixels == k).tobytes(): np.median(rgb[pixels == k], axis=0) for k in np.unique(pixels)}
+        )
     kept = 0
     for before, after in itertools.pairwise(panels):
         for mask, colour in after.items():

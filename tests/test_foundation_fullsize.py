@@ -23,7 +23,12 @@ SD15 = {
     "block_out_channels": [320, 640, 1280, 1280],
     "center_input_sample": False,
     "cross_attention_dim": 768,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "down_block_types": [
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    ],
     "downsample_padding": 1,
     "flip_sin_to_cos": True,
     "freq_shift": 0,
@@ -89,7 +94,9 @@ def models():
 
 def test_family_detection():
     assert detect_family(SD15) == "sd1"
-    assert detect_family({**SD15, "cross_attention_dim": 1024, "attention_head_dim": [5, 10, 20, 20]}) == "sd2"
+    assert (
+        detect_family({**SD15, "cross_attention_dim": 1024, "attention_head_dim": [5, 10, 20, 20]}) == "sd2"
+    )
     assert detect_family(SDXL) == "sdxl"
     assert detect_family(SSD_1B) == "ssd-1b"
     assert detect_family(VEGA) == "vega"
@@ -111,7 +118,9 @@ def test_ssd1b_diffcut_layer(models):
     assert point.channels == 1280 and point.resolution == (32, 32) and point.stage == "down"
     # the mid block of SSD-1B is a single resnet: no mid-block attention
     assert not any(p.stage == "mid" and p.kind != "resnet" for p in list_hook_points(bb))
-    assert [p.name for p in list_hook_points(bb, kind="resnet") if p.stage == "mid"] == ["mid_block.resnets.0"]
+    assert [p.name for p in list_hook_points(bb, kind="resnet") if p.stage == "mid"] == [
+        "mid_block.resnets.0"
+    ]
     # 4 MiB-ish per image: 1280 x 32 x 32 float32
     assert memory_estimate(bb, "diffcut", 50, batch=1) == 1280 * 32 * 32 * 4
 
@@ -138,8 +147,12 @@ def test_sd15_and_sdxl_aliases_and_shapes(models):
     assert diffcut_layer_name(models["vega"]) == "down_blocks.2.attentions.1.transformer_blocks.1.attn1"
     res = {p.name.rsplit(".resnets", 1)[0]: p.resolution for p in list_hook_points(xl, kind="resnet")}
     assert res["down_blocks.0"] == (128, 128) and res["mid_block"] == (32, 32)
-    assert res["up_blocks.0"] == (32, 32) and res["up_blocks.1"] == (64, 64) and res["up_blocks.2"] == (128, 128)
-    chans = {p.name.split(".")[0] + p.name.split(".")[1]: p.channels for p in list_hook_points(sd, kind="resnet")}
+    assert (
+        res["up_blocks.0"] == (32, 32) and res["up_blocks.1"] == (64, 64) and res["up_blocks.2"] == (128, 128)
+    )
+    chans = {
+        p.name.split(".")[0] + p.name.split(".")[1]: p.channels for p in list_hook_points(sd, kind="resnet")
+    }
     assert chans["down_blocks0"] == 320 and chans["up_blocks3"] == 320
 
 

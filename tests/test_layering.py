@@ -86,7 +86,9 @@ def _is_package_init(name: str) -> bool:
 
 def test_no_import_cycle_between_modules():
     graph = import_graph()
-    assert len(graph) > 60 and "diffcut_lab.ncut" in graph["diffcut_lab.segmentation"]  # in-function imports seen
+    assert (
+        len(graph) > 60 and "diffcut_lab.ncut" in graph["diffcut_lab.segmentation"]
+    )  # in-function imports seen
     # a package's __init__ re-exports its modules: edges into it are the same as edges into those modules
     plain = {
         m: {d for d in deps if not _is_package_init(d) or d == "diffcut_lab"} - {"diffcut_lab"}
@@ -98,7 +100,9 @@ def test_no_import_cycle_between_modules():
 
 def test_the_library_does_not_import_its_views_studies_or_command_line():
     graph = import_graph()
-    lower = [m for m in graph if m.count(".") == 1 and not m.startswith(UPPER) and m != "diffcut_lab.__main__"]
+    lower = [
+        m for m in graph if m.count(".") == 1 and not m.startswith(UPPER) and m != "diffcut_lab.__main__"
+    ]
     offending = {m: sorted(d for d in graph[m] if d.startswith(UPPER)) for m in lower}
     offending = {m: d for m, d in offending.items() if d}
     assert not offending, offending

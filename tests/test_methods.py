@@ -96,7 +96,9 @@ def test_pipeline_captures_the_attention_of_the_layer(bb):
     dc = dl.DiffCut(bb, affinity="attention", walk_steps=2, refine="none")
     seg = dc.segment(img)
     cache = dl.capture(bb, dc.inputs(img)[0][1][None], layers=[f"{dc.layer_name()}.probs"], timesteps=50)
-    again = dl.DiffCut(None, dc.config).segment_features(seg.features, attention=cache[f"{dc.layer_name()}.probs", 50][0])
+    again = dl.DiffCut(None, dc.config).segment_features(
+        seg.features, attention=cache[f"{dc.layer_name()}.probs", 50][0]
+    )
     np.testing.assert_array_equal(seg.tree.labels, again.tree.labels)
     with pytest.raises(dl.ParameterError, match="attn1"):
         dl.DiffCut(bb, affinity="attention", layer="down_blocks.1.resnets.0").check()
@@ -106,7 +108,9 @@ def test_pipeline_captures_the_attention_of_the_layer(bb):
 def test_variant_rows_are_the_pipeline_result(tiny_dir):
     variants = [{}, {"affinity": "attention", "walk_steps": 2}, {"partition": "kway"},
                 {"partition": "kway", "n_segments": 3}]  # fmt: skip
-    grid = _grid(tiny_dir, layers=["diffcut"], timesteps=[50], alphas=[10.0], refines=["none"], variants=variants)
+    grid = _grid(
+        tiny_dir, layers=["diffcut"], timesteps=[50], alphas=[10.0], refines=["none"], variants=variants
+    )
     rows = run_ablation(grid, out=None, progress=False)
     assert len(rows) == len(variants) * 2 * 2  # variants x taus x images
     assert {json.dumps(v, sort_keys=True) for v in variants} == set(rows["params"])
@@ -132,12 +136,16 @@ def test_auto_tau_finds_the_clusters_and_says_why(rule):
             assert all("automatic" in s.reason or "one segment" in s.reason for s in tree.steps if s.ncut > 0)
         else:
             assert "unchanged for tau" in tree.params["auto_reason"]
-    kw = dl.DiffCut(None, tau="auto", partition="kway", refine="none").segment_features(_feats(seed=5, k=4, side=14))
+    kw = dl.DiffCut(None, tau="auto", partition="kway", refine="none").segment_features(
+        _feats(seed=5, k=4, side=14)
+    )
     assert kw.n_segments == 4 and kw.tree.params["k_from"] == "the automatic rule"
 
 
 def test_auto_rows_hold_nan_tau_and_equal_the_pipeline(tiny_dir):
-    grid = _grid(tiny_dir, layers=["diffcut"], timesteps=[50], alphas=[10.0], refines=["none"], taus=["auto", 0.5])
+    grid = _grid(
+        tiny_dir, layers=["diffcut"], timesteps=[50], alphas=[10.0], refines=["none"], taus=["auto", 0.5]
+    )
     rows = run_ablation(grid, out=None, progress=False)
     assert rows["tau"].isna().sum() == 2  # two images at tau "auto"
     assert grid.to_dict()["taus"] == ["auto", 0.5]
@@ -164,7 +172,12 @@ def test_command_line_takes_the_new_settings(tiny_dir, tmp_path, capsys):
             "kway", "--affinity", "attention", "--walk-steps", "2", "--knn", "none", "--out", str(tmp_path / "o")]  # fmt: skip
     assert cli.main(argv) == 0, capsys.readouterr().err
     config = json.loads((tmp_path / "o" / "settings.json").read_text())["config"]
-    assert (config["tau"], config["partition"], config["affinity"], config["walk_steps"]) == ("auto", "kway", "attention", 2)
+    assert (config["tau"], config["partition"], config["affinity"], config["walk_steps"]) == (
+        "auto",
+        "kway",
+        "attention",
+        2,
+    )
     assert cli.main(["segment", str(img), "--model", str(tiny_dir), "--n-segments", "3", "--partition", "kway",
                      "--refine", "none", "--out", str(tmp_path / "k")]) == 0  # fmt: skip
     assert json.loads((tmp_path / "k" / "settings.json").read_text())["images"][0]["n_segments"] == 3

@@ -57,7 +57,9 @@ def test_parameters_cell(path):
     for ln in lines:  # plain `name = value  # comment` lines: papermill parses them reliably
         assert PARAM_LINE.match(ln), f"{path.name}: parameter line not plain: {ln!r}"
         ast.parse(ln)
-    assert any(re.match(r'^model = "pocket"', ln) for ln in lines), f"{path.name}: model must default to pocket"
+    assert any(re.match(r'^model = "pocket"', ln) for ln in lines), (
+        f"{path.name}: model must default to pocket"
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -118,9 +120,16 @@ def test_notebook_executes(name, tmp_path):
             params["layers"] = ["diffcut"]
     out = tmp_path / f"{name}.ipynb"
     before = sorted((ROOT / "notebooks").rglob("*"))
-    pm.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(out), parameters=params,
-                        cwd=str(tmp_path), progress_bar=False, kernel_name="python3",
-                        request_save_on_cell_execute=False, execution_timeout=300)
+    pm.execute_notebook(
+        str(ROOT / "notebooks" / f"{name}.ipynb"),
+        str(out),
+        parameters=params,
+        cwd=str(tmp_path),
+        progress_bar=False,
+        kernel_name="python3",
+        request_save_on_cell_execute=False,
+        execution_timeout=300,
+    )
     assert sorted((ROOT / "notebooks").rglob("*")) == before, "running a notebook left files in notebooks/"
     nb = json.loads(out.read_text())
     assert _own_bytes(nb) < 5e6, f"{name}: {_own_bytes(nb) / 1e6:.1f} MB of outputs"
@@ -133,26 +142,39 @@ def test_notebook_executes(name, tmp_path):
     figures = [o for o in outputs if PLOTLY_MIME in o.get("data", {})]
     assert figures, f"{name} displayed no plotly figure"
     if name.startswith("01"):  # the tau cell shows tau changing the result, not four equal pictures
-        fig = next(f[PLOTLY_MIME] for f in (o.get("data", {}) for o in outputs)
-                   if "four taus" in json.dumps(f.get(PLOTLY_MIME, {}).get("layout", {}).get("title", "")))
-        counts = [re.search(r"(\d+) segments", a["text"]).group(1) for a in fig["layout"]["annotations"]
-                  if "tau=" in a.get("text", "")]
+        fig = next(
+            f[PLOTLY_MIME]
+            for f in (o.get("data", {}) for o in outputs)
+            if "four taus" in json.dumps(f.get(PLOTLY_MIME, {}).get("layout", {}).get("title", ""))
+        )
+        counts = [
+            re.search(r"(\d+) segments", a["text"]).group(1)
+            for a in fig["layout"]["annotations"]
+            if "tau=" in a.get("text", "")
+        ]
         assert len(counts) == 4 and len(set(counts)) >= 3, counts
     plotly = [o["data"][PLOTLY_MIME] for o in figures]
     if name.startswith("02"):  # layers ranked at their own tau, timesteps as categories, named rows
         fig = next(f for f in plotly if "test scenes" in json.dumps(f["layout"].get("title", "")))
         assert fig["layout"]["xaxis"]["type"] == "category" and fig["data"][0]["colorbar"]["title"]["text"]
-        assert all(y.split(".")[0] in ("down1", "down2", "mid", "up0", "up1", "up2") for y in fig["data"][0]["y"])
+        assert all(
+            y.split(".")[0] in ("down1", "down2", "mid", "up0", "up1", "up2") for y in fig["data"][0]["y"]
+        )
         bars = next(f for f in plotly if "vs automatic" in json.dumps(f["layout"].get("title", "")))
         assert {t["name"] for t in bars["data"]} == {"tau chosen", "auto"}
-        assert any("attention walk" in x for x in bars["data"][0]["x"]) and "K-way (cosine)" in bars["data"][0]["x"]
+        assert (
+            any("attention walk" in x for x in bars["data"][0]["x"])
+            and "K-way (cosine)" in bars["data"][0]["x"]
+        )
     if name.startswith("03"):  # eigenvectors share one colour bar and scale; y0 is not drawn
         fig = next(f for f in plotly if "eigenvectors y1" in json.dumps(f["layout"].get("title", "")))
         assert fig["layout"]["coloraxis"]["colorbar"]["title"]["text"]
         assert not any(t.get("name") == "y0" for t in fig["data"])
     if name.startswith("06"):  # one metric and unit, named; categorical axes
         heat = next(f for f in plotly if f["data"][0]["type"] == "heatmap")
-        assert "pooled" in json.dumps(heat["layout"]["title"]) and heat["layout"]["xaxis"]["type"] == "category"
+        assert (
+            "pooled" in json.dumps(heat["layout"]["title"]) and heat["layout"]["xaxis"]["type"] == "category"
+        )
         assert "diffcut" not in json.dumps(heat["data"][0]["y"])  # rows are named by their layer
     if name.startswith("04"):
         widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]

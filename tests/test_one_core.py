@@ -114,7 +114,9 @@ def test_segment_features_and_layer_views_give_the_core_labels(tiny_dir):
     df = dl.layer_scores(cache, [scenes[0].label], num_classes=scenes.info.num_classes, keep_labels=True,
                          tau=0.7, refine="none")  # fmt: skip
     f = cache[name, 50][0]
-    np.testing.assert_array_equal(df.iloc[0]["labels"], core.grid_labels(core.cut_tree(f, cfg.replace(min_size=1))))
+    np.testing.assert_array_equal(
+        df.iloc[0]["labels"], core.grid_labels(core.cut_tree(f, cfg.replace(min_size=1)))
+    )
     seg = dl.DiffCut(None, refine="none", tau=0.7).segment_features(f, cache.images[0], size=(64, 64))
     score = hungarian_miou(seg.labels, scenes[0].label, num_classes=scenes.info.num_classes).miou
     assert df.iloc[0]["miou"] == pytest.approx(score)

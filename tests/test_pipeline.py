@@ -274,7 +274,10 @@ def test_segmentation_recut_keeps_every_cut_setting(name, settings, marks):
     other = seg.recut(alpha=4.0)
     assert other.params["alpha"] == 4.0
     assert {k: other.params.get(k) for k in marks} == marks  # the same kind of tree
-    assert other.params["affinity"] == seg.tree.params["affinity"] and other.params["knn"] == seg.tree.params["knn"]
+    assert (
+        other.params["affinity"] == seg.tree.params["affinity"]
+        and other.params["knn"] == seg.tree.params["knn"]
+    )
     if seg.tree.params["affinity"] == "cosine":
         assert_same_tree(other, DiffCut(None, seg.config.replace(alpha=4.0)).segment_features(f).tree)
 

@@ -33,8 +33,14 @@ def test_import_does_not_load_torch_or_plotly():
 
 
 def test_errors_share_one_base():
-    for name in ["FeatureError", "ImageInputError", "ModelLoadError", "ParameterError",
-                 "UnknownLayerError", "UnsupportedModelError"]:
+    for name in [
+        "FeatureError",
+        "ImageInputError",
+        "ModelLoadError",
+        "ParameterError",
+        "UnknownLayerError",
+        "UnsupportedModelError",
+    ]:
         assert issubclass(getattr(dl, name), dl.DiffCutLabError)
 
 

@@ -56,7 +56,9 @@ def workdir(tmp_path: Path) -> Path:
 
 def _run(argv: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
-    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def test_every_file_the_readme_names_exists():
@@ -90,7 +92,9 @@ def test_each_command_line_runs_as_written(line: str, workdir: Path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("heading,code", _blocks("python"), ids=lambda v: v[:30] if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "heading,code", _blocks("python"), ids=lambda v: v[:30] if isinstance(v, str) else ""
+)
 def test_each_python_snippet_runs_as_written(heading: str, code: str, workdir: Path, tmp_path: Path):
     if "segmind/SSD-1B" in code and 'load_backbone("pocket")' not in code:
         pytest.skip("loads real weights from the hub (its loading code is tested on small saved models)")

@@ -352,7 +352,9 @@ def test_concept_assignment_equals_the_reference_bit_for_bit(size, grid, k):
         ref.concept_assignment(lab, feats, size, order="scores"),
     )
     # order="features" is the published arithmetic (MaskPooling), frozen in tests/_published_concept.py
-    published = np.unique(published_concept_assignment(lab, torch.from_numpy(feats), size), return_inverse=True)[1]
+    published = np.unique(
+        published_concept_assignment(lab, torch.from_numpy(feats), size), return_inverse=True
+    )[1]
     _assert_same(concept_assignment(lab, feats, size, order="features"), published.reshape(size))
     t_lab, t_feats = torch.from_numpy(lab), torch.from_numpy(feats)
     _assert_same(concept_assignment(t_lab, t_feats, size), ref.concept_assignment(t_lab, t_feats, size))

@@ -54,7 +54,9 @@ def no_papermill(monkeypatch):
     ],
 )
 def test_bad_parameters_fail_before_running(args, error, message, images, tmp_path, no_papermill):
-    ns = _parse(["--model", "pocket", "--images", *map(str, images), "--out", str(tmp_path / "r.html"), *args])
+    ns = _parse(
+        ["--model", "pocket", "--images", *map(str, images), "--out", str(tmp_path / "r.html"), *args]
+    )
     with pytest.raises(error, match=re.escape(message)):
         rp.build_report(rp.params_from_args(ns), ns.out, quiet=True)
     assert not list(tmp_path.glob("r*")) and not list(tmp_path.glob(".r.*"))
@@ -67,8 +69,9 @@ def _parse(argv):
 
 
 def test_missing_image_and_bad_out_through_the_cli(tmp_path, images, no_papermill, capsys):
-    code = main(["report", "--images", str(images[0]), str(tmp_path / "nope.png"), "--out",
-                 str(tmp_path / "r.html")])
+    code = main(
+        ["report", "--images", str(images[0]), str(tmp_path / "nope.png"), "--out", str(tmp_path / "r.html")]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "nope.png does not exist" in err
@@ -123,10 +126,29 @@ def test_wheel_ships_the_report_notebook(tmp_path):
     import sys
 
     src = tmp_path / "src"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
-        ".venv", ".git", "artifacts", "reports", "build", "dist", "*.egg-info", "__pycache__", ".*cache*"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path / "dist"), str(src)], check=True, timeout=300)
+    shutil.copytree(
+        ROOT,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "artifacts", "reports", "build", "dist", "*.egg-info", "__pycache__", ".*cache*"
+        ),
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(src),
+        ],
+        check=True,
+        timeout=300,
+    )
     wheel = next((tmp_path / "dist").glob("*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "diffcut_lab/notebooks/05_report.ipynb" in names
@@ -137,14 +159,30 @@ def test_wheel_ships_the_report_notebook(tmp_path):
 @pytest.mark.notebook
 def test_report_end_to_end(tmp_path, images, artifacts_dir):
     out = tmp_path / "reports" / "demo.html"
-    code = main(["report", "--model", "pocket", "--images", *map(str, images), "--tau", "0.5", "--refine",
-                 "median", "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "report",
+            "--model",
+            "pocket",
+            "--images",
+            *map(str, images),
+            "--tau",
+            "0.5",
+            "--refine",
+            "median",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     html = out.read_text()
     # two figures per image (overlay, step-through), each a plotly div rendered by an embedded plotly.js
     assert len(re.findall(r'class="plotly-graph-div"', html)) == 2 * len(images)
     assert html.count("Plotly.newPlot") >= 2 * len(images)
-    assert "plotly.js v" in html and not re.search(r'<script[^>]+src="[^"]*plot\.ly', html)  # plotly.js inlined
+    assert "plotly.js v" in html and not re.search(
+        r'<script[^>]+src="[^"]*plot\.ly', html
+    )  # plotly.js inlined
     for p in images:  # one section per image
         assert re.search(rf"<h2[^>]*>{re.escape(p.name)}", html)
     assert "widget-state+json" not in html
@@ -208,7 +246,9 @@ def test_untrusted_names_are_escaped_and_same_names_kept(tmp_path, capsys, monke
         Image.fromarray(make_scene(40 + i, size=64).image).save(p)
     monkeypatch.chdir(tmp_path)  # a relative --out, as the README's demo passes (the kernel runs elsewhere)
     out = Path("reports") / "r.html"
-    assert main(["report", "--images", *map(str, paths), "--refine", "none", "--no-png", "--out", str(out)]) == 0
+    assert (
+        main(["report", "--images", *map(str, paths), "--refine", "none", "--no-png", "--out", str(out)]) == 0
+    )
     lines = capsys.readouterr().err.splitlines()
     assert lines[0] == f"diffcut-lab report: 3 image(s) with model 'pocket' -> {out} (+ r.ipynb)", lines
     names = ["d1/same.png", "d2/same.png", evil]
@@ -244,7 +284,9 @@ def test_out_in_the_way_fails_before_running(tmp_path, images, no_papermill):
 def test_a_failed_final_move_puts_the_previous_report_back(tmp_path, images, monkeypatch):
     _fake_papermill(monkeypatch)
     out = tmp_path / "r.html"
-    rp.build_report(rp.ReportParams(images=tuple(map(str, images))), out, png=False, quiet=True)  # the previous
+    rp.build_report(
+        rp.ReportParams(images=tuple(map(str, images))), out, png=False, quiet=True
+    )  # the previous
     figures = tmp_path / "r_figures"  # ... and its figures, as the command writes them
     figures.mkdir()
     (figures / "figure-01.png").write_text("png")
@@ -317,7 +359,7 @@ def test_html_loads_nothing_from_another_host(tmp_path, renderer):
     html = out.read_text(encoding="utf-8")
     assert _external_sources(html) == []
     before, bundle = html.split("plotly.js v")
-    outside = before + bundle[bundle.index("</script>"):]  # the page without the plotly.js bundle
+    outside = before + bundle[bundle.index("</script>") :]  # the page without the plotly.js bundle
     assert not re.search(r"cdn|require(\.min)?\.js|mermaid|tex-svg|mathjax/", outside, re.I)
     assert html.count("plotly.js v") == 1 and html.count("Plotly.newPlot") == 1
     assert 'class="plotly-graph-div"' in html and "a figure" in html

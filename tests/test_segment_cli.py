@@ -39,7 +39,10 @@ def test_segment_writes_labels_overlays_and_settings(tiny_dir, images, tmp_path,
     assert code == 0, err
     lines = err.strip().splitlines()
     assert lines[0].startswith("segment: 2 image(s) with ") and lines[0].endswith(f"-> {out}/"), lines[0]
-    assert [ln.split(" -> ")[0] for ln in lines[1:3]] == [f"segment: 1/2 {images[0]}", f"segment: 2/2 {images[1]}"]
+    assert [ln.split(" -> ")[0] for ln in lines[1:3]] == [
+        f"segment: 1/2 {images[0]}",
+        f"segment: 2/2 {images[1]}",
+    ]
     assert lines[3].startswith(f"wrote 2 segmentation(s) and settings.json to {out}/ in "), lines[3]
     assert len(lines) == 4 and not stdout
     la = np.asarray(Image.open(out / "a_labels.png"))
@@ -187,7 +190,9 @@ def test_a_killed_runs_scratch_folder_is_removed_by_the_next_run(tiny_dir, image
     import subprocess
     import sys
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     pid = int(dead.stdout)
     stale = tmp_path / f".out.diffcut-{pid}-0123abcd.tmp"
     stale.mkdir()

@@ -41,7 +41,7 @@ def test_small_work_runs_on_one_thread_and_restores():
 
 
 def test_auto_policy_reads_whether_the_work_before_shared_the_cores(monkeypatch):
-    """"auto": one thread only after a multi-threaded stage that got less than BUSY_SHARE of its threads'
+    """ "auto": one thread only after a multi-threaded stage that got less than BUSY_SHARE of its threads'
     CPU time (another process held cores); after one that got its share, threads as they are."""
     torch.set_num_threads(2)
     try:
@@ -104,7 +104,9 @@ def test_threads_option_reaches_the_process_and_the_ones_it_starts(tmp_path):
         "weights=False); print(torch.get_num_threads())'], capture_output=True, text=True).stdout.strip())\n"
     )
     env = {k: v for k, v in os.environ.items() if k != threads.ENV_THREADS}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    ).stdout
     assert out.split() == ["1", "1", "1"]
 
 

@@ -42,7 +42,11 @@ def test_a_feature_cache_entry_copied_from_another_image_is_not_believed(tiny_di
     cache = tmp_path / "c"
     first = run_ablation(grid, out=None, cache_dir=cache, progress=False)
     (a, meta_a), (b, meta_b) = _entries(cache)  # one entry per image, same layer, timestep and size
-    assert (meta_a["layer"], meta_a["timestep"], meta_a["size"]) == (meta_b["layer"], meta_b["timestep"], meta_b["size"])
+    assert (meta_a["layer"], meta_a["timestep"], meta_a["size"]) == (
+        meta_b["layer"],
+        meta_b["timestep"],
+        meta_b["size"],
+    )
     assert meta_a["image"] != meta_b["image"]
     shutil.copy(a, b)  # image A's features under image B's key
     with pytest.warns(RuntimeWarning, match="holds another feature map"):
@@ -61,11 +65,15 @@ def test_a_feature_store_entry_is_checked_against_its_key_and_image(tmp_path):
         assert store.get("k1" * 32, expect={**meta, "image": "bbb"}) is None
     store.path("k2" * 32).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(store.path("k1" * 32), store.path("k2" * 32))  # copied under another key, same metadata
-    with pytest.warns(RuntimeWarning, match=r"k2k2.* holds another feature map \(it was written under another key"):
+    with pytest.warns(
+        RuntimeWarning, match=r"k2k2.* holds another feature map \(it was written under another key"
+    ):
         assert store.get("k2" * 32, expect=meta) is None
 
 
-def test_a_full_cache_disk_reported_by_safetensors_is_a_warning_and_the_study_goes_on(tiny_dir, tmp_path, monkeypatch):
+def test_a_full_cache_disk_reported_by_safetensors_is_a_warning_and_the_study_goes_on(
+    tiny_dir, tmp_path, monkeypatch
+):
     import safetensors.torch
     from safetensors import SafetensorError
 
@@ -158,7 +166,8 @@ def test_a_foreign_schema_part_is_quarantined_with_its_name(tiny_dir, tmp_path):
         again = run_ablation(grid, out=out, progress=False)
     pd.testing.assert_frame_equal(stable(again), stable(first))
     assert sorted(p.name for p in (out / "_quarantine").iterdir()) == [
-        "part-foreign.parquet.bad", "part-retyped.parquet.bad"
+        "part-foreign.parquet.bad",
+        "part-retyped.parquet.bad",
     ]
 
 
@@ -390,8 +399,13 @@ def test_a_folder_under_a_part_name_is_quarantined(tiny_dir, tmp_path):
     assert len(pd.read_parquet(out)) == len(first)
 
 
-@pytest.mark.parametrize(("change", "message"), [("config_id", "has rows without config_id"),
-                                                 ("tp", "has rows whose 'tp' counts do not have one entry per class")])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("config_id", "has rows without config_id"),
+        ("tp", "has rows whose 'tp' counts do not have one entry per class"),
+    ],
+)
 def test_a_part_with_impossible_rows_is_quarantined(tiny_dir, tmp_path, change, message):
     grid = small_grid(tiny_dir, dataset_kwargs={"n": 1, "size": 64})
     out = tmp_path / "r.parquet"

@@ -194,8 +194,11 @@ def _save_scene(path: Path, seed: int) -> Path:
 def test_report_with_markdown_names_has_no_live_link_and_fetches_nothing(tmp_path, artifacts_dir):
     """Item 1 and 3 end to end: file names that are Markdown links, images and HTML stay text in the
     report; in Chromium the page makes no request at all and has no javascript: link."""
-    names = ["[md](javascript:alert(1)).png", "![t](http:127.0.0.1:8765).png",
-             "<a href='javascript:alert(2)'>t<\\a>.png"]
+    names = [
+        "[md](javascript:alert(1)).png",
+        "![t](http:127.0.0.1:8765).png",
+        "<a href='javascript:alert(2)'>t<\\a>.png",
+    ]
     paths = [_save_scene(tmp_path / "in" / n, i) for i, n in enumerate(names)]
     out = tmp_path / "r.html"
     assert main(["report", "--images", *map(str, paths), "--refine", "none", "--no-png", "--out", str(out),
@@ -278,10 +281,15 @@ def _open_offline(html: Path) -> dict:
                 "javascript_links": page.evaluate(
                     "() => [...document.querySelectorAll('a[href], [*|href]')].filter(a => "
                     "(a.getAttribute('href') || a.getAttribute('xlink:href') || '').trim().toLowerCase()"
-                    ".startsWith('javascript')).length"),
+                    ".startsWith('javascript')).length"
+                ),
                 "images": page.evaluate("() => document.querySelectorAll('main img').length"),
-                "headings": page.evaluate("() => [...document.querySelectorAll('h2')].map(h => h.textContent)"),
-                "titles": page.evaluate("() => [...document.querySelectorAll('.gtitle')].map(t => t.textContent)"),
+                "headings": page.evaluate(
+                    "() => [...document.querySelectorAll('h2')].map(h => h.textContent)"
+                ),
+                "titles": page.evaluate(
+                    "() => [...document.querySelectorAll('.gtitle')].map(t => t.textContent)"
+                ),
             }
         finally:
             browser.close()

@@ -186,7 +186,9 @@ def test_one_selection_rule_chooses_on_some_images_and_scores_on_others():
     assert split["tau"].tolist() == [0.3] and split["miou"].iloc[0] == pytest.approx(0.2)
     assert split["miou_max"].iloc[0] == pytest.approx(0.7) and not split["in_sample"].iloc[0]
     inside = summary.choose(rows, ["layer"], ["tau"])
-    assert inside["tau"].tolist() == [0.9] and inside["miou"].iloc[0] == pytest.approx(0.6)  # pooled: 240 / 400
+    assert inside["tau"].tolist() == [0.9] and inside["miou"].iloc[0] == pytest.approx(
+        0.6
+    )  # pooled: 240 / 400
     assert inside["in_sample"].iloc[0] and inside["n_choices"].iloc[0] == 2
     tuned = summary.tuned(rows, ["layer"], select=[0, 1], test=[2, 3])
     assert tuned[["tau", "miou"]].to_numpy().tolist() == split[["tau", "miou"]].to_numpy().tolist()

@@ -35,7 +35,12 @@ MAX_WORKER_RETRIES = 2
 
 
 def _processes(
-    tasks: Sequence[dict], on_result: OnResult, *, workers: int | None = None, fn: Callable = run_unit, **_: Any
+    tasks: Sequence[dict],
+    on_result: OnResult,
+    *,
+    workers: int | None = None,
+    fn: Callable = run_unit,
+    **_: Any,
 ) -> None:
     """A process pool; when a worker dies, the units in flight run again in a new pool (a unit that kills
     its worker more than :data:`MAX_WORKER_RETRIES` times stops the study with a clear error)."""
@@ -71,7 +76,9 @@ def _pool_round(
     # spawn: a forked child would inherit torch's thread pools and any CUDA state of the parent
     ctx = multiprocessing.get_context("spawn")
     queue = list(queue)
-    with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=init_worker, initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=n, mp_context=ctx, initializer=init_worker, initargs=(threads,)
+    ) as pool:
         pending: dict[Any, tuple[dict, int]] = {}
         try:
             while queue or pending:

@@ -19,7 +19,19 @@ from typing import Any
 
 from ..config import NONE, NONE_MEANS, DiffCutConfig
 
-__all__ = ["DEFAULT_MODEL", "MODEL_HELP", "add_config_options", "add_model_option", "add_threads_option", "apply_threads", "check_output_path", "config_from_args", "option", "parse_float", "parse_int"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "MODEL_HELP",
+    "add_config_options",
+    "add_model_option",
+    "add_threads_option",
+    "apply_threads",
+    "check_output_path",
+    "config_from_args",
+    "option",
+    "parse_float",
+    "parse_int",
+]
 
 DEFAULT_MODEL = "pocket"
 MODEL_HELP = (
@@ -101,7 +113,8 @@ def add_config_options(
     ``notes`` adds command-specific words to a field's help. ``paper`` adds ``--paper``.
     """
     group = parser.add_argument_group(
-        "DiffCut settings", "every option defaults to DiffCutConfig's value (or, with --paper, the published one)"
+        "DiffCut settings",
+        "every option defaults to DiffCutConfig's value (or, with --paper, the published one)",
     )
     if paper:
         group.add_argument(
@@ -188,9 +201,13 @@ def check_output_path(path: Path | None, option: str, *, directory: bool = False
                 f"allows {limit}. Give a shorter name."
             )
     if not directory and path.is_dir():
-        raise ParameterError(f"{option} {path} is a directory; give a file name (e.g. {path / 'report.json'})")
+        raise ParameterError(
+            f"{option} {path} is a directory; give a file name (e.g. {path / 'report.json'})"
+        )
     if directory and path.exists() and not path.is_dir():
-        raise ParameterError(f"{option} {path} is a file; give a directory (a new path, or an existing folder)")
+        raise ParameterError(
+            f"{option} {path} is a file; give a directory (a new path, or an existing folder)"
+        )
     if not directory and not path.parent.is_dir():
         raise ParameterError(f"{option} {path}: the folder {path.parent} does not exist; create it first")
     if directory and not anchor.is_dir():

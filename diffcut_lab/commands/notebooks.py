@@ -127,7 +127,9 @@ def copy_notebooks(directory: str | Path, *, model: str = "pocket", force: bool 
         for src in sources:
             nb = json.loads(src.read_text(encoding="utf-8"))
             _set_model(nb, model)
-            (staged / src.name).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+            (staged / src.name).write_text(
+                json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+            )
         if new_folder:
             os.replace(staged, out)  # one rename: the folder appears with every notebook in it
         else:
@@ -152,7 +154,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("directory", metavar="DIR", help="folder to copy the notebooks into (created if missing)")
+    parser.add_argument(
+        "directory", metavar="DIR", help="folder to copy the notebooks into (created if missing)"
+    )
     add_model_option(parser)
     parser.add_argument("--force", action="store_true", help="overwrite notebooks already in DIR")
     parser.set_defaults(run=run)

@@ -47,7 +47,13 @@ from ..progress import PROGRESS_ENV, Progress, watch
 from ._options import add_config_options, add_model_option, add_threads_option, config_from_args
 
 __all__ = [
-    "ReportParams", "build_report", "register", "report_notebook_path", "resolve_params", "run", "validate",
+    "ReportParams",
+    "build_report",
+    "register",
+    "report_notebook_path",
+    "resolve_params",
+    "run",
+    "validate",
     "written_by_report",
 ]
 
@@ -120,8 +126,10 @@ def validate(params: ReportParams, *, check_model: bool = True) -> ReportParams:
         except ImageInputError:
             raise
         except Exception as exc:  # PIL raises many kinds of errors for unreadable files
-            raise ImageInputError(f"image {one_line(path)} cannot be read ({one_line(exc)}); pass PNG, JPEG "
-                                  "or another format Pillow reads.") from exc
+            raise ImageInputError(
+                f"image {one_line(path)} cannot be read ({one_line(exc)}); pass PNG, JPEG "
+                "or another format Pillow reads."
+            ) from exc
     if check_model:
         from ..backbones import load_backbone
         from ..pipeline import DiffCut
@@ -137,17 +145,23 @@ def _check_image_path(p: Path) -> None:
         p.stat()
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise ImageInputError(f"image {shown} is a loop of symbolic links (it never reaches a file); "
-                                  "pass the image file itself to --images.") from None
+            raise ImageInputError(
+                f"image {shown} is a loop of symbolic links (it never reaches a file); "
+                "pass the image file itself to --images."
+            ) from None
         if exc.errno == errno.ENOENT:
             broken = " (a symbolic link to a missing file)" if p.is_symlink() else ""
-            raise ImageInputError(f"image {shown} does not exist{broken}; pass existing image files to "
-                                  "--images.") from None
-        raise ImageInputError(f"image {shown} cannot be opened ({one_line(exc.strerror or exc)}); pass "
-                              "image files you can read to --images.") from None
+            raise ImageInputError(
+                f"image {shown} does not exist{broken}; pass existing image files to --images."
+            ) from None
+        raise ImageInputError(
+            f"image {shown} cannot be opened ({one_line(exc.strerror or exc)}); pass "
+            "image files you can read to --images."
+        ) from None
     if p.is_dir():
-        raise ImageInputError(f"image {shown} is a folder; pass the image files in it to --images (for "
-                              f"example {shown}/*.png).")
+        raise ImageInputError(
+            f"image {shown} is a folder; pass the image files in it to --images (for example {shown}/*.png)."
+        )
     if not p.is_file():
         raise ImageInputError(f"image {shown} is not a regular file; pass image files to --images.")
 
@@ -180,8 +194,14 @@ def _draw_plotly(nb: Any) -> Any:
                     first = False
                 continue
             data["text/html"] = pio.to_html(
-                fig, include_plotlyjs=first, include_mathjax=False, full_html=False, default_width="100%",
-                default_height=525, validate=False, config={"displaylogo": False},  # no link to plotly.com
+                fig,
+                include_plotlyjs=first,
+                include_mathjax=False,
+                full_html=False,
+                default_width="100%",
+                default_height=525,
+                validate=False,
+                config={"displaylogo": False},  # no link to plotly.com
                 auto_play=False,  # a step-through opens on its first step, as its slider says
             )
             first = False
@@ -197,14 +217,14 @@ def export_html(nb: Any, path: Path, *, title: str) -> None:
     from nbconvert.preprocessors import ClearMetadataPreprocessor
 
     nb = nbformat.from_dict(json.loads(json.dumps(nb)))
-    clear = ClearMetadataPreprocessor(
-        enabled=True, preserve_nb_metadata_mask={"kernelspec", "language_info"}
-    )
+    clear = ClearMetadataPreprocessor(enabled=True, preserve_nb_metadata_mask={"kernelspec", "language_info"})
     nb, _ = clear.preprocess(nb, {})
     nb.metadata.pop("widgets", None)
     nb = _draw_plotly(_strip_for_html(nb))
     exporter = HTMLExporter(
-        exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
         extra_loaders=[jinja2.DictLoader({"diffcut_report.html.j2": _TEMPLATE})],
         template_file="diffcut_report.html.j2",
     )
@@ -241,9 +261,14 @@ def export_pngs(figs: Sequence[dict], directory: Path, *, scale: float = 1.0) ->
         fig.layout.updatemenus = None
     try:
         # kaleido's default size (700 x 500) squeezes multi-panel figures: use the figures' own
-        pio.write_images(objs, paths, format="png", scale=scale,
-                         width=[f.layout.width or 1100 for f in objs],
-                         height=[f.layout.height or 500 for f in objs])
+        pio.write_images(
+            objs,
+            paths,
+            format="png",
+            scale=scale,
+            width=[f.layout.width or 1100 for f in objs],
+            height=[f.layout.height or 500 for f in objs],
+        )
     except Exception as exc:
         reason = textwrap.shorten(f"{type(exc).__name__}: {exc}", 120, placeholder=" ...")  # whole words
         warnings.warn(
@@ -358,8 +383,10 @@ def _check_targets(targets: Sequence[tuple[Path, str]]) -> None:
         if not (path.exists() or path.is_symlink()):
             continue
         if path.is_dir() != (want == "a folder"):
-            raise ParameterError(f"{one_line(path)} is in the way: the report writes {want} there; move it or "
-                                 "pass another --out.")
+            raise ParameterError(
+                f"{one_line(path)} is in the way: the report writes {want} there; move it or "
+                "pass another --out."
+            )
         if not written_by_report(path):
             raise ParameterError(
                 f"{one_line(path)} was not written by diffcut-lab report (or was changed since), so the report "
@@ -432,8 +459,9 @@ def build_report(
     t0 = time.perf_counter()
     out = Path(out)
     if out.suffix.lower() != ".html":
-        raise ParameterError(f"--out {one_line(out)} must end in .html (the executed notebook and figures go "
-                             "beside it).")
+        raise ParameterError(
+            f"--out {one_line(out)} must end in .html (the executed notebook and figures go beside it)."
+        )
     nb_out, fig_out = out.with_suffix(".ipynb"), out.parent / f"{out.stem}_figures"
     targets = [(out, "a file"), (nb_out, "a file"), (fig_out, "a folder")]
     _check_targets(targets)
@@ -455,8 +483,16 @@ def build_report(
 
 
 def _run_and_export(
-    params: ReportParams, tmp: Path, out: Path, nb_out: Path, fig_out: Path, *, png: bool,
-    kernel_name: str | None, timeout: int | None, quiet: bool,
+    params: ReportParams,
+    tmp: Path,
+    out: Path,
+    nb_out: Path,
+    fig_out: Path,
+    *,
+    png: bool,
+    kernel_name: str | None,
+    timeout: int | None,
+    quiet: bool,
 ) -> list[Path]:
     """Execute the notebook and write the HTML, the notebook and the figures into ``tmp``."""
     import nbformat
@@ -528,15 +564,21 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     add_threads_option(parser)
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", nargs="+", metavar="IMAGE", help="image files to segment")
-    src.add_argument("--samples", action="store_true",
-                     help="segment the sample photos bundled with the package (offline)")
+    src.add_argument(
+        "--samples", action="store_true", help="segment the sample photos bundled with the package (offline)"
+    )
     add_config_options(parser)
-    parser.add_argument("--out", default="reports/report.html",
-                        help="HTML file to write (default reports/report.html); OUT.ipynb and OUT_figures/ "
-                        "go beside it")
+    parser.add_argument(
+        "--out",
+        default="reports/report.html",
+        help="HTML file to write (default reports/report.html); OUT.ipynb and OUT_figures/ go beside it",
+    )
     parser.add_argument("--no-png", action="store_true", help="skip the PNG figures")
-    parser.add_argument("--kernel", default=None,
-                        help="Jupyter kernel to run the notebook with (default: the notebook's, python3)")
+    parser.add_argument(
+        "--kernel",
+        default=None,
+        help="Jupyter kernel to run the notebook with (default: the notebook's, python3)",
+    )
     parser.add_argument("--timeout", type=int, default=1800, help="seconds allowed per notebook cell")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     parser.set_defaults(run=run)
@@ -551,6 +593,12 @@ def params_from_args(args: argparse.Namespace) -> ReportParams:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``diffcut-lab report``."""
-    build_report(params_from_args(args), args.out, png=not args.no_png, kernel_name=args.kernel,
-                 timeout=args.timeout, quiet=args.quiet)
+    build_report(
+        params_from_args(args),
+        args.out,
+        png=not args.no_png,
+        kernel_name=args.kernel,
+        timeout=args.timeout,
+        quiet=args.quiet,
+    )
     return 0

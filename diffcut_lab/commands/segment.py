@@ -144,13 +144,18 @@ def run(args: argparse.Namespace) -> int:
     backbone = load_backbone(args.model, device=args.device)
     t_load = time.perf_counter() - t0
     dc = DiffCut(backbone, config)
-    layer = dc.check()  # --timestep, --image-size, --layer and what the grid can take, before any image is read
+    layer = (
+        dc.check()
+    )  # --timestep, --image-size, --layer and what the grid can take, before any image is read
+
     def say(msg: str) -> None:  # what runs and what came of it (stderr, like the progress lines)
         if not args.quiet:
             print(msg, file=sys.stderr, flush=True)
 
-    say(f"segment: {len(files)} image(s) with {args.model!r} (layer {layer}, t={config.timestep}, "
-        f"tau {config.tau}, refine {config.refine}) -> {out}/")
+    say(
+        f"segment: {len(files)} image(s) with {args.model!r} (layer {layer}, t={config.timestep}, "
+        f"tau {config.tau}, refine {config.refine}) -> {out}/"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     # results go to a temporary folder beside --out and move in only when every image is done, so a
     # failed or interrupted run leaves the previous contents of --out as they were
@@ -180,8 +185,10 @@ def run(args: argparse.Namespace) -> int:
         os.replace(tmp / "settings.json", out / "settings.json")  # last: it describes the files above
     seconds = time.perf_counter() - t0
     mean = sum(r["n_segments"] for r in records) / max(len(records), 1)
-    say(f"wrote {len(records)} segmentation(s) and settings.json to {out}/ in {seconds:.1f} s "
-        f"({mean:.1f} segments per image)")
+    say(
+        f"wrote {len(records)} segmentation(s) and settings.json to {out}/ in {seconds:.1f} s "
+        f"({mean:.1f} segments per image)"
+    )
     return 0
 
 
