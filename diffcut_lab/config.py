@@ -327,6 +327,13 @@ class DiffCutConfig:
         set_ = object.__setattr__
         for name in _OPTIONAL_FIELDS:  # None, or "none" as text writes it; 0 is a number, never None
             set_(self, name, _optional(getattr(self, name)))
+        alpha, tau = self._check_values()
+        self._check_ranges()
+        dil = self._check_dilations()
+        self._normalise(alpha, tau, dil)
+
+    def _check_values(self) -> tuple[float, Any]:
+        """The layer, timestep, alpha, tau and the choices, and the solver and mode they allow."""
         if not isinstance(self.layer, str) or not self.layer:
             raise ParameterError(f"layer must be a non-empty layer name or alias; got {self.layer!r}.")
         check_int(self.timestep, "timestep", minimum=0, hint="The paper uses 50.")
@@ -351,6 +358,10 @@ class DiffCutConfig:
             raise ParameterError(
                 "min_size must be 1 in mode 'paper' (the published recursion has no minimum)."
             )
+        return alpha, tau
+
+    def _check_ranges(self) -> None:
+        """Flags, counts and their bounds, and the settings that exclude each other."""
         if not isinstance(self.antialias, bool):
             raise ParameterError(f"antialias must be True or False; got {self.antialias!r}.")
         check_int(self.seed, "seed", minimum=0, maximum=MAX_SEED, hint="Seeds are int64: 0 to 2**63 - 1.")
@@ -385,12 +396,20 @@ class DiffCutConfig:
         if self.n_segments is not None:
             _at_most("n_segments", self.n_segments, _MAX_KWAY_SEGMENTS, "a K-way cut needs K grid nodes and "
                      f"segments x nodes <= {MAX_KWAY_WORK:,}")  # fmt: skip
+
+    def _check_dilations(self) -> tuple[int, ...]:
+        """The PAMR dilations as a tuple of ints (each at least 1, at most MAX_PAMR_DILATION)."""
         dil = tuple(self.pamr_dilations) if isinstance(self.pamr_dilations, (list, tuple)) else ()
         if not dil or any(not is_int(d) or d < 1 for d in dil):
             raise ParameterError(
                 f"pamr_dilations must be a non-empty tuple of positive ints; got {self.pamr_dilations!r}."
             )
         _at_most("pamr_dilations", max(dil), MAX_PAMR_DILATION, "PAMR pads the image by the largest one")
+        return dil
+
+    def _normalise(self, alpha: float, tau: Any, dil: tuple[int, ...]) -> None:
+        """Store the checked values in their canonical types (frozen dataclass: set through object)."""
+        set_ = object.__setattr__
         set_(self, "timestep", int(self.timestep))
         set_(self, "alpha", alpha)
         set_(self, "tau", tau)
