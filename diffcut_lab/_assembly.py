@@ -4,6 +4,10 @@
 ``conditioning.safetensors``, or the text encoders run once on the empty prompt); :func:`skeleton` builds
 the UNet from its config alone on the ``meta`` device. :mod:`diffcut_lab._checkpoints` reads the directory
 first; the calls into diffusers and transformers live in :mod:`diffcut_lab._diffusers`.
+
+The bundled pocket model is built without diffusers (importing it costs seconds): its UNet by
+:mod:`diffcut_lab.pocket.unet`, its noise schedule by :mod:`diffcut_lab.pocket.schedule`, both the same
+bits as diffusers' (see :func:`builds_light`). Every other model goes through diffusers.
 """
 
 from __future__ import annotations
@@ -19,16 +23,36 @@ from ._backbone import Backbone, sdxl_added_cond
 from ._checkpoints import Layout, component_variant, read_json, weight_ext
 from ._families import detect_family
 from .errors import ModelLoadError, UnsupportedModelError
+from .pocket import schedule as light_schedule
+from .pocket import unet as light_unet
 
-__all__ = ["build", "family_and_sizes", "skeleton"]
+__all__ = ["build", "builds_light", "family_and_sizes", "skeleton"]
 
 #: a prompt -> (prompt_embeds, added_cond_kwargs or None)
 PromptFn = Callable[[str], tuple[torch.Tensor, Any]]
 
 
+def builds_light(layout: Layout, name: str, *, use_safetensors: bool = True) -> bool:
+    """Whether the model is the bundled pocket model (source ``"pocket"``) and is built without diffusers.
+
+    Always, for the shipped weights: a pixel-space UNet whose config :func:`diffcut_lab.pocket.unet.supports`
+    reads, stored as safetensors. A retrained pocket model with other blocks goes through diffusers.
+    """
+    return (
+        name == "pocket"
+        and use_safetensors
+        and not layout.has_vae
+        and light_unet.supports(layout.unet_config)
+        and (layout.root / "unet" / light_unet.WEIGHTS_FILE).is_file()
+    )
+
+
 def skeleton(layout: Layout, *, name: str, image_size: int | None) -> Backbone:
     """A weightless backbone: the UNet built from its config on the meta device."""
-    unet = _diffusers.new_unet(layout.unet_config, empty=True)
+    if builds_light(layout, name):
+        unet = light_unet.new_unet(layout.unet_config, empty=True)
+    else:
+        unet = _diffusers.new_unet(layout.unet_config, empty=True)
     family, image_size, latent_scale = family_and_sizes(layout, unet.config, image_size)
     return Backbone(
         unet,
@@ -53,13 +77,23 @@ def family_and_sizes(
     return family, int(image_size), latent_scale
 
 
-def _load_scheduler(root: Path) -> Any:
+def _load_scheduler(root: Path, *, light: bool = False) -> Any:
+    """The DDIM noise schedule of ``scheduler/`` (Stable Diffusion's without one); ``light``: without
+    diffusers when :func:`diffcut_lab.pocket.schedule.supports_schedule` reads the config."""
     cfg_path = root / "scheduler" / "scheduler_config.json"
-    return _diffusers.ddim_scheduler(read_json(cfg_path) if cfg_path.exists() else None)
+    cfg = read_json(cfg_path) if cfg_path.exists() else None
+    if light and cfg is not None and light_schedule.supports_schedule(cfg):
+        return light_schedule.ddim_schedule(cfg, timestep_spacing="trailing")
+    return _diffusers.ddim_scheduler(cfg)
 
 
-def _from_pretrained(kind: str, root: Path, sub: str, name: str, **kwargs: Any) -> Any:
+def _from_pretrained(
+    kind: str, root: Path, sub: str, name: str, *, light: bool = False, **kwargs: Any
+) -> Any:
+    """``root/sub``'s UNet or VAE with its weights (``light``: the UNet without diffusers)."""
     try:
+        if light:
+            return light_unet.load_unet(root / sub, dtype=kwargs["torch_dtype"])
         return _diffusers.load_component(kind, str(root), sub, **kwargs)
     except (OSError, ValueError) as err:
         raise ModelLoadError(
@@ -77,8 +111,10 @@ def _load_modules(
     vae_dtype: torch.dtype,
     use_safetensors: bool,
     variant: str | None,
+    light: bool = False,
 ) -> tuple[Any, Any]:
-    """``(unet, vae)`` with their weights, on ``device`` in eval mode (``vae`` None in pixel space)."""
+    """``(unet, vae)`` with their weights, on ``device`` in eval mode (``vae`` None in pixel space);
+    ``light``: the pocket model's UNet without diffusers."""
     root = layout.root
     ext = weight_ext(use_safetensors)
 
@@ -89,7 +125,7 @@ def _load_modules(
             kw["variant"] = v
         return kw
 
-    unet = _from_pretrained("unet", root, "unet", name, torch_dtype=dtype, **weights_kw("unet"))
+    unet = _from_pretrained("unet", root, "unet", name, light=light, torch_dtype=dtype, **weights_kw("unet"))
     unet.to(device).eval().requires_grad_(False)
     vae = None
     if layout.has_vae:
@@ -182,9 +218,10 @@ def build(
     keep_text_encoders: bool,
 ) -> Backbone:
     """The backbone of a model directory, with its weights (see :func:`diffcut_lab.load_backbone`)."""
+    light = builds_light(layout, name, use_safetensors=use_safetensors)
     unet, vae = _load_modules(
         layout, name=name, device=device, dtype=dtype, vae_dtype=vae_dtype, use_safetensors=use_safetensors,
-        variant=variant,
+        variant=variant, light=light,
     )  # fmt: skip
     family, image_size, latent_scale = family_and_sizes(layout, unet.config, image_size)
     prompt_embeds, pooled_prompt_embeds, text_fn = _empty_prompt(
@@ -196,7 +233,7 @@ def build(
     return Backbone(
         unet,
         vae=vae,
-        scheduler=_load_scheduler(layout.root),
+        scheduler=_load_scheduler(layout.root, light=light),
         prompt_embeds=prompt_embeds,
         added_cond_kwargs=added,
         family=family,

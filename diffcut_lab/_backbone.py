@@ -4,7 +4,7 @@ A :class:`Backbone` holds only what feature extraction needs: the UNet, the VAE 
 pixel-space models), a scheduler for ``add_noise`` and the conditioning of the empty prompt (text
 encoders are run once and dropped). Its three steps -- :meth:`~Backbone.encode`,
 :meth:`~Backbone.add_noise`, :meth:`~Backbone.forward` -- are the whole of feature extraction; the calls
-into diffusers live in :mod:`diffcut_lab._diffusers`. Also here: the devices and dtypes a backbone goes to
+into diffusers live in :mod:`diffcut_lab._diffusers` (the pocket model runs without them). Also here: the devices and dtypes a backbone goes to
 by default. Loading is :mod:`diffcut_lab.backbones`.
 """
 
@@ -113,10 +113,13 @@ class Backbone(InputSizes):
     Attributes
     ----------
     unet : diffusers.UNet2DConditionModel
+        (for the bundled pocket model, :class:`diffcut_lab.pocket.unet.UNet2DConditionModel`: the same
+        modules and arithmetic without importing diffusers)
     vae : diffusers.AutoencoderKL or None
         ``None`` for pixel-space models (images are fed as ``2 x - 1``).
     scheduler : diffusers.DDIMScheduler
-        Used for ``add_noise``; ``scheduler.config.num_train_timesteps`` bounds the timesteps.
+        Used for ``add_noise``; ``scheduler.config.num_train_timesteps`` bounds the timesteps (the pocket
+        model's is a :class:`diffcut_lab.pocket.schedule.NoiseSchedule`, the same numbers).
     prompt_embeds : torch.Tensor
         ``(1, L, D)`` encoder hidden states of the prompt (the empty prompt by default).
     added_cond_kwargs : dict or None

@@ -1,8 +1,8 @@
 """Every detail of diffusers' (and transformers') internals the package relies on, in one place: a
 diffusers upgrade touches this file.
 
-- Hooks: the module classes that carry hook points, and an attention processor that also keeps the
-  attention probabilities.
+- Hooks: the module classes that carry hook points (diffusers' and the pocket model's own), and an
+  attention processor that also keeps the attention probabilities (for either's attention modules).
 - Models: UNet and VAE construction (seeded, or weightless on the meta device), loading a component
   from a model folder, the noise schedulers, the VAE's latent scale, and the prompt encoder of the
   Stable Diffusion / SDXL pipelines.
@@ -10,6 +10,7 @@ diffusers upgrade touches this file.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -32,19 +33,36 @@ __all__ = [
 PROBS_CHUNK_BYTES = 1 << 28  # bound on the float32 attention scores materialised at once
 
 
-def module_classes() -> dict[str, type]:
-    """The diffusers classes whose instances carry hook points, by hook kind."""
-    from diffusers.models.attention import BasicTransformerBlock
-    from diffusers.models.attention_processor import Attention
-    from diffusers.models.resnet import ResnetBlock2D
-    from diffusers.models.transformers.transformer_2d import Transformer2DModel
+#: the module classes that carry hook points, by hook kind: (defining module, class name) in diffusers
+_HOOK_CLASSES = {
+    "attention": ("diffusers.models.attention_processor", "Attention"),
+    "block": ("diffusers.models.attention", "BasicTransformerBlock"),
+    "attentions": ("diffusers.models.transformers.transformer_2d", "Transformer2DModel"),
+    "resnet": ("diffusers.models.resnet", "ResnetBlock2D"),
+}
 
-    return {
-        "attention": Attention,
-        "block": BasicTransformerBlock,
-        "attentions": Transformer2DModel,
-        "resnet": ResnetBlock2D,
+
+def module_classes() -> dict[str, tuple[type, ...]]:
+    """The module classes whose instances carry hook points, by hook kind (for ``isinstance``).
+
+    Each kind has the pocket model's own class (:mod:`diffcut_lab.pocket.unet`, which imports no
+    diffusers) and diffusers' class when diffusers has loaded the module that defines it -- which it has
+    whenever a diffusers UNet exists, so nothing is imported here.
+    """
+    from .pocket import unet as light
+
+    own = {
+        "attention": light.Attention,
+        "block": light.BasicTransformerBlock,
+        "attentions": light.Transformer2DModel,
+        "resnet": light.ResnetBlock2D,
     }
+    out = {}
+    for kind, (module, name) in _HOOK_CLASSES.items():
+        loaded = sys.modules.get(module)
+        theirs = getattr(loaded, name, None) if loaded is not None else None
+        out[kind] = (own[kind],) if theirs is None else (own[kind], theirs)
+    return out
 
 
 class ProbsProcessor:
