@@ -8,9 +8,12 @@ spawned (interpreter start-up included):
 
 - ``help``: ``diffcut-lab --help``, until it exits;
 - ``layers``: ``diffcut-lab layers --model pocket``, until it exits (printing the table is its work);
-- ``segment``: ``diffcut-lab segment photo.png`` on one 256 x 320 photo: until the first image is handed
-  to the segmentation (the model loaded and the settings checked: ``first_work_s``) and until it exits
-  (``exit_s``).
+- ``segment``: ``diffcut-lab segment photo.png --model pocket`` on one 256 x 320 photo (or ``--photo
+  PATH``, e.g. ``examples/images/cat.jpg``): until the first image is handed to the segmentation (the
+  model loaded and the settings checked: ``first_work_s``) and until it exits (``exit_s``).
+
+The pocket model is built without diffusers (``diffcut_lab.pocket.unet``), so neither command imports
+it; with ``--reference`` an older checkout shows what diffusers' import used to cost.
 
 Each process's CPU time (user + system, from ``wait4``) is kept too: on a busy machine it moves much less
 than the wall time. With ``--reference DIR`` (an older checkout, e.g. ``git worktree add /tmp/ref
@@ -22,12 +25,13 @@ slows imports a little, so these are shares, not timings. ``--no-bytecode`` adds
 an empty bytecode cache (``PYTHONPYCACHEPREFIX`` set to an empty folder, nothing written): every module is
 compiled from source, as on a first call in an environment installed without bytecode.
 
-**Steps** (``--steps``, the earlier measurements): ``import torch``; ``import diffusers`` after torch;
-``import diffcut_lab`` alone (lazy: no torch); ``load_backbone("pocket")`` whole; and the same work in
-steps in one process (torch, diffusers, ``diffcut_lab.backbones``, diffusers' UNet module tree, the rest
-of the first load, a second load).
+**Steps** (``--steps``, the earlier measurements): ``import torch``; ``import diffusers`` after torch
+(what the pocket model no longer pays); ``import diffcut_lab`` alone (lazy: no torch);
+``load_backbone("pocket")`` whole; and the same work in steps in one process (torch,
+``diffcut_lab.backbones``, the first load, a second load).
 
-Run: ``python benchmarks/load_time.py [--repeats 5] [--reference /tmp/ref] [--no-bytecode] [--steps]``
+Run: ``python benchmarks/load_time.py [--repeats 5] [--reference /tmp/ref] [--photo PATH] [--no-bytecode]
+[--steps]``
 -> ``benchmarks/results/load_time.json``.
 """
 
@@ -37,6 +41,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -67,9 +72,7 @@ SNIPPETS: dict[str, list[tuple[str, str]]] = {
     "load_pocket": [("load_pocket", "import diffcut_lab\ndiffcut_lab.load_backbone('pocket')")],
     "load_pocket_parts": [
         ("import_torch", "import torch"),
-        ("import_diffusers", "import diffusers"),
         ("import_diffcut_lab_backbones", "import diffcut_lab.backbones"),
-        ("import_diffusers_unet", "from diffusers import UNet2DConditionModel"),
         ("first_load_rest", "import diffcut_lab\ndiffcut_lab.load_backbone('pocket')"),
         ("second_load", "diffcut_lab.load_backbone('pocket')"),
     ],
@@ -147,10 +150,8 @@ def run_command(
 ) -> dict:
     """One fresh ``diffcut-lab <name> ...`` process from ``tree``: wall seconds to exit (and, for segment,
     to its first work), CPU seconds, and its stderr."""
-    argv = [
-        a.replace("PHOTO", str(workdir / "photo.png")).replace("OUTDIR", str(workdir / "out"))
-        for a in COMMANDS[name]
-    ]
+    photo = next(workdir.glob("photo.*"))
+    argv = [a.replace("PHOTO", str(photo)).replace("OUTDIR", str(workdir / "out")) for a in COMMANDS[name]]
     with tempfile.TemporaryFile() as err:
         start_epoch, t0 = time.time(), time.perf_counter()
         proc = subprocess.Popen(
@@ -235,16 +236,26 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 def measure_commands(
-    names: list[str], repeats: int, reference: Path | None, *, no_bytecode: bool = False, profile: bool = True
+    names: list[str],
+    repeats: int,
+    reference: Path | None,
+    *,
+    no_bytecode: bool = False,
+    profile: bool = True,
+    photo: Path | None = None,
 ) -> dict:
-    """Fresh-process time to first work of each command, from this tree (and ``reference``), alternated."""
+    """Fresh-process time to first work of each command, from this tree (and ``reference``), alternated;
+    ``segment`` reads ``photo`` (default: a generated 256 x 320 photo)."""
     trees = {"this": REPO, **({"reference": reference} if reference is not None else {})}
     samples: dict[str, dict[str, dict[str, list[float]]]] = {
         t: {n: defaultdict(list) for n in names} for t in trees
     }
     with tempfile.TemporaryDirectory(prefix="load_time_") as tmp:
         work = Path(tmp)
-        _photo(work / "photo.png")
+        if photo is None:
+            _photo(work / "photo.png")
+        else:
+            shutil.copyfile(photo, work / f"photo{photo.suffix}")
         for _ in range(repeats):  # interleaved, so that a busy moment of the machine hits all alike
             for name in names:
                 for label, tree in trees.items():
@@ -300,16 +311,18 @@ def measure_steps(repeats: int) -> dict:
                 startup.append(wall - timings["import_diffcut_lab"])
     results = {key: {name: _stats(v) for name, v in by_name.items()} for key, by_name in samples.items()}
     parts = results["load_pocket_parts"]
-    imports = ("import_torch", "import_diffusers", "import_diffcut_lab_backbones", "import_diffusers_unet")
+    imports = ("import_torch", "import_diffcut_lab_backbones")
     return {
         "interpreter_startup_s": round(statistics.median(startup), 3),
         "results": results,
         "summary_median_s": {
             "import torch": parts["import_torch"]["median_s"],
-            "import diffusers (after torch)": parts["import_diffusers"]["median_s"],
+            "import diffusers (after torch; the pocket model does not)": results["import_diffusers"][
+                "import_diffusers"
+            ]["median_s"],
             "import diffcut_lab (alone)": results["import_diffcut_lab"]["import_diffcut_lab"]["median_s"],
             "load_backbone('pocket'), fresh process": results["load_pocket"]["load_pocket"]["median_s"],
-            "of which imports (torch, diffusers, diffcut_lab, the UNet tree)": round(
+            "of which imports (torch, diffcut_lab.backbones)": round(
                 sum(parts[k]["median_s"] for k in imports), 3
             ),
             "of which the rest of the first load": parts["first_load_rest"]["median_s"],
@@ -358,6 +371,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--steps", action="store_true", help="also the step-by-step import and load measurements"
     )
+    parser.add_argument(
+        "--photo",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="the image segment reads (default: generated)",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -376,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             args.reference,
             no_bytecode=args.no_bytecode,
             profile=not args.no_profile,
+            photo=args.photo,
         )
         _print_commands(doc["commands"])
     if args.steps:
