@@ -60,10 +60,28 @@ def propose(
     more than rounding. Segments of zero volume score 0 (their auxiliary variable is 0). Returns the
     proposed labels.
     """
-    inv = torch.where(vol > 0, 1.0 / torch.where(vol > 0, vol, 1.0), 0.0)
-    rho = ratios(vol, assoc)
-    score = (2.0 * st - (rho + lam)[:, None] * d[None, :]) * inv[:, None]  # (K, N)
-    own = score.gather(0, lab[None, :]).squeeze(0) + 2.0 * lam * d * inv[lab]
+    return _propose(_Scores(st, d, lab, vol, assoc), d, lab, lam)
+
+
+class _Scores:
+    """What :func:`propose` needs of one labelling whatever the shift: ``2 S``, ``1 / vol``, the ratios
+    and each node's own ``1 / vol`` (the retries of a step reuse them; same arithmetic, same bits)."""
+
+    __slots__ = ("inv", "inv_own", "rho", "st2")
+
+    def __init__(
+        self, st: torch.Tensor, d: torch.Tensor, lab: torch.Tensor, vol: torch.Tensor, assoc: torch.Tensor
+    ) -> None:
+        pos = vol > 0
+        self.inv = torch.where(pos, 1.0 / torch.where(pos, vol, 1.0), 0.0)
+        self.rho = ratios(vol, assoc)
+        self.st2 = 2.0 * st
+        self.inv_own = self.inv[lab]
+
+
+def _propose(sc: _Scores, d: torch.Tensor, lab: torch.Tensor, lam: float) -> torch.Tensor:
+    score = (sc.st2 - (sc.rho + lam)[:, None] * d[None, :]) * sc.inv[:, None]  # (K, N)
+    own = score.gather(0, lab[None, :]).squeeze(0) + 2.0 * lam * d * sc.inv_own
     best_score, best = score.max(0)
     margin = 1e-12 * (best_score.abs() + own.abs())
     move = (best_score > own + margin) & (best != lab)
@@ -106,6 +124,7 @@ def _descend(
     steps: int,
     tol: float,
     history: list[float],
+    start: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, bool]:
     """Alternating steps from ``lab`` (at most ``steps``), appending each accepted NCut to ``history``
     (which holds the NCut of ``lab`` last). Returns the labels and whether it stopped at a local minimum
@@ -114,9 +133,10 @@ def _descend(
     A step is the simultaneous assignment of :func:`propose`, retried with a doubled shift while it
     would raise the NCut or empty a segment. When even a large shift leaves nothing acceptable, the
     nodes whose own move has a positive exact gain are moved together, the best half of them if that
-    fails, and so on down to the single best move (which always lowers the NCut).
+    fails, and so on down to the single best move (which always lowers the NCut). ``start``: the
+    :func:`state` of ``lab`` when the caller has it.
     """
-    st, vol, assoc = state(a, d, lab, k)
+    st, vol, assoc = state(a, d, lab, k) if start is None else start
     diag = torch.diagonal(a)
     lam = reg
 
@@ -134,8 +154,9 @@ def _descend(
 
     for _ in range(steps):
         found = None
+        scores = _Scores(st, d, lab, vol, assoc)
         for _ in range(_MAX_BACKTRACK):
-            new = propose(st, d, lab, vol, assoc, lam)
+            new = _propose(scores, d, lab, lam)
             if bool((new == lab).all()):
                 break
             found = attempt(new)
@@ -178,8 +199,9 @@ def _bisect(a: torch.Tensor, d: torch.Tensor, reg: float) -> tuple[torch.Tensor,
     v = top_eigvecs(a, torch.where(d > 0, d, 1.0), 2)[:, 0]  # eigh / Lanczos return ascending order
     y = v * torch.where(d > 0, d.clamp_min(1e-300).rsqrt(), 0.0)
     lab = _sweep(a, d, y)
-    history = [ncut_of(*state(a, d, lab, 2)[1:])]
-    lab, _ = _descend(a, d, lab, 2, reg, _BISECT_STEPS, _BISECT_TOL * history[-1], history)
+    start = state(a, d, lab, 2)
+    history = [ncut_of(*start[1:])]
+    lab, _ = _descend(a, d, lab, 2, reg, _BISECT_STEPS, _BISECT_TOL * history[-1], history, start)
     return lab, *state(a, d, lab, 2)[1:]
 
 
@@ -188,7 +210,7 @@ def _sweep(a: torch.Tensor, d: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     point ``t`` of the sorted ``y`` (ties by index): one ``O(n^2)`` pass of cumulative sums."""
     n = y.shape[0]
     order = torch.argsort(-y, stable=True)
-    g = a[order][:, order]
+    g = a[order[:, None], order]
     below = torch.tril(g, diagonal=-1).sum(1)  # each node's weight towards the nodes sorted before it
     inner = 2.0 * torch.cumsum(below, 0)[:-1]  # assoc of the first p nodes, p = 1..n-1
     rows = torch.cumsum(g.sum(1), 0)[:-1]
@@ -216,7 +238,7 @@ def _split(
     key = idx.cpu().numpy().tobytes()
     found = splits.get(key)
     if found is None:
-        found = splits[key] = _bisect(a[idx][:, idx], d[idx], reg)
+        found = splits[key] = _bisect(a[idx[:, None], idx], d[idx], reg)
     return found
 
 
@@ -228,14 +250,15 @@ def _escape(
     reg: float,
     splits: Splits,
     current: float,
-) -> tuple[torch.Tensor, float] | None:
+) -> tuple[torch.Tensor, float, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None:
     """Best segment-level move, when it lowers the NCut: cut a segment ``c`` in two and either merge two
     other segments (the freed label goes to one half), or give one half to another segment.
 
     A local minimum of node moves can hold two segments that belong together while another holds two
     objects, or give an object to the wrong neighbour; no single-node move fixes either. Gains are exact:
     merges from the K x K association matrix, transfers from the half's links to every segment, splits
-    from :func:`_split`. The move is a function of the labelling alone.
+    from :func:`_split`. The move is a function of the labelling alone. Returns the new labels, their
+    NCut and their :func:`state`.
     """
     st, vol, assoc = state(a, d, lab, k)
     c = torch.zeros(k, k, dtype=a.dtype, device=a.device).index_add_(1, lab, st)  # X^T W X
@@ -282,10 +305,11 @@ def _escape(
         new[idx[sub == i]] = j
     if not bool((torch.bincount(new, minlength=k) > 0).all()):
         return None
-    value = ncut_of(*state(a, d, new, k)[1:])
+    after = state(a, d, new, k)
+    value = ncut_of(*after[1:])
     if not value < current - 1e-12 * max(1.0, current):
         return None
-    return new, value
+    return new, value, after
 
 
 def _renumber(lab: torch.Tensor, k: int) -> torch.Tensor:
@@ -321,8 +345,9 @@ def run(
     labelling: when an earlier run went on from the same one to a minimum that no segment move improves,
     within the budgets left, its continuation is taken as it was (``memo``), and trial cuts of segments
     already seen are reused (``splits``)."""
-    history = [ncut_of(*state(a, d, lab, k)[1:])]
-    lab, converged = _descend(a, d, lab, k, reg, max_iter, tol, history)
+    start = state(a, d, lab, k)
+    history = [ncut_of(*start[1:])]
+    lab, converged = _descend(a, d, lab, k, reg, max_iter, tol, history, start)
     visited: list[tuple[bytes, int, int]] = []  # (labelling, len(history), escapes used) at each minimum
     used = 0
     finished = False  # ended at a minimum that no segment move improves
@@ -344,7 +369,7 @@ def run(
         used += 1
         lab = moved[0]
         history.append(moved[1])
-        lab, converged = _descend(a, d, lab, k, reg, max_iter - (len(history) - 1), tol, history)
+        lab, converged = _descend(a, d, lab, k, reg, max_iter - (len(history) - 1), tol, history, moved[2])
     if finished:
         for key0, at, used0 in visited:
             memo[key0] = (len(history) - at, used - used0, lab, history[at:])

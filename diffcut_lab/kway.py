@@ -162,20 +162,22 @@ def _graph(w: Any, self_loops: bool) -> tuple[torch.Tensor, torch.Tensor]:
     return a, a.sum(1)
 
 
-_BLOCK = 512  # rows per block of the N x N passes that must not allocate N x N temporaries
+_TILE = 256  # side of the square tiles of the N x N pass that must not allocate N x N temporaries
 
 
 def _symmetrise_(a: torch.Tensor) -> None:
     """Replace the (symmetric within tolerance) ``A`` by ``(A + A^T) / 2`` in place, so that scores and
-    objective agree to the last bit. Memory: two blocks of rows, never an N x N temporary."""
+    objective agree to the last bit. Square tiles and their mirror images: each comparison reads two
+    small blocks (a transposed read of whole rows of blocks misses the cache at every element). Memory:
+    two tiles, never an N x N temporary."""
     n = a.shape[0]
-    for i in range(0, n, _BLOCK):
-        rows = slice(i, min(i + _BLOCK, n))
-        top, left = a[rows, i:], a[i:, rows].T
-        if not torch.equal(top, left):
-            mean = (top + left) / 2
-            a[rows, i:] = mean
-            a[i:, rows] = mean.T
+    for i in range(0, n, _TILE):
+        for j in range(i, n, _TILE):
+            top, left = a[i : i + _TILE, j : j + _TILE], a[j : j + _TILE, i : i + _TILE].T
+            if not torch.equal(top, left):
+                mean = (top + left) / 2
+                a[i : i + _TILE, j : j + _TILE] = mean
+                a[j : j + _TILE, i : i + _TILE] = mean.T
 
 
 def _codes(labels: Any, n: int) -> tuple[np.ndarray, int]:
