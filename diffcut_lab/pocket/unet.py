@@ -628,7 +628,33 @@ def _transformer(s: _Settings, ch: int, heads: int, depth: int, cross: int) -> T
     )  # fmt: skip
 
 
-class DownBlock2D(nn.Module):
+class _DownBlock(nn.Module):
+    """What both down blocks run: each resnet (then its transformer, in a cross-attention block), then the
+    downsampler; returns the features and every intermediate output (the skip connections)."""
+
+    has_cross_attention = False
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        temb: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, tuple]:
+        output_states: tuple = ()
+        attentions = self.attentions if self.has_cross_attention else [None] * len(self.resnets)
+        for resnet, attn in zip(self.resnets, attentions):
+            hidden_states = resnet(hidden_states, temb)
+            if attn is not None:
+                hidden_states = attn(hidden_states, encoder_hidden_states=encoder_hidden_states)[0]
+            output_states = (*output_states, hidden_states)
+        if self.downsamplers is not None:
+            for downsampler in self.downsamplers:
+                hidden_states = downsampler(hidden_states)
+            output_states = (*output_states, hidden_states)
+        return hidden_states, output_states
+
+
+class DownBlock2D(_DownBlock):
     """Resnets, then a downsampler (all but the last stage)."""
 
     def __init__(
@@ -638,45 +664,21 @@ class DownBlock2D(nn.Module):
         self.resnets = nn.ModuleList([_resnet(s, cin if i == 0 else cout, cout) for i in range(layers)])
         self.downsamplers = nn.ModuleList([Downsample2D(cout, padding)]) if downsample else None
 
-    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> tuple[torch.Tensor, tuple]:
-        output_states: tuple = ()
-        for resnet in self.resnets:
-            hidden_states = resnet(hidden_states, temb)
-            output_states = (*output_states, hidden_states)
-        if self.downsamplers is not None:
-            for downsampler in self.downsamplers:
-                hidden_states = downsampler(hidden_states)
-            output_states = (*output_states, hidden_states)
-        return hidden_states, output_states
 
-
-class CrossAttnDownBlock2D(nn.Module):
+class CrossAttnDownBlock2D(_DownBlock):
     """(Resnet, transformer) pairs, then a downsampler (all but the last stage)."""
+
+    has_cross_attention = True
 
     def __init__(
         self, s: _Settings, cin: int, cout: int, layers: int, downsample: bool, padding: int, *, heads: int,
         depth: int, cross: int,
     ) -> None:  # fmt: skip
         super().__init__()
-        self.has_cross_attention = True
         self.num_attention_heads = heads
         self.attentions = nn.ModuleList([_transformer(s, cout, heads, depth, cross) for _ in range(layers)])
         self.resnets = nn.ModuleList([_resnet(s, cin if i == 0 else cout, cout) for i in range(layers)])
         self.downsamplers = nn.ModuleList([Downsample2D(cout, padding)]) if downsample else None
-
-    def forward(
-        self, hidden_states: torch.Tensor, temb: torch.Tensor, encoder_hidden_states: torch.Tensor
-    ) -> tuple[torch.Tensor, tuple]:
-        output_states: tuple = ()
-        for resnet, attn in zip(self.resnets, self.attentions):
-            hidden_states = resnet(hidden_states, temb)
-            hidden_states = attn(hidden_states, encoder_hidden_states=encoder_hidden_states)[0]
-            output_states = (*output_states, hidden_states)
-        if self.downsamplers is not None:
-            for downsampler in self.downsamplers:
-                hidden_states = downsampler(hidden_states)
-            output_states = (*output_states, hidden_states)
-        return hidden_states, output_states
 
 
 class UNetMidBlock2DCrossAttn(nn.Module):
@@ -710,7 +712,35 @@ def _up_resnets(s: _Settings, cin: int, cout: int, prev: int, layers: int) -> nn
     )
 
 
-class UpBlock2D(nn.Module):
+class _UpBlock(nn.Module):
+    """What both up blocks run: for each resnet, the last skip connection concatenated to the features, the
+    resnet (then its transformer, in a cross-attention block); then the upsampler."""
+
+    has_cross_attention = False
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        res_hidden_states_tuple: tuple,
+        temb: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        upsample_size: Any = None,
+    ) -> torch.Tensor:
+        attentions = self.attentions if self.has_cross_attention else [None] * len(self.resnets)
+        for resnet, attn in zip(self.resnets, attentions):
+            res_hidden_states = res_hidden_states_tuple[-1]
+            res_hidden_states_tuple = res_hidden_states_tuple[:-1]
+            hidden_states = torch.cat([hidden_states, res_hidden_states], dim=1)
+            hidden_states = resnet(hidden_states, temb)
+            if attn is not None:
+                hidden_states = attn(hidden_states, encoder_hidden_states=encoder_hidden_states)[0]
+        if self.upsamplers is not None:
+            for upsampler in self.upsamplers:
+                hidden_states = upsampler(hidden_states, upsample_size)
+        return hidden_states
+
+
+class UpBlock2D(_UpBlock):
     """Resnets over (features, skip) concatenations, then an upsampler (all but the last stage)."""
 
     def __init__(
@@ -721,57 +751,22 @@ class UpBlock2D(nn.Module):
         self.upsamplers = nn.ModuleList([Upsample2D(cout)]) if upsample else None
         self.resolution_idx = idx
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        res_hidden_states_tuple: tuple,
-        temb: torch.Tensor,
-        upsample_size: Any,
-    ) -> torch.Tensor:
-        for resnet in self.resnets:
-            res_hidden_states = res_hidden_states_tuple[-1]
-            res_hidden_states_tuple = res_hidden_states_tuple[:-1]
-            hidden_states = torch.cat([hidden_states, res_hidden_states], dim=1)
-            hidden_states = resnet(hidden_states, temb)
-        if self.upsamplers is not None:
-            for upsampler in self.upsamplers:
-                hidden_states = upsampler(hidden_states, upsample_size)
-        return hidden_states
 
-
-class CrossAttnUpBlock2D(nn.Module):
+class CrossAttnUpBlock2D(_UpBlock):
     """(Resnet, transformer) pairs over (features, skip) concatenations, then an upsampler."""
+
+    has_cross_attention = True
 
     def __init__(
         self, s: _Settings, cin: int, cout: int, prev: int, layers: int, upsample: bool, idx: int, *,
         heads: int, depth: int, cross: int,
     ) -> None:  # fmt: skip
         super().__init__()
-        self.has_cross_attention = True
         self.num_attention_heads = heads
         self.attentions = nn.ModuleList([_transformer(s, cout, heads, depth, cross) for _ in range(layers)])
         self.resnets = _up_resnets(s, cin, cout, prev, layers)
         self.upsamplers = nn.ModuleList([Upsample2D(cout)]) if upsample else None
         self.resolution_idx = idx
-
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        res_hidden_states_tuple: tuple,
-        temb: torch.Tensor,
-        encoder_hidden_states: torch.Tensor,
-        upsample_size: Any,
-    ) -> torch.Tensor:
-        for resnet, attn in zip(self.resnets, self.attentions):
-            res_hidden_states = res_hidden_states_tuple[-1]
-            res_hidden_states_tuple = res_hidden_states_tuple[:-1]
-            hidden_states = torch.cat([hidden_states, res_hidden_states], dim=1)
-            hidden_states = resnet(hidden_states, temb)
-            hidden_states = attn(hidden_states, encoder_hidden_states=encoder_hidden_states)[0]
-        if self.upsamplers is not None:
-            for upsampler in self.upsamplers:
-                hidden_states = upsampler(hidden_states, upsample_size)
-        return hidden_states
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -905,10 +900,7 @@ class UNet2DConditionModel(nn.Module):
         sample = self.conv_in(sample)
         down_block_res_samples: tuple = (sample,)
         for block in self.down_blocks:
-            if getattr(block, "has_cross_attention", False):
-                sample, res_samples = block(sample, emb, encoder_hidden_states)
-            else:
-                sample, res_samples = block(sample, emb)
+            sample, res_samples = block(sample, emb, encoder_hidden_states)
             down_block_res_samples += res_samples
         sample = self.mid_block(sample, emb, encoder_hidden_states)
         for i, block in enumerate(self.up_blocks):
@@ -917,10 +909,7 @@ class UNet2DConditionModel(nn.Module):
             down_block_res_samples = down_block_res_samples[: -len(block.resnets)]
             if not is_final_block and forward_upsample_size:
                 upsample_size = down_block_res_samples[-1].shape[2:]
-            if getattr(block, "has_cross_attention", False):
-                sample = block(sample, res_samples, emb, encoder_hidden_states, upsample_size)
-            else:
-                sample = block(sample, res_samples, emb, upsample_size)
+            sample = block(sample, res_samples, emb, encoder_hidden_states, upsample_size)
         sample = self.conv_norm_out(sample)
         sample = self.conv_act(sample)
         sample = self.conv_out(sample)
