@@ -4,7 +4,8 @@
 comparison's files (library, views, notebook) as they were at ``--before``, so that the ratio measures
 the shared work of the layer views (one capture, one table for the grid, the ranking and the methods,
 one K-way cut per distinct starting partition, each label map scored once) on the same segmentation
-core. ``--before-tree`` runs the whole tree at ``--before`` instead (the core as it was, too).
+core. ``--before-tree`` runs the whole tree at ``--before`` instead (the core as it was, too). ``--before-dir DIR`` runs the tree checked out in ``DIR`` instead (e.g. a clean
+``git worktree add /tmp/nb02_base HEAD`` made before a change, timed against the change's commit).
 
 Both trees are exported with ``git archive`` into a temporary folder and executed alternately with
 papermill on the pocket model (the notebook's default parameters unless ``--params`` says otherwise),
@@ -18,7 +19,7 @@ timestep, scene and tau), ``method_comparison`` (before: its own capture and eve
 after: reading the layer table) and ``layer_grid`` (before: from the cache; after: drawing the table's
 rows), the modules of ``--before`` loaded beside the current ones and run alternately.
 
-Run: ``python benchmarks/notebook02.py [--repeats 1] [--params '{"n_scenes": 2}']``
+Run: ``python benchmarks/notebook02.py [--repeats 1] [--params '{"n_scenes": 2}'] [--before-dir DIR]``
 -> ``benchmarks/results/notebook02.json``; ``--calls`` -> ``benchmarks/results/notebook02_calls.json``.
 """
 
@@ -200,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--after", default="HEAD")
     ap.add_argument("--before-tree", action="store_true", help="run the whole tree at --before as 'before'")
+    ap.add_argument("--before-dir", type=Path, default=None,
+                    help="run the tree checked out in this folder as 'before' (a git worktree)")  # fmt: skip
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--params", default="{}", help="papermill parameters as JSON (default: the notebook's)")
     ap.add_argument("--out", type=Path, default=None)
@@ -222,13 +225,15 @@ def main(argv: list[str] | None = None) -> int:
     args.out = args.out or OUT
     rev = lambda c: subprocess.run(["git", "-C", str(ROOT), "rev-parse", c], check=True, capture_output=True,  # noqa: E731
                                    text=True).stdout.strip()  # fmt: skip
-    before, after = rev(args.before), rev(args.after)
+    before = str(args.before_dir) if args.before_dir else rev(args.before)
+    after = rev(args.after)
     runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         trees = {
             "after": export(after, tmp / "after"),
-            "before": export(before, tmp / "before") if args.before_tree
+            "before": args.before_dir.resolve() if args.before_dir
+            else export(before, tmp / "before") if args.before_tree
             else export(after, tmp / "before", overlay=(before, after)),
         }  # fmt: skip
         for r in range(args.repeats):

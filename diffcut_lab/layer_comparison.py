@@ -7,9 +7,11 @@ each (layer, timestep, image) is segmented by the segmentation core with one
 :func:`layer_ranking` scores each layer at its own tau; :func:`layer_similarity` is the linear CKA
 between every pair of captured maps (which layers carry the same information);
 :func:`method_comparison` scores several settings on one layer. They share their work: per image, each
-graph and each recursion is computed once for every tau (:func:`~diffcut_lab.segmentation.cut_trees`), a
-K-way cut runs once per distinct starting partition, a label map is upsampled and scored once however
-many taus give it, and :func:`method_comparison` reads the rows :func:`layer_scores` already holds.
+graph and each recursion is computed once for every tau (:func:`~diffcut_lab.segmentation.cut_trees`;
+the numeric taus and ``"auto"`` share an attention walk's graph), a K-way cut runs once per distinct
+starting partition, a label map is upsampled and scored once however many taus give it, and
+:func:`method_comparison` reads the rows :func:`layer_scores` already holds. The images are cut side
+by side, one per thread of the process, each on one torch and one BLAS thread.
 """
 
 from __future__ import annotations
@@ -122,14 +124,15 @@ def layer_scores(
     taus : sequence of float or "auto", optional
         Score every tau of the list (one row each): one recursion at the largest, pruned for the others
         (:func:`~diffcut_lab.segmentation.cut_trees`); ``"auto"`` (the automatic stopping rule) is cut on
-        its own and its rows hold NaN in the numeric ``tau`` column. Default: the config's tau only.
+        its own (on the same graph for an attention walk) and its rows hold NaN in the numeric ``tau``
+        column. Default: the config's tau only.
 
     Returns
     -------
     pandas.DataFrame
         Columns ``layer, short, stage, resolution, channels, timestep, image, tau, n_segments, miou,
         seconds`` (the cut's, per image: the graph and the recursion shared by the numeric taus, the
-        automatic cut alone) and, with ground truth, the image's ``tp, fp, fn`` per class and ``n_pixels``
+        automatic cut alone; an attention walk's graph and both cuts together) and, with ground truth, the image's ``tp, fp, fn`` per class and ``n_pixels``
         (so that scores can be pooled over images, as the published metric does: :func:`layer_ranking`).
         ``affinity="attention"`` reads the layer's ``"<layer>.probs"`` from the cache. ``attrs`` records
         the settings (``config``, as :meth:`~diffcut_lab.config.DiffCutConfig.to_dict`), ``num_classes``
@@ -138,7 +141,7 @@ def layer_scores(
     cfg = DiffCutConfig.build(config, **settings)
     chosen, ts = _select(cache, layers, timesteps)
     gts = _ground_truth(gt, num_classes, "layer_scores")
-    groups = _tau_groups(taus if taus is not None else [cfg.tau])
+    groups = _cut_groups(cfg, taus if taus is not None else [cfg.tau])
     rows = _score_rows(cache, gts, {None: (cfg, groups)}, chosen, ts, images, num_classes=num_classes,
                        ignore_index=ignore_index, keep_labels=keep_labels)  # fmt: skip
     df = _sort(pd.DataFrame(rows), sort_by)
@@ -164,11 +167,23 @@ def _tau_groups(taus: Sequence[Any]) -> list[list[Any]]:
     return [g for g in (sorted({t for t in asked if t != AUTO}), [AUTO] if AUTO in asked else []) if g]
 
 
+def _cut_groups(cfg: DiffCutConfig, taus: Sequence[Any]) -> list[list[Any]]:
+    """The taus of ``cfg`` in the groups that are cut together (one graph each): the numeric taus (one
+    recursion) and ``"auto"``. An attention walk's graph, the costly one (a float64 stationary
+    distribution: 0.2-1 s at 32 x 32), serves both in one group; a cosine graph takes milliseconds and
+    is built for each, so that the automatic rows keep the seconds of their own cut, and a K-way cut
+    that starts from the recursive partitions shares its numeric cuts by starting partition."""
+    groups = _tau_groups(taus)
+    if cfg.affinity != "attention" or (cfg.partition == "kway" and not cfg.n_segments):
+        return groups
+    return [[t for g in groups for t in g]]
+
+
 class _ImageCuts:
     """The cut trees of one image's features under several settings, each computed once.
 
     Each (cut settings, tau group) is one :func:`~diffcut_lab.segmentation.cut_trees` call (one graph, one
-    recursion at the largest tau, pruned for the others). A K-way cut that starts from the recursive
+    recursion at the largest tau, pruned for the others, and ``"auto"``). A K-way cut that starts from the recursive
     partition runs once per distinct partition: taus whose recursive trees agree share its result (same
     graph, same K, same start).
     """
@@ -244,45 +259,90 @@ def _score_rows(
 ) -> list[dict[str, Any]]:
     """One row per (layer, timestep, image, setting, tau); ``settings`` maps a name (the ``method``
     column, ``None`` for none) to a config and its tau groups. Every setting of an image shares that
-    image's cuts and scores (:class:`_ImageCuts`, :class:`_ImageScores`)."""
+    image's cuts and scores (:class:`_ImageCuts`, :class:`_ImageScores`); the images are cut side by
+    side (:func:`_each_image`), the rows kept in this order."""
     from functools import partial
 
-    from . import segmentation as core
-    from .options import AUTO
-
-    rows = []
+    jobs = []
     for layer in layers:
         for t in timesteps:
             batch = _batch_features(cache, layer, t)
             if batch is None:
                 continue
             idx = list(images) if images is not None else list(range(batch.shape[0]))
-            for i in idx:
-                f = batch[i]
-                cuts = _ImageCuts(f, partial(_attention, cache, layer, t, i))
-                scorer = None
-                if gts is not None and i < len(gts) and gts[i] is not None:
-                    img = None if cache.images is None else cache.images[i]
-                    scorer = _ImageScores(f, gts[i], img, int(num_classes), ignore_index)
-                base = {"layer": layer, "short": short_layer_name(layer), "stage": layer_stage(layer),
-                        "resolution": f"{f.shape[1]}x{f.shape[2]}", "channels": int(f.shape[0]),
-                        "timestep": int(t), "image": int(i)}  # fmt: skip
-                for name, (cfg, groups) in settings.items():
-                    for group in groups:
-                        trees, seconds = cuts.trees(cfg, group)
-                        for tau in group:
-                            labels = core.grid_labels(trees[tau])
-                            row = {**base, "tau": float("nan") if tau == AUTO else float(tau),
-                                   "n_segments": int(labels.max()) + 1, "miou": np.nan, "seconds": seconds}  # fmt: skip
-                            if name is not None:
-                                row["method"] = name
-                            if scorer is not None:
-                                row.update(scorer.score(labels, cfg))
-                            if keep_labels:
-                                row["labels"] = labels
-                                row["features"] = f.numpy()
-                            rows.append(row)
+            jobs += [(layer, t, i, batch[i]) for i in idx]
+
+    def image_rows(job: tuple[str, int, int, torch.Tensor]) -> list[dict[str, Any]]:
+        layer, t, i, f = job
+        scorer = None
+        if gts is not None and i < len(gts) and gts[i] is not None:
+            img = None if cache.images is None else cache.images[i]
+            scorer = _ImageScores(f, gts[i], img, int(num_classes), ignore_index)
+        base = {"layer": layer, "short": short_layer_name(layer), "stage": layer_stage(layer),
+                "resolution": f"{f.shape[1]}x{f.shape[2]}", "channels": int(f.shape[0]),
+                "timestep": int(t), "image": int(i)}  # fmt: skip
+        cuts = _ImageCuts(f, partial(_attention, cache, layer, t, i))
+        return _image_rows(base, cuts, scorer, settings, keep_labels)
+
+    return [row for rows in _each_image(image_rows, jobs) for row in rows]
+
+
+def _image_rows(base: dict[str, Any], cuts: _ImageCuts, scorer: _ImageScores | None,
+                settings: dict[Any, tuple[DiffCutConfig, list[list[Any]]]], keep_labels: bool) -> list[dict[str, Any]]:  # fmt: skip
+    """The rows of one image: ``base`` (where it comes from) with each setting's and tau's cut and score."""
+    from . import segmentation as core
+    from .options import AUTO
+
+    rows = []
+    for name, (cfg, groups) in settings.items():
+        for group in groups:
+            trees, seconds = cuts.trees(cfg, group)
+            for tau in group:
+                labels = core.grid_labels(trees[tau])
+                row = {**base, "tau": float("nan") if tau == AUTO else float(tau),
+                       "n_segments": int(labels.max()) + 1, "miou": np.nan, "seconds": seconds}  # fmt: skip
+                if name is not None:
+                    row["method"] = name
+                if scorer is not None:
+                    row.update(scorer.score(labels, cfg))
+                if keep_labels:
+                    row["labels"] = labels
+                    row["features"] = cuts.features.numpy()
+                rows.append(row)
     return rows
+
+
+def _each_image(work: Callable[[Any], Any], jobs: list[Any]) -> list[Any]:
+    """``work`` of every job, in order, one job per thread on the process's threads.
+
+    A cut is many small operations (sub-graphs, Lanczos, sweeps): split over threads inside each one, the
+    threads mostly wait for each other (:mod:`diffcut_lab.threads`). Here each of the process's
+    ``torch.get_num_threads()`` threads cuts whole images instead, on one torch and one BLAS thread
+    (restored afterwards), so the machine runs as many threads as before, each on work of its own. The
+    images are independent and every operation gives the same result on one thread as on several, so
+    the rows are those of a sequential run. An error (or an interrupt) cancels the jobs not yet started.
+    """
+    import torch
+
+    from .threads import pool_threads
+
+    workers = min(torch.get_num_threads(), len(jobs))
+    if workers <= 1:
+        return [work(job) for job in jobs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pool_threads(1):
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="diffcut-layers")
+            try:
+                futures = [pool.submit(work, job) for job in jobs]
+                return [f.result() for f in futures]
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        torch.set_num_threads(before)
 
 
 def sort_scores(df: pd.DataFrame, sort_by: str) -> pd.DataFrame:
@@ -386,7 +446,7 @@ def method_comparison(
     """Partitioners and affinities on the same captured features, each at its best tau and automatically.
 
     Every method of an image shares that image's work: a graph and a recursion serve every tau of a
-    setting, a K-way cut that starts from the recursive partition runs once per distinct partition, and
+    setting (an attention walk's serves ``"auto"`` too), a K-way cut that starts from the recursive partition runs once per distinct partition, and
     rows that ``scores`` already holds are read, not cut again.
 
     Parameters
@@ -437,7 +497,7 @@ def method_comparison(
             frames.append(known[known["tau"].map(lambda v, h=have: _tau_of(v) in h)].assign(method=name))
         missing = [t for t in wanted if t not in have]
         if missing:
-            settings[name] = (cfg, _tau_groups(missing))
+            settings[name] = (cfg, _cut_groups(cfg, missing))
     rows = _score_rows(cache, gts, settings, layers, steps, used, num_classes=num_classes,
                        ignore_index=ignore_index, keep_labels=False)  # fmt: skip
     frames.append(pd.DataFrame(rows))
