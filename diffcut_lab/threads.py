@@ -17,6 +17,13 @@ other work; then the small work runs on one torch thread and one BLAS thread, re
 chooses ``"auto"`` (the default), ``"always"`` (small work always on one thread) or ``"off"``, for
 comparisons (``benchmarks/busy.py`` measures them in one run).
 
+Waiting threads sleep: torch's OpenMP and MKL threads spin for a while after each parallel region, which
+on a machine with other work takes the core the other work (or this process's next step) needs; on the
+2-core machine beside a neighbour's two-thread torch work a ``segment`` took 7-12 s with spinning threads
+and 2.2-2.5 s without. :func:`sleep_when_waiting` sets ``OMP_WAIT_POLICY=PASSIVE`` unless the user chose a
+policy; ``import diffcut_lab`` calls it, so it holds wherever the package is imported before torch (the
+command line, the report's kernel, the notebooks).
+
 Imports no torch at module level: the command line's ``--help`` reads this module.
 """
 
@@ -40,6 +47,7 @@ __all__ = [
     "pool_threads",
     "set_policy",
     "set_threads",
+    "sleep_when_waiting",
     "small_work",
     "thread_settings",
 ]
@@ -49,6 +57,9 @@ MAX_THREADS = 1024
 #: environment variable that carries ``--threads N`` into the processes a command starts (a report's
 #: notebook kernel, process-pool workers): :func:`apply_env` reads it
 ENV_THREADS = "DIFFCUT_LAB_THREADS"
+
+#: how idle OpenMP threads wait, unless the user set ``OMP_WAIT_POLICY``: asleep (read when torch loads)
+WAIT_POLICY = "PASSIVE"
 
 #: policies of :func:`small_work`
 POLICIES = ("auto", "always", "off")
@@ -135,6 +146,18 @@ def set_threads(n: Any) -> int:
     torch.set_num_threads(n)
     _controller().limit(limits=n, user_api="blas")  # kept: the process's setting from now on
     return n
+
+
+def sleep_when_waiting() -> bool:
+    """Let idle OpenMP threads sleep (``OMP_WAIT_POLICY``, :data:`WAIT_POLICY`) unless the user set a policy.
+
+    OpenMP reads the variable when torch loads, so it takes effect in a process that imports the package
+    before torch. Returns whether this call set it (False: a policy was set already, and is kept).
+    """
+    if "OMP_WAIT_POLICY" in os.environ:
+        return False
+    os.environ["OMP_WAIT_POLICY"] = WAIT_POLICY
+    return True
 
 
 def apply_env() -> int | None:

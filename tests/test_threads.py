@@ -118,3 +118,19 @@ def test_segment_refuses_a_bad_threads_value(capsys):
     assert "expected an integer" in capsys.readouterr().err
     assert cli.main(["segment", "x.png", "--threads", "0"]) == 2
     assert "threads must be an int from 1" in capsys.readouterr().err
+
+
+def test_import_lets_idle_openmp_threads_sleep_unless_the_user_chose():
+    """``import diffcut_lab`` sets OMP_WAIT_POLICY=PASSIVE before torch loads (spinning threads took the
+    core a neighbour needed); a policy the user set is kept."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, diffcut_lab, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert out.stdout.strip() == "ACTIVE"
