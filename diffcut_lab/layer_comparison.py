@@ -45,6 +45,10 @@ __all__ = [
 #: orders ``layer_grid`` and ``layer_scores`` accept for ``sort_by``
 SORT_KEYS = ("stage", "miou", "segments", "resolution", "name")
 
+#: bytes the images cut side by side may hold together: a dense cut of N nodes holds about 24 N^2 bytes
+#: (the float32 graph and a float64 copy), so 64 x 64 grids go five at a time, 128 x 128 grids one
+SIDE_BY_SIDE_BYTES = 2 * 2**30
+
 
 def _select(cache: Any, layers: Sequence[str] | None, timesteps: Sequence[int] | None) -> tuple[list, list]:
     all_layers = list(cache.layers)
@@ -284,7 +288,8 @@ def _score_rows(
         cuts = _ImageCuts(f, partial(_attention, cache, layer, t, i))
         return _image_rows(base, cuts, scorer, settings, keep_labels)
 
-    return [row for rows in _each_image(image_rows, jobs) for row in rows]
+    nodes = max((f.shape[1] * f.shape[2] for *_, f in jobs), default=0)
+    return [row for rows in _each_image(image_rows, jobs, nodes) for row in rows]
 
 
 def _image_rows(base: dict[str, Any], cuts: _ImageCuts, scorer: _ImageScores | None,
@@ -312,8 +317,15 @@ def _image_rows(base: dict[str, Any], cuts: _ImageCuts, scorer: _ImageScores | N
     return rows
 
 
-def _each_image(work: Callable[[Any], Any], jobs: list[Any]) -> list[Any]:
-    """``work`` of every job, in order, one job per thread on the process's threads.
+def _side_by_side(threads: int, jobs: int, nodes: int) -> int:
+    """How many images to cut at once: the process's threads, as many as the jobs, and as many cuts of
+    ``nodes`` nodes as :data:`SIDE_BY_SIDE_BYTES` holds (at least one)."""
+    return max(1, min(threads, jobs, SIDE_BY_SIDE_BYTES // max(1, 24 * nodes**2)))
+
+
+def _each_image(work: Callable[[Any], Any], jobs: list[Any], nodes: int) -> list[Any]:
+    """``work`` of every job, in order, one job per thread on the process's threads (at most
+    :func:`_side_by_side` at once, for graphs of ``nodes`` nodes).
 
     A cut is many small operations (sub-graphs, Lanczos, sweeps): split over threads inside each one, the
     threads mostly wait for each other (:mod:`diffcut_lab.threads`). Here each of the process's
@@ -326,7 +338,7 @@ def _each_image(work: Callable[[Any], Any], jobs: list[Any]) -> list[Any]:
 
     from .threads import pool_threads
 
-    workers = min(torch.get_num_threads(), len(jobs))
+    workers = _side_by_side(torch.get_num_threads(), len(jobs), nodes)
     if workers <= 1:
         return [work(job) for job in jobs]
     from concurrent.futures import ThreadPoolExecutor

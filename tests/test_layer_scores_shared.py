@@ -177,3 +177,12 @@ def test_an_error_in_one_image_stops_the_rest_and_gives_the_threads_back(study, 
         dl.layer_scores(cache, taus=TAUS)
     assert torch.get_num_threads() == 2
     assert len(seen) < len(cache.layers) * len(cache.timesteps) * len(gts)  # the jobs not started are dropped
+
+
+def test_large_grids_are_cut_one_at_a_time():
+    from diffcut_lab.layer_comparison import _side_by_side
+
+    assert _side_by_side(2, 90, 32 * 32) == 2  # the notebook's grids: one per thread
+    assert _side_by_side(16, 90, 64 * 64) == 5  # memory, not threads, bounds 64 x 64 cuts
+    assert _side_by_side(16, 90, 128 * 128) == 1  # the largest grid: as before, one after the other
+    assert _side_by_side(8, 3, 16 * 16) == 3 and _side_by_side(1, 90, 16 * 16) == 1
