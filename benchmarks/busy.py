@@ -12,11 +12,12 @@ threads, as before the policy):
 Reported: the median seconds of each (condition, policy), the ratio busy / idle per policy (the goal is
 at most 1.5 with the policy on) and idle(on) / idle(off) (the goal: no slower, at most ~1.0).
 
-Each OpenMP wait policy (``OMP_WAIT_POLICY``: ``PASSIVE``, the toolkit's default since ``import
-diffcut_lab`` sets it, and ``ACTIVE``, threads that spin while they wait) is measured in a process of its own,
-one after the other (OpenMP reads the variable when torch loads); the neighbour keeps the library default.
+Each OpenMP spin count (``GOMP_SPINCOUNT``: 3000, the toolkit's default since ``import diffcut_lab`` sets
+it; 300000, libgomp's own; 0, threads that sleep at once) is measured in a process of its own, one after the
+other and again in reverse order (OpenMP reads the variable when torch loads); the neighbour keeps libgomp's
+default.
 
-Run: ``python benchmarks/busy.py [--repeats 7] [--model pocket] [--threads 2] [--wait-policies PASSIVE ACTIVE]``
+Run: ``python benchmarks/busy.py [--repeats 5] [--model pocket] [--threads 2] [--spin-counts 3000 300000 0]``
 -> ``benchmarks/results/busy.json``.
 """
 
@@ -75,29 +76,33 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     if args.one:
         return _measure(args)
-    runs = {}
-    for policy in args.wait_policies:
-        part = args.out.with_name(f"{args.out.stem}_{policy.lower()}.json")
+    runs: dict[str, list[dict]] = {spin: [] for spin in args.spin_counts}
+    for spin in [*args.spin_counts, *reversed(args.spin_counts)]:  # each twice, the second pass reversed
+        part = args.out.with_name(f"{args.out.stem}_spin{spin}.json")
         cmd = [sys.executable, __file__, "--one", "--repeats", str(args.repeats), "--model", args.model,
                "--threads", str(args.threads), "--out", str(part)] + (["--size", str(args.size)] if args.size else [])  # fmt: skip
-        subprocess.run(cmd, env={**os.environ, "OMP_WAIT_POLICY": policy}, check=True)
-        runs[policy] = json.loads(part.read_text())
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        subprocess.run(cmd, env={**env, "GOMP_SPINCOUNT": spin}, check=True)
+        runs[spin].append(json.loads(part.read_text()))
         part.unlink()
+    med = {
+        spin: {k: statistics.median(r["seconds"][k] for r in rs) for k in rs[0]["seconds"]}
+        for spin, rs in runs.items()
+    }
     result = {
-        "what": "DiffCut.segment of two sample photos, median seconds, per OpenMP wait policy",
+        "what": "DiffCut.segment of two sample photos, median seconds, per GOMP_SPINCOUNT (two passes each)",
+        "seconds": med,
+        "busy_over_idle": {spin: m["busy/policy"] / m["idle/policy"] for spin, m in med.items()},
         "runs": runs,
     }
-    if "PASSIVE" in runs and "ACTIVE" in runs:
-        p, a = runs["PASSIVE"]["seconds"], runs["ACTIVE"]["seconds"]
-        result["passive_over_active"] = {k: p[k] / a[k] for k in p}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result.get("passive_over_active", {}), indent=2))
+    print(json.dumps({k: result[k] for k in ("seconds", "busy_over_idle")}, indent=2))
     return result
 
 
 def _measure(args: argparse.Namespace) -> dict:
-    import diffcut_lab as dl  # noqa: I001  (before torch: the wait policy holds from here on)
+    import diffcut_lab as dl  # noqa: I001  (before torch: the spin count holds from here on)
     import torch
     from diffcut_lab.datasets.samples import sample_images
 
@@ -108,7 +113,9 @@ def _measure(args: argparse.Namespace) -> dict:
     dc.segment(images)  # warm-up: imports, allocator, first-call costs
 
     idle = _segment_times(dc, images, args.repeats)
-    plain = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}  # the neighbour: torch's default
+    plain = {
+        k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+    }  # libgomp's default
     neighbour = subprocess.Popen([sys.executable, "-c", NEIGHBOUR], env=plain)
     try:
         time.sleep(2.0)  # let it reach its loop
@@ -122,7 +129,7 @@ def _measure(args: argparse.Namespace) -> dict:
     result = {
         "what": "DiffCut.segment of two sample photos, median seconds",
         "model": args.model,
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
         "threads": args.threads,
         "repeats": args.repeats,
         "machine": {
@@ -142,7 +149,7 @@ def _measure(args: argparse.Namespace) -> dict:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(os.environ.get("OMP_WAIT_POLICY"), json.dumps(
+    print(os.environ.get("GOMP_SPINCOUNT"), json.dumps(
         {k: result[k] for k in ("seconds", "busy_over_idle", "idle_policy_over_no_policy")}, indent=2
     ))  # fmt: skip
     return result

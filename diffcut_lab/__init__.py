@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 from .threads import sleep_when_waiting as _sleep_when_waiting
 
-_sleep_when_waiting()  # before torch loads: idle OpenMP threads sleep instead of taking a busy core
+_sleep_when_waiting()  # before torch loads: idle OpenMP threads sleep soon instead of taking a busy core
 
 # public name -> module that defines it (one place to look up where anything lives)
 _EXPORTS: dict[str, str] = {

@@ -17,12 +17,15 @@ other work; then the small work runs on one torch thread and one BLAS thread, re
 chooses ``"auto"`` (the default), ``"always"`` (small work always on one thread) or ``"off"``, for
 comparisons (``benchmarks/busy.py`` measures them in one run).
 
-Waiting threads sleep: torch's OpenMP and MKL threads spin for a while after each parallel region, which
-on a machine with other work takes the core the other work (or this process's next step) needs; on the
-2-core machine beside a neighbour's two-thread torch work a ``segment`` took 7-12 s with spinning threads
-and 2.2-2.5 s without. :func:`sleep_when_waiting` sets ``OMP_WAIT_POLICY=PASSIVE`` unless the user chose a
-policy; ``import diffcut_lab`` calls it, so it holds wherever the package is imported before torch (the
-command line, the report's kernel, the notebooks).
+Waiting threads sleep soon: after each parallel region torch's OpenMP threads (GNU libgomp in the pip
+wheels) spin for 300,000 iterations before they sleep, and on a machine with other work that spinning
+takes the core the other work, or this process's next step, needs. :func:`sleep_when_waiting` sets
+``GOMP_SPINCOUNT`` to :data:`SPIN_COUNT` unless the user set it or ``OMP_WAIT_POLICY``; ``import
+diffcut_lab`` calls it, so it holds wherever the package is imported before torch (the command line, the
+report's kernel, the notebooks). ``benchmarks/busy.py``, two photos beside a neighbour's two-thread torch
+work on 2 cores: 1.17 s -> 0.73 s, idle 0.38 s -> 0.40-0.44 s; ``segment`` of a photo beside the same
+neighbour 4.3 s -> 2.9-3.1 s. Sleeping at once (``OMP_WAIT_POLICY=PASSIVE``) was as fast beside the
+neighbour but 1.3x slower idle.
 
 Imports no torch at module level: the command line's ``--help`` reads this module.
 """
@@ -58,8 +61,9 @@ MAX_THREADS = 1024
 #: notebook kernel, process-pool workers): :func:`apply_env` reads it
 ENV_THREADS = "DIFFCUT_LAB_THREADS"
 
-#: how idle OpenMP threads wait, unless the user set ``OMP_WAIT_POLICY``: asleep (read when torch loads)
-WAIT_POLICY = "PASSIVE"
+#: how long idle OpenMP threads spin before they sleep (libgomp's ``GOMP_SPINCOUNT``, read when torch loads;
+#: libgomp's own default is 300,000), unless the user set it or ``OMP_WAIT_POLICY``
+SPIN_COUNT = 3000
 
 #: policies of :func:`small_work`
 POLICIES = ("auto", "always", "off")
@@ -149,14 +153,15 @@ def set_threads(n: Any) -> int:
 
 
 def sleep_when_waiting() -> bool:
-    """Let idle OpenMP threads sleep (``OMP_WAIT_POLICY``, :data:`WAIT_POLICY`) unless the user set a policy.
+    """Let idle OpenMP threads sleep after a short spin (``GOMP_SPINCOUNT`` = :data:`SPIN_COUNT`) unless the
+    user chose (``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` set).
 
     OpenMP reads the variable when torch loads, so it takes effect in a process that imports the package
-    before torch. Returns whether this call set it (False: a policy was set already, and is kept).
+    before torch. Returns whether this call set it (False: the user's choice is kept).
     """
-    if "OMP_WAIT_POLICY" in os.environ:
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
         return False
-    os.environ["OMP_WAIT_POLICY"] = WAIT_POLICY
+    os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
     return True
 
 

@@ -121,16 +121,24 @@ def test_segment_refuses_a_bad_threads_value(capsys):
 
 
 def test_import_lets_idle_openmp_threads_sleep_unless_the_user_chose():
-    """``import diffcut_lab`` sets OMP_WAIT_POLICY=PASSIVE before torch loads (spinning threads took the
-    core a neighbour needed); a policy the user set is kept."""
+    """``import diffcut_lab`` shortens OpenMP's spin before torch loads (spinning threads took the core a
+    neighbour needed); a spin count or wait policy the user set is kept."""
     import os
     import subprocess
     import sys
 
-    code = "import os, diffcut_lab, torch; print(os.environ['OMP_WAIT_POLICY'])"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "PASSIVE"
-    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
-                         capture_output=True, text=True, check=True)  # fmt: skip
-    assert out.stdout.strip() == "ACTIVE"
+    from diffcut_lab.threads import SPIN_COUNT
+
+    code = "import os, diffcut_lab, torch; print(os.environ.get('GOMP_SPINCOUNT'))"
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+
+    def spin(**extra: str) -> str:
+        run = subprocess.run(
+            [sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True
+        )
+        assert run.returncode == 0, run.stderr
+        return run.stdout.strip()
+
+    assert spin() == str(SPIN_COUNT)
+    assert spin(GOMP_SPINCOUNT="1000") == "1000"
+    assert spin(OMP_WAIT_POLICY="ACTIVE") == "None"
