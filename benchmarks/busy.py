@@ -68,9 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--model", default="pocket")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="the process's torch threads")
     ap.add_argument("--size", type=int, default=None, help="UNet input side (default: the model's)")
-    ap.add_argument(
-        "--wait-policies", nargs="+", default=["PASSIVE", "ACTIVE"], help="OMP_WAIT_POLICY values"
-    )
+    ap.add_argument("--spin-counts", nargs="+", default=["3000", "300000", "0"], help="GOMP_SPINCOUNT values")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # one policy, in this process
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
