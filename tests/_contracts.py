@@ -40,3 +40,16 @@ def assert_rows_are_the_pipeline(grid: AblationGrid, rows: pd.DataFrame) -> None
         assert list(row["fp"]) == res.fp.tolist(), (c, row["image"])
         assert list(row["fn"]) == res.fn.tolist(), (c, row["image"])
         assert row["n_segments"] == seg.tree.n_segments
+
+
+def small_study():
+    """Four 64 px synthetic scenes, captured by a tiny SD-1.x-like model: every attn1 output and the DiffCut
+    layer's attention probabilities, at t = 10 and 50. Returns ``(cache, scenes, diffcut layer name)``."""
+    from diffcut_lab.datasets.synthetic import make_scene
+    from diffcut_lab.testing import tiny_backbone
+
+    bb = tiny_backbone("sd1", image_size=64)
+    scenes = [make_scene(s, size=64) for s in range(4)]
+    layer = dl.resolve_layers(bb, "diffcut")[0]
+    cache = dl.capture(bb, [s.image for s in scenes], layers=["attn1", f"{layer}.probs"], timesteps=[10, 50])
+    return cache, scenes, layer

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _contracts import small_study
 
 import diffcut_lab as dl
 from diffcut_lab import segmentation as core
@@ -22,13 +23,7 @@ N_CLASSES = 6
 
 @pytest.fixture(scope="module")
 def study():
-    from diffcut_lab.datasets.synthetic import make_scene
-    from diffcut_lab.testing import tiny_backbone
-
-    bb = tiny_backbone("sd1", image_size=64)
-    scenes = [make_scene(s, size=64) for s in range(4)]
-    layer = dl.resolve_layers(bb, "diffcut")[0]
-    cache = dl.capture(bb, [s.image for s in scenes], layers=["attn1", f"{layer}.probs"], timesteps=[10, 50])
+    cache, scenes, layer = small_study()
     return cache, [s.mask for s in scenes], layer
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
+from _contracts import small_study
 
 import diffcut_lab as dl
 from diffcut_lab import segmentation as core
@@ -19,14 +20,7 @@ TAUS = [0.3, 0.5, 0.7, 0.9]
 
 @pytest.fixture(scope="module")
 def scenes_cache():
-    from diffcut_lab.datasets.synthetic import make_scene
-    from diffcut_lab.testing import tiny_backbone
-
-    bb = tiny_backbone("sd1", image_size=64)
-    scenes = [make_scene(s, size=64) for s in range(4)]
-    layer = dl.resolve_layers(bb, "diffcut")[0]
-    cache = dl.capture(bb, [s.image for s in scenes], layers=["attn1", f"{layer}.probs"], timesteps=[10, 50])
-    return cache, scenes, layer
+    return small_study()
 
 
 def _titles(fig: go.Figure) -> list[str]:
