@@ -330,31 +330,27 @@ def _each_image(work: Callable[[Any], Any], jobs: list[Any], nodes: int) -> list
     A cut is many small operations (sub-graphs, Lanczos, sweeps): split over threads inside each one, the
     threads mostly wait for each other (:mod:`diffcut_lab.threads`). Here each of the process's
     ``torch.get_num_threads()`` threads cuts whole images instead, on one torch and one BLAS thread
-    (restored afterwards), so the machine runs as many threads as before, each on work of its own. The
-    images are independent and every operation gives the same result on one thread as on several, so
-    the rows are those of a sequential run. An error (or an interrupt) cancels the jobs not yet started.
+    (restored afterwards), so the machine runs as many threads as before, each on work of its own. Jobs
+    run one at a time (one image, or graphs too large to cut side by side) are on one thread too: some
+    operations (concept assignment's products) round differently on two threads, and the rows must not
+    depend on how many images ran at once. An error (or an interrupt) cancels the jobs not yet started.
     """
     import torch
 
-    from .threads import pool_threads
+    from .threads import one_thread
 
     workers = _side_by_side(torch.get_num_threads(), len(jobs), nodes)
-    if workers <= 1:
-        return [work(job) for job in jobs]
-    from concurrent.futures import ThreadPoolExecutor
+    with one_thread():  # one job at a time too: the rows must not depend on how many run side by side
+        if workers <= 1:
+            return [work(job) for job in jobs]
+        from concurrent.futures import ThreadPoolExecutor
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with pool_threads(1):
-            pool = ThreadPoolExecutor(workers, thread_name_prefix="diffcut-layers")
-            try:
-                futures = [pool.submit(work, job) for job in jobs]
-                return [f.result() for f in futures]
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
-    finally:
-        torch.set_num_threads(before)
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="diffcut-layers")
+        try:
+            futures = [pool.submit(work, job) for job in jobs]
+            return [f.result() for f in futures]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def sort_scores(df: pd.DataFrame, sort_by: str) -> pd.DataFrame:

@@ -47,6 +47,7 @@ __all__ = [
     "apply_env",
     "blas_threads",
     "machine_busy",
+    "one_thread",
     "pool_threads",
     "set_policy",
     "set_threads",
@@ -182,6 +183,24 @@ def thread_settings() -> dict[str, Any]:
 
 
 @contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the enclosed work on one torch thread and one BLAS thread, restored when it ends; free (nothing
+    changed) where torch already runs on one thread, as inside another such scope."""
+    import torch
+
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        with blas_threads(1):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
 def small_work() -> Iterator[None]:
     """Run the enclosed small operations on one torch thread and one BLAS thread where that pays (the
     policy: :func:`machine_busy` under ``"auto"``), then restore; nested scopes are free."""
@@ -189,15 +208,8 @@ def small_work() -> Iterator[None]:
 
     policy = _state["policy"]
     one = policy == "always" or (policy == "auto" and machine_busy())
-    before = torch.get_num_threads()
     try:
-        if one and before > 1:
-            torch.set_num_threads(1)
-            with blas_threads(1):
-                yield
-        else:
+        with one_thread() if one else contextlib.nullcontext():
             yield
     finally:
-        if one and before > 1:
-            torch.set_num_threads(before)
         _state["mark"] = (time.perf_counter(), time.process_time(), torch.get_num_threads())

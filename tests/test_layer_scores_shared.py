@@ -181,3 +181,19 @@ def test_large_grids_are_cut_one_at_a_time():
     assert _side_by_side(16, 90, 64 * 64) == 5  # memory, not threads, bounds 64 x 64 cuts
     assert _side_by_side(16, 90, 128 * 128) == 1  # the largest grid: as before, one after the other
     assert _side_by_side(8, 3, 16 * 16) == 3 and _side_by_side(1, 90, 16 * 16) == 1
+
+
+def test_every_image_is_cut_on_one_thread_however_many_run_at_once(two_threads):
+    """Side by side or one at a time (one image, or grids too large to cut side by side), every job runs on
+    one torch thread: some operations (concept assignment's products) round differently on two, so the rows
+    must not depend on how many images ran at once. The process's threads are given back."""
+    from diffcut_lab.layer_comparison import _each_image
+
+    def threads_seen(job: int) -> tuple[int, int]:
+        return job, torch.get_num_threads()
+
+    side_by_side = _each_image(threads_seen, list(range(4)), 32 * 32)
+    one_at_a_time = _each_image(threads_seen, list(range(4)), 128 * 128)
+    alone = _each_image(threads_seen, [0], 32 * 32)
+    assert side_by_side == one_at_a_time == [(j, 1) for j in range(4)] and alone == [(0, 1)]
+    assert torch.get_num_threads() == 2
