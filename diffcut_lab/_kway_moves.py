@@ -144,7 +144,7 @@ def _descend(
         moved = torch.nonzero(new != lab).reshape(-1)
         if not bool((torch.bincount(new, minlength=k) > 0).all()):
             return None
-        rows = a[moved]  # = columns: W is symmetric
+        rows = a.index_select(0, moved)  # = columns: W is symmetric
         st_new = st.clone().index_add_(0, new[moved], rows).index_add_(0, lab[moved], rows, alpha=-1.0)
         vol_new, assoc_new = _vol_assoc(st_new, d, new, k)
         value = ncut_of(vol_new, assoc_new)

@@ -82,7 +82,9 @@ This module's own choices:
 
 Everything runs in torch on W's device (float64; float32 on MPS), except the small eigenproblems and
 Lanczos iterations on the host (scipy, one BLAS thread); random draws come from a CPU
-``torch.Generator``, so every device draws the same seeds.
+``torch.Generator``, so every device draws the same seeds. The runs are many small steps: they run on one
+torch thread whatever the process uses (:func:`~diffcut_lab.threads.one_thread`; on 2 cores two threads
+made them 1.6-1.8x slower, ``benchmarks/kway_speed.py --threads 2``), so results do not depend on it.
 
 Layout: this module checks the input and keeps the best of the runs; the starts are in ``_kway_init``, the
 descent, the segment moves and one run in ``_kway_moves``.
@@ -100,6 +102,7 @@ from ._kway_init import initial, spectral_embedding, walk_rows
 from ._kway_moves import Memo, Splits, ncut_of, run, state
 from .errors import ParameterError
 from .label_maps import relabel_raster
+from .threads import one_thread
 from .validation import check_affinity, check_float, check_int, check_labels
 
 __all__ = ["INITS", "KwayResult", "kway_ncut", "kway_ncut_value"]
@@ -151,33 +154,14 @@ class KwayResult:
 
 def _graph(w: Any, self_loops: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Check a dense affinity (:func:`~diffcut_lab.validation.check_affinity`); return ``(A, d)`` on W's
-    device: A an exactly symmetric copy, without its diagonal unless ``self_loops``, d its row sums,
-    float64 (float32 on devices without float64)."""
-    t = check_affinity(w, sparse=False, caller="kway_ncut")
-    dtype = torch.float32 if t.device.type == "mps" else torch.float64
-    a = t.to(dtype, copy=True).contiguous()  # our own copy: the diagonal and the symmetrisation write to it
-    _symmetrise_(a)
+    device: A an exactly symmetric copy (so that scores and objective agree to the last bit), without its
+    diagonal unless ``self_loops``, d its row sums, float64 (float32 on devices without float64)."""
+    device = w.device if isinstance(w, torch.Tensor) else torch.device("cpu")
+    dtype = torch.float32 if device.type == "mps" else torch.float64
+    a = check_affinity(w, sparse=False, caller="kway_ncut", dtype=dtype)
     if not self_loops:
         a.fill_diagonal_(0.0)
     return a, a.sum(1)
-
-
-_TILE = 256  # side of the square tiles of the N x N pass that must not allocate N x N temporaries
-
-
-def _symmetrise_(a: torch.Tensor) -> None:
-    """Replace the (symmetric within tolerance) ``A`` by ``(A + A^T) / 2`` in place, so that scores and
-    objective agree to the last bit. Square tiles and their mirror images: each comparison reads two
-    small blocks (a transposed read of whole rows of blocks misses the cache at every element). Memory:
-    two tiles, never an N x N temporary."""
-    n = a.shape[0]
-    for i in range(0, n, _TILE):
-        for j in range(i, n, _TILE):
-            top, left = a[i : i + _TILE, j : j + _TILE], a[j : j + _TILE, i : i + _TILE].T
-            if not torch.equal(top, left):
-                mean = (top + left) / 2
-                a[i : i + _TILE, j : j + _TILE] = mean
-                a[j : j + _TILE, i : i + _TILE] = mean.T
 
 
 def _codes(labels: Any, n: int) -> tuple[np.ndarray, int]:
@@ -345,7 +329,8 @@ def kway_ncut(
         zero = np.zeros(n, np.int64)
         value = _value(a, d, zero)
         return KwayResult(zero, value, 0, True, np.array([value]), 1, np.array([value]))
-    lab, history, converged, finals = _best_run(a, d, k, init, given, runs)
+    with one_thread():  # many small steps: extra threads only hand each one back and forth
+        lab, history, converged, finals = _best_run(a, d, k, init, given, runs)
     labels = relabel_raster(lab.cpu().numpy().astype(np.int64))
     exact = _value(a, d, labels)  # from scratch, no incremental rounding
     return KwayResult(labels, exact, len(history) - 1, converged, np.asarray(history), k, np.asarray(finals))

@@ -37,8 +37,9 @@ __all__ = [
 #: 1e-9 are judged alike)
 SYMMETRY_RTOL = 1e-5
 SYMMETRY_ATOL = 1e-7
-#: rows per block of the N x N symmetry check (no N x N temporary)
-_BLOCK = 512
+#: side of the square tiles of the N x N symmetry pass (no N x N temporary; a tile and its mirror image
+#: stay in cache, where a transposed read of whole rows misses it at every element)
+_TILE = 128
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -314,25 +315,40 @@ def is_symmetric(w: Any, *, scale: float | None = None) -> bool:
         lo.data = np.full_like(diff.data, bound)
         return bool((diff - lo - SYMMETRY_RTOL * wt.minimum(abs(w))).max() <= 0)
     t = w if isinstance(w, torch.Tensor) else torch.as_tensor(np.asarray(w))
-    n = t.shape[0]
     if scale is None:
         scale = float(t.abs().max()) if t.numel() else 0.0
+    return _tiles_symmetric(t, scale, average=False)
+
+
+def _tiles_symmetric(t: Any, scale: float, *, average: bool) -> bool:
+    """The dense symmetry pass of :func:`is_symmetric`, square tile by tile; an exact match is one comparison
+    per tile. ``average``: also replace every tile pair that differs (within tolerance) by its mean
+    ``(W + W^T) / 2``, in place, so that ``t`` ends exactly symmetric. False at the first pair beyond the
+    tolerance (``t`` then partly averaged)."""
+    import torch
+
+    n = t.shape[0]
     atol = SYMMETRY_ATOL * max(scale, 1e-30)
-    for i in range(0, n, _BLOCK):
-        rows = slice(i, min(i + _BLOCK, n))
-        top, left = t[rows, i:], t[i:, rows].T
-        if not torch.equal(top, left):
+    for i in range(0, n, _TILE):
+        for j in range(i, n, _TILE):
+            top, left = t[i : i + _TILE, j : j + _TILE], t[j : j + _TILE, i : i + _TILE].T
+            if torch.equal(top, left):
+                continue
             if not bool(
                 ((top - left).abs() <= atol + SYMMETRY_RTOL * torch.minimum(top.abs(), left.abs())).all()
             ):
                 return False
+            if average:
+                mean = (top + left) / 2
+                t[i : i + _TILE, j : j + _TILE] = mean
+                t[j : j + _TILE, i : i + _TILE] = mean.T
     return True
 
 
 _REAL_INTS = ("int8", "int16", "int32", "int64", "uint8", "bool")
 
 
-def check_affinity(w: Any, *, sparse: bool = True, caller: str = "the cut") -> Any:
+def check_affinity(w: Any, *, sparse: bool = True, caller: str = "the cut", dtype: Any = None) -> Any:
     """A square, finite, non-negative, symmetric affinity matrix.
 
     Parameters
@@ -343,12 +359,15 @@ def check_affinity(w: Any, *, sparse: bool = True, caller: str = "the cut") -> A
         Whether sparse matrices are accepted; when not, the message says how to densify.
     caller : str
         The function that needs the matrix, for the message.
+    dtype : torch.dtype, optional
+        Dense input only: return a new, exactly symmetric copy in this dtype, ``(W + W^T) / 2`` where ``W``
+        was symmetric only within the tolerance (the check and the symmetrisation are one pass).
 
     Returns
     -------
     torch.Tensor or scipy.sparse.csr_matrix
-        Dense input: a detached torch tensor on its device, in its dtype (bool as uint8). Sparse input: a
-        float64 CSR matrix.
+        Dense input: a detached torch tensor on its device, in its dtype (bool as uint8), or a contiguous
+        copy in ``dtype``. Sparse input: a float64 CSR matrix.
 
     Raises
     ------
@@ -397,7 +416,13 @@ def check_affinity(w: Any, *, sparse: bool = True, caller: str = "the cut") -> A
         raise FeatureError("W contains NaN or Inf; build it from finite features (see affinity()).")
     if low < 0:
         raise ParameterError("W has negative entries; NCut needs non-negative affinities (see affinity()).")
-    if not is_symmetric(g, scale=max(abs(low), abs(high))):
+    scale = max(abs(low), abs(high))
+    if values is None and dtype is not None:
+        g = g.to(dtype, copy=True).contiguous()
+        symmetric = _tiles_symmetric(g, scale, average=True)
+    else:
+        symmetric = is_symmetric(g, scale=scale)
+    if not symmetric:
         raise ParameterError(
             "W must be symmetric (an undirected affinity); symmetrise it, e.g. (W + W.T) / 2."
         )

@@ -222,6 +222,55 @@ def test_torch_and_numpy_inputs_give_the_same_labels() -> None:
         assert res.ncut == ref.ncut
 
 
+def test_a_graph_symmetric_within_tolerance_is_cut_as_its_exact_mean(monkeypatch) -> None:
+    """The one pass that checks the symmetry also averages W with its transpose (tiles that do not divide
+    N): the cut sees ``(W + W^T) / 2`` to the last bit, and the caller's matrix is left as it was."""
+    from diffcut_lab import validation
+
+    monkeypatch.setattr(validation, "_TILE", 16)
+    w, _ = planted(3, n=70, k=4)
+    bumped = w.copy()
+    bumped[5, 40] *= 1 + 5e-6  # within the toolkit's tolerance, not exactly symmetric
+    bumped[60, 2] *= 1 - 5e-6
+    before = bumped.copy()
+    mean = (bumped + bumped.T) / 2
+    got = validation.check_affinity(bumped, sparse=False, dtype=torch.float64)
+    assert torch.equal(got, torch.from_numpy(mean)) and torch.equal(got, got.T)
+    np.testing.assert_array_equal(bumped, before)
+    a, b = kway_ncut(bumped, 4), kway_ncut(mean, 4)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert a.ncut == b.ncut and np.array_equal(a.history, b.history)
+    far = w.copy()
+    far[5, 40] *= 1.01
+    with pytest.raises(ParameterError, match="symmetric"):
+        kway_ncut(far, 4)
+
+
+def test_results_do_not_depend_on_the_process_threads(monkeypatch) -> None:
+    """The moves run on one thread whatever the process uses (many small steps: more threads only hand
+    them back and forth), so two threads give the same bits as one, and the setting is restored."""
+    f, _ = clustered(6, 16, 5, noise=2.5)
+    w = affinity(f, alpha=10.0)
+    one = kway_ncut(w, 5)
+    seen = []
+    run = kway.run
+
+    def spy(*args):
+        seen.append(torch.get_num_threads())
+        return run(*args)
+
+    monkeypatch.setattr(kway, "run", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        two = kway_ncut(w, 5)
+        assert torch.get_num_threads() == 2 and seen == [1]
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(one.labels, two.labels)
+    assert one.ncut == two.ncut and np.array_equal(one.history, two.history)
+
+
 def test_warm_start_from_labels_never_worse() -> None:
     from diffcut_lab.ncut import recursive_ncut
 
