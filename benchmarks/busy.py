@@ -12,6 +12,14 @@ threads, as before the policy):
 Reported: the median seconds of each (condition, policy), the ratio busy / idle per policy (the goal is
 at most 1.5 with the policy on) and idle(on) / idle(off) (the goal: no slower, at most ~1.0).
 
+And what bounds that ratio from below: ``idle/one_thread``, the same work on one torch and one BLAS
+thread on the idle machine, and the CPU seconds of every run. Beside a neighbour whose two threads are as
+busy as ours, a fair scheduler gives each of the four threads half a core, so our two threads get one
+core: the work cannot finish faster than on one thread alone, and ``floor = idle/one_thread /
+idle/policy`` (the speed-up that two threads give on the idle machine) is the smallest busy / idle any
+thread setting can reach without taking more than a fair share. ``busy_cpu_share`` is the CPU seconds
+the busy runs got per wall second (1.0: one whole core).
+
 Each OpenMP spin count (``GOMP_SPINCOUNT``: 3000, the toolkit's default since ``import diffcut_lab`` sets
 it; 300000, libgomp's own; 0, threads that sleep at once) is measured in a process of its own, one after the
 other and again in reverse order (OpenMP reads the variable when torch loads); the neighbour keeps libgomp's
@@ -48,17 +56,36 @@ while True:
 """
 
 
-def _segment_times(dc, images, repeats: int) -> dict[bool, list[float]]:
+def _segment_times(
+    dc, images, repeats: int, cpu: dict[bool, list[float]] | None = None
+) -> dict[bool, list[float]]:
+    """Wall seconds of ``repeats`` segmentations per policy (on, off), alternating which runs first; the
+    process's CPU seconds of each go to ``cpu`` when given."""
     from diffcut_lab import threads
 
     out: dict[bool, list[float]] = {True: [], False: []}
     for r in range(repeats):
         for policy in (True, False) if r % 2 == 0 else (False, True):  # alternate which runs first
             threads.set_policy("auto" if policy else "off")
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             dc.segment(images)
             out[policy].append(time.perf_counter() - t0)
+            if cpu is not None:
+                cpu.setdefault(policy, []).append(time.process_time() - c0)
     threads.set_policy("auto")
+    return out
+
+
+def _one_thread_times(dc, images, repeats: int) -> list[float]:
+    """Wall seconds of ``repeats`` segmentations on one torch and one BLAS thread."""
+    from diffcut_lab.threads import one_thread
+
+    out = []
+    with one_thread():
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            dc.segment(images)
+            out.append(time.perf_counter() - t0)
     return out
 
 
@@ -91,11 +118,17 @@ def main(argv: list[str] | None = None) -> dict:
         "what": "DiffCut.segment of two sample photos, median seconds, per GOMP_SPINCOUNT (two passes each)",
         "seconds": med,
         "busy_over_idle": {spin: m["busy/policy"] / m["idle/policy"] for spin, m in med.items()},
+        "floor": {spin: m["idle/one_thread"] / m["idle/policy"] for spin, m in med.items()},
+        "busy_cpu_share": {
+            spin: statistics.median(r["busy_cpu_share"] for r in rs) for spin, rs in runs.items()
+        },
         "runs": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("seconds", "busy_over_idle")}, indent=2))
+    print(
+        json.dumps({k: result[k] for k in ("seconds", "busy_over_idle", "floor", "busy_cpu_share")}, indent=2)
+    )
     return result
 
 
@@ -110,20 +143,26 @@ def _measure(args: argparse.Namespace) -> dict:
     dc = dl.DiffCut(bb, image_size=args.size)
     dc.segment(images)  # warm-up: imports, allocator, first-call costs
 
-    idle = _segment_times(dc, images, args.repeats)
+    idle_cpu: dict[bool, list[float]] = {}
+    busy_cpu: dict[bool, list[float]] = {}
+    idle = _segment_times(dc, images, args.repeats, idle_cpu)
+    one = _one_thread_times(dc, images, args.repeats)
     plain = {
         k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
     }  # libgomp's default
     neighbour = subprocess.Popen([sys.executable, "-c", NEIGHBOUR], env=plain)
     try:
         time.sleep(2.0)  # let it reach its loop
-        busy = _segment_times(dc, images, args.repeats)
+        busy = _segment_times(dc, images, args.repeats, busy_cpu)
     finally:
         neighbour.kill()
         neighbour.wait()
 
     med = {f"{cond}/{'policy' if p else 'no_policy'}": statistics.median(t[p])
            for cond, t in (("idle", idle), ("busy", busy)) for p in (True, False)}  # fmt: skip
+    med["idle/one_thread"] = statistics.median(one)
+    cpu = {f"{cond}/{'policy' if p else 'no_policy'}": statistics.median(c[p])
+           for cond, c in (("idle", idle_cpu), ("busy", busy_cpu)) for p in (True, False)}  # fmt: skip
     result = {
         "what": "DiffCut.segment of two sample photos, median seconds",
         "model": args.model,
@@ -137,10 +176,13 @@ def _measure(args: argparse.Namespace) -> dict:
             "load_before": os.getloadavg(),
         },
         "seconds": med,
+        "cpu_seconds": cpu,
         "busy_over_idle": {
             "policy": med["busy/policy"] / med["idle/policy"],
             "no_policy": med["busy/no_policy"] / med["idle/no_policy"],
         },
+        "floor": med["idle/one_thread"] / med["idle/policy"],
+        "busy_cpu_share": cpu["busy/policy"] / med["busy/policy"],
         "idle_policy_over_no_policy": med["idle/policy"] / med["idle/no_policy"],
         "busy_policy_over_no_policy": med["busy/policy"] / med["busy/no_policy"],
         "all": {"idle": {str(k): v for k, v in idle.items()}, "busy": {str(k): v for k, v in busy.items()}},
@@ -148,7 +190,7 @@ def _measure(args: argparse.Namespace) -> dict:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(os.environ.get("GOMP_SPINCOUNT"), json.dumps(
-        {k: result[k] for k in ("seconds", "busy_over_idle", "idle_policy_over_no_policy")}, indent=2
+        {k: result[k] for k in ("seconds", "busy_over_idle", "floor", "busy_cpu_share", "idle_policy_over_no_policy")}, indent=2
     ))  # fmt: skip
     return result
 
