@@ -219,7 +219,9 @@ def stationary_distribution(P: torch.Tensor) -> torch.Tensor:
     Notes
     -----
     Up to :data:`DIRECT_MAX` states (and on accelerators at every size), solved directly (float64 LU of
-    ``(I - P)^T`` with one equation replaced by ``sum(pi) = 1``), which is exact for an irreducible chain
+    ``(I - P)^T`` with one equation replaced by ``sum(pi) = 1``, the rows of ``P`` renormalised in float64
+    so that the dropped equation holds: float32 attention sums to 1 only within 1e-7, and a direct solve
+    of the float32 chain failed its residual check), which is exact for an irreducible chain
     however slowly it mixes (attention between well separated objects mixes
     very slowly, so power iteration would need ``~1 / gap`` iterations). Softmax attention is strictly
     positive, hence irreducible. For a reducible chain (several closed classes, from an input with exact
@@ -240,6 +242,8 @@ def stationary_distribution(P: torch.Tensor) -> torch.Tensor:
         if pi is not None:
             return pi.to(P.dtype)
     p64 = P.to(torch.float64)
+    p64 = p64 / p64.sum(dim=1, keepdim=True).clamp_min(1e-300)  # rows of float32 attention sum to 1 +- 1e-7:
+    # the equation the solve drops (sum(pi) = 1 takes its place) holds only for an exactly stochastic chain
     a = (torch.eye(n, dtype=torch.float64, device=P.device) - p64).T.contiguous()
     a[-1] = 1.0
     b = torch.zeros(n, dtype=torch.float64, device=P.device)

@@ -203,6 +203,27 @@ def test_iterative_stationary_distribution_matches_the_direct_solve(monkeypatch,
     assert torch.allclose(pi.double(), direct, rtol=tol, atol=tol * float(direct.max()))
 
 
+def test_float32_attention_is_solved_directly_not_by_squaring(monkeypatch):
+    """Rows of float32 attention sum to 1 only within float32 rounding: the direct solve normalises them in
+    float64, so the equation it drops holds and its answer passes the residual check, instead of falling
+    back on repeated squaring (an N^3 product per squaring: 20x slower at 1,024 states)."""
+    P = transition_matrix(_clustered_attention(400, seed=5).float())
+    assert float((P.double().sum(1) - 1).abs().max()) > 1e-9  # not stochastic in float64
+
+    matmul = torch.Tensor.__matmul__
+
+    def no_squaring(x, y):
+        assert not (x.dim() == 2 and y.dim() == 2), "fell back on repeated squaring"
+        return matmul(x, y)
+
+    monkeypatch.setattr(torch.Tensor, "__matmul__", no_squaring)
+    pi = stationary_distribution(P)
+    monkeypatch.undo()
+    p64 = P.double()
+    assert pi.dtype == torch.float32 and float(pi.sum()) == pytest.approx(1.0) and bool((pi > 0).all())
+    assert float((pi.double() @ p64 - pi.double()).abs().max()) <= 1e-6 * float(pi.max())
+
+
 def test_iterative_path_leaves_reducible_chains_to_the_direct_solve(monkeypatch):
     from diffcut_lab import walks
 
