@@ -56,24 +56,22 @@ while True:
 """
 
 
-def _segment_times(
-    dc, images, repeats: int, cpu: dict[bool, list[float]] | None = None
-) -> dict[bool, list[float]]:
-    """Wall seconds of ``repeats`` segmentations per policy (on, off), alternating which runs first; the
-    process's CPU seconds of each go to ``cpu`` when given."""
+def _segment_times(dc, images, repeats: int) -> tuple[dict[bool, list[float]], dict[bool, list[float]]]:
+    """Wall and CPU seconds of ``repeats`` segmentations per policy (on, off), alternating which runs
+    first."""
     from diffcut_lab import threads
 
-    out: dict[bool, list[float]] = {True: [], False: []}
+    wall: dict[bool, list[float]] = {True: [], False: []}
+    cpu: dict[bool, list[float]] = {True: [], False: []}
     for r in range(repeats):
         for policy in (True, False) if r % 2 == 0 else (False, True):  # alternate which runs first
             threads.set_policy("auto" if policy else "off")
             t0, c0 = time.perf_counter(), time.process_time()
             dc.segment(images)
-            out[policy].append(time.perf_counter() - t0)
-            if cpu is not None:
-                cpu.setdefault(policy, []).append(time.process_time() - c0)
+            wall[policy].append(time.perf_counter() - t0)
+            cpu[policy].append(time.process_time() - c0)
     threads.set_policy("auto")
-    return out
+    return wall, cpu
 
 
 def _one_thread_times(dc, images, repeats: int) -> list[float]:
@@ -143,9 +141,7 @@ def _measure(args: argparse.Namespace) -> dict:
     dc = dl.DiffCut(bb, image_size=args.size)
     dc.segment(images)  # warm-up: imports, allocator, first-call costs
 
-    idle_cpu: dict[bool, list[float]] = {}
-    busy_cpu: dict[bool, list[float]] = {}
-    idle = _segment_times(dc, images, args.repeats, idle_cpu)
+    idle, idle_cpu = _segment_times(dc, images, args.repeats)
     one = _one_thread_times(dc, images, args.repeats)
     plain = {
         k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
@@ -153,7 +149,7 @@ def _measure(args: argparse.Namespace) -> dict:
     neighbour = subprocess.Popen([sys.executable, "-c", NEIGHBOUR], env=plain)
     try:
         time.sleep(2.0)  # let it reach its loop
-        busy = _segment_times(dc, images, args.repeats, busy_cpu)
+        busy, busy_cpu = _segment_times(dc, images, args.repeats)
     finally:
         neighbour.kill()
         neighbour.wait()

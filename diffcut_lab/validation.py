@@ -409,7 +409,7 @@ def check_affinity(w: Any, *, sparse: bool = True, caller: str = "the cut", dtyp
     if shape[0] == 0:
         raise FeatureError("W is empty (N = 0): there are no pixels to segment.")
     if values is None:
-        low, high = (float(g.min()), float(g.max())) if g.numel() else (0.0, 0.0)  # NaN shows in both
+        low, high = map(float, torch.aminmax(g)) if g.numel() else (0.0, 0.0)  # one pass; NaN shows in both
     else:
         low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
     if not (math.isfinite(low) and math.isfinite(high)):

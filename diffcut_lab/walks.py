@@ -241,9 +241,10 @@ def stationary_distribution(P: torch.Tensor) -> torch.Tensor:
         pi = _krylov_stationary(P)
         if pi is not None:
             return pi.to(P.dtype)
-    p64 = P.to(torch.float64)
-    p64 = p64 / p64.sum(dim=1, keepdim=True).clamp_min(1e-300)  # rows of float32 attention sum to 1 +- 1e-7:
-    # the equation the solve drops (sum(pi) = 1 takes its place) holds only for an exactly stochastic chain
+    # rows of float32 attention sum to 1 only within 1e-7: renormalised in float64 (our own copy), so that the
+    # equation the solve drops (sum(pi) = 1 takes its place) holds, as it does for an exactly stochastic chain
+    p64 = P.to(torch.float64, copy=True)
+    p64 /= p64.sum(dim=1, keepdim=True).clamp_min(1e-300)
     a = (torch.eye(n, dtype=torch.float64, device=P.device) - p64).T.contiguous()
     a[-1] = 1.0
     b = torch.zeros(n, dtype=torch.float64, device=P.device)
