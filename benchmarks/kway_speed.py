@@ -8,7 +8,9 @@ graph ``kway_ncut`` cuts (it ignores self-loops). For each graph the two methods
 on a shared machine the scheduler adds noise to wall time that CPU time of single-threaded work does not
 show), with the K-way NCut of both partitions
 (:func:`diffcut_lab.kway.kway_ncut_value`) and, for reference, the eigenvector-free start
-(``init="k-means++"``).
+(``init="k-means++"``) and the same cut without segment moves (``escapes=0``: the spectral start and the
+node-move descent alone), which splits the K-way time into what reaches the first local minimum and what the
+segment moves add, with the NCut each part buys.
 
 Run: ``python benchmarks/kway_speed.py [--sides 32 64] [--noises 1 2 3] [--repeats 3] [--threads 1]``
 -> ``benchmarks/results/kway_speed.json``.
@@ -67,7 +69,7 @@ def alternate(
 
 
 def compare(side: int, k: int, noise: float, seed: int, repeats: int, alpha: float, channels: int,
-            kmeanspp: bool) -> dict:  # fmt: skip
+            kmeanspp: bool, no_moves: bool = True) -> dict:  # fmt: skip
     w = affinity_graph(
         blobs(seed, side, k, channels, noise), DiffCutConfig(alpha=alpha)
     )  # the graph the cut sees
@@ -82,6 +84,8 @@ def compare(side: int, k: int, noise: float, seed: int, repeats: int, alpha: flo
     fns: dict[str, Callable[[], Any]] = {"sklearn": sklearn, "kway": lambda: kway_ncut(w, k)}
     if kmeanspp:
         fns["kway_kmeanspp"] = lambda: kway_ncut(w, k, init="k-means++")
+    if no_moves:
+        fns["kway_no_moves"] = lambda: kway_ncut(w, k, escapes=0)
     times, cpu, outs = alternate(fns, repeats)
     med = {name: statistics.median(t) for name, t in times.items()}
     med_cpu = {name: statistics.median(t) for name, t in cpu.items()}
@@ -95,7 +99,19 @@ def compare(side: int, k: int, noise: float, seed: int, repeats: int, alpha: flo
     if kmeanspp:
         row["kway_kmeanspp_over_sklearn"] = med["kway_kmeanspp"] / med["sklearn"]
         row["ncut"]["kway_kmeanspp"] = float(outs["kway_kmeanspp"].ncut)
+    if no_moves:
+        row["kway_no_moves_over_sklearn"] = med["kway_no_moves"] / med["sklearn"]
+        row["ncut"]["kway_no_moves"] = float(outs["kway_no_moves"].ncut)
     return row
+
+
+def _no_moves_note(row: dict) -> str:
+    """The run without segment moves, for the progress line (empty when it was skipped)."""
+    if "kway_no_moves_over_sklearn" not in row:
+        return ""
+    return (
+        f"; no segment moves {row['kway_no_moves_over_sklearn']:.2f}, NCut {row['ncut']['kway_no_moves']:.4f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-kmeanspp", action="store_true", help="skip the eigenvector-free start")
+    p.add_argument("--no-split", action="store_true",
+                   help="skip the run without segment moves (escapes=0) that splits the K-way time in two")  # fmt: skip
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -118,13 +136,13 @@ def main(argv: list[str] | None = None) -> int:
             for noise in args.noises:
                 for seed in args.seeds:
                     row = compare(side, args.k, noise, seed, args.repeats, args.alpha, args.channels,
-                                  not args.no_kmeanspp)  # fmt: skip
+                                  not args.no_kmeanspp, not args.no_split)  # fmt: skip
                     rows.append(row)
                     print(
                         f"N={row['nodes']} noise={noise} seed={seed}: kway/sklearn {row['kway_over_sklearn']:.2f} "
                         f"(CPU {row['kway_over_sklearn_cpu']:.2f}) "
                         f"({row['seconds']['kway']:.2f} s vs {row['seconds']['sklearn']:.2f} s), NCut "
-                        f"{row['ncut']['kway']:.4f} vs {row['ncut']['sklearn']:.4f}",
+                        f"{row['ncut']['kway']:.4f} vs {row['ncut']['sklearn']:.4f}{_no_moves_note(row)}",
                         flush=True,
                     )
     summary = {
@@ -136,6 +154,20 @@ def main(argv: list[str] | None = None) -> int:
             "max_kway_over_sklearn_cpu": max(r["kway_over_sklearn_cpu"] for r in rows if r["nodes"] == n),
             "kway_ncut_never_higher": all(
                 r["ncut"]["kway"] <= r["ncut"]["sklearn"] + 1e-9 for r in rows if r["nodes"] == n
+            ),
+            **(
+                {
+                    "max_kway_no_moves_over_sklearn": max(
+                        r["kway_no_moves_over_sklearn"] for r in rows if r["nodes"] == n
+                    ),
+                    "kway_no_moves_ncut_never_higher": all(
+                        r["ncut"]["kway_no_moves"] <= r["ncut"]["sklearn"] + 1e-9
+                        for r in rows
+                        if r["nodes"] == n
+                    ),
+                }
+                if not args.no_split
+                else {}
             ),
         }
         for n in sorted({r["nodes"] for r in rows})

@@ -31,7 +31,8 @@ def test_kway_speed_writes_both_methods_on_the_same_graph(tmp_path: Path) -> Non
     res = json.loads(out.read_text())
     (row,) = res["compare"]
     assert row["nodes"] == 64 and row["k"] == 3
-    assert set(row["seconds"]) == {"sklearn", "kway", "kway_kmeanspp"}
+    assert set(row["seconds"]) == {"sklearn", "kway", "kway_kmeanspp", "kway_no_moves"}
+    assert row["ncut"]["kway"] <= row["ncut"]["kway_no_moves"] + 1e-12  # segment moves only lower the NCut
     assert all(len(t) == 2 for t in row["times"].values())  # alternated repeats, kept for the medians
     assert row["kway_over_sklearn"] == pytest.approx(row["seconds"]["kway"] / row["seconds"]["sklearn"])
     assert all(v >= 0 for v in row["ncut"].values())
