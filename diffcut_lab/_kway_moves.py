@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from . import _kway_kernels as kernels
 from ._kway_init import top_eigvecs
 
 __all__ = ["Memo", "Splits", "ncut_of", "propose", "ratios", "run", "state"]
@@ -24,18 +25,10 @@ _BISECT_TOL = 1e-3  # ... and their relative stopping tolerance
 
 def state(a: torch.Tensor, d: torch.Tensor, lab: torch.Tensor, k: int):
     """``S^T = X^T W`` (K, N) -- row k holds every node's links to segment k; W is symmetric, so it is a
-    sum of rows of W -- and the volumes and associations (K,) of the labelling ``lab``."""
+    sum of rows of W -- and the volumes and associations (K,) of the labelling ``lab`` (host tensors)."""
     st = torch.zeros(k, a.shape[0], dtype=a.dtype, device=a.device).index_add_(0, lab, a)
-    return st, *_vol_assoc(st, d, lab, k)
-
-
-def _vol_assoc(
-    st: torch.Tensor, d: torch.Tensor, lab: torch.Tensor, k: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    vol = torch.zeros(k, dtype=d.dtype, device=d.device).index_add_(0, lab, d)
-    own = st.gather(0, lab[None, :]).squeeze(0)
-    assoc = torch.zeros(k, dtype=d.dtype, device=d.device).index_add_(0, lab, own)
-    return vol, assoc
+    vol, assoc = kernels.vol_assoc(st.numpy(), d.numpy(), lab.numpy(), k)
+    return st, torch.from_numpy(vol), torch.from_numpy(assoc)
 
 
 def ratios(vol: torch.Tensor, assoc: torch.Tensor) -> torch.Tensor:
@@ -45,9 +38,7 @@ def ratios(vol: torch.Tensor, assoc: torch.Tensor) -> torch.Tensor:
 
 def ncut_of(vol: torch.Tensor, assoc: torch.Tensor) -> float:
     """``sum_k cut_k / vol_k`` over segments with positive volume (zero volume: no edges, no cut)."""
-    pos = vol > 0
-    cut = (vol - assoc).clamp_min(0.0)
-    return float(torch.where(pos, cut / torch.where(pos, vol, 1.0), 0.0).sum())
+    return float(kernels.ncut_value(vol.numpy(), assoc.numpy()))
 
 
 def propose(
@@ -60,59 +51,8 @@ def propose(
     more than rounding. Segments of zero volume score 0 (their auxiliary variable is 0). Returns the
     proposed labels.
     """
-    return _propose(_Scores(st, d, lab, vol, assoc), d, lab, lam)
-
-
-class _Scores:
-    """What :func:`propose` needs of one labelling whatever the shift: ``2 S``, ``1 / vol``, the ratios
-    and each node's own ``1 / vol`` (the retries of a step reuse them; same arithmetic, same bits)."""
-
-    __slots__ = ("inv", "inv_own", "rho", "st2")
-
-    def __init__(
-        self, st: torch.Tensor, d: torch.Tensor, lab: torch.Tensor, vol: torch.Tensor, assoc: torch.Tensor
-    ) -> None:
-        pos = vol > 0
-        self.inv = torch.where(pos, 1.0 / torch.where(pos, vol, 1.0), 0.0)
-        self.rho = ratios(vol, assoc)
-        self.st2 = 2.0 * st
-        self.inv_own = self.inv[lab]
-
-
-def _propose(sc: _Scores, d: torch.Tensor, lab: torch.Tensor, lam: float) -> torch.Tensor:
-    score = (sc.st2 - (sc.rho + lam)[:, None] * d[None, :]) * sc.inv[:, None]  # (K, N)
-    own = score.gather(0, lab[None, :]).squeeze(0) + 2.0 * lam * d * sc.inv_own
-    best_score, best = score.max(0)
-    margin = 1e-12 * (best_score.abs() + own.abs())
-    move = (best_score > own + margin) & (best != lab)
-    return torch.where(move, best, lab)
-
-
-def _exact_gains(
-    st: torch.Tensor,
-    d: torch.Tensor,
-    diag: torch.Tensor,
-    lab: torch.Tensor,
-    vol: torch.Tensor,
-    assoc: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact decrease of the NCut if node ``i`` alone moved to its best other segment: ``(gain, target)``.
-
-    Moving ``i`` from ``j`` to ``k`` changes ``assoc_j`` by ``W_ii - 2 S_ij``, ``assoc_k`` by
-    ``2 S_ik + W_ii`` and the volumes by ``-/+ d_i``; a move that would empty ``j`` gets gain ``-inf``.
-    """
-    rho = ratios(vol, assoc)
-    vj = vol[lab] - d
-    aj = assoc[lab] - 2.0 * st.gather(0, lab[None, :]).squeeze(0) + diag
-    leave = torch.where(vj > 0, aj / torch.where(vj > 0, vj, 1.0), 0.0) - rho[lab]
-    vk = vol[:, None] + d[None, :]
-    ak = assoc[:, None] + 2.0 * st + diag[None, :]
-    join = torch.where(vk > 0, ak / torch.where(vk > 0, vk, 1.0), 0.0) - rho[:, None]  # (K, N)
-    join.scatter_(0, lab[None, :], -torch.inf)
-    best_join, target = join.max(0)
-    sizes = torch.bincount(lab, minlength=vol.shape[0])
-    gain = torch.where(sizes[lab] > 1, best_join + leave, -torch.inf)
-    return gain, target
+    out = kernels.propose(st.numpy(), d.numpy(), lab.numpy(), vol.numpy(), assoc.numpy(), float(lam))
+    return torch.from_numpy(out)
 
 
 def _descend(
@@ -134,53 +74,53 @@ def _descend(
     would raise the NCut or empty a segment. When even a large shift leaves nothing acceptable, the
     nodes whose own move has a positive exact gain are moved together, the best half of them if that
     fails, and so on down to the single best move (which always lowers the NCut). ``start``: the
-    :func:`state` of ``lab`` when the caller has it.
+    :func:`state` of ``lab`` when the caller has it. The steps are the compiled loops of
+    :mod:`~diffcut_lab._kway_kernels`, on the host arrays behind the tensors.
     """
-    st, vol, assoc = state(a, d, lab, k) if start is None else start
-    diag = torch.diagonal(a)
+    st_t, vol_t, assoc_t = state(a, d, lab, k) if start is None else start
+    w, deg = a.numpy(), d.numpy()
+    st, vol, assoc, labels = st_t.numpy(), vol_t.numpy(), assoc_t.numpy(), lab.numpy()
+    diag = np.ascontiguousarray(np.diagonal(w))
     lam = reg
 
-    def attempt(new: torch.Tensor) -> tuple | None:
-        moved = torch.nonzero(new != lab).reshape(-1)
-        if not bool((torch.bincount(new, minlength=k) > 0).all()):
+    def attempt(new: np.ndarray) -> tuple | None:
+        ok, st_new = kernels.apply_moves(w, st, labels, new, k)
+        if not ok:
             return None
-        rows = a.index_select(0, moved)  # = columns: W is symmetric
-        st_new = st.clone().index_add_(0, new[moved], rows).index_add_(0, lab[moved], rows, alpha=-1.0)
-        vol_new, assoc_new = _vol_assoc(st_new, d, new, k)
-        value = ncut_of(vol_new, assoc_new)
+        vol_new, assoc_new = kernels.vol_assoc(st_new, deg, new, k)
+        value = kernels.ncut_value(vol_new, assoc_new)
         if value < history[-1] - 1e-12 * max(1.0, history[-1]):
             return new, st_new, vol_new, assoc_new, value
         return None
 
     for _ in range(steps):
         found = None
-        scores = _Scores(st, d, lab, vol, assoc)
         for _ in range(_MAX_BACKTRACK):
-            new = _propose(scores, d, lab, lam)
-            if bool((new == lab).all()):
+            new = kernels.propose(st, deg, labels, vol, assoc, lam)
+            if np.array_equal(new, labels):
                 break
             found = attempt(new)
             if found is not None:
                 break
             lam = 2.0 * lam if lam >= _LAM0 else _LAM0
         if found is None:  # fall back on exact single-node gains
-            gain, target = _exact_gains(st, d, diag, lab, vol, assoc)
-            cand = torch.nonzero(gain > tol).reshape(-1)
-            cand = cand[torch.argsort(gain[cand], descending=True, stable=True)]
-            m = cand.numel()
+            gain, target = kernels.exact_gains(st, deg, diag, labels, vol, assoc)
+            cand = np.flatnonzero(gain > tol)
+            cand = cand[np.argsort(-gain[cand], kind="stable")]
+            m = cand.shape[0]
             while m > 0 and found is None:
-                new = lab.clone()
+                new = labels.copy()
                 new[cand[:m]] = target[cand[:m]]
                 found = attempt(new)
                 m = 0 if m == 1 else (m + 1) // 2
             if found is None:
-                return lab, True
-        lab, st, vol, assoc, value = found
+                return torch.from_numpy(labels), True
+        labels, st, vol, assoc, value = found
         history.append(value)
         lam = max(reg, lam / 2.0) if lam / 2.0 >= _LAM0 else reg
         if history[-2] - history[-1] <= tol:
-            return lab, True
-    return lab, False
+            return torch.from_numpy(labels), True
+    return torch.from_numpy(labels), False
 
 
 def _bisect(a: torch.Tensor, d: torch.Tensor, reg: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

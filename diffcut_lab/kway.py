@@ -80,14 +80,17 @@ This module's own choices:
 * The paper's second stage (mask refinement with low-level cues) is not part of this module; see
   :mod:`diffcut_lab.refine`.
 
-Everything runs in torch on W's device (float64; float32 on MPS), except the small eigenproblems and
-Lanczos iterations on the host (scipy, one BLAS thread); random draws come from a CPU
-``torch.Generator``, so every device draws the same seeds. The runs are many small steps: they run on one
-torch thread whatever the process uses (:func:`~diffcut_lab.threads.one_thread`; on 2 cores two threads
-made them 1.6-1.8x slower, ``benchmarks/kway_speed.py --threads 2``), so results do not depend on it.
+Where it runs: the graph is checked and the start computed on W's device (float64; float32 on MPS;
+Lanczos and the small eigenproblems on the host, scipy on one BLAS thread); the runs on the host, in
+float64 (a host copy of W when W is elsewhere). Random draws come from a CPU ``torch.Generator``, so every
+device draws the same seeds. The runs are many small steps: the node moves are compiled loops
+(:mod:`~diffcut_lab._kway_kernels`, numba), fused where array operations would make one pass over the
+``(K, N)`` scores each; the rest runs on one torch thread whatever the process uses
+(:func:`~diffcut_lab.threads.one_thread`; on 2 cores two threads made the runs 1.6-1.8x slower), so
+results do not depend on it.
 
 Layout: this module checks the input and keeps the best of the runs; the starts are in ``_kway_init``, the
-descent, the segment moves and one run in ``_kway_moves``.
+descent, the segment moves and one run in ``_kway_moves``, its compiled loops in ``_kway_kernels``.
 """
 
 from __future__ import annotations
@@ -199,7 +202,7 @@ def _check_runs(n_init: Any, max_iter: Any, seed: Any, reg: Any, tol: Any, escap
     )
 
 
-def _given_start(init: Any, n: int, k: int, device: torch.device) -> torch.Tensor | None:
+def _given_start(init: Any, n: int, k: int) -> torch.Tensor | None:
     """The start labels when ``init`` is a labelling (numbered by raster order: the result is a function
     of the partition, not of its label values); None for a named start."""
     if isinstance(init, str):
@@ -209,7 +212,7 @@ def _given_start(init: Any, n: int, k: int, device: torch.device) -> torch.Tenso
     codes, kk = _codes(init, n)
     if kk != k:
         raise ParameterError(f"init labels have {kk} distinct values; expected n_segments = {k}.")
-    return torch.from_numpy(relabel_raster(codes)).to(device)
+    return torch.from_numpy(relabel_raster(codes))
 
 
 # ------------------------------------------------------------------------------------------------- runs
@@ -234,7 +237,8 @@ def kway_ncut(
     ----------
     W : torch.Tensor or numpy.ndarray
         ``(N, N)`` dense symmetric non-negative affinity, e.g. from :func:`diffcut_lab.affinity`. The
-        computation stays on W's device (float64; float32 on MPS).
+        check and the spectral start run on W's device, the descent on the host in float64 (on a copy
+        when W is on another device or in float32 on MPS).
     n_segments : int
         Number of segments K, ``1 <= K <= N``. The result has exactly K non-empty segments.
     n_init : int, optional
@@ -324,23 +328,39 @@ def kway_ncut(
         n_segments, "n_segments", minimum=1, maximum=n, hint=f"The graph has {n} nodes: K is at most {n}."
     )
     runs = _check_runs(n_init, max_iter, seed, reg, tol, escapes, init)
-    given = _given_start(init, n, k, a.device)
+    given = _given_start(init, n, k)
+    host = _host(a, d)
     if k == 1:
         zero = np.zeros(n, np.int64)
-        value = _value(a, d, zero)
+        value = _value(*host, zero)
         return KwayResult(zero, value, 0, True, np.array([value]), 1, np.array([value]))
     with one_thread():  # many small steps: extra threads only hand each one back and forth
-        lab, history, converged, finals = _best_run(a, d, k, init, given, runs)
-    labels = relabel_raster(lab.cpu().numpy().astype(np.int64))
-    exact = _value(a, d, labels)  # from scratch, no incremental rounding
+        lab, history, converged, finals = _best_run(a, d, host, k, init, given, runs)
+    labels = relabel_raster(lab.numpy().astype(np.int64))
+    exact = _value(*host, labels)  # from scratch, no incremental rounding
     return KwayResult(labels, exact, len(history) - 1, converged, np.asarray(history), k, np.asarray(finals))
 
 
+def _host(a: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The graph the runs use: ``(A, d)`` on the host in float64 (the same tensors when they are already)."""
+    if a.device.type == "cpu" and a.dtype == torch.float64:
+        return a, d
+    h = a.to("cpu", torch.float64)
+    return h, h.sum(1)
+
+
 def _best_run(
-    a: torch.Tensor, d: torch.Tensor, k: int, init: Any, given: torch.Tensor | None, runs: _Runs
+    a: torch.Tensor,
+    d: torch.Tensor,
+    host: tuple[torch.Tensor, torch.Tensor],
+    k: int,
+    init: Any,
+    given: torch.Tensor | None,
+    runs: _Runs,
 ) -> tuple[torch.Tensor, list[float], bool, list[float]]:
     """Every run (one from a given labelling), the lowest final NCut kept (the first on ties): its labels,
-    history and convergence, and every run's final NCut."""
+    history and convergence, and every run's final NCut. The starts come from ``(a, d)`` on W's device, the
+    runs use ``host``."""
     gen = torch.Generator().manual_seed(runs.seed)
     x = None
     if given is None:  # the points that seed the runs: spectral embedding, or random-walk rows (one copy)
@@ -350,9 +370,9 @@ def _best_run(
     splits: Splits = {}
     memo: Memo = {}
     for r in range(1 if given is not None else runs.n_init):
-        lab0 = given if x is None else initial(str(init), x, d, k, gen, first=r == 0)
+        lab0 = given if x is None else initial(str(init), x, d, k, gen, first=r == 0).cpu()
         lab, history, converged = run(
-            a, d, lab0, k, runs.reg, runs.max_iter, runs.tol, runs.escapes, splits, memo
+            *host, lab0, k, runs.reg, runs.max_iter, runs.tol, runs.escapes, splits, memo
         )
         finals.append(history[-1])
         if best is None or history[-1] < best[0]:
@@ -386,11 +406,11 @@ def kway_ncut_value(W: Any, labels: Any, *, self_loops: bool = False) -> float:
     >>> round(kway_ncut_value(W, [0, 0, 1]), 4)  # 0.2 / 2.2 + 0.2 / 0.2
     1.0909
     """
-    a, d = _graph(W, bool(self_loops))
+    a, d = _host(*_graph(W, bool(self_loops)))
     return _value(a, d, _codes(labels, a.shape[0])[0])
 
 
 def _value(a: torch.Tensor, d: torch.Tensor, codes: np.ndarray) -> float:
     """NCut of compact codes 0..K-1 on a prepared graph."""
-    _, vol, assoc = state(a, d, torch.from_numpy(codes).to(a.device), int(codes.max()) + 1)
+    _, vol, assoc = state(a, d, torch.from_numpy(codes), int(codes.max()) + 1)
     return ncut_of(vol, assoc)
