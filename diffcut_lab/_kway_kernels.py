@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["apply_moves", "exact_gains", "ncut_value", "propose", "vol_assoc"]
+__all__ = ["apply_moves", "exact_gains", "ncut_value", "propose", "sweep", "vol_assoc"]
 
 _jit = numba.njit(cache=True, nogil=True)
 
@@ -137,3 +137,47 @@ def exact_gains(
         target[i] = arg
         gain[i] = best + leave if sizes[own] > 1 else -np.inf
     return gain, target
+
+
+@_jit
+def sweep(a: np.ndarray, d: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The 2-way labelling ``{y > t}`` (labels 0 above the cut point, 1 below) with the largest
+    ``assoc_1 / vol_1 + assoc_2 / vol_2`` over every cut point ``t`` of ``y`` sorted in descending order
+    (ties by index): each node's links to the nodes sorted before it and to all, in one pass over ``a``,
+    then cumulative sums give both sides' associations and volumes at every cut point."""
+    n = y.shape[0]
+    order = np.argsort(-y, kind="mergesort")
+    inner = 0.0  # association of the first p nodes (both directions)
+    rows = 0.0  # their links to every node
+    vol = 0.0
+    total = 0.0
+    for i in range(n):
+        for j in range(n):
+            total += a[i, j]
+    vol_all = 0.0
+    for i in range(n):
+        vol_all += d[order[i]]
+    best = -np.inf
+    cut = 1
+    for p in range(n - 1):
+        r = order[p]
+        below = 0.0
+        row = 0.0
+        for q in range(n):
+            v = a[r, order[q]]
+            row += v
+            if q < p:
+                below += v
+        inner += 2.0 * below
+        rows += row
+        vol += d[r]
+        rest = total - 2.0 * rows + inner
+        vn = vol_all - vol
+        score = (inner / max(vol, 1e-300) if vol > 0 else 0.0) + (rest / max(vn, 1e-300) if vn > 0 else 0.0)
+        if score > best:
+            best = score
+            cut = p + 1
+    lab = np.ones(n, np.int64)
+    for p in range(cut):
+        lab[order[p]] = 0
+    return lab

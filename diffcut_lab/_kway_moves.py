@@ -147,23 +147,9 @@ def _bisect(a: torch.Tensor, d: torch.Tensor, reg: float) -> tuple[torch.Tensor,
 
 def _sweep(a: torch.Tensor, d: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The 2-way labelling ``{y > t}`` with the largest ``assoc_1 / vol_1 + assoc_2 / vol_2`` over every cut
-    point ``t`` of the sorted ``y`` (ties by index): one ``O(n^2)`` pass of cumulative sums."""
-    n = y.shape[0]
-    order = torch.argsort(-y, stable=True)
-    g = a[order[:, None], order]
-    below = torch.tril(g, diagonal=-1).sum(1)  # each node's weight towards the nodes sorted before it
-    inner = 2.0 * torch.cumsum(below, 0)[:-1]  # assoc of the first p nodes, p = 1..n-1
-    rows = torch.cumsum(g.sum(1), 0)[:-1]
-    rest = g.sum() - 2.0 * rows + inner  # assoc of the other n - p nodes
-    vol = torch.cumsum(d[order], 0)
-    vp, vn = vol[:-1], vol[-1] - vol[:-1]
-    score = torch.where(vp > 0, inner / vp.clamp_min(1e-300), 0.0) + torch.where(
-        vn > 0, rest / vn.clamp_min(1e-300), 0.0
-    )
-    p = int(torch.argmax(score)) + 1
-    lab = torch.ones(n, dtype=torch.long, device=a.device)
-    lab[order[:p]] = 0
-    return lab
+    point ``t`` of the sorted ``y`` (ties by index): one ``O(n^2)`` pass of cumulative sums
+    (:func:`~diffcut_lab._kway_kernels.sweep`)."""
+    return torch.from_numpy(kernels.sweep(a.numpy(), d.numpy(), np.ascontiguousarray(y.numpy())))
 
 
 Splits = dict[bytes, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]

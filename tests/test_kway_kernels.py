@@ -107,3 +107,21 @@ def test_module_state_and_value_go_through_the_kernels() -> None:
     np.testing.assert_allclose(st_.numpy(), ref[0], rtol=1e-12, atol=1e-12)
     assert _kway_moves.ncut_of(vol, assoc) == pytest.approx(_ncut(w, d, lab, 4), rel=1e-9)
     assert kway.kway_ncut_value(w, lab) == pytest.approx(_ncut(w, d, lab, 4), rel=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(2, 60))
+def test_sweep_takes_the_best_cut_point_of_the_sorted_vector(seed, n) -> None:
+    w, d, _ = _problem(seed, n, 2)
+    d = d * np.random.default_rng(seed).uniform(1.0, 2.0, n)  # a segment's nodes also link outside it
+    y = np.random.default_rng(seed + 1).standard_normal(n)
+    order = np.argsort(-y, kind="stable")
+    scores = []
+    for p in range(1, n):
+        lab = np.ones(n, np.int64)
+        lab[order[:p]] = 0
+        _, vol, assoc = _state(w, d, lab, 2)
+        scores.append((assoc / vol).sum())
+    best = int(np.argmax(scores)) + 1
+    got = kernels.sweep(w, d, y)
+    assert (got == 0).sum() == best and set(np.flatnonzero(got == 0)) == set(order[:best].tolist())
