@@ -125,3 +125,22 @@ def test_sweep_takes_the_best_cut_point_of_the_sorted_vector(seed, n) -> None:
     best = int(np.argmax(scores)) + 1
     got = kernels.sweep(w, d, y)
     assert (got == 0).sum() == best and set(np.flatnonzero(got == 0)) == set(order[:best].tolist())
+
+
+def test_kernels_compile_without_a_writable_cache(monkeypatch) -> None:
+    """Where numba finds no cache directory it refuses ``cache=True``; the loops then compile per process."""
+    import numba
+
+    real = numba.njit
+
+    def njit(*args, **kwargs):
+        if kwargs.get("cache"):
+            raise RuntimeError("cannot cache function 'f': no locator available for file 'x.py'")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(numba, "njit", njit)
+
+    def double(x: float) -> float:
+        return 2.0 * x
+
+    assert kernels._jit(double)(1.5) == 3.0
