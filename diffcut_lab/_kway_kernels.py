@@ -18,7 +18,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["apply_moves", "exact_gains", "ncut_value", "propose", "sweep", "vol_assoc"]
+__all__ = ["apply_moves", "best_segment_move", "exact_gains", "ncut_value", "propose", "sweep", "vol_assoc"]
 
 
 def _jit(fn):
@@ -189,3 +189,71 @@ def sweep(a: np.ndarray, d: np.ndarray, y: np.ndarray) -> np.ndarray:
     for p in range(cut):
         lab[order[p]] = 0
     return lab
+
+
+@_jit
+def best_segment_move(
+    st: np.ndarray,
+    vol: np.ndarray,
+    assoc: np.ndarray,
+    lab: np.ndarray,
+    order: np.ndarray,
+    bounds: np.ndarray,
+    halves: np.ndarray,
+    half_vol: np.ndarray,
+    half_assoc: np.ndarray,
+) -> tuple[float, int, int, int, int]:
+    """The best segment move and its exact gain: ``(gain, kind, c, i, j)``, kind 1 = cut segment ``c`` in
+    two and merge segments ``i`` and ``j``, 2 = give half ``i`` of ``c`` to segment ``j``, 0 = none with a
+    positive gain. Segment ``c``'s members are ``order[bounds[c]:bounds[c + 1]]`` (ascending), its trial
+    cut ``halves`` at the same positions (0/1) with the halves' volumes and associations
+    ``half_vol[c]``, ``half_assoc[c]``; segments of one node are not cut. Candidates are compared in the
+    order c = 0..K-1, the merge before the transfer; the first of equal gains wins."""
+    k, n = st.shape
+    rho = np.zeros(k)
+    for j in range(k):
+        if vol[j] > 0:
+            rho[j] = assoc[j] / vol[j]
+    links = np.zeros((k, k))  # X^T W X, summed in node order
+    for i in range(n):
+        for b in range(k):
+            links[b, lab[i]] += st[b, i]
+    gain_merge = np.empty((k, k))
+    for i in range(k):
+        for j in range(k):
+            merged = (assoc[i] + assoc[j] + 2.0 * links[i, j]) / max(vol[i] + vol[j], 1e-300)
+            gain_merge[i, j] = -np.inf if i == j else merged - rho[i] - rho[j]
+    best, kind, best_c, best_i, best_j = 0.0, 0, -1, -1, -1
+    cross = np.zeros((2, k))
+    for c in range(k):
+        if bounds[c + 1] - bounds[c] < 2:
+            continue
+        hr0 = half_assoc[c, 0] / half_vol[c, 0] if half_vol[c, 0] > 0 else 0.0
+        hr1 = half_assoc[c, 1] / half_vol[c, 1] if half_vol[c, 1] > 0 else 0.0
+        split = (hr0 + hr1) - rho[c]
+        top, ti, tj = -np.inf, 0, 0
+        for i in range(k):
+            for j in range(k):
+                if i != c and j != c and gain_merge[i, j] > top:
+                    top, ti, tj = gain_merge[i, j], i, j
+        if split + top > best:
+            best, kind, best_c, best_i, best_j = split + top, 1, c, ti, tj
+        cross[:] = 0.0
+        for p in range(bounds[c], bounds[c + 1]):
+            for b in range(k):
+                cross[halves[p], b] += st[b, order[p]]
+        top, th, tb = -np.inf, 0, 0
+        for h in range(2):
+            other = hr1 if h == 0 else hr0
+            for b in range(k):
+                if b == c:
+                    continue
+                joined = (assoc[b] + half_assoc[c, h] + 2.0 * cross[h, b]) / max(
+                    vol[b] + half_vol[c, h], 1e-300
+                )
+                t = joined - rho[b] + other - rho[c]
+                if t > top:
+                    top, th, tb = t, h, b
+        if top > best:
+            best, kind, best_c, best_i, best_j = top, 2, c, th, tb
+    return best, kind, best_c, best_i, best_j

@@ -183,51 +183,35 @@ def _escape(
     A local minimum of node moves can hold two segments that belong together while another holds two
     objects, or give an object to the wrong neighbour; no single-node move fixes either. Gains are exact:
     merges from the K x K association matrix, transfers from the half's links to every segment, splits
-    from :func:`_split`. The move is a function of the labelling alone. Returns the new labels, their
-    NCut and their :func:`state`.
+    from :func:`_split` (scored by :func:`~diffcut_lab._kway_kernels.best_segment_move`). The move is a
+    function of the labelling alone. Returns the new labels, their NCut and their :func:`state`.
     """
     st, vol, assoc = state(a, d, lab, k)
-    c = torch.zeros(k, k, dtype=a.dtype, device=a.device).index_add_(1, lab, st)  # X^T W X
-    rho = ratios(vol, assoc)
-    merged = (assoc[:, None] + assoc[None, :] + 2.0 * c) / (vol[:, None] + vol[None, :]).clamp_min(1e-300)
-    g = (merged - rho[:, None] - rho[None, :]).cpu().numpy()
-    np.fill_diagonal(g, -np.inf)
     order = torch.argsort(lab, stable=True)
-    sizes = torch.bincount(lab, minlength=k).cpu().numpy()
+    sizes = torch.bincount(lab, minlength=k).numpy()
     bounds = np.concatenate([[0], np.cumsum(sizes)])
-    rho_np = rho.cpu().numpy()
-    best = (0.0, "", -1, -1, -1)  # gain, kind, segment cut, (merge i, j) or (half, receiver)
+    subs = np.zeros(lab.shape[0], np.int64)  # each segment's trial cut, at its members' places in order
+    half_vol, half_assoc = np.zeros((k, 2)), np.zeros((k, 2))
     halves = {}
     for cc in range(k):
         if sizes[cc] < 2:
             continue
         idx = order[bounds[cc] : bounds[cc + 1]]
-        sub, hv, ha = _split(a, d, idx, reg, splits)
+        sub, half_vol[cc], half_assoc[cc] = _split(a, d, idx, reg, splits)
+        subs[bounds[cc] : bounds[cc + 1]] = sub.numpy()
         halves[cc] = (idx, sub)
-        hr = ratios(hv, ha)
-        split = float(hr.sum()) - float(rho_np[cc])
-        gm = g.copy()
-        gm[cc, :] = -np.inf
-        gm[:, cc] = -np.inf
-        i, j = np.unravel_index(int(np.argmax(gm)), gm.shape)
-        if split + gm[i, j] > best[0]:
-            best = (split + float(gm[i, j]), "merge", cc, int(i), int(j))
-        cross = torch.zeros(k, 2, dtype=a.dtype, device=a.device).index_add_(1, sub, st[:, idx]).T  # (2, K)
-        joined = (assoc[None, :] + ha[:, None] + 2.0 * cross) / (vol[None, :] + hv[:, None]).clamp_min(1e-300)
-        t = (joined - rho[None, :] + hr.flip(0)[:, None] - rho[cc]).cpu().numpy()  # the other half stays
-        t[:, cc] = -np.inf
-        h, b = np.unravel_index(int(np.argmax(t)), t.shape)
-        if t[h, b] > best[0]:
-            best = (float(t[h, b]), "transfer", cc, int(h), int(b))
+    best = kernels.best_segment_move(
+        st.numpy(), vol.numpy(), assoc.numpy(), lab.numpy(), order.numpy(), bounds, subs, half_vol, half_assoc
+    )
     gain, kind, cc, i, j = best
     if not kind or gain <= 1e-12 * max(1.0, current):
         return None
     new = lab.clone()
     idx, sub = halves[cc]
-    if kind == "merge":
+    if kind == 1:  # merge i and j, the freed label to half 1
         new[lab == j] = i
         new[idx[sub == 1]] = j
-    else:
+    else:  # half i to segment j
         new[idx[sub == i]] = j
     if not bool((torch.bincount(new, minlength=k) > 0).all()):
         return None

@@ -144,3 +144,67 @@ def test_kernels_compile_without_a_writable_cache(monkeypatch) -> None:
         return 2.0 * x
 
     assert kernels._jit(double)(1.5) == 3.0
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.integers(8, 30), st.integers(3, 5))
+def test_best_segment_move_is_the_best_of_every_move_recomputed(seed, n, k) -> None:
+    w, d, lab = _problem(seed, n, k)
+    rng = np.random.default_rng(seed + 2)
+    st_, vol, assoc = _state(w, d, lab, k)
+    order = np.argsort(lab, kind="stable")
+    sizes = np.bincount(lab, minlength=k)
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    halves = np.zeros(n, np.int64)
+    half_vol, half_assoc = np.zeros((k, 2)), np.zeros((k, 2))
+    for c in range(k):
+        members = order[bounds[c] : bounds[c + 1]]
+        cut = rng.permutation(np.arange(members.size) % 2)  # both halves non-empty
+        halves[bounds[c] : bounds[c + 1]] = cut
+        for h in range(2):
+            part = members[cut == h]
+            half_vol[c, h] = d[part].sum()
+            half_assoc[c, h] = w[np.ix_(part, part)].sum()
+    gain, kind, c, i, j = kernels.best_segment_move(
+        st_, vol, assoc, lab, order, bounds, halves, half_vol, half_assoc
+    )
+    before = _ncut(w, d, lab, k)
+    moves = []
+    for cc in range(k):
+        if sizes[cc] < 2:  # a single node is not cut
+            continue
+        members = order[bounds[cc] : bounds[cc + 1]]
+        cut = halves[bounds[cc] : bounds[cc + 1]]
+        for a_ in range(k):
+            for b in range(k):
+                if len({a_, b, cc}) == 3:  # merge a_ and b, half 1 of cc takes the freed label
+                    new = np.where(lab == b, a_, lab)
+                    new[members[cut == 1]] = b
+                    moves.append((before - _ncut(w, d, new, k), 1, cc, a_, b))
+        for h in range(2):
+            for b in range(k):
+                if b != cc:
+                    new = lab.copy()
+                    new[members[cut == h]] = b
+                    moves.append((before - _ncut(w, d, new, k), 2, cc, h, b))
+    top = max(m[0] for m in moves)
+    if top <= 1e-9:
+        assert kind == 0 or gain == pytest.approx(top, abs=1e-9)
+    else:
+        assert gain == pytest.approx(top, rel=1e-9, abs=1e-12)
+        assert (before - _ncut(w, d, _apply(lab, order, bounds, halves, kind, c, i, j), k)) == pytest.approx(
+            top
+        )
+
+
+def _apply(lab, order, bounds, halves, kind, c, i, j) -> np.ndarray:
+    """The labels after the move ``(kind, c, i, j)`` of :func:`kernels.best_segment_move`."""
+    members = order[bounds[c] : bounds[c + 1]]
+    cut = halves[bounds[c] : bounds[c + 1]]
+    new = lab.copy()
+    if kind == 1:
+        new[lab == j] = i
+        new[members[cut == 1]] = j
+    else:
+        new[members[cut == i]] = j
+    return new
