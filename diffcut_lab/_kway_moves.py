@@ -1,10 +1,12 @@
 """The descent of the K-way normalized cut (private; :func:`diffcut_lab.kway.kway_ncut` runs it).
 
-The objective and its bookkeeping (:func:`state`, :func:`ratios`, :func:`ncut_of`), the simultaneous
+The objective and its bookkeeping (:func:`state`, :func:`ncut_of`), the simultaneous
 assignment step of the fractional quadratic transform (:func:`propose`) with its backtracking and exact
 single-node fallback, and the segment-level escapes (cut a segment in two and merge two others, or give
-one half to another segment); :func:`run` is one run from a start to a local minimum. See the module
-docstring of :mod:`diffcut_lab.kway` for the method.
+one half to another segment); :func:`run` is one run from a start to a local minimum. The passes over
+the nodes are compiled loops (:mod:`~diffcut_lab._kway_kernels`) on the host arrays behind the tensors;
+this module keeps the order of the steps. See the module docstring of :mod:`diffcut_lab.kway` for the
+method.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 from . import _kway_kernels as kernels
 from ._kway_init import top_eigvecs
 
-__all__ = ["Memo", "Splits", "ncut_of", "propose", "ratios", "run", "state"]
+__all__ = ["Memo", "Splits", "ncut_of", "propose", "run", "state"]
 
 _MAX_BACKTRACK = 64  # doublings of lambda before a run is declared stuck (lambda ~ 2**64: nothing moves)
 _LAM0 = 0.125  # first shift tried after a rejected step (scores and inertia are both ~ d_i / vol_k)
@@ -29,11 +31,6 @@ def state(a: torch.Tensor, d: torch.Tensor, lab: torch.Tensor, k: int):
     st = torch.zeros(k, a.shape[0], dtype=a.dtype, device=a.device).index_add_(0, lab, a)
     vol, assoc = kernels.vol_assoc(st.numpy(), d.numpy(), lab.numpy(), k)
     return st, torch.from_numpy(vol), torch.from_numpy(assoc)
-
-
-def ratios(vol: torch.Tensor, assoc: torch.Tensor) -> torch.Tensor:
-    """``assoc_k / vol_k``, 0 for a segment of zero volume (empty, or isolated nodes only)."""
-    return torch.where(vol > 0, assoc / torch.where(vol > 0, vol, 1.0), 0.0)
 
 
 def ncut_of(vol: torch.Tensor, assoc: torch.Tensor) -> float:
