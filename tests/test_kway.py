@@ -448,3 +448,17 @@ def test_device_start_by_lobpcg_spans_the_dense_eigenvectors() -> None:
     v = _kway_init.lobpcg_top(m, 4)
     dense = torch.linalg.eigh(m)[1][:, -4:]
     assert float(torch.linalg.svdvals(dense.T @ v).min()) > 1 - 1e-6
+
+
+def test_a_graph_kept_in_float32_is_cut_on_a_float64_host_copy(monkeypatch) -> None:
+    """Off the host (or in float32 on MPS) the start is computed where the graph is and the runs on a
+    float64 host copy with its own degrees: the same partition of a clear graph, the same NCut."""
+    w, z = planted(4, n=90, k=3, p_in=0.9, p_out=0.05)
+    ref = kway_ncut(w, 3)
+    real = kway._graph
+    monkeypatch.setattr(kway, "_graph", lambda W, loops: tuple(t.float() for t in real(W, loops)))
+    got = kway_ncut(w, 3)
+    assert adjusted_rand_score(z, got.labels) == 1.0
+    np.testing.assert_array_equal(got.labels, ref.labels)
+    assert got.ncut == pytest.approx(ref.ncut, rel=1e-6)
+    assert kway.kway_ncut_value(w, got.labels) == pytest.approx(got.ncut, rel=1e-6)
