@@ -18,7 +18,21 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["apply_moves", "best_segment_move", "exact_gains", "ncut_value", "propose", "sweep", "vol_assoc"]
+__all__ = [
+    "MERGE",
+    "TRANSFER",
+    "apply_moves",
+    "best_segment_move",
+    "exact_gains",
+    "ncut_value",
+    "propose",
+    "sweep",
+    "vol_assoc",
+]
+
+#: kinds of segment move (:func:`best_segment_move`): cut a segment and merge two others, or give one half
+#: of it to another segment
+MERGE, TRANSFER = 1, 2
 
 
 def _jit(fn):
@@ -203,9 +217,9 @@ def best_segment_move(
     half_vol: np.ndarray,
     half_assoc: np.ndarray,
 ) -> tuple[float, int, int, int, int]:
-    """The best segment move and its exact gain: ``(gain, kind, c, i, j)``, kind 1 = cut segment ``c`` in
-    two and merge segments ``i`` and ``j``, 2 = give half ``i`` of ``c`` to segment ``j``, 0 = none with a
-    positive gain. Segment ``c``'s members are ``order[bounds[c]:bounds[c + 1]]`` (ascending), its trial
+    """The best segment move and its exact gain: ``(gain, kind, c, i, j)``, kind :data:`MERGE` = cut segment
+    ``c`` in two and merge segments ``i`` and ``j``, :data:`TRANSFER` = give half ``i`` of ``c`` to segment
+    ``j``, 0 = none with a positive gain. Segment ``c``'s members are ``order[bounds[c]:bounds[c + 1]]`` (ascending), its trial
     cut ``halves`` at the same positions (0/1) with the halves' volumes and associations
     ``half_vol[c]``, ``half_assoc[c]``; segments of one node are not cut. Candidates are compared in the
     order c = 0..K-1, the merge before the transfer; the first of equal gains wins."""
@@ -237,7 +251,7 @@ def best_segment_move(
                 if i != c and j != c and gain_merge[i, j] > top:
                     top, ti, tj = gain_merge[i, j], i, j
         if split + top > best:
-            best, kind, best_c, best_i, best_j = split + top, 1, c, ti, tj
+            best, kind, best_c, best_i, best_j = split + top, MERGE, c, ti, tj
         cross[:] = 0.0
         for p in range(bounds[c], bounds[c + 1]):
             for b in range(k):
@@ -255,5 +269,5 @@ def best_segment_move(
                 if t > top:
                     top, th, tb = t, h, b
         if top > best:
-            best, kind, best_c, best_i, best_j = top, 2, c, th, tb
+            best, kind, best_c, best_i, best_j = top, TRANSFER, c, th, tb
     return best, kind, best_c, best_i, best_j

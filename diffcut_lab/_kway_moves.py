@@ -1,7 +1,8 @@
 """The descent of the K-way normalized cut (private; :func:`diffcut_lab.kway.kway_ncut` runs it).
 
 The objective and its bookkeeping (:func:`state`, :func:`ncut_of`), the simultaneous
-assignment step of the fractional quadratic transform (:func:`propose`) with its backtracking and exact
+assignment step of the fractional quadratic transform (:func:`~diffcut_lab._kway_kernels.propose`) with its
+backtracking and exact
 single-node fallback, and the segment-level escapes (cut a segment in two and merge two others, or give
 one half to another segment); :func:`run` is one run from a start to a local minimum. The passes over
 the nodes are compiled loops (:mod:`~diffcut_lab._kway_kernels`) on the host arrays behind the tensors;
@@ -17,7 +18,7 @@ import torch
 from . import _kway_kernels as kernels
 from ._kway_init import top_eigvecs
 
-__all__ = ["Memo", "Splits", "ncut_of", "propose", "run", "state"]
+__all__ = ["Memo", "Splits", "ncut_of", "run", "state"]
 
 _MAX_BACKTRACK = 64  # doublings of lambda before a run is declared stuck (lambda ~ 2**64: nothing moves)
 _LAM0 = 0.125  # first shift tried after a rejected step (scores and inertia are both ~ d_i / vol_k)
@@ -38,20 +39,6 @@ def ncut_of(vol: torch.Tensor, assoc: torch.Tensor) -> float:
     return float(kernels.ncut_value(vol.numpy(), assoc.numpy()))
 
 
-def propose(
-    st: torch.Tensor, d: torch.Tensor, lab: torch.Tensor, vol: torch.Tensor, assoc: torch.Tensor, lam: float
-) -> torch.Tensor:
-    """One assignment step of the fractional quadratic transform with diagonal shift ``lam * D``.
-
-    Node ``i``'s score for segment ``k`` is ``(2 S_ik - (rho_k + lam) d_i) / vol_k`` plus the inertia
-    ``2 lam d_i / vol_k`` for its own segment; it moves to the best segment if that beats staying by
-    more than rounding. Segments of zero volume score 0 (their auxiliary variable is 0). Returns the
-    proposed labels.
-    """
-    out = kernels.propose(st.numpy(), d.numpy(), lab.numpy(), vol.numpy(), assoc.numpy(), float(lam))
-    return torch.from_numpy(out)
-
-
 def _descend(
     a: torch.Tensor,
     d: torch.Tensor,
@@ -67,7 +54,7 @@ def _descend(
     (which holds the NCut of ``lab`` last). Returns the labels and whether it stopped at a local minimum
     (no step, and no single-node move, lowers the NCut by more than ``tol``).
 
-    A step is the simultaneous assignment of :func:`propose`, retried with a doubled shift while it
+    A step is the simultaneous assignment of :func:`~diffcut_lab._kway_kernels.propose`, retried with a doubled shift while it
     would raise the NCut or empty a segment. When even a large shift leaves nothing acceptable, the
     nodes whose own move has a positive exact gain are moved together, the best half of them if that
     fails, and so on down to the single best move (which always lowers the NCut). ``start``: the
@@ -189,23 +176,20 @@ def _escape(
     bounds = np.concatenate([[0], np.cumsum(sizes)])
     subs = np.zeros(lab.shape[0], np.int64)  # each segment's trial cut, at its members' places in order
     half_vol, half_assoc = np.zeros((k, 2)), np.zeros((k, 2))
-    halves = {}
     for cc in range(k):
         if sizes[cc] < 2:
             continue
         idx = order[bounds[cc] : bounds[cc + 1]]
         sub, half_vol[cc], half_assoc[cc] = _split(a, d, idx, reg, splits)
         subs[bounds[cc] : bounds[cc + 1]] = sub.numpy()
-        halves[cc] = (idx, sub)
-    best = kernels.best_segment_move(
+    gain, kind, cc, i, j = kernels.best_segment_move(
         st.numpy(), vol.numpy(), assoc.numpy(), lab.numpy(), order.numpy(), bounds, subs, half_vol, half_assoc
     )
-    gain, kind, cc, i, j = best
     if not kind or gain <= 1e-12 * max(1.0, current):
         return None
     new = lab.clone()
-    idx, sub = halves[cc]
-    if kind == 1:  # merge i and j, the freed label to half 1
+    idx, sub = order[bounds[cc] : bounds[cc + 1]], torch.from_numpy(subs[bounds[cc] : bounds[cc + 1]])
+    if kind == kernels.MERGE:  # i and j merged, the freed label to half 1
         new[lab == j] = i
         new[idx[sub == 1]] = j
     else:  # half i to segment j
